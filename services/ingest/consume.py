@@ -1,0 +1,202 @@
+"""The ingest loop: raw topics -> account-health.signals or account-health.dlq.
+
+Reads usage/support/billing events in batches in one consumer group; for every raw record
+produces exactly one signal (keyed by account id) or one DLQ record (original key and bytes,
+headers with reason, detail, field path, source topic/partition/offset and rejection time).
+Raw offsets are committed only after every record produced from the batch is acknowledged, so a
+crash re-reads at most the batch in flight (at-least-once; the scorer drops duplicates by
+signal id). Broker errors back off and retry without committing; SIGTERM drains the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+
+from services.ingest.validate import Limits, Rejection, Sentiment, validate
+from shared.config import Settings
+from shared.events import Source, encode_signal, utcnow
+from shared.kafka import is_retriable, make_consumer, make_producer
+from shared.ops import Health
+
+log = structlog.get_logger(__name__)
+
+Outgoing = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
+
+
+class IngestMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.consumed = Counter("healthscore_ingest_records_consumed_total",
+                                "Raw records read, by source topic", ["topic"], registry=registry)
+        self.signals = Counter("healthscore_ingest_signals_produced_total",
+                               "Canonical signals produced, by source", ["source"],
+                               registry=registry)
+        self.dead_lettered = Counter("healthscore_ingest_dlq_records_total",
+                                     "Raw records dead-lettered, by reason", ["reason"],
+                                     registry=registry)
+        self.batch_size = Histogram("healthscore_ingest_batch_records", "Records per batch",
+                                    buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
+                                    registry=registry)
+        self.batch_latency = Histogram("healthscore_ingest_batch_duration_seconds",
+                                       "Time from poll to commit of one batch",
+                                       buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
+                                                5, 10), registry=registry)
+        self.retries = Counter("healthscore_ingest_delivery_retries_total",
+                               "Batches re-sent after a retriable broker error",
+                               registry=registry)
+        self.lag = Gauge("healthscore_ingest_consumer_lag_records",
+                         "Records behind the partition high-water mark",
+                         ["topic", "partition"], registry=registry)
+
+
+class Ingest:
+    """One ingest worker. `run(stop)` until `stop` is set; then the batch in flight drains."""
+
+    def __init__(self, settings: Settings, *, registry: CollectorRegistry = REGISTRY,
+                 health: Health | None = None,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.settings = settings
+        self.metrics = IngestMetrics(registry)
+        self.health = health or Health()
+        self.clock = clock
+        cfg = settings.ingest
+        self.limits = Limits(
+            max_record_bytes=cfg.max_record_bytes,
+            max_future_skew=timedelta(seconds=cfg.max_future_skew_seconds),
+            max_age=timedelta(days=cfg.max_age_days),
+        )
+        topics = settings.kafka.topics
+        self.sources: dict[str, Source] = {
+            topics.usage: "usage", topics.support: "support", topics.billing: "billing"}
+        self.sentiment = Sentiment()
+
+    def route(self, record: ConsumerRecord[bytes, bytes], now: datetime) -> Outgoing:
+        """The one outgoing record for a raw record: a signal or a DLQ record."""
+        topics = self.settings.kafka.topics
+        source = self.sources[record.topic]
+        outcome = validate(record.value, source=source, now=now, limits=self.limits,
+                           sentiment=self.sentiment)
+        if isinstance(outcome, Rejection):
+            self.metrics.dead_lettered.labels(outcome.reason).inc()
+            headers = [
+                ("reason", outcome.reason.encode()),
+                ("detail", outcome.detail.encode("utf-8", "replace")),
+                ("source_topic", record.topic.encode()),
+                ("source_partition", str(record.partition).encode()),
+                ("source_offset", str(record.offset).encode()),
+                ("rejected_at", now.isoformat().encode()),
+            ]
+            if outcome.path is not None:
+                headers.append(("path", outcome.path.encode("utf-8", "replace")))
+            headers += [(f"original_{k}", v) for k, v in record.headers or ()]
+            return topics.dlq, record.key, record.value, headers
+        self.metrics.signals.labels(source).inc()
+        return topics.signals, outcome.account_id.encode(), encode_signal(outcome), []
+
+    async def _deliver(self, producer: AIOKafkaProducer, outgoing: Sequence[Outgoing],
+                       stop: asyncio.Event) -> bool:
+        """Send everything and wait for every ack; retry the lot on broker errors."""
+        delay = 0.2
+        while True:
+            try:
+                futures = [
+                    await producer.send(topic, value=value, key=key, headers=headers)
+                    for topic, key, value, headers in outgoing
+                ]
+                await asyncio.gather(*futures)
+                return True
+            except Exception as exc:
+                if not is_retriable(exc):
+                    raise
+                self.metrics.retries.inc()
+                log.warning("ingest.deliver_retry", error=repr(exc), delay=delay)
+                if stop.is_set() and delay > 5:
+                    return False  # shutting down while the broker is away: commit nothing
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _process(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer,
+                       batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+                       stop: asyncio.Event) -> None:
+        started = asyncio.get_running_loop().time()
+        now = self.clock()
+        outgoing: list[Outgoing] = []
+        commit: dict[TopicPartition, int] = {}
+        for tp, records in batch.items():
+            self.metrics.consumed.labels(tp.topic).inc(len(records))
+            outgoing.extend(self.route(record, now) for record in records)
+            commit[tp] = records[-1].offset + 1
+        if not await self._deliver(producer, outgoing, stop):
+            return
+        try:
+            await consumer.commit(commit)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # Partitions moved in a rebalance: their new owner re-reads from the last commit.
+            log.warning("ingest.commit_failed", error=repr(exc))
+        self.metrics.batch_size.observe(len(outgoing))
+        self.metrics.batch_latency.observe(asyncio.get_running_loop().time() - started)
+        for tp, next_offset in commit.items():
+            highwater = consumer.highwater(tp)
+            if highwater is not None:
+                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(
+                    max(highwater - next_offset, 0))
+
+    async def run(self, stop: asyncio.Event) -> None:
+        kafka = self.settings.kafka
+        consumer = make_consumer(kafka, self.settings.ingest.group_id, *kafka.topics.raw)
+        producer = make_producer(kafka)
+        await producer.start()
+        try:
+            await consumer.start()
+            try:
+                self.health.ready = True
+                log.info("ingest.started", topics=list(kafka.topics.raw))
+                await self._loop(consumer, producer, stop)
+            finally:
+                self.health.ready = False
+                await consumer.stop()
+        finally:
+            await producer.stop()
+        log.info("ingest.stopped")
+
+    async def _loop(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer,
+                    stop: asyncio.Event) -> None:
+        cfg = self.settings.ingest
+        while not stop.is_set():
+            try:
+                batch = await consumer.getmany(timeout_ms=cfg.batch_timeout_ms,
+                                               max_records=cfg.batch_max_records)
+            except Exception as exc:
+                if not is_retriable(exc):
+                    raise
+                log.warning("ingest.poll_retry", error=repr(exc))
+                await asyncio.sleep(1.0)
+                continue
+            self.health.progressed()
+            if batch:
+                await self._process(consumer, producer, batch, stop)
+
+
+async def serve(settings: Settings, stop: asyncio.Event, **kwargs: Any) -> None:
+    """Entry point body: the ops endpoint plus the ingest loop."""
+    from shared.kafka import ensure_topics
+    from shared.ops import OpsServer
+
+    health = Health()
+    ingest = Ingest(settings, health=health, **kwargs)
+    ops = OpsServer("0.0.0.0", settings.ingest.metrics_port,
+                    kwargs.get("registry", REGISTRY), health)
+    await ops.start()
+    try:
+        topics = settings.kafka.topics
+        await ensure_topics(settings.kafka, [*topics.raw, topics.signals, topics.dlq])
+        await ingest.run(stop)
+    finally:
+        await ops.stop()

@@ -1,0 +1,194 @@
+"""Raw record bytes -> one canonical Signal, or one Rejection with a machine-readable reason.
+
+Pure and synchronous: no I/O, the clock is an argument. `consume.py` calls `validate` for every
+raw record and produces whatever it returns. The checks run cheapest first, so that hostile
+input (huge, not UTF-8, not JSON, nested a thousand deep) is refused before any real parsing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Final
+
+import orjson
+from pydantic import ValidationError
+
+from shared.events import (
+    EVENT_TYPE_SOURCE,
+    SCHEMA_VERSION,
+    SOURCE_ADAPTERS,
+    RawEvent,
+    Signal,
+    Source,
+)
+
+# Every reason a raw record can be dead-lettered for (the `reason` header on the DLQ).
+REASONS: Final = (
+    "too_large",
+    "invalid_utf8",
+    "invalid_json",
+    "not_an_object",
+    "unknown_event_type",
+    "unsupported_schema_version",
+    "missing_account_id",
+    "schema_violation",
+    "occurred_at_in_future",
+    "occurred_at_too_old",
+)
+
+ENVELOPE: Final = frozenset({"event_id", "account_id", "occurred_at", "type", "schema_version"})
+TEXT_FIELDS: Final = ("subject", "text", "comment")
+MONEY_FIELDS: Final = {"mrr": "mrr_cents", "amount": "amount_cents"}
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_record_bytes: int = 256 * 1024
+    max_future_skew: timedelta = timedelta(minutes=5)
+    max_age: timedelta = timedelta(days=400)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reason: str
+    detail: str
+    path: str | None = None
+
+
+def _upgrade_v0(event: dict[str, Any]) -> dict[str, Any]:
+    """v0, the pre-1.0 envelope: `id`, `account`, `ts` (epoch milliseconds)."""
+    upgraded = {k: v for k, v in event.items() if k not in {"id", "account", "ts"}}
+    upgraded.setdefault("event_id", event.get("id"))
+    upgraded.setdefault("account_id", event.get("account"))
+    ts = event.get("ts")
+    if isinstance(ts, int | float) and not isinstance(ts, bool) and 0 <= ts < 1e14:
+        upgraded.setdefault("occurred_at", datetime.fromtimestamp(ts / 1000, UTC).isoformat())
+    else:
+        upgraded.setdefault("occurred_at", ts)
+    upgraded["schema_version"] = 1
+    return upgraded
+
+
+# schema_version -> function producing the next version; applied until SCHEMA_VERSION.
+UPGRADES: Final[dict[int, Callable[[dict[str, Any]], dict[str, Any]]]] = {0: _upgrade_v0}
+
+
+class Sentiment:
+    """VADER compound sentiment (-1..1) of an event's free text, built once per process."""
+
+    def __init__(self) -> None:
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+        self._analyzer = SentimentIntensityAnalyzer()
+
+    def __call__(self, text: str) -> float:
+        return float(self._analyzer.polarity_scores(text[:5_000])["compound"])
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    # Discriminated unions put the tag first in loc ("ticket_opened", "priority"): drop it.
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in EVENT_TYPE_SOURCE:
+        parts = parts[1:]
+    return ".".join(parts) or "$"
+
+
+def _normalised_data(event: RawEvent) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for name in type(event).model_fields:
+        if name in ENVELOPE:
+            continue
+        value = getattr(event, name)
+        if name in MONEY_FIELDS:
+            data[MONEY_FIELDS[name]] = int((value * 100).to_integral_value())
+        elif isinstance(value, Decimal):
+            data[name] = float(value)
+        elif isinstance(value, datetime):
+            data[name] = value.isoformat()
+        elif hasattr(value, "isoformat"):
+            data[name] = value.isoformat()
+        else:
+            data[name] = value
+    return data
+
+
+def validate(
+    raw: bytes | None,
+    *,
+    source: Source,
+    now: datetime,
+    limits: Limits = Limits(),
+    sentiment: Callable[[str], float] | None = None,
+) -> Signal | Rejection:
+    """Decide what one raw record becomes."""
+    if raw is None:
+        return Rejection("invalid_json", "record has no value (tombstone)")
+    if len(raw) > limits.max_record_bytes:
+        return Rejection("too_large", f"{len(raw)} bytes > limit {limits.max_record_bytes}")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Rejection("invalid_utf8", f"byte {exc.start}: {exc.reason}")
+    try:
+        event = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return Rejection("invalid_json", str(exc)[:200])
+    if not isinstance(event, dict):
+        return Rejection("not_an_object", f"top-level JSON is {type(event).__name__}", "$")
+
+    kind = event.get("type")
+    if not isinstance(kind, str) or EVENT_TYPE_SOURCE.get(kind) != source:
+        shown = repr(kind)[:64]
+        return Rejection("unknown_event_type", f"type {shown} is not a {source} event", "type")
+
+    version = event.get("schema_version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        return Rejection("unsupported_schema_version", "schema_version must be an integer",
+                         "schema_version")
+    if version != SCHEMA_VERSION:
+        if version not in UPGRADES:
+            return Rejection("unsupported_schema_version",
+                             f"schema_version {version} of {kind} is not supported",
+                             "schema_version")
+        while version != SCHEMA_VERSION:
+            event = UPGRADES[version](event)
+            version = event["schema_version"]
+
+    account_id = event.get("account_id")
+    if account_id is None or (isinstance(account_id, str) and not account_id.strip()):
+        return Rejection("missing_account_id", "account_id is absent or empty", "account_id")
+
+    try:
+        parsed: RawEvent = SOURCE_ADAPTERS[source].validate_python(event)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        return Rejection("schema_violation", first["msg"][:200], _path(first["loc"]))
+
+    if parsed.occurred_at > now + limits.max_future_skew:
+        return Rejection("occurred_at_in_future",
+                         f"occurred_at {parsed.occurred_at.isoformat()} is after {now.isoformat()}",
+                         "occurred_at")
+    if parsed.occurred_at < now - limits.max_age:
+        return Rejection("occurred_at_too_old",
+                         f"occurred_at {parsed.occurred_at.isoformat()} is older than "
+                         f"{limits.max_age.days} days", "occurred_at")
+
+    score = None
+    if sentiment is not None:
+        text = " ".join(t for f in TEXT_FIELDS if (t := getattr(parsed, f, "")))
+        if text.strip():
+            score = sentiment(text)
+
+    return Signal(
+        signal_id=parsed.event_id,
+        account_id=parsed.account_id,
+        occurred_at=parsed.occurred_at,
+        source=source,
+        kind=kind,
+        data=_normalised_data(parsed),
+        sentiment=score,
+        ingested_at=now,
+    )

@@ -1,0 +1,135 @@
+"""Drive a World onto the raw topics (live), or into files (events JSONL + outcomes CSV).
+
+Live mode first back-fills `history_days` of events with their own past event times, then keeps
+going in real time: every `day_seconds` of wall time the world advances one day and that day's
+events are produced with event times spread over the interval, so trajectories (declines,
+shocks, silences) play out in minutes. Everything is deterministic for a seed except the wall
+clock the live phase maps onto.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import random
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+
+from services.simulator.world import World, malformed
+from shared.config import Settings
+from shared.events import EVENT_TYPE_SOURCE
+from shared.kafka import ensure_topics, make_producer
+
+log = structlog.get_logger(__name__)
+
+
+def midnight(dt: datetime) -> datetime:
+    return dt.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def history(world: World, days: range) -> Iterator[dict[str, Any]]:
+    for day in days:
+        for account in world.accounts:
+            yield from world.day_events(account, day)
+
+
+def write_files(world: World, out_dir: Path) -> tuple[int, int]:
+    """events.jsonl (one raw v1 event per line, time order per day) and outcomes.csv."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    events = 0
+    with (out_dir / "events.jsonl").open("wb") as fh:
+        for event in history(world, range(world.days)):
+            fh.write(orjson.dumps(event) + b"\n")
+            events += 1
+    churned = 0
+    with (out_dir / "outcomes.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["account_id", "churned_at", "industry", "tier", "trajectory"])
+        for account in world.accounts:
+            at = world.churned_at(account)
+            churned += at is not None
+            writer.writerow([account.account_id, at.isoformat() if at else "", account.industry,
+                             account.tier, account.trajectory])
+    return events, churned
+
+
+class RateLimiter:
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.started = time.monotonic()
+        self.sent = 0
+
+    async def acquire(self, n: int = 1) -> None:
+        self.sent += n
+        if self.rate > 0:
+            ahead = self.sent / self.rate - (time.monotonic() - self.started)
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+
+
+async def produce_live(settings: Settings, world: World, *, history_days: int,
+                       day_seconds: float, rate: float, malformed_fraction: float,
+                       max_events: int | None, stop: asyncio.Event) -> int:
+    topics = settings.kafka.topics
+    by_source = {"usage": topics.usage, "support": topics.support, "billing": topics.billing}
+    await ensure_topics(settings.kafka, [*topics.raw])
+    producer = make_producer(settings.kafka)
+    await producer.start()
+    rng = random.Random(f"{world.seed}:malformed")
+    limiter = RateLimiter(rate)
+    produced = 0
+    pending: list[asyncio.Future[Any]] = []
+
+    async def send(event: dict[str, Any], occurred_at: datetime | None = None) -> None:
+        nonlocal produced
+        if occurred_at is not None:
+            event = {**event, "occurred_at": occurred_at.isoformat()}
+        topic = by_source[EVENT_TYPE_SOURCE[event["type"]]]
+        if malformed_fraction and rng.random() < malformed_fraction:
+            value = malformed(rng, event)
+        else:
+            value = orjson.dumps(event)
+        pending.append(await producer.send(topic, value, key=event["account_id"].encode()))
+        produced += 1
+        if len(pending) >= 1000:
+            await asyncio.gather(*pending)
+            pending.clear()
+        await limiter.acquire()
+
+    try:
+        for event in history(world, range(history_days)):
+            if stop.is_set() or (max_events is not None and produced >= max_events):
+                return produced
+            await send(event)
+        log.info("simulate.history_done", events=produced, days=history_days)
+        day = history_days
+        while not stop.is_set() and (max_events is None or produced < max_events):
+            began = datetime.now(UTC)
+            for account in world.accounts:
+                for event in world.day_events(account, day):
+                    offset = datetime.fromisoformat(event["occurred_at"]) - (
+                        world.start + timedelta(days=day))
+                    at = began + offset * (day_seconds / 86_400)
+                    await send(event, min(at, datetime.now(UTC)))
+                    if stop.is_set():
+                        return produced
+            await asyncio.gather(*pending)
+            pending.clear()
+            log.info("simulate.day_done", day=day, events=produced)
+            spare = day_seconds - (datetime.now(UTC) - began).total_seconds()
+            if spare > 0:
+                try:
+                    await asyncio.wait_for(stop.wait(), spare)
+                except TimeoutError:
+                    pass
+            day += 1
+        return produced
+    finally:
+        await asyncio.gather(*pending, return_exceptions=True)
+        await producer.stop()

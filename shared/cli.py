@@ -1,0 +1,128 @@
+"""`healthscore`: one console entry point, a subcommand per process.
+
+Each subcommand builds the settings once, configures logging, and runs one service until
+SIGINT/SIGTERM, which triggers a graceful stop (the batch in flight drains, then clients close).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from shared.config import Settings, get_settings
+from shared.logging import configure_logging
+
+app = typer.Typer(help="Account Health: streaming, explainable account-health scores.",
+                  no_args_is_help=True, add_completion=False)
+
+
+def run_until_signalled(main: Callable[[asyncio.Event], Coroutine[Any, Any, Any]]) -> Any:
+    """Run `main(stop)` on uvloop; SIGINT/SIGTERM set `stop` for a graceful shutdown."""
+    import uvloop
+
+    async def runner() -> Any:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        return await main(stop)
+
+    return uvloop.run(runner())
+
+
+def _settings(service: str) -> Settings:
+    settings = get_settings()
+    configure_logging(settings.log, service=service)
+    return settings
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the database migrations (idempotent)."""
+    from shared.db import migrate as apply
+
+    settings = _settings("migrate")
+    apply(settings.database)
+    typer.echo("database migrated to head")
+
+
+@app.command()
+def ingest() -> None:
+    """Validate raw events into signals; dead-letter what is invalid."""
+    from services.ingest.consume import serve
+
+    settings = _settings("ingest")
+    run_until_signalled(lambda stop: serve(settings, stop))
+
+
+@app.command()
+def simulate(
+    accounts: Annotated[int, typer.Option(help="number of synthetic accounts")] = 2000,
+    seed: Annotated[int, typer.Option(help="random seed: same seed, same events")] = 7,
+    history_days: Annotated[int, typer.Option(help="days back-filled before going live")] = 30,
+    day_seconds: Annotated[float, typer.Option(help="wall seconds per simulated day")] = 60.0,
+    rate: Annotated[float, typer.Option(help="max events per second (0 = unlimited)")] = 2000.0,
+    malformed_fraction: Annotated[float, typer.Option(help="share of broken records")] = 0.01,
+    max_events: Annotated[int | None, typer.Option(help="stop after this many")] = None,
+    intensity: Annotated[float, typer.Option(help="event volume multiplier")] = 1.0,
+    out: Annotated[Path | None, typer.Option(help="write events.jsonl + outcomes.csv here "
+                                                  "instead of producing to Kafka")] = None,
+    days: Annotated[int, typer.Option(help="days of history written with --out")] = 180,
+    start: Annotated[str | None, typer.Option(help="first day (ISO date) with --out; "
+                                                   "default: `days` before today")] = None,
+) -> None:
+    """Produce realistic raw events for N accounts (or write them to files)."""
+    from services.simulator.produce import midnight, produce_live, write_files
+    from services.simulator.world import World
+
+    settings = _settings("simulate")
+    today = midnight(datetime.now(UTC))
+    if out is not None:
+        first = datetime.fromisoformat(start).replace(tzinfo=UTC) if start else (
+            today - timedelta(days=days))
+        world = World(seed, accounts, start=first, days=days, intensity=intensity)
+        events, churned = write_files(world, out)
+        typer.echo(f"wrote {events} events for {accounts} accounts ({churned} churned) to {out}")
+        return
+    world = World(seed, accounts, start=today - timedelta(days=history_days),
+                  days=history_days + 365, intensity=intensity)
+    produced = run_until_signalled(lambda stop: produce_live(
+        settings, world, history_days=history_days, day_seconds=day_seconds, rate=rate,
+        malformed_fraction=malformed_fraction, max_events=max_events, stop=stop))
+    typer.echo(f"produced {produced} events")
+
+
+@app.command()
+def schemas(out: Annotated[Path, typer.Option()] = Path("docs/schemas")) -> None:
+    """Write the JSON Schema files of the v1 events and the signal."""
+    import orjson
+
+    from shared.events import json_schemas
+
+    out.mkdir(parents=True, exist_ok=True)
+    for stem, schema in json_schemas().items():
+        (out / f"{stem}.schema.json").write_bytes(
+            orjson.dumps(schema, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+    typer.echo(f"wrote {len(json_schemas())} schemas to {out}")
+
+
+@app.command()
+def dev(
+    accounts: Annotated[int, typer.Option(help="simulated accounts")] = 2000,
+    data_dir: Annotated[Path, typer.Option(help="PostgreSQL data and logs")] = Path(".data"),
+    simulate: Annotated[bool, typer.Option(help="run the simulator too")] = True,
+) -> None:
+    """Run the whole system locally: broker, database, services and simulator."""
+    from shared.runner import run_dev
+
+    run_dev(accounts=accounts, data_dir=data_dir.resolve(), with_simulator=simulate)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,142 @@
+"""One settings object for every process, read from the environment once.
+
+Env names are `HEALTHSCORE_<SECTION>__<OPTION>` (e.g. `HEALTHSCORE_KAFKA__BOOTSTRAP_SERVERS`).
+Explicit arguments win over the environment: entry points build a `Settings` once and pass it
+down; nothing below them reads the environment again. Every option is documented in the README
+table and in `.env.example` (a test keeps the three in step).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL_PATH = Path(__file__).parent / "scoring" / "models" / "default.yaml"
+
+
+class TopicSettings(BaseModel):
+    usage: str = "usage.events"
+    support: str = "support.events"
+    billing: str = "billing.events"
+    signals: str = "account-health.signals"
+    dlq: str = "account-health.dlq"
+    changes: str = "account-health.changes"
+
+    @property
+    def raw(self) -> tuple[str, str, str]:
+        return (self.usage, self.support, self.billing)
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id: str = "healthscore"
+    topics: TopicSettings = TopicSettings()
+    # Partitions used when this service creates a missing topic (dev and tests; production
+    # topics are created by the operator).
+    partitions: int = Field(default=4, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    request_timeout_ms: int = Field(default=30_000, ge=1_000)
+    session_timeout_ms: int = Field(default=10_000, ge=1_000)
+
+
+class DatabaseSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 5432
+    user: str = "healthscore"
+    password: SecretStr = SecretStr("healthscore")
+    name: str = "healthscore"
+    pool_size: int = Field(default=10, ge=1)
+
+    def url(self, *, driver: str = "postgresql+asyncpg", name: str | None = None) -> str:
+        from sqlalchemy.engine import URL
+
+        return URL.create(
+            driver,
+            username=self.user,
+            password=self.password.get_secret_value(),
+            host=self.host,
+            port=self.port,
+            database=name or self.name,
+        ).render_as_string(hide_password=False)
+
+
+class IngestSettings(BaseModel):
+    group_id: str = "healthscore-ingest"
+    batch_max_records: int = Field(default=2_000, ge=1)
+    batch_timeout_ms: int = Field(default=200, ge=1)
+    max_record_bytes: int = Field(default=256 * 1024, ge=1_024)
+    # Events further in the future than this (clock skew) or older than max_age are rejected.
+    max_future_skew_seconds: int = Field(default=300, ge=0)
+    max_age_days: int = Field(default=400, ge=1)
+    metrics_port: int = 9101
+
+
+class ScorerSettings(BaseModel):
+    group_id: str = "healthscore-scorer"
+    model_path: Path = DEFAULT_MODEL_PATH
+    shadow_model_path: Path | None = None
+    batch_max_records: int = Field(default=5_000, ge=1)
+    batch_timeout_ms: int = Field(default=200, ge=1)
+    dedup_horizon_hours: float = Field(default=48.0, gt=0)
+    dedup_max_ids_per_account: int = Field(default=512, ge=1)
+    history_min_delta: float = Field(default=5.0, ge=0)
+    sweep_interval_seconds: float = Field(default=60.0, gt=0)
+    relay_interval_seconds: float = Field(default=0.2, gt=0)
+    metrics_port: int = 9102
+
+
+class ApiToken(BaseModel):
+    name: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hex SHA-256 of the token")
+    scopes: list[Literal["read", "write"]] = ["read"]
+
+
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    tokens: list[ApiToken] = []
+    max_page_size: int = Field(default=500, ge=1)
+    max_body_bytes: int = Field(default=16 * 1024, ge=256)
+    max_override_days: int = Field(default=180, ge=1)
+
+
+class LogSettings(BaseModel):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "console"] = "json"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HEALTHSCORE_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+    )
+
+    environment: Literal["development", "test", "production"] = "development"
+    kafka: KafkaSettings = KafkaSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    ingest: IngestSettings = IngestSettings()
+    scorer: ScorerSettings = ScorerSettings()
+    api: ApiSettings = ApiSettings()
+    log: LogSettings = LogSettings()
+
+    @model_validator(mode="after")
+    def _no_default_secrets_in_production(self) -> Settings:
+        if self.environment == "production" and self.database.password.get_secret_value() in {
+            "healthscore",
+            "",
+        }:
+            raise ValueError("HEALTHSCORE_DATABASE__PASSWORD must be set in production")
+        return self
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()

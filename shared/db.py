@@ -1,0 +1,223 @@
+"""PostgreSQL: the system of record. Table definitions, engine factory and migration check.
+
+The scorer is the only writer of accounts, scores, score_history, consumer_offsets and outbox;
+the API writes only overrides and override_audit (and sends the override to the scorer as a
+signal). Alembic migrations under shared/migrations/ create these tables; services call
+`ensure_migrated` at start and refuse to run on a database that is behind.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from shared.config import DatabaseSettings
+from shared.errors import DatabaseNotMigrated
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSONB, list[Any]: JSONB}
+
+
+Timestamp = DateTime(timezone=True)
+
+
+class AccountRow(Base):
+    """One account: its CRM attributes, resolved segment and rolling scorer state."""
+
+    __tablename__ = "accounts"
+
+    account_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str | None] = mapped_column(Text)
+    industry: Mapped[str | None] = mapped_column(String(64), index=True)
+    region: Mapped[str | None] = mapped_column(String(16))
+    tier: Mapped[str | None] = mapped_column(String(16), index=True)
+    lifecycle_stage: Mapped[str | None] = mapped_column(String(16))
+    segment: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    last_event_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    next_review_at: Mapped[datetime | None] = mapped_column(Timestamp, index=True)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class ScoreRow(Base):
+    """The current score of one account for one objective and model role (active/shadow)."""
+
+    __tablename__ = "scores"
+
+    account_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    objective: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_role: Mapped[str] = mapped_column(String(16), primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(64))
+    score: Mapped[float] = mapped_column(Float)
+    band: Mapped[str] = mapped_column(String(32))
+    confidence: Mapped[float] = mapped_column(Float)
+    explanation: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    previous_score: Mapped[float | None] = mapped_column(Float)
+    evaluated_at: Mapped[datetime] = mapped_column(Timestamp)
+    changed_at: Mapped[datetime] = mapped_column(Timestamp)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
+
+    __table_args__ = (
+        Index("ix_scores_objective_band_score", "objective", "model_role", "band", "score"),
+        Index("ix_scores_objective_changed", "objective", "model_role", "changed_at"),
+    )
+
+
+class ScoreHistoryRow(Base):
+    """A meaningful change of one account's score: band change, big move, override, model."""
+
+    __tablename__ = "score_history"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(String(128))
+    objective: Mapped[str] = mapped_column(String(64))
+    model_role: Mapped[str] = mapped_column(String(16))
+    model_version: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime] = mapped_column(Timestamp)
+    old_score: Mapped[float | None] = mapped_column(Float)
+    new_score: Mapped[float] = mapped_column(Float)
+    old_band: Mapped[str | None] = mapped_column(String(32))
+    new_band: Mapped[str] = mapped_column(String(32))
+    cause: Mapped[str] = mapped_column(String(32))
+    top_movers: Mapped[list[Any]] = mapped_column(JSONB)
+    signal_ids: Mapped[list[Any]] = mapped_column(JSONB)
+    recorded_at: Mapped[datetime] = mapped_column(Timestamp)
+
+    __table_args__ = (Index("ix_score_history_account_at", "account_id", "at", "id"),)
+
+
+class ConsumerOffsetRow(Base):
+    """Next offset to consume, written in the same transaction as the work it covers."""
+
+    __tablename__ = "consumer_offsets"
+
+    group_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    topic: Mapped[str] = mapped_column(String(255), primary_key=True)
+    partition: Mapped[int] = mapped_column(Integer, primary_key=True)
+    next_offset: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class OutboxRow(Base):
+    """A change event waiting to be published to account-health.changes by the relay."""
+
+    __tablename__ = "outbox"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(64), unique=True)
+    topic: Mapped[str] = mapped_column(String(255))
+    key: Mapped[str] = mapped_column(String(128))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    sent_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+    __table_args__ = (
+        Index("ix_outbox_unsent", "id", postgresql_where=text("sent_at IS NULL")),
+    )
+
+
+class OverrideRow(Base):
+    """A human override (pin, adjust, CSM sentiment) with author, reason and expiry."""
+
+    __tablename__ = "overrides"
+
+    override_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(128), index=True)
+    action: Mapped[str] = mapped_column(String(16))
+    objective: Mapped[str | None] = mapped_column(String(64))
+    value: Mapped[float] = mapped_column(Float)
+    reason: Mapped[str] = mapped_column(Text)
+    author: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    expires_at: Mapped[datetime] = mapped_column(Timestamp)
+    revoked_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    revoked_by: Mapped[str | None] = mapped_column(String(128))
+    revoke_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class OverrideAuditRow(Base):
+    """Append-only audit trail of override actions."""
+
+    __tablename__ = "override_audit"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    override_id: Mapped[str] = mapped_column(String(64), index=True)
+    account_id: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(128))
+    at: Mapped[datetime] = mapped_column(Timestamp)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONB)
+
+
+def create_engine(settings: DatabaseSettings, *, name: str | None = None) -> AsyncEngine:
+    return create_async_engine(
+        settings.url(name=name),
+        pool_size=settings.pool_size,
+        pool_pre_ping=True,
+    )
+
+
+def alembic_config(url: str) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config("postgresql://")).get_current_head()
+    assert head is not None
+    return head
+
+
+def migrate(settings: DatabaseSettings, *, name: str | None = None) -> None:
+    """Apply every migration (synchronous: alembic drives its own event loop)."""
+    from alembic import command
+
+    command.upgrade(alembic_config(settings.url(name=name)), "head")
+
+
+async def ensure_migrated(engine: AsyncEngine) -> None:
+    """Raise DatabaseNotMigrated unless the database is at the head revision."""
+    head = head_revision()
+    async with engine.connect() as conn:
+        exists = await conn.scalar(text("SELECT to_regclass('alembic_version') IS NOT NULL"))
+        current = (
+            await conn.scalar(text("SELECT version_num FROM alembic_version")) if exists else None
+        )
+    if current != head:
+        raise DatabaseNotMigrated(
+            f"database is at revision {current or 'none'}, this build needs {head}: "
+            "run `healthscore migrate` first"
+        )

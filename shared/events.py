@@ -1,0 +1,338 @@
+"""Event schemas, version 1: the raw events of the three sources and the canonical signal.
+
+Raw events arrive as JSON on `usage.events`, `support.events` and `billing.events`. Every raw
+event carries `event_id`, `account_id`, `occurred_at` (timezone-aware), `type` and
+`schema_version`; the remaining fields depend on the type. Ingest validates a raw event against
+these models, normalises it (UTC timestamps, trimmed ids, lower-case enums, money in minor
+units) and produces one canonical `Signal` keyed by account id. The JSON Schema files under
+docs/schemas/ are generated from these models (`healthscore schemas`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+)
+
+SCHEMA_VERSION = 1
+SIGNAL_SCHEMA_VERSION = 1
+
+Source = Literal["usage", "support", "billing", "api"]
+
+
+def _lower(value: Any) -> Any:
+    return value.strip().lower().replace(" ", "_").replace("-", "_") if isinstance(value, str) else value
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f]+$")]
+Text = Annotated[str, Field(max_length=20_000)]
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+Money = Annotated[Decimal, Field(ge=0, le=Decimal("1e12"), max_digits=16, decimal_places=4)]
+Currency = Annotated[str, BeforeValidator(lambda v: v.strip().upper() if isinstance(v, str) else v),
+                     Field(pattern=r"^[A-Z]{3}$")]
+Priority = Annotated[Literal["low", "normal", "high", "urgent"], BeforeValidator(_lower)]
+Tier = Annotated[Literal["free", "starter", "growth", "enterprise"], BeforeValidator(_lower)]
+Region = Annotated[Literal["na", "latam", "emea", "apac"], BeforeValidator(_lower)]
+LifecycleStage = Annotated[
+    Literal["onboarding", "adopting", "mature", "renewing", "churned"], BeforeValidator(_lower)
+]
+Industry = Annotated[str, BeforeValidator(_lower), Field(min_length=1, max_length=64,
+                                                         pattern=r"^[a-z0-9_&]+$")]
+Count = Annotated[int, Field(ge=0, le=10_000_000)]
+
+
+class RawEvent(BaseModel):
+    """Fields every raw event carries."""
+
+    model_config = ConfigDict(str_strip_whitespace=True, extra="ignore", frozen=True)
+
+    event_id: Identifier
+    account_id: Identifier
+    occurred_at: UtcDatetime
+    schema_version: Literal[1] = Field(description="version of this event type's schema")
+
+
+# --- usage.events -------------------------------------------------------------------------
+
+
+class SessionStarted(RawEvent):
+    """A user signed in / started a session in the product."""
+
+    type: Literal["session_started"]
+    user_id: Identifier
+    duration_seconds: Annotated[int, Field(ge=0, le=7 * 86_400)] | None = None
+
+
+class FeatureUsed(RawEvent):
+    """A user used a named product feature `count` times."""
+
+    type: Literal["feature_used"]
+    user_id: Identifier
+    feature: Annotated[str, BeforeValidator(_lower), Field(min_length=1, max_length=64)]
+    count: Annotated[int, Field(ge=1, le=100_000)] = 1
+
+
+class ActiveUsersReported(RawEvent):
+    """Daily roll-up: distinct active users on the day ending at occurred_at."""
+
+    type: Literal["active_users_reported"]
+    active_users: Count
+
+
+class SeatsUsedReported(RawEvent):
+    """Seats currently assigned to users."""
+
+    type: Literal["seats_used_reported"]
+    seats_in_use: Count
+
+
+# --- support.events -----------------------------------------------------------------------
+
+
+class TicketOpened(RawEvent):
+    type: Literal["ticket_opened"]
+    ticket_id: Identifier
+    priority: Priority = "normal"
+    subject: Annotated[str, Field(max_length=500)] = ""
+    text: Text = ""
+
+
+class TicketUpdated(RawEvent):
+    type: Literal["ticket_updated"]
+    ticket_id: Identifier
+    priority: Priority | None = None
+    escalated: bool = False
+    text: Text = ""
+
+
+class TicketResolved(RawEvent):
+    type: Literal["ticket_resolved"]
+    ticket_id: Identifier
+    resolution_hours: Annotated[float, Field(ge=0, le=24 * 365, allow_inf_nan=False)] | None = None
+
+
+class CsatSubmitted(RawEvent):
+    """Customer-satisfaction rating (1–5) after a ticket."""
+
+    type: Literal["csat_submitted"]
+    ticket_id: Identifier | None = None
+    rating: Annotated[int, Field(ge=1, le=5)]
+    comment: Text = ""
+
+
+class NpsSubmitted(RawEvent):
+    """Net-promoter survey response (0–10)."""
+
+    type: Literal["nps_submitted"]
+    user_id: Identifier | None = None
+    score: Annotated[int, Field(ge=0, le=10)]
+    comment: Text = ""
+
+
+# --- billing.events -----------------------------------------------------------------------
+
+
+class _Subscription(RawEvent):
+    plan: Annotated[str, BeforeValidator(_lower), Field(min_length=1, max_length=64)]
+    tier: Tier
+    mrr: Money = Field(description="monthly recurring revenue, in major units of currency")
+    currency: Currency = "USD"
+    seats_purchased: Annotated[int, Field(ge=0, le=10_000_000)]
+    renewal_date: date | None = None
+
+
+class SubscriptionCreated(_Subscription):
+    type: Literal["subscription_created"]
+
+
+class SubscriptionChanged(_Subscription):
+    type: Literal["subscription_changed"]
+
+
+class SubscriptionCancelled(RawEvent):
+    type: Literal["subscription_cancelled"]
+    reason: Annotated[str, Field(max_length=500)] = ""
+    effective_at: UtcDatetime | None = None
+
+
+class InvoicePaid(RawEvent):
+    type: Literal["invoice_paid"]
+    invoice_id: Identifier
+    amount: Money
+    currency: Currency = "USD"
+    days_late: Annotated[int, Field(ge=0, le=3650)] = 0
+
+
+class InvoiceOverdue(RawEvent):
+    type: Literal["invoice_overdue"]
+    invoice_id: Identifier
+    amount: Money
+    currency: Currency = "USD"
+    days_overdue: Annotated[int, Field(ge=0, le=3650)]
+
+
+class PaymentFailed(RawEvent):
+    type: Literal["payment_failed"]
+    invoice_id: Identifier | None = None
+    amount: Money
+    currency: Currency = "USD"
+    reason: Annotated[str, Field(max_length=500)] = ""
+
+
+class RefundIssued(RawEvent):
+    type: Literal["refund_issued"]
+    amount: Money
+    currency: Currency = "USD"
+    reason: Annotated[str, Field(max_length=500)] = ""
+
+
+class AccountProfileUpdated(RawEvent):
+    """CRM attributes of the account; they select the scoring segment."""
+
+    type: Literal["account_profile_updated"]
+    name: Annotated[str, Field(max_length=200)] = ""
+    industry: Industry
+    region: Region
+    tier: Tier
+    lifecycle_stage: LifecycleStage
+
+
+UsageEvent = Annotated[
+    SessionStarted | FeatureUsed | ActiveUsersReported | SeatsUsedReported,
+    Field(discriminator="type"),
+]
+SupportEvent = Annotated[
+    TicketOpened | TicketUpdated | TicketResolved | CsatSubmitted | NpsSubmitted,
+    Field(discriminator="type"),
+]
+BillingEvent = Annotated[
+    SubscriptionCreated
+    | SubscriptionChanged
+    | SubscriptionCancelled
+    | InvoicePaid
+    | InvoiceOverdue
+    | PaymentFailed
+    | RefundIssued
+    | AccountProfileUpdated,
+    Field(discriminator="type"),
+]
+
+EVENT_TYPES: dict[Source, tuple[type[RawEvent], ...]] = {
+    "usage": (SessionStarted, FeatureUsed, ActiveUsersReported, SeatsUsedReported),
+    "support": (TicketOpened, TicketUpdated, TicketResolved, CsatSubmitted, NpsSubmitted),
+    "billing": (
+        SubscriptionCreated,
+        SubscriptionChanged,
+        SubscriptionCancelled,
+        InvoicePaid,
+        InvoiceOverdue,
+        PaymentFailed,
+        RefundIssued,
+        AccountProfileUpdated,
+    ),
+}
+SOURCE_ADAPTERS: dict[Source, TypeAdapter[Any]] = {
+    "usage": TypeAdapter(UsageEvent),
+    "support": TypeAdapter(SupportEvent),
+    "billing": TypeAdapter(BillingEvent),
+}
+
+
+def event_type_name(model: type[RawEvent]) -> str:
+    return str(model.model_fields["type"].annotation.__args__[0])  # type: ignore[union-attr]
+
+
+EVENT_TYPE_SOURCE: dict[str, Source] = {
+    event_type_name(model): source for source, models in EVENT_TYPES.items() for model in models
+}
+
+
+# --- overrides (produced by the API onto the signals topic) ---------------------------------
+
+OverrideAction = Literal["pin", "adjust", "sentiment"]
+
+
+class OverrideSet(BaseModel):
+    """A human override, applied by the scorer like any other signal."""
+
+    model_config = ConfigDict(frozen=True)
+
+    override_id: str
+    action: OverrideAction
+    objective: str | None = Field(
+        default=None, description="objective the pin/adjust applies to; None = all objectives"
+    )
+    value: float = Field(allow_inf_nan=False)
+    author: str
+    reason: str
+    expires_at: UtcDatetime
+
+
+class OverrideRevoked(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    override_id: str
+    author: str
+    reason: str = ""
+
+
+# --- the canonical signal -------------------------------------------------------------------
+
+
+class Signal(BaseModel):
+    """One normalised fact about one account, keyed by account id on account-health.signals."""
+
+    model_config = ConfigDict(frozen=True)
+
+    schema_version: Literal[1] = SIGNAL_SCHEMA_VERSION
+    signal_id: str = Field(description="the source event_id; the scorer de-duplicates on it")
+    account_id: str
+    occurred_at: UtcDatetime
+    source: Source
+    kind: str = Field(description="the raw event type, or override_set / override_revoked")
+    data: dict[str, Any] = Field(description="the kind's normalised fields")
+    sentiment: float | None = Field(
+        default=None, ge=-1, le=1, description="VADER compound score of the event's free text"
+    )
+    ingested_at: UtcDatetime
+
+
+SIGNAL_ADAPTER = TypeAdapter(Signal)
+
+
+def encode_signal(signal: Signal) -> bytes:
+    return signal.model_dump_json().encode()
+
+
+def decode_signal(raw: bytes) -> Signal:
+    return SIGNAL_ADAPTER.validate_json(raw)
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """JSON Schema documents for every raw event source and the signal, by file stem."""
+    return {
+        "usage.events.v1": SOURCE_ADAPTERS["usage"].json_schema(),
+        "support.events.v1": SOURCE_ADAPTERS["support"].json_schema(),
+        "billing.events.v1": SOURCE_ADAPTERS["billing"].json_schema(),
+        "signal.v1": Signal.model_json_schema(),
+        "override_set.v1": OverrideSet.model_json_schema(),
+        "override_revoked.v1": OverrideRevoked.model_json_schema(),
+    }
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,83 @@
+"""Kafka clients built one way for every service, and the topics they need.
+
+The dev/test broker (tansu) does not support idempotent or transactional producers, and
+`end_offsets()` / `auto_offset_reset="latest"` are unreliable on it; nothing here uses them.
+Delivery guarantees come from the design instead: ingest commits raw offsets only after its
+output is acknowledged; the scorer stores its offsets in PostgreSQL with its writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+from shared.config import KafkaSettings
+
+
+def make_producer(settings: KafkaSettings, **overrides: Any) -> AIOKafkaProducer:
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "client_id": settings.client_id,
+        "acks": "all",
+        "linger_ms": 5,
+        "max_batch_size": 256 * 1024,
+        "max_request_size": 4 * 1024 * 1024,
+        "request_timeout_ms": settings.request_timeout_ms,
+        "enable_idempotence": False,
+    }
+    options.update(overrides)
+    return AIOKafkaProducer(**options)
+
+
+def make_consumer(settings: KafkaSettings, group_id: str | None, *topics: str,
+                  **overrides: Any) -> AIOKafkaConsumer:
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.bootstrap_servers,
+        "client_id": settings.client_id,
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": settings.session_timeout_ms,
+        "heartbeat_interval_ms": max(settings.session_timeout_ms // 5, 500),
+        "request_timeout_ms": settings.request_timeout_ms,
+        "max_partition_fetch_bytes": 4 * 1024 * 1024,
+        "fetch_max_bytes": 16 * 1024 * 1024,
+    }
+    options.update(overrides)
+    return AIOKafkaConsumer(*topics, **options)
+
+
+async def ensure_topics(settings: KafkaSettings, topics: Iterable[str],
+                        partitions: int | None = None) -> None:
+    """Create the topics that do not exist yet (dev and tests; production pre-creates them)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
+                                client_id=settings.client_id)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in dict.fromkeys(topics) if t not in existing]
+        if not missing:
+            return
+        new = [NewTopic(t, partitions or settings.partitions, settings.replication_factor)
+               for t in missing]
+        try:
+            await admin.create_topics(new)
+        except TopicAlreadyExistsError:
+            pass
+    finally:
+        await admin.close()
+
+
+def is_retriable(exc: BaseException) -> bool:
+    """Broker trouble that a back-off and retry may fix."""
+    if isinstance(exc, KafkaError):
+        return bool(exc.retriable) or type(exc).__name__ in {
+            "KafkaConnectionError", "KafkaTimeoutError", "NodeNotReadyError",
+            "RequestTimedOutError", "NotLeaderForPartitionError",
+        }
+    return isinstance(exc, (OSError, asyncio.TimeoutError))

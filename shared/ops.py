@@ -1,0 +1,79 @@
+"""The operations endpoint every worker serves: /metrics, /healthz (progress), /readyz.
+
+/healthz is about progress, not about the process being up: a consumer loop that has not
+completed a poll within `stall_after` seconds (a known aiokafka failure mode after broker
+trouble) answers 503 so the orchestrator restarts it and the alert rule fires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+
+@dataclass
+class Health:
+    stall_after: float = 120.0
+    ready: bool = False
+    last_progress: float = field(default_factory=time.monotonic)
+
+    def progressed(self) -> None:
+        self.last_progress = time.monotonic()
+
+    @property
+    def stalled_for(self) -> float:
+        return time.monotonic() - self.last_progress
+
+    @property
+    def alive(self) -> bool:
+        return self.stalled_for < self.stall_after
+
+
+def ops_app(registry: CollectorRegistry, health: Health) -> Starlette:
+    async def healthz(_: Request) -> JSONResponse:
+        body = {"status": "ok" if health.alive else "stalled",
+                "seconds_since_progress": round(health.stalled_for, 3)}
+        return JSONResponse(body, status_code=200 if health.alive else 503)
+
+    async def readyz(_: Request) -> JSONResponse:
+        ok = health.ready and health.alive
+        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+
+    async def metrics(_: Request) -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return Starlette(routes=[
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+    ])
+
+
+class OpsServer:
+    """uvicorn serving `ops_app` inside the worker's own event loop."""
+
+    def __init__(self, host: str, port: int, registry: CollectorRegistry, health: Health):
+        config = uvicorn.Config(ops_app(registry, health), host=host, port=port,
+                                log_level="warning", access_log=False, lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._server.serve())
+        while not self._server.started:
+            if self._task.done():
+                self._task.result()
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        self._server.should_exit = True
+        if self._task is not None:
+            await self._task
