@@ -1,0 +1,274 @@
+"""Evaluate an account's state under a model at a point in time: scores with explanations.
+
+`evaluate` is a pure function of (model, state, time, previous bands). Scores are a function of
+time: decayed aggregates shrink and sources go stale as `at` moves on, with no new signal.
+
+For each objective: every factor gets a raw value and a 0-100 sub-score, or is `missing` (no
+data) or `stale` (its newest data is older than its source's stale_after); the score is the
+weighted mean of the available factors (weights renormalised over them); confidence is the share
+of the objective's weight that had available data. Active overrides then adjust or pin it. The
+band follows the score with hysteresis: it changes only once the score is past the band's edge
+by the objective's margin.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from shared.events import EVENT_TYPE_SOURCE
+from shared.scoring import decay
+from shared.scoring.model import Band, Factor, Model, Objective, Segment
+from shared.scoring.state import AccountState
+
+DAY = decay.DAY
+Status = Literal["ok", "missing", "stale"]
+
+
+@dataclass(frozen=True, slots=True)
+class FactorResult:
+    factor: str
+    group: str
+    raw: float | None
+    sub_score: float | None
+    weight: float
+    contribution: float
+    status: Status
+    last_data_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectiveScore:
+    objective: str
+    score: float | None
+    band: str
+    confidence: float
+    model_score: float | None
+    factors: tuple[FactorResult, ...]
+    overrides: tuple[dict[str, Any], ...]
+
+    def explanation(self) -> dict[str, Any]:
+        return {
+            "model_score": self.model_score,
+            "factors": [asdict(f) for f in self.factors],
+            "overrides": list(self.overrides),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    at: float
+    model_version: str
+    segment: str
+    scores: dict[str, ObjectiveScore]
+    freshness: dict[str, dict[str, Any]]
+    next_review_at: float
+
+
+UNKNOWN_BAND = "unknown"
+
+
+def source_of(model: Model, aggregate: str) -> str:
+    kind = model.aggregates[aggregate].signals[0]
+    return EVENT_TYPE_SOURCE.get(kind, "api")
+
+
+def _stale_after(model: Model, factor: Factor, source: str) -> float:
+    days = factor.stale_after_days or model.stale_after_days.get(source)
+    return math.inf if days is None else days * DAY
+
+
+def _aggregate_value(model: Model, state: AccountState, name: str, at: float) -> float | None:
+    agg = model.aggregates[name]
+    if name not in state.last:
+        # Nothing counted yet: zero if we hear from the source at all, unknown otherwise.
+        decayed = agg.kind in ("decayed_count", "decayed_sum")
+        return 0.0 if decayed and source_of(model, name) in state.sources else None
+    if agg.kind == "latest":
+        return float(state.latest[name][2])
+    if agg.kind == "last_seen":
+        return max(at - state.last[name], 0.0) / DAY
+    assert agg.half_life_days is not None
+    return decay.value(state.decayed.get(name, 0), at, agg.half_life_days)
+
+
+def _raw_value(model: Model, state: AccountState, factor: Factor, at: float) -> float | None:
+    if factor.csm_sentiment:
+        sentiments = [o for o in state.active_overrides(at) if o["action"] == "sentiment"]
+        return float(sentiments[-1]["value"]) if sentiments else None
+    if factor.aggregate or factor.days_since:
+        return _aggregate_value(model, state, factor.aggregate or factor.days_since or "", at)
+    pair = factor.ratio or factor.trend
+    assert pair is not None
+    top, bottom = (_aggregate_value(model, state, name, at) for name in pair)
+    if top is None or bottom is None:
+        return None
+    if factor.trend:
+        short, long = (model.aggregates[name].half_life_days or 1.0 for name in pair)
+        top, bottom = top / short, bottom / long  # steady-state decayed count = rate * h/ln2
+    if abs(bottom) < 1e-9:
+        return None
+    return top / bottom
+
+
+def _factor_last_data(model: Model, state: AccountState, factor: Factor,
+                      at: float) -> float | None:
+    if factor.csm_sentiment:
+        sentiments = [o for o in state.active_overrides(at) if o["action"] == "sentiment"]
+        return sentiments[-1]["set_at"] if sentiments else None
+    times = [state.last[name] for name in factor.reads if name in state.last]
+    return max(times) if times else None
+
+
+def _weights(objective: Objective, override: Any, model: Model) -> dict[str, float]:
+    groups = {**objective.groups, **(override.groups if override else {})}
+    factors = {**objective.factors, **(override.factors if override else {})}
+    per_group: dict[str, float] = {}
+    for name, weight in factors.items():
+        group = model.factors[name].group
+        per_group[group] = per_group.get(group, 0.0) + weight
+    return {
+        name: groups.get(model.factors[name].group, 0.0) * weight / per_group[model.factors[
+            name].group]
+        for name, weight in factors.items()
+        if weight > 0 and per_group[model.factors[name].group] > 0
+    }
+
+
+def band_for(score: float | None, bands: list[Band], previous: str | None,
+             margin: float) -> str:
+    """The band for `score`, moving off `previous` only once past the edge by `margin`."""
+    if score is None:
+        return UNKNOWN_BAND
+    names = [b.name for b in bands]
+    raw = max(i for i, b in enumerate(bands) if score >= b.min)
+    if previous not in names:
+        return names[raw]
+    current = names.index(previous)
+    while current + 1 < len(bands) and score >= bands[current + 1].min + margin:
+        current += 1
+    while current > 0 and score < bands[current].min - margin:
+        current -= 1
+    return names[current]
+
+
+def _apply_overrides(score: float | None, objective: str,
+                     overrides: list[dict[str, Any]]) -> tuple[float | None, tuple[dict[str, Any],
+                                                                                   ...]]:
+    applied = []
+    for o in overrides:
+        if o["action"] == "sentiment" or o.get("objective") not in (None, objective):
+            continue
+        if o["action"] == "adjust" and score is not None:
+            score = min(max(score + float(o["value"]), 0.0), 100.0)
+        elif o["action"] == "pin":
+            score = min(max(float(o["value"]), 0.0), 100.0)
+        applied.append({k: o[k] for k in ("override_id", "action", "value", "author", "reason",
+                                          "expires_at") if k in o})
+    return score, tuple(applied)
+
+
+def _score_objective(model: Model, state: AccountState, name: str, objective: Objective,
+                     segment: Segment | None, at: float, previous_band: str | None,
+                     overrides: list[dict[str, Any]]) -> ObjectiveScore:
+    weights = _weights(objective, segment.objectives.get(name) if segment else None, model)
+    transforms = segment.transforms if segment else {}
+    results: list[tuple[str, Factor, float | None, float | None, Status, float | None]] = []
+    for factor_name in weights:
+        factor = model.factors[factor_name]
+        raw = _raw_value(model, state, factor, at)
+        last = _factor_last_data(model, state, factor, at)
+        status: Status = "missing" if raw is None else "ok"
+        silence_is_signal = bool(factor.trend or factor.days_since or (
+            factor.aggregate and model.aggregates[factor.aggregate].kind != "latest"))
+        if status == "ok" and not silence_is_signal and last is not None:
+            source = "api" if factor.csm_sentiment else source_of(model, factor.reads[0])
+            if at - last > _stale_after(model, factor, source):
+                status = "stale"
+        transform = transforms.get(factor_name, factor.transform)
+        sub = round(transform(raw), 6) if raw is not None else None
+        results.append((factor_name, factor, raw, sub, status, last))
+
+    total = sum(weights.values())
+    available = sum(weights[n] for n, _, _, _, s, _ in results if s == "ok")
+    model_score = None
+    if available > 0:
+        model_score = sum(weights[n] * (sub or 0.0) for n, _, _, sub, s, _ in results
+                          if s == "ok") / available
+    factors = tuple(
+        FactorResult(
+            factor=n, group=f.group, raw=None if raw is None else round(raw, 6), sub_score=sub,
+            weight=round(weights[n] / total, 6) if total else 0.0,
+            contribution=round(weights[n] * sub / available, 6)
+            if status == "ok" and sub is not None and available else 0.0,
+            status=status, last_data_at=last)
+        for n, f, raw, sub, status, last in results
+    )
+    score, applied = _apply_overrides(model_score, name, overrides)
+    score = None if score is None else round(score, 4)
+    return ObjectiveScore(
+        objective=name,
+        score=score,
+        band=band_for(score, objective.bands, previous_band, objective.hysteresis),
+        confidence=round(available / total, 6) if total else 0.0,
+        model_score=None if model_score is None else round(model_score, 4),
+        factors=factors,
+        overrides=applied,
+    )
+
+
+def evaluate(model: Model, state: AccountState, at: float,
+             previous_bands: dict[str, str] | None = None) -> Evaluation:
+    segment = model.segment_for(state.attribute_values())
+    overrides = state.active_overrides(at)
+    scores = {
+        name: _score_objective(model, state, name, objective, segment, at,
+                               (previous_bands or {}).get(name), overrides)
+        for name, objective in model.objectives.items()
+    }
+    freshness = {}
+    for source, days in sorted(model.stale_after_days.items()):
+        last = state.sources.get(source)
+        freshness[source] = {"last_data_at": last,
+                             "stale": last is None or at - last > days * DAY}
+    return Evaluation(at=at, model_version=model.version,
+                      segment=segment.name if segment else "default", scores=scores,
+                      freshness=freshness, next_review_at=next_review(model, state, at))
+
+
+def next_review(model: Model, state: AccountState, at: float) -> float:
+    """When time alone may next change this account's scores: periodic decay, an override
+    expiring, or a source going stale."""
+    from datetime import datetime
+
+    candidates = [at + model.review_every_hours * 3600]
+    for o in state.overrides.values():
+        if "expires_at" in o and not o.get("revoked"):
+            expiry = datetime.fromisoformat(o["expires_at"]).timestamp()
+            if expiry > at:
+                candidates.append(expiry)
+    for source, days in model.stale_after_days.items():
+        last = state.sources.get(source)
+        if last is not None and last + days * DAY > at:
+            candidates.append(last + days * DAY)
+    return min(candidates)
+
+
+def top_movers(old_factors: list[dict[str, Any]] | None, new: ObjectiveScore,
+               limit: int = 3) -> list[dict[str, Any]]:
+    """The factors whose contribution moved most since `old_factors` (a stored explanation)."""
+    before = {f["factor"]: f for f in old_factors or ()}
+    moves = []
+    for f in new.factors:
+        prior = before.get(f.factor)
+        old_contribution = prior["contribution"] if prior else 0.0
+        delta = round(f.contribution - old_contribution, 6)
+        if delta:
+            moves.append({"factor": f.factor, "group": f.group, "delta": delta,
+                          "old_contribution": old_contribution,
+                          "new_contribution": f.contribution,
+                          "old_sub_score": prior["sub_score"] if prior else None,
+                          "new_sub_score": f.sub_score, "status": f.status})
+    moves.sort(key=lambda m: (-abs(m["delta"]), m["factor"]))
+    return moves[:limit]

@@ -1,0 +1,247 @@
+"""A scoring model: a versioned YAML file, validated on load.
+
+Sections (see shared/scoring/models/default.yaml, documented factor by factor):
+- aggregates: the event-time state kept per account (decayed counts/sums, latest values,
+  last-seen times), each naming the signal kinds it reads;
+- factors: a value over aggregates (an aggregate, a ratio, a trend, days since) mapped to a
+  0-100 sub-score by a transform (piecewise-linear or logistic), in a group;
+- objectives: group weights, factor weights and bands with hysteresis; one score each;
+- segments: rules on account attributes that override weights and transforms.
+
+A model's version is `<name>@<12 hex of sha256 of its canonical JSON>`, so any change to what it
+computes changes its version, and formatting or comments do not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import orjson
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from shared.errors import ConfigurationError
+
+Group = Literal["usage", "support", "billing", "sentiment"]
+SOURCES = ("usage", "support", "billing", "api")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Aggregate(_Strict):
+    kind: Literal["decayed_count", "decayed_sum", "latest", "last_seen"]
+    signals: Annotated[list[str], Field(min_length=1)]
+    field: str | None = Field(default=None, description="signal data field summed / kept; "
+                                                         "`sentiment` is the text sentiment")
+    where: dict[str, str | int | float | bool] = {}
+    weight_by: str | None = Field(default=None, description="data field whose value picks "
+                                                             "the weight in `weights`")
+    weights: dict[str, float] = {}
+    by_kind: dict[str, float] = Field(default={}, description="value per signal kind, "
+                                                              "instead of a field")
+    half_life_days: float | None = Field(default=None, ge=0.5, le=3650)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Aggregate:
+        decayed = self.kind in ("decayed_count", "decayed_sum")
+        if decayed and self.half_life_days is None:
+            raise ValueError(f"{self.kind} needs half_life_days")
+        if not decayed and self.half_life_days is not None:
+            raise ValueError(f"{self.kind} takes no half_life_days")
+        if self.kind in ("decayed_sum", "latest") and (self.field is None) == (not self.by_kind):
+            raise ValueError(f"{self.kind} needs a field or by_kind (one of them)")
+        if set(self.by_kind) - set(self.signals):
+            raise ValueError("by_kind names a signal kind the aggregate does not read")
+        if bool(self.weight_by) != bool(self.weights):
+            raise ValueError("weight_by and weights go together")
+        return self
+
+
+class Piecewise(_Strict):
+    """Linear interpolation between (x, sub-score) points; flat outside them."""
+
+    piecewise: Annotated[list[tuple[float, float]], Field(min_length=2)]
+
+    @model_validator(mode="after")
+    def _sorted(self) -> Piecewise:
+        xs = [x for x, _ in self.piecewise]
+        if any(b <= a for a, b in zip(xs, xs[1:], strict=False)):
+            raise ValueError("piecewise x values must increase strictly")
+        if any(not 0 <= y <= 100 for _, y in self.piecewise):
+            raise ValueError("piecewise sub-scores must lie in 0..100")
+        return self
+
+    def __call__(self, x: float) -> float:
+        points = self.piecewise
+        if x <= points[0][0]:
+            return points[0][1]
+        for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
+            if x <= x1:
+                return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+        return points[-1][1]
+
+
+class Logistic(_Strict):
+    """100 / (1 + exp(-steepness * (x - midpoint)))."""
+
+    midpoint: float
+    steepness: float = Field(description="negative for 'more is worse'")
+
+    def __call__(self, x: float) -> float:
+        z = -self.steepness * (x - self.midpoint)
+        return 0.0 if z > 700 else 100.0 / (1.0 + math.exp(z))
+
+
+class LogisticTransform(_Strict):
+    logistic: Logistic
+
+    def __call__(self, x: float) -> float:
+        return self.logistic(x)
+
+
+Transform = Piecewise | LogisticTransform
+
+
+class Factor(_Strict):
+    group: Group
+    description: str = ""
+    aggregate: str | None = None
+    ratio: tuple[str, str] | None = None
+    trend: tuple[str, str] | None = Field(default=None, description="(short, long) decayed "
+                                                                     "counts: rate ratio")
+    days_since: str | None = None
+    csm_sentiment: bool = Field(default=False, description="latest active CSM sentiment "
+                                                           "override (0-100)")
+    transform: Transform
+    stale_after_days: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_value(self) -> Factor:
+        chosen = [k for k in ("aggregate", "ratio", "trend", "days_since") if getattr(self, k)]
+        if len(chosen) + self.csm_sentiment != 1:
+            raise ValueError("a factor has exactly one of aggregate, ratio, trend, days_since, "
+                             "csm_sentiment")
+        return self
+
+    @property
+    def reads(self) -> tuple[str, ...]:
+        if self.ratio or self.trend:
+            return tuple(self.ratio or self.trend or ())
+        single = self.aggregate or self.days_since
+        return (single,) if single else ()
+
+
+class Band(_Strict):
+    name: str
+    min: float = Field(ge=0, le=100, description="lowest score of this band")
+
+
+class Objective(_Strict):
+    description: str = ""
+    groups: dict[Group, Annotated[float, Field(ge=0)]]
+    factors: dict[str, Annotated[float, Field(ge=0)]]
+    bands: Annotated[list[Band], Field(min_length=1)]
+    hysteresis: float = Field(default=3.0, ge=0, le=20)
+    alert_drop: float = Field(default=15.0, gt=0, description="a drop of this many points "
+                                                              "emits a change event")
+
+    @model_validator(mode="after")
+    def _bands(self) -> Objective:
+        mins = [b.min for b in self.bands]
+        if mins[0] != 0 or any(b <= a for a, b in zip(mins, mins[1:], strict=False)):
+            raise ValueError("bands go from lowest to highest; the first has min 0")
+        return self
+
+
+class ObjectiveOverride(_Strict):
+    groups: dict[Group, Annotated[float, Field(ge=0)]] = {}
+    factors: dict[str, Annotated[float, Field(ge=0)]] = {}
+
+
+class Segment(_Strict):
+    name: str
+    when: dict[Literal["industry", "tier", "region", "lifecycle_stage"], list[str]]
+    objectives: dict[str, ObjectiveOverride] = {}
+    transforms: dict[str, Transform] = {}
+
+
+class Model(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9_\-]+$")
+    description: str = ""
+    stale_after_days: dict[str, Annotated[float, Field(gt=0)]]
+    review_every_hours: float = Field(default=6.0, gt=0,
+                                      description="the sweep re-scores an idle account this often")
+    aggregates: dict[str, Aggregate]
+    factors: dict[str, Factor]
+    objectives: Annotated[dict[str, Objective], Field(min_length=1)]
+    segments: list[Segment] = []
+
+    @model_validator(mode="after")
+    def _references(self) -> Model:
+        for name, factor in self.factors.items():
+            for agg in factor.reads:
+                if agg not in self.aggregates:
+                    raise ValueError(f"factors.{name} reads unknown aggregate {agg!r}")
+            if factor.trend:
+                for agg in factor.trend:
+                    if self.aggregates[agg].kind != "decayed_count":
+                        raise ValueError(f"factors.{name}: trend needs decayed_count aggregates")
+            if factor.days_since and self.aggregates[factor.days_since].kind != "last_seen":
+                raise ValueError(f"factors.{name}: days_since needs a last_seen aggregate")
+        for name, objective in self.objectives.items():
+            for factor in objective.factors:
+                if factor not in self.factors:
+                    raise ValueError(f"objectives.{name} weights unknown factor {factor!r}")
+        for i, segment in enumerate(self.segments):
+            for objective, override in segment.objectives.items():
+                if objective not in self.objectives:
+                    raise ValueError(f"segments[{i}] overrides unknown objective {objective!r}")
+                for factor in override.factors:
+                    if factor not in self.factors:
+                        raise ValueError(f"segments[{i}] weights unknown factor {factor!r}")
+            for factor in segment.transforms:
+                if factor not in self.factors:
+                    raise ValueError(f"segments[{i}] transforms unknown factor {factor!r}")
+        return self
+
+    @cached_property
+    def version(self) -> str:
+        canonical = orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+        return f"{self.name}@{hashlib.sha256(canonical).hexdigest()[:12]}"
+
+    @cached_property
+    def kinds(self) -> dict[str, list[tuple[str, Aggregate]]]:
+        """signal kind -> the aggregates it feeds."""
+        index: dict[str, list[tuple[str, Aggregate]]] = {}
+        for name, agg in self.aggregates.items():
+            for kind in agg.signals:
+                index.setdefault(kind, []).append((name, agg))
+        return index
+
+    def segment_for(self, attributes: dict[str, Any]) -> Segment | None:
+        for segment in self.segments:
+            if all(attributes.get(k) in values for k, values in segment.when.items()):
+                return segment
+        return None
+
+
+def load_model(path: Path) -> Model:
+    """Parse and validate a model file; errors name the file, the path in it and the problem."""
+    try:
+        document = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigurationError(f"{path}: cannot read model: {exc}") from exc
+    try:
+        return Model.model_validate(document)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+            for err in exc.errors(include_url=False)[:10]
+        )
+        raise ConfigurationError(f"{path}: invalid model: {problems}") from exc

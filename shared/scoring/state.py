@@ -1,0 +1,182 @@
+"""Per-account rolling state and how one signal updates it.
+
+Every update is commutative: decayed aggregates add exact integers (see decay.py); latest values
+and attributes keep the maximum by (event time, signal id); last-seen times keep the maximum;
+override revocations are remembered even if they arrive before the override. So the same set of
+signals gives the same state in any order, batching, or with restarts in between.
+
+The de-duplication memory (`seen`) is the one part that is not a function of the set alone: it
+remembers signal ids within `horizon` of the account's newest event time (at most `max_ids`),
+which is how duplicate deliveries are dropped. It is left out of `fingerprint()`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+from shared.scoring import decay
+from shared.scoring.model import Model
+
+ATTRIBUTES = ("name", "industry", "region", "tier", "lifecycle_stage")
+ATTRIBUTE_KINDS = {"account_profile_updated": ATTRIBUTES,
+                   "subscription_created": ("tier",), "subscription_changed": ("tier",)}
+
+
+@dataclass(frozen=True, slots=True)
+class Fact:
+    """The parts of a signal the scoring core reads (times in epoch seconds)."""
+
+    signal_id: str
+    account_id: str
+    t: float
+    source: str
+    kind: str
+    data: dict[str, Any]
+    sentiment: float | None = None
+
+    @classmethod
+    def from_signal(cls, signal: Any) -> Fact:
+        return cls(signal.signal_id, signal.account_id, signal.occurred_at.timestamp(),
+                   signal.source, signal.kind, signal.data, signal.sentiment)
+
+
+@dataclass(frozen=True, slots=True)
+class DedupPolicy:
+    horizon_seconds: float = 48 * 3600.0
+    max_ids: int = 512
+
+
+Latest = tuple[float, str, Any]
+
+
+@dataclass
+class AccountState:
+    decayed: dict[str, int] = field(default_factory=dict)
+    latest: dict[str, Latest] = field(default_factory=dict)
+    last: dict[str, float] = field(default_factory=dict)  # aggregate -> newest event time
+    sources: dict[str, float] = field(default_factory=dict)  # source -> newest event time
+    attributes: dict[str, Latest] = field(default_factory=dict)
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seen: dict[str, float] = field(default_factory=dict)
+    newest: float | None = None
+
+    # --- updating -----------------------------------------------------------------------
+
+    def apply(self, model: Model, fact: Fact, dedup: DedupPolicy = DedupPolicy()) -> bool:
+        """Fold one signal in; False (and no change) if it is a duplicate."""
+        if fact.signal_id in self.seen:
+            return False
+        self._remember(fact, dedup)
+        self.newest = fact.t if self.newest is None else max(self.newest, fact.t)
+        self.sources[fact.source] = max(self.sources.get(fact.source, fact.t), fact.t)
+        if fact.kind in ("override_set", "override_revoked"):
+            self._override(fact)
+            return True
+        for name in ATTRIBUTE_KINDS.get(fact.kind, ()):
+            value = fact.data.get(name)
+            if value not in (None, ""):
+                _keep_latest(self.attributes, name, (fact.t, fact.signal_id, value))
+        for name, agg in model.kinds.get(fact.kind, ()):
+            if any(fact.data.get(k) != v for k, v in agg.where.items()):
+                continue
+            if agg.by_kind:
+                raw: Any = agg.by_kind.get(fact.kind)
+            elif agg.field == "sentiment":
+                raw = fact.sentiment
+            else:
+                raw = fact.data.get(agg.field) if agg.field else 1.0
+            if raw is None or isinstance(raw, bool) or not isinstance(raw, int | float):
+                continue
+            self.last[name] = max(self.last.get(name, fact.t), fact.t)
+            if agg.kind == "latest":
+                _keep_latest(self.latest, name, (fact.t, fact.signal_id, raw))
+            elif agg.kind in ("decayed_count", "decayed_sum"):
+                weight = 1.0 if agg.kind == "decayed_count" else float(raw)
+                if agg.weight_by:
+                    weight *= agg.weights.get(str(fact.data.get(agg.weight_by)), 1.0)
+                assert agg.half_life_days is not None
+                self.decayed[name] = self.decayed.get(name, 0) + decay.term(
+                    weight, fact.t, agg.half_life_days)
+        return True
+
+    def _override(self, fact: Fact) -> None:
+        override_id = str(fact.data.get("override_id"))
+        current = self.overrides.get(override_id, {})
+        if fact.kind == "override_revoked":
+            self.overrides[override_id] = {**current, "revoked": True,
+                                           "revoked_by": fact.data.get("author"),
+                                           "revoked_at": fact.t}
+        else:
+            self.overrides[override_id] = {**fact.data, "set_at": fact.t,
+                                           **{k: v for k, v in current.items()
+                                              if k.startswith("revoked")}}
+
+    def _remember(self, fact: Fact, dedup: DedupPolicy) -> None:
+        self.seen[fact.signal_id] = fact.t
+        if len(self.seen) > dedup.max_ids:
+            floor = max(self.newest or fact.t, fact.t) - dedup.horizon_seconds
+            kept = sorted(((t, sid) for sid, t in self.seen.items() if t >= floor),
+                          reverse=True)[: max(dedup.max_ids * 3 // 4, 1)]
+            self.seen = {sid: t for t, sid in kept}
+
+    # --- reading ------------------------------------------------------------------------
+
+    def attribute(self, name: str) -> Any:
+        entry = self.attributes.get(name)
+        return entry[2] if entry else None
+
+    def attribute_values(self) -> dict[str, Any]:
+        return {name: self.attribute(name) for name in ATTRIBUTES}
+
+    def active_overrides(self, at: float) -> list[dict[str, Any]]:
+        active = []
+        for override_id, o in sorted(self.overrides.items()):
+            if o.get("revoked") or "action" not in o:
+                continue
+            if o["set_at"] <= at < datetime.fromisoformat(o["expires_at"]).timestamp():
+                active.append({"override_id": override_id, **o})
+        return sorted(active, key=lambda o: (o["set_at"], o["override_id"]))
+
+    # --- persistence --------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "v": 1,
+            "decayed": {k: decay.encode(v) for k, v in sorted(self.decayed.items())},
+            "latest": {k: list(v) for k, v in sorted(self.latest.items())},
+            "last": dict(sorted(self.last.items())),
+            "sources": dict(sorted(self.sources.items())),
+            "attributes": {k: list(v) for k, v in sorted(self.attributes.items())},
+            "overrides": dict(sorted(self.overrides.items())),
+            "seen": self.seen,
+            "newest": self.newest,
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> AccountState:
+        return cls(
+            decayed={k: decay.decode(v) for k, v in doc["decayed"].items()},
+            latest={k: (v[0], v[1], v[2]) for k, v in doc["latest"].items()},
+            last=dict(doc["last"]),
+            sources=dict(doc["sources"]),
+            attributes={k: (v[0], v[1], v[2]) for k, v in doc["attributes"].items()},
+            overrides=dict(doc["overrides"]),
+            seen=dict(doc["seen"]),
+            newest=doc["newest"],
+        )
+
+    def fingerprint(self) -> bytes:
+        """Canonical bytes of everything but the de-duplication memory."""
+        doc = self.to_json()
+        del doc["seen"]
+        return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+
+
+def _keep_latest(table: dict[str, Latest], name: str, entry: Latest) -> None:
+    current = table.get(name)
+    if current is None or (entry[0], entry[1]) > (current[0], current[1]):
+        table[name] = entry
