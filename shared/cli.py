@@ -62,6 +62,15 @@ def ingest() -> None:
 
 
 @app.command()
+def scorer() -> None:
+    """Keep every account's health score, history and change events up to date."""
+    from services.scorer.consume import serve
+
+    settings = _settings("scorer")
+    run_until_signalled(lambda stop: serve(settings, stop))
+
+
+@app.command()
 def simulate(
     accounts: Annotated[int, typer.Option(help="number of synthetic accounts")] = 2000,
     seed: Annotated[int, typer.Option(help="random seed: same seed, same events")] = 7,

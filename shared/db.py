@@ -60,10 +60,15 @@ class AccountRow(Base):
     tier: Mapped[str | None] = mapped_column(String(16), index=True)
     lifecycle_stage: Mapped[str | None] = mapped_column(String(16))
     segment: Mapped[str | None] = mapped_column(String(64))
+    # the signals-topic partition this account hashes to: the sweep re-scores only accounts
+    # of partitions its scorer owns
+    partition: Mapped[int] = mapped_column(Integer)
     state: Mapped[dict[str, Any]] = mapped_column(JSONB)
     last_event_at: Mapped[datetime | None] = mapped_column(Timestamp)
-    next_review_at: Mapped[datetime | None] = mapped_column(Timestamp, index=True)
+    next_review_at: Mapped[datetime | None] = mapped_column(Timestamp)
     updated_at: Mapped[datetime] = mapped_column(Timestamp)
+
+    __table_args__ = (Index("ix_accounts_partition_review", "partition", "next_review_at"),)
 
 
 class ScoreRow(Base):
@@ -75,11 +80,16 @@ class ScoreRow(Base):
     objective: Mapped[str] = mapped_column(String(64), primary_key=True)
     model_role: Mapped[str] = mapped_column(String(16), primary_key=True)
     model_version: Mapped[str] = mapped_column(String(64))
-    score: Mapped[float] = mapped_column(Float)
+    score: Mapped[float | None] = mapped_column(Float)
     band: Mapped[str] = mapped_column(String(32))
     confidence: Mapped[float] = mapped_column(Float)
     explanation: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    # score at the newest history row (what the next change is measured against), and the
+    # score before that change (so lists can sort by the size of the last change)
+    recorded_score: Mapped[float | None] = mapped_column(Float)
     previous_score: Mapped[float | None] = mapped_column(Float)
+    # peak score since the last change event: a fall of alert_drop below it is news
+    alert_baseline: Mapped[float | None] = mapped_column(Float)
     evaluated_at: Mapped[datetime] = mapped_column(Timestamp)
     changed_at: Mapped[datetime] = mapped_column(Timestamp)
     updated_at: Mapped[datetime] = mapped_column(Timestamp)
@@ -102,7 +112,7 @@ class ScoreHistoryRow(Base):
     model_version: Mapped[str] = mapped_column(String(64))
     at: Mapped[datetime] = mapped_column(Timestamp)
     old_score: Mapped[float | None] = mapped_column(Float)
-    new_score: Mapped[float] = mapped_column(Float)
+    new_score: Mapped[float | None] = mapped_column(Float)
     old_band: Mapped[str | None] = mapped_column(String(32))
     new_band: Mapped[str] = mapped_column(String(32))
     cause: Mapped[str] = mapped_column(String(32))
@@ -177,10 +187,14 @@ class OverrideAuditRow(Base):
 
 
 def create_engine(settings: DatabaseSettings, *, name: str | None = None) -> AsyncEngine:
+    import orjson
+
     return create_async_engine(
         settings.url(name=name),
         pool_size=settings.pool_size,
         pool_pre_ping=True,
+        json_serializer=lambda obj: orjson.dumps(obj).decode(),
+        json_deserializer=orjson.loads,
     )
 
 

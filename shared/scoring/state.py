@@ -19,7 +19,9 @@ from typing import Any
 import orjson
 
 from shared.scoring import decay
-from shared.scoring.model import Model
+from shared.scoring.model import Aggregate, Model
+
+KindIndex = dict[str, list[tuple[str, Aggregate]]]
 
 ATTRIBUTES = ("name", "industry", "region", "tier", "lifecycle_stage")
 ATTRIBUTE_KINDS = {"account_profile_updated": ATTRIBUTES,
@@ -66,8 +68,11 @@ class AccountState:
 
     # --- updating -----------------------------------------------------------------------
 
-    def apply(self, model: Model, fact: Fact, dedup: DedupPolicy = DedupPolicy()) -> bool:
-        """Fold one signal in; False (and no change) if it is a duplicate."""
+    def apply(self, model: Model | KindIndex, fact: Fact,
+              dedup: DedupPolicy = DedupPolicy()) -> bool:
+        """Fold one signal into the aggregates of `model` (or of a kind index covering several
+        models); False, and no change, if it is a duplicate."""
+        kinds = model.kinds if isinstance(model, Model) else model
         if fact.signal_id in self.seen:
             return False
         self._remember(fact, dedup)
@@ -80,7 +85,7 @@ class AccountState:
             value = fact.data.get(name)
             if value not in (None, ""):
                 _keep_latest(self.attributes, name, (fact.t, fact.signal_id, value))
-        for name, agg in model.kinds.get(fact.kind, ()):
+        for name, agg in kinds.get(fact.kind, ()):
             if any(fact.data.get(k) != v for k, v in agg.where.items()):
                 continue
             if agg.by_kind:
@@ -180,3 +185,21 @@ def _keep_latest(table: dict[str, Latest], name: str, entry: Latest) -> None:
     current = table.get(name)
     if current is None or (entry[0], entry[1]) > (current[0], current[1]):
         table[name] = entry
+
+
+def kind_index(models: list[Model]) -> KindIndex:
+    """The aggregates every model needs, by signal kind. Models sharing an aggregate name must
+    define it identically, since they share the state."""
+    from shared.errors import ConfigurationError
+
+    merged: dict[str, Aggregate] = {}
+    for model in models:
+        for name, agg in model.aggregates.items():
+            if merged.setdefault(name, agg) != agg:
+                raise ConfigurationError(
+                    f"aggregate {name!r} differs between models {[m.version for m in models]}")
+    index: KindIndex = {}
+    for name, agg in merged.items():
+        for kind in agg.signals:
+            index.setdefault(kind, []).append((name, agg))
+    return index

@@ -1,0 +1,423 @@
+"""The scorer loop: account-health.signals -> PostgreSQL (exactly-once effect) -> outbox.
+
+Consumes signals in a consumer group. For each batch it folds the signals into per-account state,
+re-scores the touched accounts and writes state, scores, history, outbox rows and the consumed
+offsets in ONE transaction (store.write_batch). Kafka offsets are never committed: on partition
+assignment the scorer seeks to the offsets stored in PostgreSQL, so a crash at any point replays
+exactly the signals whose effects were not committed. Between batches, a sweep re-scores accounts
+whose score is due to move because time passed (decay, staleness, expiring overrides).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.scorer import store
+from services.scorer.rescore import AccountEntry, rescore
+from services.scorer.store import Batch
+from shared.config import Settings
+from shared.errors import FencedOut
+from shared.events import decode_signal, utcnow
+from shared.kafka import is_retriable, make_consumer, make_producer
+from shared.ops import Health
+from shared.scoring.model import Model, load_model
+from shared.scoring.state import AccountState, DedupPolicy, Fact, kind_index
+
+log = structlog.get_logger(__name__)
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+FRESHNESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600, 86400)
+
+
+class ScorerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.applied = Counter("healthscore_scorer_signals_applied_total",
+                               "Signals folded into account state", registry=registry)
+        self.duplicates = Counter("healthscore_scorer_duplicates_dropped_total",
+                                  "Signals dropped as duplicates (same signal id)",
+                                  registry=registry)
+        self.invalid = Counter("healthscore_scorer_invalid_signals_total",
+                               "Undecodable records on the signals topic, dead-lettered",
+                               registry=registry)
+        self.batch_size = Histogram("healthscore_scorer_batch_signals", "Signals per batch",
+                                    buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000),
+                                    registry=registry)
+        self.transaction = Histogram("healthscore_scorer_transaction_duration_seconds",
+                                     "Duration of one batch's PostgreSQL transaction",
+                                     buckets=LATENCY_BUCKETS, registry=registry)
+        self.freshness = Histogram("healthscore_scorer_freshness_seconds",
+                                   "Commit time minus event time of applied signals",
+                                   buckets=FRESHNESS_BUCKETS, registry=registry)
+        self.accounts = Gauge("healthscore_scorer_accounts", "Accounts per band",
+                              ["objective", "model_role", "band"], registry=registry)
+        self.outbox_backlog = Gauge("healthscore_scorer_outbox_backlog_events",
+                                    "Change events not yet published", registry=registry)
+        self.published = Counter("healthscore_scorer_change_events_published_total",
+                                 "Change events published to the changes topic",
+                                 registry=registry)
+        self.history = Counter("healthscore_scorer_history_rows_total",
+                               "History rows written, by cause", ["cause"], registry=registry)
+        self.sweeps = Counter("healthscore_scorer_sweep_runs_total", "Sweep runs",
+                              registry=registry)
+        self.swept = Counter("healthscore_scorer_sweep_rescored_total",
+                             "Accounts re-scored by the sweep", registry=registry)
+        self.rebalances = Counter("healthscore_scorer_rebalances_total",
+                                  "Partition assignments received", registry=registry)
+        self.fenced = Counter("healthscore_scorer_fenced_batches_total",
+                              "Batches rolled back because another scorer owns the partition",
+                              registry=registry)
+        self.retries = Counter("healthscore_scorer_retries_total",
+                               "Batches retried after a retriable error", registry=registry)
+        self.lag = Gauge("healthscore_scorer_consumer_lag_records",
+                         "Signals behind the partition high-water mark", ["partition"],
+                         registry=registry)
+
+
+def _retriable(exc: BaseException) -> bool:
+    if isinstance(exc, FencedOut):
+        return True
+    if isinstance(exc, OperationalError | DBAPIError):
+        return True  # connection refused / dropped, server shutting down, serialization
+    return is_retriable(exc)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, scorer: Scorer) -> None:
+        self.scorer = scorer
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        self.scorer.forget(revoked)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self.scorer.adopt(assigned)
+
+
+class Scorer:
+    """One scorer worker; `run(stop)` until `stop` is set, finishing the batch in flight."""
+
+    def __init__(self, settings: Settings, engine: AsyncEngine, *,
+                 registry: CollectorRegistry = REGISTRY, health: Health | None = None,
+                 clock: Callable[[], datetime] = utcnow,
+                 models: dict[str, Model] | None = None) -> None:
+        self.settings = settings
+        self.cfg = settings.scorer
+        self.engine = engine
+        self.metrics = ScorerMetrics(registry)
+        self.health = health or Health()
+        self.clock = clock
+        if models is None:
+            models = {"active": load_model(self.cfg.model_path)}
+            if self.cfg.shadow_model_path is not None:
+                models["shadow"] = load_model(self.cfg.shadow_model_path)
+        self.models = models
+        self.kinds = kind_index(list(models.values()))
+        self.dedup = DedupPolicy(self.cfg.dedup_horizon_hours * 3600,
+                                 self.cfg.dedup_max_ids_per_account)
+        self.cache: OrderedDict[str, AccountEntry] = OrderedDict()
+        self.positions: dict[TopicPartition, int | None] = {}
+        self.consumer: AIOKafkaConsumer | None = None
+        self._last_sweep = 0.0
+
+    # --- partition ownership ------------------------------------------------------------
+
+    def forget(self, revoked: list[TopicPartition]) -> None:
+        for tp in revoked:
+            self.positions.pop(tp, None)
+        self.cache.clear()  # other scorers may write these accounts from now on
+
+    async def adopt(self, assigned: list[TopicPartition]) -> None:
+        self.metrics.rebalances.inc()
+        self.cache.clear()
+        stored = await store.load_offsets(self.engine, self.cfg.group_id,
+                                          [(tp.topic, tp.partition) for tp in assigned])
+        assert self.consumer is not None
+        for tp in assigned:
+            offset = stored.get((tp.topic, tp.partition))
+            self.positions[tp] = offset
+            if offset is None:
+                await self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, offset)
+        log.info("scorer.assigned", partitions=sorted(tp.partition for tp in assigned),
+                 offsets={tp.partition: self.positions[tp] for tp in assigned})
+
+    async def _rewind(self) -> None:
+        """After a failed batch: forget in-memory state, re-read from the stored offsets."""
+        self.cache.clear()
+        await self.adopt(list(self.positions))
+
+    # --- state cache --------------------------------------------------------------------
+
+    async def _entries(self, wanted: dict[str, int]) -> dict[str, AccountEntry]:
+        missing = [a for a in wanted if a not in self.cache]
+        states, scores = await store.load_accounts(self.engine, missing)
+        for account_id in missing:
+            doc = states.get(account_id)
+            self.cache[account_id] = AccountEntry(
+                AccountState.from_json(doc) if doc else AccountState(), wanted[account_id],
+                scores.get(account_id, {}))
+        entries = {}
+        for account_id, partition in wanted.items():
+            self.cache.move_to_end(account_id)
+            entry = self.cache[account_id]
+            entry.partition = partition
+            entries[account_id] = entry
+        return entries
+
+    def _trim_cache(self) -> None:
+        while len(self.cache) > self.cfg.state_cache_size:
+            self.cache.popitem(last=False)
+
+    # --- one batch ----------------------------------------------------------------------
+
+    def _account_rows(self, account_id: str, entry: AccountEntry, now: datetime,
+                      next_review: float, segment: str) -> dict[str, Any]:
+        state = entry.state
+        return {
+            "account_id": account_id, "name": state.attribute("name"),
+            "industry": state.attribute("industry"), "region": state.attribute("region"),
+            "tier": state.attribute("tier"), "lifecycle_stage": state.attribute("lifecycle_stage"),
+            "segment": segment, "partition": entry.partition, "state": state.to_json(),
+            "last_event_at": datetime.fromtimestamp(state.newest, UTC) if state.newest else None,
+            "next_review_at": datetime.fromtimestamp(next_review, UTC), "updated_at": now,
+        }
+
+    def _rescore_into(self, batch: Batch, account_id: str, entry: AccountEntry, now: datetime,
+                      cause: str, signal_ids: list[str]) -> None:
+        rows, evaluation = rescore(
+            models=self.models, account_id=account_id, entry=entry, at=now.timestamp(),
+            cause=cause, signal_ids=signal_ids,
+            history_min_delta=self.cfg.history_min_delta,
+            changes_topic=self.settings.kafka.topics.changes)
+        batch.accounts.append(self._account_rows(account_id, entry, now,
+                                                 evaluation.next_review_at, evaluation.segment))
+        batch.scores += rows.scores
+        batch.history += rows.history
+        batch.outbox += rows.outbox
+
+    async def process(self, records: dict[TopicPartition, list[Any]],
+                      dlq: AIOKafkaProducer) -> None:
+        now = self.clock()
+        batch = Batch()
+        facts: dict[str, list[Fact]] = defaultdict(list)
+        partition_of: dict[str, int] = {}
+        invalid: list[Any] = []
+        for tp, messages in records.items():
+            if tp not in self.positions:
+                continue  # revoked while we were polling
+            batch.fences[(tp.topic, tp.partition)] = (self.positions[tp],
+                                                      messages[-1].offset + 1)
+            for message in messages:
+                try:
+                    signal = decode_signal(message.value)
+                except (ValidationError, ValueError, TypeError):
+                    invalid.append(message)
+                    continue
+                facts[signal.account_id].append(Fact.from_signal(signal))
+                partition_of[signal.account_id] = tp.partition
+        if invalid:
+            await self._dead_letter(dlq, invalid, now)
+        entries = await self._entries(partition_of)
+        applied = duplicates = 0
+        freshness: list[float] = []
+        for account_id, account_facts in facts.items():
+            entry = entries[account_id]
+            fresh = [f for f in account_facts if entry.state.apply(self.kinds, f, self.dedup)]
+            duplicates += len(account_facts) - len(fresh)
+            if not fresh:
+                continue
+            applied += len(fresh)
+            freshness += [f.t for f in fresh]
+            cause = "override" if any(f.kind.startswith("override_") for f in fresh) else \
+                "signals"
+            self._rescore_into(batch, account_id, entry, now, cause,
+                               [f.signal_id for f in fresh])
+        started = time.perf_counter()
+        await store.write_batch(self.engine, self.cfg.group_id, batch, now)
+        self.metrics.transaction.observe(time.perf_counter() - started)
+        for (topic, partition), (_, new) in batch.fences.items():
+            self.positions[TopicPartition(topic, partition)] = new
+        self._observe(batch, applied, duplicates, freshness)
+
+    def _observe(self, batch: Batch, applied: int, duplicates: int,
+                 event_times: list[float]) -> None:
+        self.metrics.applied.inc(applied)
+        self.metrics.duplicates.inc(duplicates)
+        self.metrics.batch_size.observe(applied + duplicates)
+        committed = self.clock().timestamp()
+        for t in event_times:
+            self.metrics.freshness.observe(max(committed - t, 0.0))
+        for row in batch.history:
+            self.metrics.history.labels(row["cause"]).inc()
+        self._trim_cache()
+
+    async def _dead_letter(self, producer: AIOKafkaProducer, messages: list[Any],
+                           now: datetime) -> None:
+        self.metrics.invalid.inc(len(messages))
+        futures = [
+            await producer.send(self.settings.kafka.topics.dlq, value=m.value, key=m.key,
+                                headers=[("reason", b"invalid_signal"),
+                                         ("source_topic", m.topic.encode()),
+                                         ("source_partition", str(m.partition).encode()),
+                                         ("source_offset", str(m.offset).encode()),
+                                         ("rejected_at", now.isoformat().encode())])
+            for m in messages
+        ]
+        await asyncio.gather(*futures)
+
+    async def sweep(self) -> int:
+        """Re-score accounts whose scores are due to move with time alone."""
+        now = self.clock()
+        owned = {tp.partition: tp for tp, pos in self.positions.items() if pos is not None}
+        due = await store.due_for_review(self.engine, sorted(owned), now,
+                                         self.cfg.sweep_batch_size)
+        self.metrics.sweeps.inc()
+        if not due:
+            return 0
+        entries = await self._entries(dict(due))
+        batch = Batch()
+        for account_id, partition in due:
+            tp = owned[partition]
+            position = self.positions[tp]
+            batch.fences[(tp.topic, tp.partition)] = (position, position or 0)
+            self._rescore_into(batch, account_id, entries[account_id], now, "time", [])
+        await store.write_batch(self.engine, self.cfg.group_id, batch, now)
+        self.metrics.swept.inc(len(due))
+        for row in batch.history:
+            self.metrics.history.labels(row["cause"]).inc()
+        return len(due)
+
+    # --- the loop -----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        kafka = self.settings.kafka
+        producer = make_producer(kafka)
+        await producer.start()
+        self.consumer = make_consumer(kafka, self.cfg.group_id)
+        self.consumer.subscribe([kafka.topics.signals], listener=_Rebalance(self))
+        relay = asyncio.create_task(self._relay(producer, stop))
+        try:
+            await self.consumer.start()
+            self.health.ready = True
+            log.info("scorer.started", models={r: m.version for r, m in self.models.items()})
+            await self._loop(producer, stop)
+        finally:
+            self.health.ready = False
+            await self.consumer.stop()
+            relay.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relay
+            await producer.stop()
+            log.info("scorer.stopped")
+
+    async def _loop(self, producer: AIOKafkaProducer, stop: asyncio.Event) -> None:
+        assert self.consumer is not None
+        delay = 0.2
+        while not stop.is_set():
+            try:
+                records = await self.consumer.getmany(timeout_ms=self.cfg.batch_timeout_ms,
+                                                      max_records=self.cfg.batch_max_records)
+                self.health.progressed()
+                if records:
+                    await self.process(records, producer)
+                if time.monotonic() - self._last_sweep >= self.cfg.sweep_interval_seconds:
+                    self._last_sweep = time.monotonic()
+                    await self.sweep()
+                self._update_lag()
+                delay = 0.2
+            except Exception as exc:
+                if not _retriable(exc):
+                    raise
+                if isinstance(exc, FencedOut):
+                    self.metrics.fenced.inc()
+                else:
+                    self.metrics.retries.inc()
+                log.warning("scorer.batch_retry", error=repr(exc)[:300], delay=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                with contextlib.suppress(Exception):
+                    await self._rewind()
+
+    def _update_lag(self) -> None:
+        assert self.consumer is not None
+        for tp, position in self.positions.items():
+            highwater = self.consumer.highwater(tp)
+            if highwater is not None:
+                self.metrics.lag.labels(str(tp.partition)).set(
+                    max(highwater - (position or 0), 0))
+
+    async def _relay(self, producer: AIOKafkaProducer, stop: asyncio.Event) -> None:
+        """Publish outbox rows to the changes topic, then mark them sent (at-least-once)."""
+        last_stats = 0.0
+        while not stop.is_set():
+            try:
+                sent = await self.relay_once(producer)
+                if time.monotonic() - last_stats > 10:
+                    last_stats = time.monotonic()
+                    await self._refresh_stats()
+                if not sent:
+                    await asyncio.sleep(self.cfg.relay_interval_seconds)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("scorer.relay_retry", error=repr(exc)[:300])
+                await asyncio.sleep(1.0)
+
+    async def relay_once(self, producer: AIOKafkaProducer, limit: int = 500) -> int:
+        async with self.engine.begin() as conn:
+            rows = await store.claim_outbox(conn, limit)
+            if not rows:
+                return 0
+            futures = [
+                await producer.send(row.topic, value=row.payload, key=row.key.encode(),
+                                    headers=[("content-type",
+                                              b"application/cloudevents+json")])
+                for row in rows
+            ]
+            await asyncio.gather(*futures)
+            await store.mark_sent(conn, [row.id for row in rows], self.clock())
+        self.metrics.published.inc(len(rows))
+        return len(rows)
+
+    async def _refresh_stats(self) -> None:
+        self.metrics.outbox_backlog.set(await store.outbox_backlog(self.engine))
+        for objective, role, band, count in await store.band_counts(self.engine):
+            self.metrics.accounts.labels(objective, role, band).set(count)
+        await store.prune_outbox(self.engine, self.clock() - timedelta(days=7))
+
+
+async def serve(settings: Settings, stop: asyncio.Event, **kwargs: Any) -> None:
+    """Entry point body: check the database, serve /metrics, run the scorer."""
+    from shared.db import create_engine, ensure_migrated
+    from shared.kafka import ensure_topics
+    from shared.ops import OpsServer
+
+    engine = create_engine(settings.database)
+    try:
+        await ensure_migrated(engine)
+        health = Health()
+        scorer = Scorer(settings, engine, health=health, **kwargs)
+        ops = OpsServer("0.0.0.0", settings.scorer.metrics_port,
+                        kwargs.get("registry", REGISTRY), health)
+        await ops.start()
+        try:
+            topics = settings.kafka.topics
+            await ensure_topics(settings.kafka, [topics.signals, topics.changes, topics.dlq])
+            await scorer.run(stop)
+        finally:
+            await ops.stop()
+    finally:
+        await engine.dispose()

@@ -1,0 +1,175 @@
+"""Turn an account's new evaluation into rows: current scores, history and change events.
+
+Pure (no I/O): `rescore` compares the new evaluation of each objective with the stored score
+and decides what to record. A history row is written when the band changes, when the score has
+moved by at least `history_min_delta` since the last history row, on an override, and when the
+model version changes; never once per event. A change event (CloudEvents 1.0, structured JSON)
+goes to the outbox on band transitions, on drops of at least the objective's `alert_drop`
+points, and on overrides; shadow models never emit change events.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from cloudevents.core.bindings.kafka import to_structured
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.v1.event import CloudEvent
+
+from services.scorer.store import StoredScore
+from shared.scoring.engine import Evaluation, ObjectiveScore, evaluate, top_movers
+from shared.scoring.model import Model
+from shared.scoring.state import AccountState
+
+EVENT_NAMESPACE = uuid.UUID("5b0c6c1e-4f4e-4a39-9d3e-6f0c2a9a1d57")
+EVENT_SOURCE = "/account-health/scorer"
+EVENT_TYPES = {
+    "band_changed": "io.account-health.band.changed",
+    "score_dropped": "io.account-health.score.dropped",
+    "override": "io.account-health.override.applied",
+}
+_FORMAT = JSONFormat()
+
+
+@dataclass
+class AccountEntry:
+    """What the scorer holds for one account between batches."""
+
+    state: AccountState
+    partition: int
+    scores: dict[tuple[str, str], StoredScore] = field(default_factory=dict)
+
+
+@dataclass
+class Rows:
+    scores: list[dict[str, Any]] = field(default_factory=list)
+    history: list[dict[str, Any]] = field(default_factory=list)
+    outbox: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _ts(t: float) -> datetime:
+    return datetime.fromtimestamp(t, UTC)
+
+
+def change_event(*, account_id: str, objective: str, model_version: str, at: datetime,
+                 kind: str, old: StoredScore | None, new: ObjectiveScore, cause: str,
+                 movers: list[dict[str, Any]], signal_ids: list[str],
+                 confidence: float) -> tuple[str, bytes]:
+    """A stable id (the same inputs always give the same id) and the structured payload."""
+    event_id = str(uuid.uuid5(EVENT_NAMESPACE, "|".join(
+        [account_id, objective, model_version, at.isoformat(), kind, str(new.score),
+         new.band])))
+    event = CloudEvent(
+        attributes={"id": event_id, "source": EVENT_SOURCE, "type": EVENT_TYPES[kind],
+                    "subject": account_id, "time": at, "datacontenttype": "application/json"},
+        data={
+            "account_id": account_id,
+            "objective": objective,
+            "old_score": old.score if old else None,
+            "new_score": new.score,
+            "old_band": old.band if old else None,
+            "new_band": new.band,
+            "confidence": confidence,
+            "cause": cause,
+            "top_movers": movers,
+            "overrides": list(new.overrides),
+            "model_version": model_version,
+            "signal_ids": signal_ids,
+        },
+    )
+    return event_id, to_structured(event, _FORMAT).value
+
+
+def rescore(*, models: dict[str, Model], account_id: str, entry: AccountEntry, at: float,
+            cause: str, signal_ids: list[str], history_min_delta: float,
+            changes_topic: str) -> tuple[Rows, Evaluation]:
+    """Evaluate every model role for one account and build the rows to write.
+
+    `cause` is why we are here: "signals", "override" or "time" (the sweep); it becomes
+    "model_change" for a role whose stored score came from another model version."""
+    rows = Rows()
+    when = _ts(at)
+    active: Evaluation | None = None
+    for role, model in models.items():
+        previous = {obj: s.band for (obj, r), s in entry.scores.items() if r == role}
+        evaluation = evaluate(model, entry.state, at, previous)
+        if role == "active":
+            active = evaluation
+        for objective, new in evaluation.scores.items():
+            old = entry.scores.get((objective, role))
+            why = cause
+            if old is not None and old.model_version != model.version:
+                why = "model_change"
+            band_changed = old is None or old.band != new.band
+            baseline = old.recorded_score if old else None
+            moved = (new.score is not None and baseline is not None
+                     and abs(new.score - baseline) >= history_min_delta) or (
+                (new.score is None) != (baseline is None))
+            kind = _event_kind(model, objective, old, new, why)
+            record = band_changed or moved or kind is not None or why == "model_change"
+            changed_at = old.changed_at if old else when
+            recorded = old.recorded_score if old else None
+            previous_score = old.previous_score if old else None
+            baseline_alert = _peak(old.alert_baseline if old else None, new.score)
+            explanation = {**new.explanation(), "segment": evaluation.segment,
+                           "freshness": evaluation.freshness}
+            if record:
+                movers = top_movers(old.factors if old else None, new)
+                rows.history.append({
+                    "account_id": account_id, "objective": objective, "model_role": role,
+                    "model_version": model.version, "at": when,
+                    "old_score": old.score if old else None, "new_score": new.score,
+                    "old_band": old.band if old else None, "new_band": new.band,
+                    "cause": why, "top_movers": movers, "signal_ids": signal_ids[:50],
+                    "recorded_at": datetime.now(UTC),
+                })
+                changed_at, previous_score, recorded = when, (old.score if old else None), \
+                    new.score
+                if kind is not None:
+                    baseline_alert = new.score
+                if role == "active" and kind is not None:
+                    event_id, payload = change_event(
+                        account_id=account_id, objective=objective,
+                        model_version=model.version, at=when, kind=kind, old=old, new=new,
+                        cause=why, movers=movers, signal_ids=signal_ids[:50],
+                        confidence=new.confidence)
+                    rows.outbox.append({"event_id": event_id, "topic": changes_topic,
+                                        "key": account_id, "payload": payload,
+                                        "created_at": datetime.now(UTC), "sent_at": None})
+            stored = StoredScore(new.score, new.band, explanation["factors"], recorded,
+                                 previous_score, baseline_alert, model.version, changed_at)
+            entry.scores[(objective, role)] = stored
+            rows.scores.append({
+                "account_id": account_id, "objective": objective, "model_role": role,
+                "model_version": model.version, "score": new.score, "band": new.band,
+                "confidence": new.confidence, "explanation": explanation,
+                "recorded_score": recorded, "previous_score": previous_score,
+                "alert_baseline": baseline_alert,
+                "evaluated_at": when, "changed_at": changed_at, "updated_at": datetime.now(UTC),
+            })
+    assert active is not None
+    return rows, active
+
+
+def _event_kind(model: Model, objective: str, old: StoredScore | None, new: ObjectiveScore,
+                cause: str) -> str | None:
+    if cause == "override":
+        return "override"
+    if old is None:
+        return None  # an account's first score is history, not news
+    if old.band != new.band:
+        return "band_changed"
+    drop = model.objectives[objective].alert_drop
+    if old.alert_baseline is not None and new.score is not None and \
+            old.alert_baseline - new.score >= drop:
+        return "score_dropped"
+    return None
+
+
+def _peak(baseline: float | None, score: float | None) -> float | None:
+    if score is None:
+        return baseline
+    return score if baseline is None else max(baseline, score)
