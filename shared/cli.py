@@ -18,8 +18,11 @@ import typer
 from shared.config import Settings, get_settings
 from shared.logging import configure_logging
 
-app = typer.Typer(help="Account Health: streaming, explainable account-health scores.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="Account Health: streaming, explainable account-health scores.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 
 
 def run_until_signalled(main: Callable[[asyncio.Event], Coroutine[Any, Any, Any]]) -> Any:
@@ -80,11 +83,15 @@ def simulate(
     malformed_fraction: Annotated[float, typer.Option(help="share of broken records")] = 0.01,
     max_events: Annotated[int | None, typer.Option(help="stop after this many")] = None,
     intensity: Annotated[float, typer.Option(help="event volume multiplier")] = 1.0,
-    out: Annotated[Path | None, typer.Option(help="write events.jsonl + outcomes.csv here "
-                                                  "instead of producing to Kafka")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="write events.jsonl + outcomes.csv here instead of producing to Kafka"),
+    ] = None,
     days: Annotated[int, typer.Option(help="days of history written with --out")] = 180,
-    start: Annotated[str | None, typer.Option(help="first day (ISO date) with --out; "
-                                                   "default: `days` before today")] = None,
+    start: Annotated[
+        str | None,
+        typer.Option(help="first day (ISO date) with --out; default: `days` before today"),
+    ] = None,
 ) -> None:
     """Produce realistic raw events for N accounts (or write them to files)."""
     from services.simulator.produce import midnight, produce_live, write_files
@@ -93,17 +100,34 @@ def simulate(
     settings = _settings("simulate")
     today = midnight(datetime.now(UTC))
     if out is not None:
-        first = datetime.fromisoformat(start).replace(tzinfo=UTC) if start else (
-            today - timedelta(days=days))
+        first = (
+            datetime.fromisoformat(start).replace(tzinfo=UTC)
+            if start
+            else (today - timedelta(days=days))
+        )
         world = World(seed, accounts, start=first, days=days, intensity=intensity)
         events, churned = write_files(world, out)
         typer.echo(f"wrote {events} events for {accounts} accounts ({churned} churned) to {out}")
         return
-    world = World(seed, accounts, start=today - timedelta(days=history_days),
-                  days=history_days + 365, intensity=intensity)
-    produced = run_until_signalled(lambda stop: produce_live(
-        settings, world, history_days=history_days, day_seconds=day_seconds, rate=rate,
-        malformed_fraction=malformed_fraction, max_events=max_events, stop=stop))
+    world = World(
+        seed,
+        accounts,
+        start=today - timedelta(days=history_days),
+        days=history_days + 365,
+        intensity=intensity,
+    )
+    produced = run_until_signalled(
+        lambda stop: produce_live(
+            settings,
+            world,
+            history_days=history_days,
+            day_seconds=day_seconds,
+            rate=rate,
+            malformed_fraction=malformed_fraction,
+            max_events=max_events,
+            stop=stop,
+        )
+    )
     typer.echo(f"produced {produced} events")
 
 
@@ -117,7 +141,8 @@ def schemas(out: Annotated[Path, typer.Option()] = Path("docs/schemas")) -> None
     out.mkdir(parents=True, exist_ok=True)
     for stem, schema in json_schemas().items():
         (out / f"{stem}.schema.json").write_bytes(
-            orjson.dumps(schema, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+            orjson.dumps(schema, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+        )
     typer.echo(f"wrote {len(json_schemas())} schemas to {out}")
 
 

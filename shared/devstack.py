@@ -19,7 +19,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 PG_SUPERUSER = "healthscore"
 
@@ -30,8 +30,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_port(port: int, *, timeout: float, process: subprocess.Popen[bytes] | None = None,
-                  what: str = "server") -> None:
+def wait_for_port(
+    port: int,
+    *,
+    timeout: float,
+    process: subprocess.Popen[bytes] | None = None,
+    what: str = "server",
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
@@ -72,8 +77,15 @@ class ManagedProcess:
         return self.process.returncode
 
 
-def spawn(name: str, argv: list[str], *, log_path: Path | None = None, user: str | None = None,
-          env: dict[str, str] | None = None, cwd: Path | None = None) -> ManagedProcess:
+def spawn(
+    name: str,
+    argv: list[str],
+    *,
+    log_path: Path | None = None,
+    user: str | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> ManagedProcess:
     log: IO[bytes] | int = subprocess.DEVNULL
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,7 +107,7 @@ def spawn(name: str, argv: list[str], *, log_path: Path | None = None, user: str
     return ManagedProcess(name, process, log_path)
 
 
-def _as_user(user: str | None) -> dict[str, object]:
+def _as_user(user: str | None) -> dict[str, Any]:
     """Popen arguments to drop to `user` entirely (uid, gid and no supplementary groups)."""
     if user is None:
         return {}
@@ -131,8 +143,16 @@ class Broker:
         url = f"tcp://127.0.0.1:{self.port}"
         self.proc = spawn(
             "broker",
-            [str(tansu_binary()), "broker", "--listener-url", url,
-             "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+            [
+                str(tansu_binary()),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
             log_path=self.log_path,
         )
         wait_for_port(self.port, timeout=timeout, process=self.proc.process, what="tansu broker")
@@ -208,20 +228,42 @@ class Postgres:
         self.datadir.chmod(0o700)
         if not (self.datadir / "PG_VERSION").exists():
             result = subprocess.run(
-                [str(bindir / "initdb"), "-D", str(self.datadir), "-U", PG_SUPERUSER,
-                 "--auth=trust", "-E", "UTF8", "--no-locale"],
-                capture_output=True, text=True, cwd="/", check=False, **_as_user(user),
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(self.datadir),
+                    "-U",
+                    PG_SUPERUSER,
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-locale",
+                ],
+                capture_output=True,
+                text=True,
+                cwd="/",
+                check=False,
+                **_as_user(user),
             )
             if result.returncode != 0:
                 raise RuntimeError(f"initdb failed: {result.stderr.strip()}")
         options = [
-            "-c", "listen_addresses=127.0.0.1",
-            "-c", f"unix_socket_directories={self.datadir}",
-            "-c", "max_connections=300",
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            f"unix_socket_directories={self.datadir}",
+            "-c",
+            "max_connections=300",
         ]
         if not self.durable:  # throwaway test clusters: trade crash safety for speed
-            options += ["-c", "fsync=off", "-c", "synchronous_commit=off",
-                        "-c", "full_page_writes=off"]
+            options += [
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ]
         log_path = self.log_path or self.datadir.parent / "postgres.log"
         if user is not None and not log_path.exists():
             log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -229,7 +271,8 @@ class Postgres:
         self.proc = spawn(
             "postgres",
             [str(bindir / "postgres"), "-D", str(self.datadir), "-p", str(self.port), *options],
-            log_path=log_path, user=user,
+            log_path=log_path,
+            user=user,
         )
         wait_for_port(self.port, timeout=timeout, process=self.proc.process, what="postgres")
         self._wait_ready(bindir, timeout)
@@ -240,7 +283,8 @@ class Postgres:
         while time.monotonic() < deadline:
             ok = subprocess.run(
                 [str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port)],
-                capture_output=True, check=False,
+                capture_output=True,
+                check=False,
             )
             if ok.returncode == 0:
                 return
@@ -249,8 +293,15 @@ class Postgres:
 
     def create_database(self, name: str, *, template: str | None = None) -> None:
         bindir = postgres_bindir()
-        argv = [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
-                "-U", PG_SUPERUSER]
+        argv = [
+            str(bindir / "createdb"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            PG_SUPERUSER,
+        ]
         if template:
             argv += ["-T", template]
         result = subprocess.run([*argv, name], capture_output=True, text=True, check=False)

@@ -25,13 +25,16 @@ from pydantic import (
 )
 
 SCHEMA_VERSION = 1
-SIGNAL_SCHEMA_VERSION = 1
 
 Source = Literal["usage", "support", "billing", "api"]
 
 
 def _lower(value: Any) -> Any:
-    return value.strip().lower().replace(" ", "_").replace("-", "_") if isinstance(value, str) else value
+    return (
+        value.strip().lower().replace(" ", "_").replace("-", "_")
+        if isinstance(value, str)
+        else value
+    )
 
 
 def _to_utc(value: datetime) -> datetime:
@@ -42,16 +45,20 @@ Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x0
 Text = Annotated[str, Field(max_length=20_000)]
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 Money = Annotated[Decimal, Field(ge=0, le=Decimal("1e12"), max_digits=16, decimal_places=4)]
-Currency = Annotated[str, BeforeValidator(lambda v: v.strip().upper() if isinstance(v, str) else v),
-                     Field(pattern=r"^[A-Z]{3}$")]
+Currency = Annotated[
+    str,
+    BeforeValidator(lambda v: v.strip().upper() if isinstance(v, str) else v),
+    Field(pattern=r"^[A-Z]{3}$"),
+]
 Priority = Annotated[Literal["low", "normal", "high", "urgent"], BeforeValidator(_lower)]
 Tier = Annotated[Literal["free", "starter", "growth", "enterprise"], BeforeValidator(_lower)]
 Region = Annotated[Literal["na", "latam", "emea", "apac"], BeforeValidator(_lower)]
 LifecycleStage = Annotated[
     Literal["onboarding", "adopting", "mature", "renewing", "churned"], BeforeValidator(_lower)
 ]
-Industry = Annotated[str, BeforeValidator(_lower), Field(min_length=1, max_length=64,
-                                                         pattern=r"^[a-z0-9_&]+$")]
+Industry = Annotated[
+    str, BeforeValidator(_lower), Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_&]+$")
+]
 Count = Annotated[int, Field(ge=0, le=10_000_000)]
 
 
@@ -298,7 +305,7 @@ class Signal(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    schema_version: Literal[1] = SIGNAL_SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     signal_id: str = Field(description="the source event_id; the scorer de-duplicates on it")
     account_id: str
     occurred_at: UtcDatetime

@@ -9,6 +9,7 @@ output is acknowledged; the scorer stores its offsets in PostgreSQL with its wri
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -34,8 +35,9 @@ def make_producer(settings: KafkaSettings, **overrides: Any) -> AIOKafkaProducer
     return AIOKafkaProducer(**options)
 
 
-def make_consumer(settings: KafkaSettings, group_id: str | None, *topics: str,
-                  **overrides: Any) -> AIOKafkaConsumer:
+def make_consumer(
+    settings: KafkaSettings, group_id: str | None, *topics: str, **overrides: Any
+) -> AIOKafkaConsumer:
     options: dict[str, Any] = {
         "bootstrap_servers": settings.bootstrap_servers,
         "client_id": settings.client_id,
@@ -52,23 +54,25 @@ def make_consumer(settings: KafkaSettings, group_id: str | None, *topics: str,
     return AIOKafkaConsumer(*topics, **options)
 
 
-async def ensure_topics(settings: KafkaSettings, topics: Iterable[str],
-                        partitions: int | None = None) -> None:
+async def ensure_topics(
+    settings: KafkaSettings, topics: Iterable[str], partitions: int | None = None
+) -> None:
     """Create the topics that do not exist yet (dev and tests; production pre-creates them)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap_servers,
-                                client_id=settings.client_id)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers, client_id=settings.client_id
+    )
     await admin.start()
     try:
         existing = set(await admin.list_topics())
         missing = [t for t in dict.fromkeys(topics) if t not in existing]
         if not missing:
             return
-        new = [NewTopic(t, partitions or settings.partitions, settings.replication_factor)
-               for t in missing]
-        try:
+        new = [
+            NewTopic(t, partitions or settings.partitions, settings.replication_factor)
+            for t in missing
+        ]
+        with contextlib.suppress(TopicAlreadyExistsError):  # created concurrently
             await admin.create_topics(new)
-        except TopicAlreadyExistsError:
-            pass
     finally:
         await admin.close()
 
@@ -77,7 +81,10 @@ def is_retriable(exc: BaseException) -> bool:
     """Broker trouble that a back-off and retry may fix."""
     if isinstance(exc, KafkaError):
         return bool(exc.retriable) or type(exc).__name__ in {
-            "KafkaConnectionError", "KafkaTimeoutError", "NodeNotReadyError",
-            "RequestTimedOutError", "NotLeaderForPartitionError",
+            "KafkaConnectionError",
+            "KafkaTimeoutError",
+            "NodeNotReadyError",
+            "RequestTimedOutError",
+            "NotLeaderForPartitionError",
         }
     return isinstance(exc, (OSError, asyncio.TimeoutError))

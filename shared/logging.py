@@ -31,5 +31,8 @@ def configure_logging(settings: LogSettings, *, service: str) -> None:
     )
     structlog.contextvars.bind_contextvars(service=service)
     stdlib_level = level if settings.level == "DEBUG" else max(level, logging.WARNING)
-    logging.basicConfig(level=stdlib_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(
+        level=stdlib_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )

@@ -39,8 +39,10 @@ class Health:
 
 def ops_app(registry: CollectorRegistry, health: Health) -> Starlette:
     async def healthz(_: Request) -> JSONResponse:
-        body = {"status": "ok" if health.alive else "stalled",
-                "seconds_since_progress": round(health.stalled_for, 3)}
+        body = {
+            "status": "ok" if health.alive else "stalled",
+            "seconds_since_progress": round(health.stalled_for, 3),
+        }
         return JSONResponse(body, status_code=200 if health.alive else 503)
 
     async def readyz(_: Request) -> JSONResponse:
@@ -50,19 +52,27 @@ def ops_app(registry: CollectorRegistry, health: Health) -> Starlette:
     async def metrics(_: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    return Starlette(routes=[
-        Route("/healthz", healthz),
-        Route("/readyz", readyz),
-        Route("/metrics", metrics),
-    ])
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics),
+        ]
+    )
 
 
 class OpsServer:
     """uvicorn serving `ops_app` inside the worker's own event loop."""
 
     def __init__(self, host: str, port: int, registry: CollectorRegistry, health: Health):
-        config = uvicorn.Config(ops_app(registry, health), host=host, port=port,
-                                log_level="warning", access_log=False, lifespan="off")
+        config = uvicorn.Config(
+            ops_app(registry, health),
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+        )
         self._server = uvicorn.Server(config)
         self._task: asyncio.Task[None] | None = None
 

@@ -32,8 +32,7 @@ def _port_or_free(preferred: int) -> int:
 def _available_services() -> list[str]:
     from shared.cli import app
 
-    names = {c.name or (c.callback.__name__ if c.callback else "") for c in
-             app.registered_commands}
+    names = {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands}
     return [s for s in SERVICES if s in names]
 
 
@@ -58,19 +57,24 @@ def run_dev(*, accounts: int, data_dir: Path, with_simulator: bool) -> None:
         if "HEALTHSCORE_KAFKA__BOOTSTRAP_SERVERS" not in env:
             broker = Broker(port=_port_or_free(9092), log_path=logs / "broker.log").start()
             env["HEALTHSCORE_KAFKA__BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
-            print(f"broker     tansu on {broker.bootstrap_servers} (pid {broker.proc.pid})"
-                  if broker.proc else "")
+            print(
+                f"broker     tansu on {broker.bootstrap_servers} (pid {broker.proc.pid})"
+                if broker.proc
+                else ""
+            )
         if "HEALTHSCORE_DATABASE__HOST" not in env:
-            postgres = Postgres(data_dir / "pg", port=_port_or_free(5432),
-                                log_path=logs / "postgres.log").start()
+            postgres = Postgres(
+                data_dir / "pg", port=_port_or_free(5432), log_path=logs / "postgres.log"
+            ).start()
             postgres.create_database("healthscore")
             env["HEALTHSCORE_DATABASE__HOST"] = "127.0.0.1"
             env["HEALTHSCORE_DATABASE__PORT"] = str(postgres.port)
-            print(f"database   postgresql://healthscore@127.0.0.1:{postgres.port}/healthscore"
-                  f" (data in {postgres.datadir})")
+            print(
+                f"database   postgresql://healthscore@127.0.0.1:{postgres.port}/healthscore"
+                f" (data in {postgres.datadir})"
+            )
         command = [sys.executable, "-m", "shared.cli"]
-        migrate = spawn("migrate", [*command, "migrate"], log_path=logs / "migrate.log",
-                        env=env)
+        migrate = spawn("migrate", [*command, "migrate"], log_path=logs / "migrate.log", env=env)
         if migrate.process.wait(120) != 0:
             raise SystemExit(f"migration failed: see {logs / 'migrate.log'}")
 
@@ -82,23 +86,31 @@ def run_dev(*, accounts: int, data_dir: Path, with_simulator: bool) -> None:
         for name in _available_services():
             var, port = ports[name]
             env[var] = str(port)
-            started.append(spawn(name, [*command, name], log_path=logs / f"{name}.log",
-                                 env=env))
+            started.append(spawn(name, [*command, name], log_path=logs / f"{name}.log", env=env))
         if with_simulator:
-            started.append(spawn("simulate", [*command, "simulate", "--accounts",
-                                              str(accounts)],
-                                 log_path=logs / "simulate.log", env=env))
+            started.append(
+                spawn(
+                    "simulate",
+                    [*command, "simulate", "--accounts", str(accounts)],
+                    log_path=logs / "simulate.log",
+                    env=env,
+                )
+            )
         print(f"started in {time.monotonic() - began:.1f}s:")
         for proc in started:
             print(f"  {proc.name:<9} pid {proc.pid:<7} log {proc.log_path}")
         for name in _available_services():
             var, port = ports[name]
             if name == "api":
-                print(f"API        http://127.0.0.1:{port}/v1/accounts   "
-                      f"docs http://127.0.0.1:{port}/docs   metrics http://127.0.0.1:{port}/metrics")
+                print(
+                    f"API        http://127.0.0.1:{port}/v1/accounts   "
+                    f"docs http://127.0.0.1:{port}/docs   metrics http://127.0.0.1:{port}/metrics"
+                )
             else:
-                print(f"{name:<10} metrics http://127.0.0.1:{port}/metrics   "
-                      f"health http://127.0.0.1:{port}/healthz")
+                print(
+                    f"{name:<10} metrics http://127.0.0.1:{port}/metrics   "
+                    f"health http://127.0.0.1:{port}/healthz"
+                )
         print("Ctrl-C stops everything.", flush=True)
         reported: set[str] = set()
         while not stopping:
@@ -106,8 +118,11 @@ def run_dev(*, accounts: int, data_dir: Path, with_simulator: bool) -> None:
             for proc in started:
                 if not proc.alive() and proc.name not in reported:
                     reported.add(proc.name)
-                    print(f"{proc.name} exited with code {proc.process.returncode}: "
-                          f"see {proc.log_path}", flush=True)
+                    print(
+                        f"{proc.name} exited with code {proc.process.returncode}: "
+                        f"see {proc.log_path}",
+                        flush=True,
+                    )
     finally:
         print("stopping...", flush=True)
         for proc in reversed(started):

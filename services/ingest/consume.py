@@ -33,35 +33,60 @@ Outgoing = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
 
 class IngestMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.consumed = Counter("healthscore_ingest_records_consumed_total",
-                                "Raw records read, by source topic", ["topic"], registry=registry)
-        self.signals = Counter("healthscore_ingest_signals_produced_total",
-                               "Canonical signals produced, by source", ["source"],
-                               registry=registry)
-        self.dead_lettered = Counter("healthscore_ingest_dlq_records_total",
-                                     "Raw records dead-lettered, by reason", ["reason"],
-                                     registry=registry)
-        self.batch_size = Histogram("healthscore_ingest_batch_records", "Records per batch",
-                                    buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
-                                    registry=registry)
-        self.batch_latency = Histogram("healthscore_ingest_batch_duration_seconds",
-                                       "Time from poll to commit of one batch",
-                                       buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
-                                                5, 10), registry=registry)
-        self.retries = Counter("healthscore_ingest_delivery_retries_total",
-                               "Batches re-sent after a retriable broker error",
-                               registry=registry)
-        self.lag = Gauge("healthscore_ingest_consumer_lag_records",
-                         "Records behind the partition high-water mark",
-                         ["topic", "partition"], registry=registry)
+        self.consumed = Counter(
+            "healthscore_ingest_records_consumed_total",
+            "Raw records read, by source topic",
+            ["topic"],
+            registry=registry,
+        )
+        self.signals = Counter(
+            "healthscore_ingest_signals_produced_total",
+            "Canonical signals produced, by source",
+            ["source"],
+            registry=registry,
+        )
+        self.dead_lettered = Counter(
+            "healthscore_ingest_dlq_records_total",
+            "Raw records dead-lettered, by reason",
+            ["reason"],
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "healthscore_ingest_batch_records",
+            "Records per batch",
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
+            registry=registry,
+        )
+        self.batch_latency = Histogram(
+            "healthscore_ingest_batch_duration_seconds",
+            "Time from poll to commit of one batch",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=registry,
+        )
+        self.retries = Counter(
+            "healthscore_ingest_delivery_retries_total",
+            "Batches re-sent after a retriable broker error",
+            registry=registry,
+        )
+        self.lag = Gauge(
+            "healthscore_ingest_consumer_lag_records",
+            "Records behind the partition high-water mark",
+            ["topic", "partition"],
+            registry=registry,
+        )
 
 
 class Ingest:
     """One ingest worker. `run(stop)` until `stop` is set; then the batch in flight drains."""
 
-    def __init__(self, settings: Settings, *, registry: CollectorRegistry = REGISTRY,
-                 health: Health | None = None,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: CollectorRegistry = REGISTRY,
+        health: Health | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         self.settings = settings
         self.metrics = IngestMetrics(registry)
         self.health = health or Health()
@@ -74,15 +99,19 @@ class Ingest:
         )
         topics = settings.kafka.topics
         self.sources: dict[str, Source] = {
-            topics.usage: "usage", topics.support: "support", topics.billing: "billing"}
+            topics.usage: "usage",
+            topics.support: "support",
+            topics.billing: "billing",
+        }
         self.sentiment = Sentiment()
 
     def route(self, record: ConsumerRecord[bytes, bytes], now: datetime) -> Outgoing:
         """The one outgoing record for a raw record: a signal or a DLQ record."""
         topics = self.settings.kafka.topics
         source = self.sources[record.topic]
-        outcome = validate(record.value, source=source, now=now, limits=self.limits,
-                           sentiment=self.sentiment)
+        outcome = validate(
+            record.value, source=source, now=now, limits=self.limits, sentiment=self.sentiment
+        )
         if isinstance(outcome, Rejection):
             self.metrics.dead_lettered.labels(outcome.reason).inc()
             headers = [
@@ -100,8 +129,9 @@ class Ingest:
         self.metrics.signals.labels(source).inc()
         return topics.signals, outcome.account_id.encode(), encode_signal(outcome), []
 
-    async def _deliver(self, producer: AIOKafkaProducer, outgoing: Sequence[Outgoing],
-                       stop: asyncio.Event) -> bool:
+    async def _deliver(
+        self, producer: AIOKafkaProducer, outgoing: Sequence[Outgoing], stop: asyncio.Event
+    ) -> bool:
         """Send everything and wait for every ack; retry the lot on broker errors."""
         delay = 0.2
         while True:
@@ -122,9 +152,13 @@ class Ingest:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
-    async def _process(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer,
-                       batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
-                       stop: asyncio.Event) -> None:
+    async def _process(
+        self,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+        stop: asyncio.Event,
+    ) -> None:
         started = asyncio.get_running_loop().time()
         now = self.clock()
         outgoing: list[Outgoing] = []
@@ -146,7 +180,8 @@ class Ingest:
             highwater = consumer.highwater(tp)
             if highwater is not None:
                 self.metrics.lag.labels(tp.topic, str(tp.partition)).set(
-                    max(highwater - next_offset, 0))
+                    max(highwater - next_offset, 0)
+                )
 
     async def run(self, stop: asyncio.Event) -> None:
         kafka = self.settings.kafka
@@ -166,13 +201,15 @@ class Ingest:
             await producer.stop()
         log.info("ingest.stopped")
 
-    async def _loop(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer,
-                    stop: asyncio.Event) -> None:
+    async def _loop(
+        self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, stop: asyncio.Event
+    ) -> None:
         cfg = self.settings.ingest
         while not stop.is_set():
             try:
-                batch = await consumer.getmany(timeout_ms=cfg.batch_timeout_ms,
-                                               max_records=cfg.batch_max_records)
+                batch = await consumer.getmany(
+                    timeout_ms=cfg.batch_timeout_ms, max_records=cfg.batch_max_records
+                )
             except Exception as exc:
                 if not is_retriable(exc):
                     raise
@@ -191,8 +228,9 @@ async def serve(settings: Settings, stop: asyncio.Event, **kwargs: Any) -> None:
 
     health = Health()
     ingest = Ingest(settings, health=health, **kwargs)
-    ops = OpsServer("0.0.0.0", settings.ingest.metrics_port,
-                    kwargs.get("registry", REGISTRY), health)
+    ops = OpsServer(
+        "0.0.0.0", settings.ingest.metrics_port, kwargs.get("registry", REGISTRY), health
+    )
     await ops.start()
     try:
         topics = settings.kafka.topics

@@ -106,9 +106,7 @@ def _normalised_data(event: RawEvent) -> dict[str, Any]:
             data[MONEY_FIELDS[name]] = int((value * 100).to_integral_value())
         elif isinstance(value, Decimal):
             data[name] = float(value)
-        elif isinstance(value, datetime):
-            data[name] = value.isoformat()
-        elif hasattr(value, "isoformat"):
+        elif isinstance(value, datetime) or hasattr(value, "isoformat"):
             data[name] = value.isoformat()
         else:
             data[name] = value
@@ -146,13 +144,16 @@ def validate(
 
     version = event.get("schema_version")
     if isinstance(version, bool) or not isinstance(version, int):
-        return Rejection("unsupported_schema_version", "schema_version must be an integer",
-                         "schema_version")
+        return Rejection(
+            "unsupported_schema_version", "schema_version must be an integer", "schema_version"
+        )
     if version != SCHEMA_VERSION:
         if version not in UPGRADES:
-            return Rejection("unsupported_schema_version",
-                             f"schema_version {version} of {kind} is not supported",
-                             "schema_version")
+            return Rejection(
+                "unsupported_schema_version",
+                f"schema_version {version} of {kind} is not supported",
+                "schema_version",
+            )
         while version != SCHEMA_VERSION:
             event = UPGRADES[version](event)
             version = event["schema_version"]
@@ -168,13 +169,18 @@ def validate(
         return Rejection("schema_violation", first["msg"][:200], _path(first["loc"]))
 
     if parsed.occurred_at > now + limits.max_future_skew:
-        return Rejection("occurred_at_in_future",
-                         f"occurred_at {parsed.occurred_at.isoformat()} is after {now.isoformat()}",
-                         "occurred_at")
+        return Rejection(
+            "occurred_at_in_future",
+            f"occurred_at {parsed.occurred_at.isoformat()} is after {now.isoformat()}",
+            "occurred_at",
+        )
     if parsed.occurred_at < now - limits.max_age:
-        return Rejection("occurred_at_too_old",
-                         f"occurred_at {parsed.occurred_at.isoformat()} is older than "
-                         f"{limits.max_age.days} days", "occurred_at")
+        return Rejection(
+            "occurred_at_too_old",
+            f"occurred_at {parsed.occurred_at.isoformat()} is older than "
+            f"{limits.max_age.days} days",
+            "occurred_at",
+        )
 
     score = None
     if sentiment is not None:

@@ -44,46 +44,90 @@ FRESHNESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600, 86400
 
 class ScorerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.applied = Counter("healthscore_scorer_signals_applied_total",
-                               "Signals folded into account state", registry=registry)
-        self.duplicates = Counter("healthscore_scorer_duplicates_dropped_total",
-                                  "Signals dropped as duplicates (same signal id)",
-                                  registry=registry)
-        self.invalid = Counter("healthscore_scorer_invalid_signals_total",
-                               "Undecodable records on the signals topic, dead-lettered",
-                               registry=registry)
-        self.batch_size = Histogram("healthscore_scorer_batch_signals", "Signals per batch",
-                                    buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000),
-                                    registry=registry)
-        self.transaction = Histogram("healthscore_scorer_transaction_duration_seconds",
-                                     "Duration of one batch's PostgreSQL transaction",
-                                     buckets=LATENCY_BUCKETS, registry=registry)
-        self.freshness = Histogram("healthscore_scorer_freshness_seconds",
-                                   "Commit time minus event time of applied signals",
-                                   buckets=FRESHNESS_BUCKETS, registry=registry)
-        self.accounts = Gauge("healthscore_scorer_accounts", "Accounts per band",
-                              ["objective", "model_role", "band"], registry=registry)
-        self.outbox_backlog = Gauge("healthscore_scorer_outbox_backlog_events",
-                                    "Change events not yet published", registry=registry)
-        self.published = Counter("healthscore_scorer_change_events_published_total",
-                                 "Change events published to the changes topic",
-                                 registry=registry)
-        self.history = Counter("healthscore_scorer_history_rows_total",
-                               "History rows written, by cause", ["cause"], registry=registry)
-        self.sweeps = Counter("healthscore_scorer_sweep_runs_total", "Sweep runs",
-                              registry=registry)
-        self.swept = Counter("healthscore_scorer_sweep_rescored_total",
-                             "Accounts re-scored by the sweep", registry=registry)
-        self.rebalances = Counter("healthscore_scorer_rebalances_total",
-                                  "Partition assignments received", registry=registry)
-        self.fenced = Counter("healthscore_scorer_fenced_batches_total",
-                              "Batches rolled back because another scorer owns the partition",
-                              registry=registry)
-        self.retries = Counter("healthscore_scorer_retries_total",
-                               "Batches retried after a retriable error", registry=registry)
-        self.lag = Gauge("healthscore_scorer_consumer_lag_records",
-                         "Signals behind the partition high-water mark", ["partition"],
-                         registry=registry)
+        self.applied = Counter(
+            "healthscore_scorer_signals_applied_total",
+            "Signals folded into account state",
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "healthscore_scorer_duplicates_dropped_total",
+            "Signals dropped as duplicates (same signal id)",
+            registry=registry,
+        )
+        self.invalid = Counter(
+            "healthscore_scorer_invalid_signals_total",
+            "Undecodable records on the signals topic, dead-lettered",
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "healthscore_scorer_batch_signals",
+            "Signals per batch",
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000),
+            registry=registry,
+        )
+        self.transaction = Histogram(
+            "healthscore_scorer_transaction_duration_seconds",
+            "Duration of one batch's PostgreSQL transaction",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.freshness = Histogram(
+            "healthscore_scorer_freshness_seconds",
+            "Commit time minus event time of applied signals",
+            buckets=FRESHNESS_BUCKETS,
+            registry=registry,
+        )
+        self.accounts = Gauge(
+            "healthscore_scorer_accounts",
+            "Accounts per band",
+            ["objective", "model_role", "band"],
+            registry=registry,
+        )
+        self.outbox_backlog = Gauge(
+            "healthscore_scorer_outbox_backlog_events",
+            "Change events not yet published",
+            registry=registry,
+        )
+        self.published = Counter(
+            "healthscore_scorer_change_events_published_total",
+            "Change events published to the changes topic",
+            registry=registry,
+        )
+        self.history = Counter(
+            "healthscore_scorer_history_rows_total",
+            "History rows written, by cause",
+            ["cause"],
+            registry=registry,
+        )
+        self.sweeps = Counter(
+            "healthscore_scorer_sweep_runs_total", "Sweep runs", registry=registry
+        )
+        self.swept = Counter(
+            "healthscore_scorer_sweep_rescored_total",
+            "Accounts re-scored by the sweep",
+            registry=registry,
+        )
+        self.rebalances = Counter(
+            "healthscore_scorer_rebalances_total",
+            "Partition assignments received",
+            registry=registry,
+        )
+        self.fenced = Counter(
+            "healthscore_scorer_fenced_batches_total",
+            "Batches rolled back because another scorer owns the partition",
+            registry=registry,
+        )
+        self.retries = Counter(
+            "healthscore_scorer_retries_total",
+            "Batches retried after a retriable error",
+            registry=registry,
+        )
+        self.lag = Gauge(
+            "healthscore_scorer_consumer_lag_records",
+            "Signals behind the partition high-water mark",
+            ["partition"],
+            registry=registry,
+        )
 
 
 def _retriable(exc: BaseException) -> bool:
@@ -108,10 +152,16 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 class Scorer:
     """One scorer worker; `run(stop)` until `stop` is set, finishing the batch in flight."""
 
-    def __init__(self, settings: Settings, engine: AsyncEngine, *,
-                 registry: CollectorRegistry = REGISTRY, health: Health | None = None,
-                 clock: Callable[[], datetime] = utcnow,
-                 models: dict[str, Model] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: AsyncEngine,
+        *,
+        registry: CollectorRegistry = REGISTRY,
+        health: Health | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        models: dict[str, Model] | None = None,
+    ) -> None:
         self.settings = settings
         self.cfg = settings.scorer
         self.engine = engine
@@ -124,8 +174,9 @@ class Scorer:
                 models["shadow"] = load_model(self.cfg.shadow_model_path)
         self.models = models
         self.kinds = kind_index(list(models.values()))
-        self.dedup = DedupPolicy(self.cfg.dedup_horizon_hours * 3600,
-                                 self.cfg.dedup_max_ids_per_account)
+        self.dedup = DedupPolicy(
+            self.cfg.dedup_horizon_hours * 3600, self.cfg.dedup_max_ids_per_account
+        )
         self.cache: OrderedDict[str, AccountEntry] = OrderedDict()
         self.positions: dict[TopicPartition, int | None] = {}
         self.consumer: AIOKafkaConsumer | None = None
@@ -141,8 +192,9 @@ class Scorer:
     async def adopt(self, assigned: list[TopicPartition]) -> None:
         self.metrics.rebalances.inc()
         self.cache.clear()
-        stored = await store.load_offsets(self.engine, self.cfg.group_id,
-                                          [(tp.topic, tp.partition) for tp in assigned])
+        stored = await store.load_offsets(
+            self.engine, self.cfg.group_id, [(tp.topic, tp.partition) for tp in assigned]
+        )
         assert self.consumer is not None
         for tp in assigned:
             offset = stored.get((tp.topic, tp.partition))
@@ -151,8 +203,11 @@ class Scorer:
                 await self.consumer.seek_to_beginning(tp)
             else:
                 self.consumer.seek(tp, offset)
-        log.info("scorer.assigned", partitions=sorted(tp.partition for tp in assigned),
-                 offsets={tp.partition: self.positions[tp] for tp in assigned})
+        log.info(
+            "scorer.assigned",
+            partitions=sorted(tp.partition for tp in assigned),
+            offsets={tp.partition: self.positions[tp] for tp in assigned},
+        )
 
     async def _rewind(self) -> None:
         """After a failed batch: forget in-memory state, re-read from the stored offsets."""
@@ -167,8 +222,10 @@ class Scorer:
         for account_id in missing:
             doc = states.get(account_id)
             self.cache[account_id] = AccountEntry(
-                AccountState.from_json(doc) if doc else AccountState(), wanted[account_id],
-                scores.get(account_id, {}))
+                AccountState.from_json(doc) if doc else AccountState(),
+                wanted[account_id],
+                scores.get(account_id, {}),
+            )
         entries = {}
         for account_id, partition in wanted.items():
             self.cache.move_to_end(account_id)
@@ -183,33 +240,56 @@ class Scorer:
 
     # --- one batch ----------------------------------------------------------------------
 
-    def _account_rows(self, account_id: str, entry: AccountEntry, now: datetime,
-                      next_review: float, segment: str) -> dict[str, Any]:
+    def _account_rows(
+        self, account_id: str, entry: AccountEntry, now: datetime, next_review: float, segment: str
+    ) -> dict[str, Any]:
         state = entry.state
         return {
-            "account_id": account_id, "name": state.attribute("name"),
-            "industry": state.attribute("industry"), "region": state.attribute("region"),
-            "tier": state.attribute("tier"), "lifecycle_stage": state.attribute("lifecycle_stage"),
-            "segment": segment, "partition": entry.partition, "state": state.to_json(),
+            "account_id": account_id,
+            "name": state.attribute("name"),
+            "industry": state.attribute("industry"),
+            "region": state.attribute("region"),
+            "tier": state.attribute("tier"),
+            "lifecycle_stage": state.attribute("lifecycle_stage"),
+            "segment": segment,
+            "partition": entry.partition,
+            "state": state.to_json(),
             "last_event_at": datetime.fromtimestamp(state.newest, UTC) if state.newest else None,
-            "next_review_at": datetime.fromtimestamp(next_review, UTC), "updated_at": now,
+            "next_review_at": datetime.fromtimestamp(next_review, UTC),
+            "updated_at": now,
         }
 
-    def _rescore_into(self, batch: Batch, account_id: str, entry: AccountEntry, now: datetime,
-                      cause: str, signal_ids: list[str]) -> None:
+    def _rescore_into(
+        self,
+        batch: Batch,
+        account_id: str,
+        entry: AccountEntry,
+        now: datetime,
+        cause: str,
+        signal_ids: list[str],
+    ) -> None:
         rows, evaluation = rescore(
-            models=self.models, account_id=account_id, entry=entry, at=now.timestamp(),
-            cause=cause, signal_ids=signal_ids,
+            models=self.models,
+            account_id=account_id,
+            entry=entry,
+            at=now.timestamp(),
+            cause=cause,
+            signal_ids=signal_ids,
             history_min_delta=self.cfg.history_min_delta,
-            changes_topic=self.settings.kafka.topics.changes)
-        batch.accounts.append(self._account_rows(account_id, entry, now,
-                                                 evaluation.next_review_at, evaluation.segment))
+            changes_topic=self.settings.kafka.topics.changes,
+        )
+        batch.accounts.append(
+            self._account_rows(
+                account_id, entry, now, evaluation.next_review_at, evaluation.segment
+            )
+        )
         batch.scores += rows.scores
         batch.history += rows.history
         batch.outbox += rows.outbox
 
-    async def process(self, records: dict[TopicPartition, list[Any]],
-                      dlq: AIOKafkaProducer) -> None:
+    async def process(
+        self, records: dict[TopicPartition, list[Any]], dlq: AIOKafkaProducer
+    ) -> None:
         now = self.clock()
         batch = Batch()
         facts: dict[str, list[Fact]] = defaultdict(list)
@@ -218,8 +298,7 @@ class Scorer:
         for tp, messages in records.items():
             if tp not in self.positions:
                 continue  # revoked while we were polling
-            batch.fences[(tp.topic, tp.partition)] = (self.positions[tp],
-                                                      messages[-1].offset + 1)
+            batch.fences[(tp.topic, tp.partition)] = (self.positions[tp], messages[-1].offset + 1)
             for message in messages:
                 try:
                     signal = decode_signal(message.value)
@@ -241,10 +320,8 @@ class Scorer:
                 continue
             applied += len(fresh)
             freshness += [f.t for f in fresh]
-            cause = "override" if any(f.kind.startswith("override_") for f in fresh) else \
-                "signals"
-            self._rescore_into(batch, account_id, entry, now, cause,
-                               [f.signal_id for f in fresh])
+            cause = "override" if any(f.kind.startswith("override_") for f in fresh) else "signals"
+            self._rescore_into(batch, account_id, entry, now, cause, [f.signal_id for f in fresh])
         started = time.perf_counter()
         await store.write_batch(self.engine, self.cfg.group_id, batch, now)
         self.metrics.transaction.observe(time.perf_counter() - started)
@@ -252,8 +329,9 @@ class Scorer:
             self.positions[TopicPartition(topic, partition)] = new
         self._observe(batch, applied, duplicates, freshness)
 
-    def _observe(self, batch: Batch, applied: int, duplicates: int,
-                 event_times: list[float]) -> None:
+    def _observe(
+        self, batch: Batch, applied: int, duplicates: int, event_times: list[float]
+    ) -> None:
         self.metrics.applied.inc(applied)
         self.metrics.duplicates.inc(duplicates)
         self.metrics.batch_size.observe(applied + duplicates)
@@ -264,16 +342,23 @@ class Scorer:
             self.metrics.history.labels(row["cause"]).inc()
         self._trim_cache()
 
-    async def _dead_letter(self, producer: AIOKafkaProducer, messages: list[Any],
-                           now: datetime) -> None:
+    async def _dead_letter(
+        self, producer: AIOKafkaProducer, messages: list[Any], now: datetime
+    ) -> None:
         self.metrics.invalid.inc(len(messages))
         futures = [
-            await producer.send(self.settings.kafka.topics.dlq, value=m.value, key=m.key,
-                                headers=[("reason", b"invalid_signal"),
-                                         ("source_topic", m.topic.encode()),
-                                         ("source_partition", str(m.partition).encode()),
-                                         ("source_offset", str(m.offset).encode()),
-                                         ("rejected_at", now.isoformat().encode())])
+            await producer.send(
+                self.settings.kafka.topics.dlq,
+                value=m.value,
+                key=m.key,
+                headers=[
+                    ("reason", b"invalid_signal"),
+                    ("source_topic", m.topic.encode()),
+                    ("source_partition", str(m.partition).encode()),
+                    ("source_offset", str(m.offset).encode()),
+                    ("rejected_at", now.isoformat().encode()),
+                ],
+            )
             for m in messages
         ]
         await asyncio.gather(*futures)
@@ -282,8 +367,7 @@ class Scorer:
         """Re-score accounts whose scores are due to move with time alone."""
         now = self.clock()
         owned = {tp.partition: tp for tp, pos in self.positions.items() if pos is not None}
-        due = await store.due_for_review(self.engine, sorted(owned), now,
-                                         self.cfg.sweep_batch_size)
+        due = await store.due_for_review(self.engine, sorted(owned), now, self.cfg.sweep_batch_size)
         self.metrics.sweeps.inc()
         if not due:
             return 0
@@ -328,8 +412,9 @@ class Scorer:
         delay = 0.2
         while not stop.is_set():
             try:
-                records = await self.consumer.getmany(timeout_ms=self.cfg.batch_timeout_ms,
-                                                      max_records=self.cfg.batch_max_records)
+                records = await self.consumer.getmany(
+                    timeout_ms=self.cfg.batch_timeout_ms, max_records=self.cfg.batch_max_records
+                )
                 self.health.progressed()
                 if records:
                     await self.process(records, producer)
@@ -356,8 +441,7 @@ class Scorer:
         for tp, position in self.positions.items():
             highwater = self.consumer.highwater(tp)
             if highwater is not None:
-                self.metrics.lag.labels(str(tp.partition)).set(
-                    max(highwater - (position or 0), 0))
+                self.metrics.lag.labels(str(tp.partition)).set(max(highwater - (position or 0), 0))
 
     async def _relay(self, producer: AIOKafkaProducer, stop: asyncio.Event) -> None:
         """Publish outbox rows to the changes topic, then mark them sent (at-least-once)."""
@@ -382,9 +466,12 @@ class Scorer:
             if not rows:
                 return 0
             futures = [
-                await producer.send(row.topic, value=row.payload, key=row.key.encode(),
-                                    headers=[("content-type",
-                                              b"application/cloudevents+json")])
+                await producer.send(
+                    row.topic,
+                    value=row.payload,
+                    key=row.key.encode(),
+                    headers=[("content-type", b"application/cloudevents+json")],
+                )
                 for row in rows
             ]
             await asyncio.gather(*futures)
@@ -410,8 +497,9 @@ async def serve(settings: Settings, stop: asyncio.Event, **kwargs: Any) -> None:
         await ensure_migrated(engine)
         health = Health()
         scorer = Scorer(settings, engine, health=health, **kwargs)
-        ops = OpsServer("0.0.0.0", settings.scorer.metrics_port,
-                        kwargs.get("registry", REGISTRY), health)
+        ops = OpsServer(
+            "0.0.0.0", settings.scorer.metrics_port, kwargs.get("registry", REGISTRY), health
+        )
         await ops.start()
         try:
             topics = settings.kafka.topics

@@ -54,17 +54,46 @@ def _ts(t: float) -> datetime:
     return datetime.fromtimestamp(t, UTC)
 
 
-def change_event(*, account_id: str, objective: str, model_version: str, at: datetime,
-                 kind: str, old: StoredScore | None, new: ObjectiveScore, cause: str,
-                 movers: list[dict[str, Any]], signal_ids: list[str],
-                 confidence: float) -> tuple[str, bytes]:
+def change_event(
+    *,
+    account_id: str,
+    objective: str,
+    model_version: str,
+    at: datetime,
+    kind: str,
+    old: StoredScore | None,
+    new: ObjectiveScore,
+    cause: str,
+    movers: list[dict[str, Any]],
+    signal_ids: list[str],
+    confidence: float,
+) -> tuple[str, bytes]:
     """A stable id (the same inputs always give the same id) and the structured payload."""
-    event_id = str(uuid.uuid5(EVENT_NAMESPACE, "|".join(
-        [account_id, objective, model_version, at.isoformat(), kind, str(new.score),
-         new.band])))
+    event_id = str(
+        uuid.uuid5(
+            EVENT_NAMESPACE,
+            "|".join(
+                [
+                    account_id,
+                    objective,
+                    model_version,
+                    at.isoformat(),
+                    kind,
+                    str(new.score),
+                    new.band,
+                ]
+            ),
+        )
+    )
     event = CloudEvent(
-        attributes={"id": event_id, "source": EVENT_SOURCE, "type": EVENT_TYPES[kind],
-                    "subject": account_id, "time": at, "datacontenttype": "application/json"},
+        attributes={
+            "id": event_id,
+            "source": EVENT_SOURCE,
+            "type": EVENT_TYPES[kind],
+            "subject": account_id,
+            "time": at,
+            "datacontenttype": "application/json",
+        },
         data={
             "account_id": account_id,
             "objective": objective,
@@ -83,9 +112,17 @@ def change_event(*, account_id: str, objective: str, model_version: str, at: dat
     return event_id, to_structured(event, _FORMAT).value
 
 
-def rescore(*, models: dict[str, Model], account_id: str, entry: AccountEntry, at: float,
-            cause: str, signal_ids: list[str], history_min_delta: float,
-            changes_topic: str) -> tuple[Rows, Evaluation]:
+def rescore(
+    *,
+    models: dict[str, Model],
+    account_id: str,
+    entry: AccountEntry,
+    at: float,
+    cause: str,
+    signal_ids: list[str],
+    history_min_delta: float,
+    changes_topic: str,
+) -> tuple[Rows, Evaluation]:
     """Evaluate every model role for one account and build the rows to write.
 
     `cause` is why we are here: "signals", "override" or "time" (the sweep); it becomes
@@ -105,57 +142,104 @@ def rescore(*, models: dict[str, Model], account_id: str, entry: AccountEntry, a
                 why = "model_change"
             band_changed = old is None or old.band != new.band
             baseline = old.recorded_score if old else None
-            moved = (new.score is not None and baseline is not None
-                     and abs(new.score - baseline) >= history_min_delta) or (
-                (new.score is None) != (baseline is None))
+            moved = (
+                new.score is not None
+                and baseline is not None
+                and abs(new.score - baseline) >= history_min_delta
+            ) or ((new.score is None) != (baseline is None))
             kind = _event_kind(model, objective, old, new, why)
             record = band_changed or moved or kind is not None or why == "model_change"
             changed_at = old.changed_at if old else when
             recorded = old.recorded_score if old else None
             previous_score = old.previous_score if old else None
             baseline_alert = _peak(old.alert_baseline if old else None, new.score)
-            explanation = {**new.explanation(), "segment": evaluation.segment,
-                           "freshness": evaluation.freshness}
+            explanation = {
+                **new.explanation(),
+                "segment": evaluation.segment,
+                "freshness": evaluation.freshness,
+            }
             if record:
                 movers = top_movers(old.factors if old else None, new)
-                rows.history.append({
-                    "account_id": account_id, "objective": objective, "model_role": role,
-                    "model_version": model.version, "at": when,
-                    "old_score": old.score if old else None, "new_score": new.score,
-                    "old_band": old.band if old else None, "new_band": new.band,
-                    "cause": why, "top_movers": movers, "signal_ids": signal_ids[:50],
-                    "recorded_at": datetime.now(UTC),
-                })
-                changed_at, previous_score, recorded = when, (old.score if old else None), \
-                    new.score
+                rows.history.append(
+                    {
+                        "account_id": account_id,
+                        "objective": objective,
+                        "model_role": role,
+                        "model_version": model.version,
+                        "at": when,
+                        "old_score": old.score if old else None,
+                        "new_score": new.score,
+                        "old_band": old.band if old else None,
+                        "new_band": new.band,
+                        "cause": why,
+                        "top_movers": movers,
+                        "signal_ids": signal_ids[:50],
+                        "recorded_at": datetime.now(UTC),
+                    }
+                )
+                changed_at, previous_score, recorded = when, (old.score if old else None), new.score
                 if kind is not None:
                     baseline_alert = new.score
                 if role == "active" and kind is not None:
                     event_id, payload = change_event(
-                        account_id=account_id, objective=objective,
-                        model_version=model.version, at=when, kind=kind, old=old, new=new,
-                        cause=why, movers=movers, signal_ids=signal_ids[:50],
-                        confidence=new.confidence)
-                    rows.outbox.append({"event_id": event_id, "topic": changes_topic,
-                                        "key": account_id, "payload": payload,
-                                        "created_at": datetime.now(UTC), "sent_at": None})
-            stored = StoredScore(new.score, new.band, explanation["factors"], recorded,
-                                 previous_score, baseline_alert, model.version, changed_at)
+                        account_id=account_id,
+                        objective=objective,
+                        model_version=model.version,
+                        at=when,
+                        kind=kind,
+                        old=old,
+                        new=new,
+                        cause=why,
+                        movers=movers,
+                        signal_ids=signal_ids[:50],
+                        confidence=new.confidence,
+                    )
+                    rows.outbox.append(
+                        {
+                            "event_id": event_id,
+                            "topic": changes_topic,
+                            "key": account_id,
+                            "payload": payload,
+                            "created_at": datetime.now(UTC),
+                            "sent_at": None,
+                        }
+                    )
+            stored = StoredScore(
+                new.score,
+                new.band,
+                explanation["factors"],
+                recorded,
+                previous_score,
+                baseline_alert,
+                model.version,
+                changed_at,
+            )
             entry.scores[(objective, role)] = stored
-            rows.scores.append({
-                "account_id": account_id, "objective": objective, "model_role": role,
-                "model_version": model.version, "score": new.score, "band": new.band,
-                "confidence": new.confidence, "explanation": explanation,
-                "recorded_score": recorded, "previous_score": previous_score,
-                "alert_baseline": baseline_alert,
-                "evaluated_at": when, "changed_at": changed_at, "updated_at": datetime.now(UTC),
-            })
+            rows.scores.append(
+                {
+                    "account_id": account_id,
+                    "objective": objective,
+                    "model_role": role,
+                    "model_version": model.version,
+                    "score": new.score,
+                    "band": new.band,
+                    "confidence": new.confidence,
+                    "explanation": explanation,
+                    "recorded_score": recorded,
+                    "previous_score": previous_score,
+                    "alert_baseline": baseline_alert,
+                    "evaluated_at": when,
+                    "changed_at": changed_at,
+                    "updated_at": datetime.now(UTC),
+                }
+            )
     assert active is not None
     return rows, active
 
 
-def _event_kind(model: Model, objective: str, old: StoredScore | None, new: ObjectiveScore,
-                cause: str) -> str | None:
+def _event_kind(
+    model: Model, objective: str, old: StoredScore | None, new: ObjectiveScore, cause: str
+) -> str | None:
     if cause == "override":
         return "override"
     if old is None:
@@ -163,8 +247,11 @@ def _event_kind(model: Model, objective: str, old: StoredScore | None, new: Obje
     if old.band != new.band:
         return "band_changed"
     drop = model.objectives[objective].alert_drop
-    if old.alert_baseline is not None and new.score is not None and \
-            old.alert_baseline - new.score >= drop:
+    if (
+        old.alert_baseline is not None
+        and new.score is not None
+        and old.alert_baseline - new.score >= drop
+    ):
         return "score_dropped"
     return None
 

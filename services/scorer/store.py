@@ -53,15 +53,17 @@ class Batch:
     outbox: list[dict[str, Any]] = field(default_factory=list)
 
 
-async def load_offsets(engine: AsyncEngine, group_id: str,
-                       partitions: Iterable[tuple[str, int]]) -> dict[tuple[str, int], int]:
+async def load_offsets(
+    engine: AsyncEngine, group_id: str, partitions: Iterable[tuple[str, int]]
+) -> dict[tuple[str, int], int]:
     wanted = list(partitions)
     if not wanted:
         return {}
     async with engine.connect() as conn:
         rows = await conn.execute(
-            select(ConsumerOffsetRow.topic, ConsumerOffsetRow.partition,
-                   ConsumerOffsetRow.next_offset)
+            select(
+                ConsumerOffsetRow.topic, ConsumerOffsetRow.partition, ConsumerOffsetRow.next_offset
+            )
             .where(ConsumerOffsetRow.group_id == group_id)
             .where(ConsumerOffsetRow.topic.in_({t for t, _ in wanted}))
         )
@@ -79,25 +81,43 @@ async def load_accounts(
         return states, scores
     async with engine.connect() as conn:
         rows = await conn.execute(
-            select(AccountRow.account_id, AccountRow.state)
-            .where(AccountRow.account_id.in_(account_ids)))
+            select(AccountRow.account_id, AccountRow.state).where(
+                AccountRow.account_id.in_(account_ids)
+            )
+        )
         states = {r.account_id: r.state for r in rows}
         rows = await conn.execute(
-            select(ScoreRow.account_id, ScoreRow.objective, ScoreRow.model_role,
-                   ScoreRow.score, ScoreRow.band,
-                   ScoreRow.explanation["factors"].label("factors"), ScoreRow.recorded_score,
-                   ScoreRow.previous_score, ScoreRow.alert_baseline, ScoreRow.model_version,
-                   ScoreRow.changed_at)
-            .where(ScoreRow.account_id.in_(account_ids)))
+            select(
+                ScoreRow.account_id,
+                ScoreRow.objective,
+                ScoreRow.model_role,
+                ScoreRow.score,
+                ScoreRow.band,
+                ScoreRow.explanation["factors"].label("factors"),
+                ScoreRow.recorded_score,
+                ScoreRow.previous_score,
+                ScoreRow.alert_baseline,
+                ScoreRow.model_version,
+                ScoreRow.changed_at,
+            ).where(ScoreRow.account_id.in_(account_ids))
+        )
         for r in rows:
             scores.setdefault(r.account_id, {})[(r.objective, r.model_role)] = StoredScore(
-                r.score, r.band, r.factors or [], r.recorded_score, r.previous_score,
-                r.alert_baseline, r.model_version, r.changed_at)
+                r.score,
+                r.band,
+                r.factors or [],
+                r.recorded_score,
+                r.previous_score,
+                r.alert_baseline,
+                r.model_version,
+                r.changed_at,
+            )
     return states, scores
 
 
-async def due_for_review(engine: AsyncEngine, partitions: Sequence[int], now: datetime,
-                         limit: int) -> list[tuple[str, int]]:
+async def due_for_review(
+    engine: AsyncEngine, partitions: Sequence[int], now: datetime, limit: int
+) -> list[tuple[str, int]]:
     if not partitions:
         return []
     async with engine.connect() as conn:
@@ -106,30 +126,46 @@ async def due_for_review(engine: AsyncEngine, partitions: Sequence[int], now: da
             .where(AccountRow.partition.in_(partitions))
             .where(AccountRow.next_review_at <= now)
             .order_by(AccountRow.next_review_at)
-            .limit(limit))
+            .limit(limit)
+        )
         return [(r.account_id, r.partition) for r in rows]
 
 
-async def _fence(conn: AsyncConnection, group_id: str, topic: str, partition: int,
-                 expected: int | None, new: int, now: datetime) -> None:
+async def _fence(
+    conn: AsyncConnection,
+    group_id: str,
+    topic: str,
+    partition: int,
+    expected: int | None,
+    new: int,
+    now: datetime,
+) -> None:
     if expected is None:
         inserted = await conn.execute(
             insert(ConsumerOffsetRow)
-            .values(group_id=group_id, topic=topic, partition=partition, next_offset=new,
-                    updated_at=now)
-            .on_conflict_do_nothing())
+            .values(
+                group_id=group_id, topic=topic, partition=partition, next_offset=new, updated_at=now
+            )
+            .on_conflict_do_nothing()
+        )
         if inserted.rowcount == 1:
             return
     result = await conn.execute(
         update(ConsumerOffsetRow)
-        .where(and_(ConsumerOffsetRow.group_id == group_id, ConsumerOffsetRow.topic == topic,
-                    ConsumerOffsetRow.partition == partition,
-                    ConsumerOffsetRow.next_offset == (expected if expected is not None
-                                                      else -1)))
-        .values(next_offset=new, updated_at=now))
+        .where(
+            and_(
+                ConsumerOffsetRow.group_id == group_id,
+                ConsumerOffsetRow.topic == topic,
+                ConsumerOffsetRow.partition == partition,
+                ConsumerOffsetRow.next_offset == (expected if expected is not None else -1),
+            )
+        )
+        .values(next_offset=new, updated_at=now)
+    )
     if result.rowcount != 1:
-        raise FencedOut(f"{topic}[{partition}] moved past offset {expected}: "
-                        "another scorer owns it now")
+        raise FencedOut(
+            f"{topic}[{partition}] moved past offset {expected}: another scorer owns it now"
+        )
 
 
 def _upsert(table: Any, keys: Sequence[str], rows: list[dict[str, Any]]) -> Any:
@@ -143,12 +179,12 @@ async def write_batch(engine: AsyncEngine, group_id: str, batch: Batch, now: dat
         for (topic, partition), (expected, new) in sorted(batch.fences.items()):
             await _fence(conn, group_id, topic, partition, expected, new, now)
         if batch.accounts:
-            await conn.execute(_upsert(AccountRow, ["account_id"], batch.accounts),
-                               batch.accounts)
+            await conn.execute(_upsert(AccountRow, ["account_id"], batch.accounts), batch.accounts)
         if batch.scores:
             await conn.execute(
                 _upsert(ScoreRow, ["account_id", "objective", "model_role"], batch.scores),
-                batch.scores)
+                batch.scores,
+            )
         if batch.history:
             await conn.execute(insert(ScoreHistoryRow), batch.history)
         if batch.outbox:
@@ -160,12 +196,12 @@ async def write_batch(engine: AsyncEngine, group_id: str, batch: Batch, now: dat
 
 async def claim_outbox(conn: AsyncConnection, limit: int) -> list[Any]:
     rows = await conn.execute(
-        select(OutboxRow.id, OutboxRow.event_id, OutboxRow.topic, OutboxRow.key,
-               OutboxRow.payload)
+        select(OutboxRow.id, OutboxRow.event_id, OutboxRow.topic, OutboxRow.key, OutboxRow.payload)
         .where(OutboxRow.sent_at.is_(None))
         .order_by(OutboxRow.id)
         .limit(limit)
-        .with_for_update(skip_locked=True))
+        .with_for_update(skip_locked=True)
+    )
     return list(rows)
 
 
@@ -176,21 +212,24 @@ async def mark_sent(conn: AsyncConnection, ids: Sequence[int], now: datetime) ->
 async def outbox_backlog(engine: AsyncEngine) -> int:
     async with engine.connect() as conn:
         count = await conn.scalar(
-            select(func.count()).select_from(OutboxRow).where(OutboxRow.sent_at.is_(None)))
+            select(func.count()).select_from(OutboxRow).where(OutboxRow.sent_at.is_(None))
+        )
     return int(count or 0)
 
 
 async def prune_outbox(engine: AsyncEngine, older_than: datetime) -> int:
     async with engine.begin() as conn:
         result = await conn.execute(
-            text("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < :t"),
-            {"t": older_than})
+            text("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < :t"), {"t": older_than}
+        )
     return int(result.rowcount or 0)
 
 
 async def band_counts(engine: AsyncEngine) -> list[tuple[str, str, str, int]]:
     async with engine.connect() as conn:
         rows = await conn.execute(
-            select(ScoreRow.objective, ScoreRow.model_role, ScoreRow.band, func.count())
-            .group_by(ScoreRow.objective, ScoreRow.model_role, ScoreRow.band))
+            select(ScoreRow.objective, ScoreRow.model_role, ScoreRow.band, func.count()).group_by(
+                ScoreRow.objective, ScoreRow.model_role, ScoreRow.band
+            )
+        )
         return [(r[0], r[1], r[2], int(r[3])) for r in rows]

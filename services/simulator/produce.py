@@ -10,6 +10,7 @@ clock the live phase maps onto.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import random
 import time
@@ -54,8 +55,15 @@ def write_files(world: World, out_dir: Path) -> tuple[int, int]:
         for account in world.accounts:
             at = world.churned_at(account)
             churned += at is not None
-            writer.writerow([account.account_id, at.isoformat() if at else "", account.industry,
-                             account.tier, account.trajectory])
+            writer.writerow(
+                [
+                    account.account_id,
+                    at.isoformat() if at else "",
+                    account.industry,
+                    account.tier,
+                    account.trajectory,
+                ]
+            )
     return events, churned
 
 
@@ -73,9 +81,17 @@ class RateLimiter:
                 await asyncio.sleep(ahead)
 
 
-async def produce_live(settings: Settings, world: World, *, history_days: int,
-                       day_seconds: float, rate: float, malformed_fraction: float,
-                       max_events: int | None, stop: asyncio.Event) -> int:
+async def produce_live(
+    settings: Settings,
+    world: World,
+    *,
+    history_days: int,
+    day_seconds: float,
+    rate: float,
+    malformed_fraction: float,
+    max_events: int | None,
+    stop: asyncio.Event,
+) -> int:
     topics = settings.kafka.topics
     by_source = {"usage": topics.usage, "support": topics.support, "billing": topics.billing}
     await ensure_topics(settings.kafka, [*topics.raw])
@@ -114,7 +130,8 @@ async def produce_live(settings: Settings, world: World, *, history_days: int,
             for account in world.accounts:
                 for event in world.day_events(account, day):
                     offset = datetime.fromisoformat(event["occurred_at"]) - (
-                        world.start + timedelta(days=day))
+                        world.start + timedelta(days=day)
+                    )
                     at = began + offset * (day_seconds / 86_400)
                     await send(event, min(at, datetime.now(UTC)))
                     if stop.is_set():
@@ -124,10 +141,8 @@ async def produce_live(settings: Settings, world: World, *, history_days: int,
             log.info("simulate.day_done", day=day, events=produced)
             spare = day_seconds - (datetime.now(UTC) - began).total_seconds()
             if spare > 0:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), spare)
-                except TimeoutError:
-                    pass
             day += 1
         return produced
     finally:

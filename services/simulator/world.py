@@ -15,22 +15,39 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-INDUSTRIES = ("healthcare", "finance", "retail", "software", "manufacturing", "education",
-              "media", "logistics")
+INDUSTRIES = (
+    "healthcare",
+    "finance",
+    "retail",
+    "software",
+    "manufacturing",
+    "education",
+    "media",
+    "logistics",
+)
 REGIONS = ("na", "emea", "apac", "latam")
 TIERS = (("free", 0.15), ("starter", 0.35), ("growth", 0.35), ("enterprise", 0.15))
-TRAJECTORIES = (("healthy", 0.5), ("declining", 0.2), ("shock", 0.1), ("recovering", 0.1),
-                ("silent", 0.1))
+TRAJECTORIES = (
+    ("healthy", 0.5),
+    ("declining", 0.2),
+    ("shock", 0.1),
+    ("recovering", 0.1),
+    ("silent", 0.1),
+)
 FEATURES = ("dashboards", "reports", "alerts", "api", "integrations", "exports", "workflows")
 SEATS = {"free": (1, 5), "starter": (3, 20), "growth": (15, 120), "enterprise": (100, 2000)}
 PRICE_PER_SEAT = {"free": 0, "starter": 12, "growth": 25, "enterprise": 40}
 
-GOOD_TEXT = ("Thanks, that solved it quickly. Great support!",
-             "Quick question about exporting reports, love the product.",
-             "Works well, just wondering how to add a teammate.")
-BAD_TEXT = ("This is broken again and it is costing us money. Very frustrated.",
-            "Terrible experience, the dashboard has been down all day and nobody answers.",
-            "We are considering cancelling, nothing works and support is slow.")
+GOOD_TEXT = (
+    "Thanks, that solved it quickly. Great support!",
+    "Quick question about exporting reports, love the product.",
+    "Works well, just wondering how to add a teammate.",
+)
+BAD_TEXT = (
+    "This is broken again and it is costing us money. Very frustrated.",
+    "Terrible experience, the dashboard has been down all day and nobody answers.",
+    "We are considering cancelling, nothing works and support is slow.",
+)
 
 
 def _pick(rng: random.Random, weighted: tuple[tuple[str, float], ...]) -> str:
@@ -71,8 +88,9 @@ class Account:
 class World:
     """`accounts` synthetic accounts over `days` days starting at `start`."""
 
-    def __init__(self, seed: int, accounts: int, *, start: datetime, days: int,
-                 intensity: float = 1.0) -> None:
+    def __init__(
+        self, seed: int, accounts: int, *, start: datetime, days: int, intensity: float = 1.0
+    ) -> None:
         self.seed = seed
         self.start = start
         self.days = days
@@ -94,9 +112,16 @@ class World:
             churn = turn + rng.randint(30, 75)
         lo, hi = SEATS[tier]
         return Account(
-            index=i, account_id=f"acc-{i:06d}", name=f"Customer {i}",
-            industry=rng.choice(INDUSTRIES), region=rng.choice(REGIONS), tier=tier,
-            seats=rng.randint(lo, hi), trajectory=trajectory, turn_day=turn, span_days=span,
+            index=i,
+            account_id=f"acc-{i:06d}",
+            name=f"Customer {i}",
+            industry=rng.choice(INDUSTRIES),
+            region=rng.choice(REGIONS),
+            tier=tier,
+            seats=rng.randint(lo, hi),
+            trajectory=trajectory,
+            turn_day=turn,
+            span_days=span,
             churn_day=churn,
         )
 
@@ -120,68 +145,135 @@ class World:
             nonlocal counter
             counter += 1
             at = day_start + timedelta(seconds=rng.randint(0, 86_399))
-            events.append((at.isoformat(), {
-                "event_id": f"{account.account_id}-{day}-{counter}",
-                "account_id": account.account_id,
-                "occurred_at": at.isoformat(),
-                "type": kind, "schema_version": 1, **fields}))
+            events.append(
+                (
+                    at.isoformat(),
+                    {
+                        "event_id": f"{account.account_id}-{day}-{counter}",
+                        "account_id": account.account_id,
+                        "occurred_at": at.isoformat(),
+                        "type": kind,
+                        "schema_version": 1,
+                        **fields,
+                    },
+                )
+            )
 
         if day == 0:
-            emit("account_profile_updated", name=account.name, industry=account.industry,
-                 region=account.region, tier=account.tier, lifecycle_stage="onboarding")
-            emit("subscription_created", plan=f"{account.tier}-annual", tier=account.tier,
-                 mrr=str(account.seats * PRICE_PER_SEAT[account.tier]), currency="USD",
-                 seats_purchased=account.seats,
-                 renewal_date=(day_start + timedelta(days=365)).date().isoformat())
+            emit(
+                "account_profile_updated",
+                name=account.name,
+                industry=account.industry,
+                region=account.region,
+                tier=account.tier,
+                lifecycle_stage="onboarding",
+            )
+            emit(
+                "subscription_created",
+                plan=f"{account.tier}-annual",
+                tier=account.tier,
+                mrr=str(account.seats * PRICE_PER_SEAT[account.tier]),
+                currency="USD",
+                seats_purchased=account.seats,
+                renewal_date=(day_start + timedelta(days=365)).date().isoformat(),
+            )
         if day == 30:
-            emit("account_profile_updated", name=account.name, industry=account.industry,
-                 region=account.region, tier=account.tier, lifecycle_stage="mature")
+            emit(
+                "account_profile_updated",
+                name=account.name,
+                industry=account.industry,
+                region=account.region,
+                tier=account.tier,
+                lifecycle_stage="mature",
+            )
 
         if not account.silent(day):
             users = max(1, round(account.seats * h * rng.uniform(0.7, 1.0)))
             for _ in range(_poisson(rng, k * (0.5 + 3 * h))):
-                emit("session_started", user_id=f"u{rng.randrange(users)}",
-                     duration_seconds=rng.randint(60, 3600))
+                emit(
+                    "session_started",
+                    user_id=f"u{rng.randrange(users)}",
+                    duration_seconds=rng.randint(60, 3600),
+                )
             for _ in range(_poisson(rng, k * 1.5 * h)):
-                emit("feature_used", user_id=f"u{rng.randrange(users)}",
-                     feature=rng.choice(FEATURES), count=rng.randint(1, 5))
+                emit(
+                    "feature_used",
+                    user_id=f"u{rng.randrange(users)}",
+                    feature=rng.choice(FEATURES),
+                    count=rng.randint(1, 5),
+                )
             if day % 7 == 0:
                 emit("active_users_reported", active_users=users)
-                emit("seats_used_reported",
-                     seats_in_use=min(account.seats, max(1, round(account.seats * (h + 0.1)))))
+                emit(
+                    "seats_used_reported",
+                    seats_in_use=min(account.seats, max(1, round(account.seats * (h + 0.1)))),
+                )
 
             if rng.random() < k * (0.03 + 0.25 * (1 - h) ** 2):
                 ticket = f"{account.account_id}-t{day}"
                 bad = rng.random() > h
                 priority = rng.choice(("high", "urgent") if bad else ("low", "normal"))
-                emit("ticket_opened", ticket_id=ticket, priority=priority,
-                     subject="Problem" if bad else "Question",
-                     text=rng.choice(BAD_TEXT if bad else GOOD_TEXT))
+                emit(
+                    "ticket_opened",
+                    ticket_id=ticket,
+                    priority=priority,
+                    subject="Problem" if bad else "Question",
+                    text=rng.choice(BAD_TEXT if bad else GOOD_TEXT),
+                )
                 if bad and rng.random() < 0.5:
-                    emit("ticket_updated", ticket_id=ticket, priority="urgent", escalated=True,
-                         text="Escalating: still not fixed.")
-                emit("ticket_resolved", ticket_id=ticket,
-                     resolution_hours=round(rng.uniform(1, 24 if not bad else 120), 1))
+                    emit(
+                        "ticket_updated",
+                        ticket_id=ticket,
+                        priority="urgent",
+                        escalated=True,
+                        text="Escalating: still not fixed.",
+                    )
+                emit(
+                    "ticket_resolved",
+                    ticket_id=ticket,
+                    resolution_hours=round(rng.uniform(1, 24 if not bad else 120), 1),
+                )
                 if rng.random() < 0.4:
-                    emit("csat_submitted", ticket_id=ticket,
-                         rating=min(5, max(1, round(1 + 4 * h + rng.gauss(0, 0.7)))),
-                         comment=rng.choice(BAD_TEXT if bad else GOOD_TEXT))
+                    emit(
+                        "csat_submitted",
+                        ticket_id=ticket,
+                        rating=min(5, max(1, round(1 + 4 * h + rng.gauss(0, 0.7)))),
+                        comment=rng.choice(BAD_TEXT if bad else GOOD_TEXT),
+                    )
             if rng.random() < k * 0.01:
-                emit("nps_submitted", user_id=f"u{rng.randrange(users)}",
-                     score=min(10, max(0, round(10 * h + rng.gauss(0, 1.5)))),
-                     comment=rng.choice(BAD_TEXT if h < 0.5 else GOOD_TEXT))
+                emit(
+                    "nps_submitted",
+                    user_id=f"u{rng.randrange(users)}",
+                    score=min(10, max(0, round(10 * h + rng.gauss(0, 1.5)))),
+                    comment=rng.choice(BAD_TEXT if h < 0.5 else GOOD_TEXT),
+                )
 
         if day % 30 == 15 and account.tier != "free":
             amount = str(account.seats * PRICE_PER_SEAT[account.tier])
             invoice = f"{account.account_id}-inv{day // 30}"
             if h < 0.35 and rng.random() < 0.6:
-                emit("payment_failed", invoice_id=invoice, amount=amount, currency="USD",
-                     reason="card_declined")
-                emit("invoice_overdue", invoice_id=invoice, amount=amount, currency="USD",
-                     days_overdue=rng.randint(5, 45))
+                emit(
+                    "payment_failed",
+                    invoice_id=invoice,
+                    amount=amount,
+                    currency="USD",
+                    reason="card_declined",
+                )
+                emit(
+                    "invoice_overdue",
+                    invoice_id=invoice,
+                    amount=amount,
+                    currency="USD",
+                    days_overdue=rng.randint(5, 45),
+                )
             else:
-                emit("invoice_paid", invoice_id=invoice, amount=amount, currency="USD",
-                     days_late=max(0, round(rng.gauss((1 - h) * 15, 3))))
+                emit(
+                    "invoice_paid",
+                    invoice_id=invoice,
+                    amount=amount,
+                    currency="USD",
+                    days_late=max(0, round(rng.gauss((1 - h) * 15, 3))),
+                )
         if account.churn_day == day:
             emit("subscription_cancelled", reason="churned")
         events.sort(key=lambda pair: pair[0])

@@ -1,7 +1,7 @@
 """Exact, order-independent time-decayed sums ("forward decay", Cormode et al., ICDE 2009).
 
 A decayed sum with half-life h evaluated at time t is  V(t) = sum_i w_i * 2^-((t - t_i) / h).
-Rewriting it against a fixed landmark L gives  V(t) = 2^-((t - L) / h) * sum_i w_i * 2^((t_i - L) / h):
+Against a fixed landmark L it becomes  V(t) = 2^-((t - L)/h) * sum_i w_i * 2^((t_i - L)/h):
 the sum no longer depends on t, so a late event is simply added with its own weight.
 
 Each term is rounded once, on its own, to an integer (PRECISION_BITS of fraction) and the terms
@@ -33,7 +33,7 @@ def term(weight: float, t: float, half_life_days: float) -> int:
     n = math.floor(e)
     mantissa = round(weight * 2.0 ** (e - n + PRECISION_BITS))
     shift = n
-    return mantissa << shift if shift >= 0 else mantissa >> -shift
+    return int(mantissa << shift if shift >= 0 else mantissa >> -shift)
 
 
 def value(total: int, t: float, half_life_days: float) -> float:
@@ -44,7 +44,7 @@ def value(total: int, t: float, half_life_days: float) -> float:
     n = math.floor(e)
     excess = max(abs(total).bit_length() - 62, 0)
     head = total >> excess if total > 0 else -((-total) >> excess)
-    return math.ldexp(float(head), excess - n - PRECISION_BITS) * 2.0 ** (n - e)
+    return float(math.ldexp(float(head), excess - n - PRECISION_BITS) * 2.0 ** (n - e))
 
 
 def encode(total: int) -> str:

@@ -47,11 +47,13 @@ class ObjectiveScore:
     model_score: float | None
     factors: tuple[FactorResult, ...]
     overrides: tuple[dict[str, Any], ...]
+    caps: tuple[dict[str, Any], ...] = ()
 
     def explanation(self) -> dict[str, Any]:
         return {
             "model_score": self.model_score,
             "factors": [asdict(f) for f in self.factors],
+            "caps": list(self.caps),
             "overrides": list(self.overrides),
         }
 
@@ -112,8 +114,7 @@ def _raw_value(model: Model, state: AccountState, factor: Factor, at: float) -> 
     return top / bottom
 
 
-def _factor_last_data(model: Model, state: AccountState, factor: Factor,
-                      at: float) -> float | None:
+def _factor_last_data(model: Model, state: AccountState, factor: Factor, at: float) -> float | None:
     if factor.csm_sentiment:
         sentiments = [o for o in state.active_overrides(at) if o["action"] == "sentiment"]
         return sentiments[-1]["set_at"] if sentiments else None
@@ -129,15 +130,15 @@ def _weights(objective: Objective, override: Any, model: Model) -> dict[str, flo
         group = model.factors[name].group
         per_group[group] = per_group.get(group, 0.0) + weight
     return {
-        name: groups.get(model.factors[name].group, 0.0) * weight / per_group[model.factors[
-            name].group]
+        name: groups.get(model.factors[name].group, 0.0)
+        * weight
+        / per_group[model.factors[name].group]
         for name, weight in factors.items()
         if weight > 0 and per_group[model.factors[name].group] > 0
     }
 
 
-def band_for(score: float | None, bands: list[Band], previous: str | None,
-             margin: float) -> str:
+def band_for(score: float | None, bands: list[Band], previous: str | None, margin: float) -> str:
     """The band for `score`, moving off `previous` only once past the edge by `margin`."""
     if score is None:
         return UNKNOWN_BAND
@@ -153,10 +154,10 @@ def band_for(score: float | None, bands: list[Band], previous: str | None,
     return names[current]
 
 
-def _apply_overrides(score: float | None, objective: str,
-                     overrides: list[dict[str, Any]]) -> tuple[float | None, tuple[dict[str, Any],
-                                                                                   ...]]:
-    applied = []
+def _apply_overrides(
+    score: float | None, objective: str, overrides: list[dict[str, Any]]
+) -> tuple[float | None, tuple[dict[str, Any], ...]]:
+    applied: list[dict[str, Any]] = []
     for o in overrides:
         if o["action"] == "sentiment" or o.get("objective") not in (None, objective):
             continue
@@ -164,14 +165,26 @@ def _apply_overrides(score: float | None, objective: str,
             score = min(max(score + float(o["value"]), 0.0), 100.0)
         elif o["action"] == "pin":
             score = min(max(float(o["value"]), 0.0), 100.0)
-        applied.append({k: o[k] for k in ("override_id", "action", "value", "author", "reason",
-                                          "expires_at") if k in o})
+        applied.append(
+            {
+                k: o[k]
+                for k in ("override_id", "action", "value", "author", "reason", "expires_at")
+                if k in o
+            }
+        )
     return score, tuple(applied)
 
 
-def _score_objective(model: Model, state: AccountState, name: str, objective: Objective,
-                     segment: Segment | None, at: float, previous_band: str | None,
-                     overrides: list[dict[str, Any]]) -> ObjectiveScore:
+def _score_objective(
+    model: Model,
+    state: AccountState,
+    name: str,
+    objective: Objective,
+    segment: Segment | None,
+    at: float,
+    previous_band: str | None,
+    overrides: list[dict[str, Any]],
+) -> ObjectiveScore:
     weights = _weights(objective, segment.objectives.get(name) if segment else None, model)
     transforms = segment.transforms if segment else {}
     results: list[tuple[str, Factor, float | None, float | None, Status, float | None]] = []
@@ -180,8 +193,11 @@ def _score_objective(model: Model, state: AccountState, name: str, objective: Ob
         raw = _raw_value(model, state, factor, at)
         last = _factor_last_data(model, state, factor, at)
         status: Status = "missing" if raw is None else "ok"
-        silence_is_signal = bool(factor.trend or factor.days_since or (
-            factor.aggregate and model.aggregates[factor.aggregate].kind != "latest"))
+        silence_is_signal = bool(
+            factor.trend
+            or factor.days_since
+            or (factor.aggregate and model.aggregates[factor.aggregate].kind != "latest")
+        )
         if status == "ok" and not silence_is_signal and last is not None:
             source = "api" if factor.csm_sentiment else source_of(model, factor.reads[0])
             if at - last > _stale_after(model, factor, source):
@@ -194,18 +210,36 @@ def _score_objective(model: Model, state: AccountState, name: str, objective: Ob
     available = sum(weights[n] for n, _, _, _, s, _ in results if s == "ok")
     model_score = None
     if available > 0:
-        model_score = sum(weights[n] * (sub or 0.0) for n, _, _, sub, s, _ in results
-                          if s == "ok") / available
+        model_score = (
+            sum(weights[n] * (sub or 0.0) for n, _, _, sub, s, _ in results if s == "ok")
+            / available
+        )
+    # guardrails: a decisive fact caps the weighted mean (contributions still sum to it)
+    capped = model_score
+    caps: list[dict[str, Any]] = []
+    by_name = {n: (sub, status) for n, _, _, sub, status, _ in results}
+    for cap in objective.caps:
+        sub, status = by_name.get(cap.factor, (None, "missing"))
+        ok = capped is not None and status == "ok" and sub is not None
+        if ok and sub < cap.below and capped > cap.max:  # type: ignore[operator]
+            caps.append({"factor": cap.factor, "max": cap.max, "reason": cap.reason})
+            capped = min(capped, cap.max)
     factors = tuple(
         FactorResult(
-            factor=n, group=f.group, raw=None if raw is None else round(raw, 6), sub_score=sub,
+            factor=n,
+            group=f.group,
+            raw=None if raw is None else round(raw, 6),
+            sub_score=sub,
             weight=round(weights[n] / total, 6) if total else 0.0,
             contribution=round(weights[n] * sub / available, 6)
-            if status == "ok" and sub is not None and available else 0.0,
-            status=status, last_data_at=last)
+            if status == "ok" and sub is not None and available
+            else 0.0,
+            status=status,
+            last_data_at=last,
+        )
         for n, f, raw, sub, status, last in results
     )
-    score, applied = _apply_overrides(model_score, name, overrides)
+    score, applied = _apply_overrides(capped, name, overrides)
     score = None if score is None else round(score, 4)
     return ObjectiveScore(
         objective=name,
@@ -215,26 +249,33 @@ def _score_objective(model: Model, state: AccountState, name: str, objective: Ob
         model_score=None if model_score is None else round(model_score, 4),
         factors=factors,
         overrides=applied,
+        caps=tuple(caps),
     )
 
 
-def evaluate(model: Model, state: AccountState, at: float,
-             previous_bands: dict[str, str] | None = None) -> Evaluation:
+def evaluate(
+    model: Model, state: AccountState, at: float, previous_bands: dict[str, str] | None = None
+) -> Evaluation:
     segment = model.segment_for(state.attribute_values())
     overrides = state.active_overrides(at)
     scores = {
-        name: _score_objective(model, state, name, objective, segment, at,
-                               (previous_bands or {}).get(name), overrides)
+        name: _score_objective(
+            model, state, name, objective, segment, at, (previous_bands or {}).get(name), overrides
+        )
         for name, objective in model.objectives.items()
     }
     freshness = {}
     for source, days in sorted(model.stale_after_days.items()):
         last = state.sources.get(source)
-        freshness[source] = {"last_data_at": last,
-                             "stale": last is None or at - last > days * DAY}
-    return Evaluation(at=at, model_version=model.version,
-                      segment=segment.name if segment else "default", scores=scores,
-                      freshness=freshness, next_review_at=next_review(model, state, at))
+        freshness[source] = {"last_data_at": last, "stale": last is None or at - last > days * DAY}
+    return Evaluation(
+        at=at,
+        model_version=model.version,
+        segment=segment.name if segment else "default",
+        scores=scores,
+        freshness=freshness,
+        next_review_at=next_review(model, state, at),
+    )
 
 
 def next_review(model: Model, state: AccountState, at: float) -> float:
@@ -255,20 +296,28 @@ def next_review(model: Model, state: AccountState, at: float) -> float:
     return min(candidates)
 
 
-def top_movers(old_factors: list[dict[str, Any]] | None, new: ObjectiveScore,
-               limit: int = 3) -> list[dict[str, Any]]:
+def top_movers(
+    old_factors: list[dict[str, Any]] | None, new: ObjectiveScore, limit: int = 3
+) -> list[dict[str, Any]]:
     """The factors whose contribution moved most since `old_factors` (a stored explanation)."""
     before = {f["factor"]: f for f in old_factors or ()}
-    moves = []
+    moves: list[dict[str, Any]] = []
     for f in new.factors:
         prior = before.get(f.factor)
         old_contribution = prior["contribution"] if prior else 0.0
         delta = round(f.contribution - old_contribution, 6)
         if delta:
-            moves.append({"factor": f.factor, "group": f.group, "delta": delta,
-                          "old_contribution": old_contribution,
-                          "new_contribution": f.contribution,
-                          "old_sub_score": prior["sub_score"] if prior else None,
-                          "new_sub_score": f.sub_score, "status": f.status})
+            moves.append(
+                {
+                    "factor": f.factor,
+                    "group": f.group,
+                    "delta": delta,
+                    "old_contribution": old_contribution,
+                    "new_contribution": f.contribution,
+                    "old_sub_score": prior["sub_score"] if prior else None,
+                    "new_sub_score": f.sub_score,
+                    "status": f.status,
+                }
+            )
     moves.sort(key=lambda m: (-abs(m["delta"]), m["factor"]))
     return moves[:limit]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 from functools import cached_property
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -37,14 +38,18 @@ class _Strict(BaseModel):
 class Aggregate(_Strict):
     kind: Literal["decayed_count", "decayed_sum", "latest", "last_seen"]
     signals: Annotated[list[str], Field(min_length=1)]
-    field: str | None = Field(default=None, description="signal data field summed / kept; "
-                                                         "`sentiment` is the text sentiment")
+    field: str | None = Field(
+        default=None,
+        description="signal data field summed / kept; `sentiment` is the text sentiment",
+    )
     where: dict[str, str | int | float | bool] = {}
-    weight_by: str | None = Field(default=None, description="data field whose value picks "
-                                                             "the weight in `weights`")
+    weight_by: str | None = Field(
+        default=None, description="data field whose value picks the weight in `weights`"
+    )
     weights: dict[str, float] = {}
-    by_kind: dict[str, float] = Field(default={}, description="value per signal kind, "
-                                                              "instead of a field")
+    by_kind: dict[str, float] = Field(
+        default={}, description="value per signal kind, instead of a field"
+    )
     half_life_days: float | None = Field(default=None, ge=0.5, le=3650)
 
     @model_validator(mode="after")
@@ -71,7 +76,7 @@ class Piecewise(_Strict):
     @model_validator(mode="after")
     def _sorted(self) -> Piecewise:
         xs = [x for x, _ in self.piecewise]
-        if any(b <= a for a, b in zip(xs, xs[1:], strict=False)):
+        if any(b <= a for a, b in pairwise(xs)):
             raise ValueError("piecewise x values must increase strictly")
         if any(not 0 <= y <= 100 for _, y in self.piecewise):
             raise ValueError("piecewise sub-scores must lie in 0..100")
@@ -81,7 +86,7 @@ class Piecewise(_Strict):
         points = self.piecewise
         if x <= points[0][0]:
             return points[0][1]
-        for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
+        for (x0, y0), (x1, y1) in pairwise(points):
             if x <= x1:
                 return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
         return points[-1][1]
@@ -113,11 +118,13 @@ class Factor(_Strict):
     description: str = ""
     aggregate: str | None = None
     ratio: tuple[str, str] | None = None
-    trend: tuple[str, str] | None = Field(default=None, description="(short, long) decayed "
-                                                                     "counts: rate ratio")
+    trend: tuple[str, str] | None = Field(
+        default=None, description="(short, long) decayed counts: rate ratio"
+    )
     days_since: str | None = None
-    csm_sentiment: bool = Field(default=False, description="latest active CSM sentiment "
-                                                           "override (0-100)")
+    csm_sentiment: bool = Field(
+        default=False, description="latest active CSM sentiment override (0-100)"
+    )
     transform: Transform
     stale_after_days: float | None = Field(default=None, gt=0)
 
@@ -125,8 +132,9 @@ class Factor(_Strict):
     def _one_value(self) -> Factor:
         chosen = [k for k in ("aggregate", "ratio", "trend", "days_since") if getattr(self, k)]
         if len(chosen) + self.csm_sentiment != 1:
-            raise ValueError("a factor has exactly one of aggregate, ratio, trend, days_since, "
-                             "csm_sentiment")
+            raise ValueError(
+                "a factor has exactly one of aggregate, ratio, trend, days_since, csm_sentiment"
+            )
         return self
 
     @property
@@ -142,19 +150,32 @@ class Band(_Strict):
     min: float = Field(ge=0, le=100, description="lowest score of this band")
 
 
+class Cap(_Strict):
+    """A guardrail: while `factor`'s sub-score is below `below`, the score is at most `max`.
+    This is how a single decisive fact (nobody has used the product for weeks, the
+    subscription was cancelled) outweighs good news from elsewhere."""
+
+    factor: str
+    below: float = Field(ge=0, le=100)
+    max: float = Field(ge=0, le=100)
+    reason: str
+
+
 class Objective(_Strict):
     description: str = ""
     groups: dict[Group, Annotated[float, Field(ge=0)]]
     factors: dict[str, Annotated[float, Field(ge=0)]]
     bands: Annotated[list[Band], Field(min_length=1)]
     hysteresis: float = Field(default=3.0, ge=0, le=20)
-    alert_drop: float = Field(default=15.0, gt=0, description="a drop of this many points "
-                                                              "emits a change event")
+    alert_drop: float = Field(
+        default=15.0, gt=0, description="a drop of this many points emits a change event"
+    )
+    caps: list[Cap] = []
 
     @model_validator(mode="after")
     def _bands(self) -> Objective:
         mins = [b.min for b in self.bands]
-        if mins[0] != 0 or any(b <= a for a, b in zip(mins, mins[1:], strict=False)):
+        if mins[0] != 0 or any(b <= a for a, b in pairwise(mins)):
             raise ValueError("bands go from lowest to highest; the first has min 0")
         return self
 
@@ -175,8 +196,9 @@ class Model(_Strict):
     name: str = Field(pattern=r"^[a-z0-9_\-]+$")
     description: str = ""
     stale_after_days: dict[str, Annotated[float, Field(gt=0)]]
-    review_every_hours: float = Field(default=6.0, gt=0,
-                                      description="the sweep re-scores an idle account this often")
+    review_every_hours: float = Field(
+        default=6.0, gt=0, description="the sweep re-scores an idle account this often"
+    )
     aggregates: dict[str, Aggregate]
     factors: dict[str, Factor]
     objectives: Annotated[dict[str, Objective], Field(min_length=1)]
@@ -195,19 +217,22 @@ class Model(_Strict):
             if factor.days_since and self.aggregates[factor.days_since].kind != "last_seen":
                 raise ValueError(f"factors.{name}: days_since needs a last_seen aggregate")
         for name, objective in self.objectives.items():
-            for factor in objective.factors:
-                if factor not in self.factors:
-                    raise ValueError(f"objectives.{name} weights unknown factor {factor!r}")
+            for weighted in objective.factors:
+                if weighted not in self.factors:
+                    raise ValueError(f"objectives.{name} weights unknown factor {weighted!r}")
+            for cap in objective.caps:
+                if cap.factor not in objective.factors:
+                    raise ValueError(f"objectives.{name} caps unweighted factor {cap.factor!r}")
         for i, segment in enumerate(self.segments):
-            for objective, override in segment.objectives.items():
-                if objective not in self.objectives:
-                    raise ValueError(f"segments[{i}] overrides unknown objective {objective!r}")
-                for factor in override.factors:
-                    if factor not in self.factors:
-                        raise ValueError(f"segments[{i}] weights unknown factor {factor!r}")
-            for factor in segment.transforms:
-                if factor not in self.factors:
-                    raise ValueError(f"segments[{i}] transforms unknown factor {factor!r}")
+            for target, override in segment.objectives.items():
+                if target not in self.objectives:
+                    raise ValueError(f"segments[{i}] overrides unknown objective {target!r}")
+                for weighted in override.factors:
+                    if weighted not in self.factors:
+                        raise ValueError(f"segments[{i}] weights unknown factor {weighted!r}")
+            for transformed in segment.transforms:
+                if transformed not in self.factors:
+                    raise ValueError(f"segments[{i}] transforms unknown factor {transformed!r}")
         return self
 
     @cached_property

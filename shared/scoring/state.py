@@ -24,8 +24,11 @@ from shared.scoring.model import Aggregate, Model
 KindIndex = dict[str, list[tuple[str, Aggregate]]]
 
 ATTRIBUTES = ("name", "industry", "region", "tier", "lifecycle_stage")
-ATTRIBUTE_KINDS = {"account_profile_updated": ATTRIBUTES,
-                   "subscription_created": ("tier",), "subscription_changed": ("tier",)}
+ATTRIBUTE_KINDS = {
+    "account_profile_updated": ATTRIBUTES,
+    "subscription_created": ("tier",),
+    "subscription_changed": ("tier",),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +45,15 @@ class Fact:
 
     @classmethod
     def from_signal(cls, signal: Any) -> Fact:
-        return cls(signal.signal_id, signal.account_id, signal.occurred_at.timestamp(),
-                   signal.source, signal.kind, signal.data, signal.sentiment)
+        return cls(
+            signal.signal_id,
+            signal.account_id,
+            signal.occurred_at.timestamp(),
+            signal.source,
+            signal.kind,
+            signal.data,
+            signal.sentiment,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +78,9 @@ class AccountState:
 
     # --- updating -----------------------------------------------------------------------
 
-    def apply(self, model: Model | KindIndex, fact: Fact,
-              dedup: DedupPolicy = DedupPolicy()) -> bool:
+    def apply(
+        self, model: Model | KindIndex, fact: Fact, dedup: DedupPolicy = DedupPolicy()
+    ) -> bool:
         """Fold one signal into the aggregates of `model` (or of a kind index covering several
         models); False, and no change, if it is a duplicate."""
         kinds = model.kinds if isinstance(model, Model) else model
@@ -105,27 +116,34 @@ class AccountState:
                     weight *= agg.weights.get(str(fact.data.get(agg.weight_by)), 1.0)
                 assert agg.half_life_days is not None
                 self.decayed[name] = self.decayed.get(name, 0) + decay.term(
-                    weight, fact.t, agg.half_life_days)
+                    weight, fact.t, agg.half_life_days
+                )
         return True
 
     def _override(self, fact: Fact) -> None:
         override_id = str(fact.data.get("override_id"))
         current = self.overrides.get(override_id, {})
         if fact.kind == "override_revoked":
-            self.overrides[override_id] = {**current, "revoked": True,
-                                           "revoked_by": fact.data.get("author"),
-                                           "revoked_at": fact.t}
+            self.overrides[override_id] = {
+                **current,
+                "revoked": True,
+                "revoked_by": fact.data.get("author"),
+                "revoked_at": fact.t,
+            }
         else:
-            self.overrides[override_id] = {**fact.data, "set_at": fact.t,
-                                           **{k: v for k, v in current.items()
-                                              if k.startswith("revoked")}}
+            self.overrides[override_id] = {
+                **fact.data,
+                "set_at": fact.t,
+                **{k: v for k, v in current.items() if k.startswith("revoked")},
+            }
 
     def _remember(self, fact: Fact, dedup: DedupPolicy) -> None:
         self.seen[fact.signal_id] = fact.t
         if len(self.seen) > dedup.max_ids:
             floor = max(self.newest or fact.t, fact.t) - dedup.horizon_seconds
-            kept = sorted(((t, sid) for sid, t in self.seen.items() if t >= floor),
-                          reverse=True)[: max(dedup.max_ids * 3 // 4, 1)]
+            kept = sorted(((t, sid) for sid, t in self.seen.items() if t >= floor), reverse=True)[
+                : max(dedup.max_ids * 3 // 4, 1)
+            ]
             self.seen = {sid: t for t, sid in kept}
 
     # --- reading ------------------------------------------------------------------------
@@ -197,7 +215,8 @@ def kind_index(models: list[Model]) -> KindIndex:
         for name, agg in model.aggregates.items():
             if merged.setdefault(name, agg) != agg:
                 raise ConfigurationError(
-                    f"aggregate {name!r} differs between models {[m.version for m in models]}")
+                    f"aggregate {name!r} differs between models {[m.version for m in models]}"
+                )
     index: KindIndex = {}
     for name, agg in merged.items():
         for kind in agg.signals:

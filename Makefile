@@ -1,0 +1,53 @@
+# Account Health. `make help` lists the targets. Everything runs from a virtualenv in .venv
+# that the first target needing it creates, so a machine with only Python 3.11+ is enough.
+.DEFAULT_GOAL := help
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+
+.PHONY: help install run test test-unit lint fmt migrate schemas bench-ingest bench-scorer clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+install: $(STAMP) ## create .venv and install the project with its pinned dependencies
+
+run: $(STAMP) ## run everything locally: broker, PostgreSQL, services, simulator (Ctrl-C stops)
+	$(BIN)/healthscore dev
+
+test: $(STAMP) ## run every test (unit + integration against a real broker and PostgreSQL)
+	$(BIN)/pytest
+
+test-unit: $(STAMP) ## run the fast unit tests of the pure core only
+	$(BIN)/pytest tests/unit
+
+lint: $(STAMP) ## ruff (lint + format check) and mypy on services/ and shared/
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check services shared
+	$(BIN)/mypy
+
+fmt: $(STAMP) ## format and auto-fix
+	$(BIN)/ruff format services shared
+	$(BIN)/ruff check --fix .
+
+migrate: $(STAMP) ## apply database migrations to the configured database
+	$(BIN)/healthscore migrate
+
+schemas: $(STAMP) ## regenerate docs/schemas/*.json from the event models
+	$(BIN)/healthscore schemas --out docs/schemas
+
+bench-ingest: $(STAMP) ## ingest throughput vs raw produce (bench/ingest.py)
+	$(BIN)/python bench/ingest.py
+
+bench-scorer: $(STAMP) ## scorer durable throughput vs raw consume, freshness, RSS (bench/scorer.py)
+	$(BIN)/python bench/scorer.py
+
+clean: ## remove the virtualenv, local data and caches
+	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,196 @@
+"""Real infrastructure for integration tests: a Kafka-protocol broker and PostgreSQL.
+
+With TEST_KAFKA_BOOTSTRAP_SERVERS / TEST_DATABASE_URL unset (CI, a fresh machine), the session
+starts a tansu broker and a throwaway PostgreSQL cluster itself and stops both by PID at the
+end. Every test gets its own topics, consumer groups and database (a copy of a template that is
+migrated once), so tests are independent and run in any order.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.config import DatabaseSettings, KafkaSettings, Settings, TopicSettings
+from shared.db import create_engine, migrate
+from shared.devstack import PG_SUPERUSER, Broker, Postgres
+
+TEMPLATE_DB = f"healthscore_template_{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class Infra:
+    bootstrap_servers: str
+    database: DatabaseSettings
+    postgres: Postgres | None  # set when the session started it (for restart tests)
+    broker: Broker | None
+
+
+@pytest.fixture(scope="session")
+def infra() -> Iterator[Infra]:
+    workdir = Path(tempfile.mkdtemp(prefix="healthscore-test-"))
+    broker = postgres = None
+    try:
+        bootstrap = os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")
+        if not bootstrap:
+            broker = Broker(log_path=workdir / "broker.log").start()
+            bootstrap = broker.bootstrap_servers
+        url = os.environ.get("TEST_DATABASE_URL")
+        if url:
+            parsed = make_url(url)
+            database = DatabaseSettings(
+                host=parsed.host or "127.0.0.1",
+                port=parsed.port or 5432,
+                user=parsed.username or PG_SUPERUSER,
+                password=parsed.password or "",
+                name=parsed.database or "postgres",
+                pool_size=5,
+            )
+        else:
+            postgres = Postgres(
+                workdir / "pg", durable=False, log_path=workdir / "postgres.log"
+            ).start()
+            database = DatabaseSettings(port=postgres.port, name="postgres", pool_size=5)
+        _create_template(database)
+        yield Infra(bootstrap, database, postgres, broker)
+    finally:
+        if postgres is not None:
+            postgres.stop()
+        if broker is not None:
+            broker.stop()
+
+
+def _psql(database: DatabaseSettings, sql: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(
+            host=database.host,
+            port=database.port,
+            user=database.user,
+            password=database.password.get_secret_value(),
+            database=database.name,
+        )
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def _create_template(database: DatabaseSettings) -> None:
+    _psql(database, f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}"')
+    _psql(database, f'CREATE DATABASE "{TEMPLATE_DB}"')
+    migrate(database, name=TEMPLATE_DB)
+
+
+async def _admin(database: DatabaseSettings, sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(
+        host=database.host,
+        port=database.port,
+        user=database.user,
+        password=database.password.get_secret_value(),
+        database=database.name,
+    )
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def settings(infra: Infra) -> AsyncIterator[Settings]:
+    """Settings for one test: fresh topics, consumer groups and a migrated database."""
+    tag = uuid.uuid4().hex[:10]
+    db_name = f"test_{tag}"
+    await _admin(infra.database, f'CREATE DATABASE "{db_name}" TEMPLATE "{TEMPLATE_DB}"')
+    topics = TopicSettings(
+        usage=f"usage-{tag}",
+        support=f"support-{tag}",
+        billing=f"billing-{tag}",
+        signals=f"signals-{tag}",
+        dlq=f"dlq-{tag}",
+        changes=f"changes-{tag}",
+    )
+    yield Settings(
+        environment="test",
+        kafka=KafkaSettings(
+            bootstrap_servers=infra.bootstrap_servers,
+            topics=topics,
+            partitions=4,
+            session_timeout_ms=6000,
+        ),
+        database=infra.database.model_copy(update={"name": db_name}),
+        ingest={"group_id": f"ingest-{tag}", "metrics_port": 0},
+        scorer={
+            "group_id": f"scorer-{tag}",
+            "metrics_port": 0,
+            "sweep_interval_seconds": 3600,
+            "relay_interval_seconds": 0.05,
+        },
+        api={"max_override_days": 90},
+    )
+    await _admin(infra.database, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(settings.database)
+    yield engine
+    await engine.dispose()
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes a `healthscore` subprocess use these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEALTHSCORE_")}
+    flat: dict[str, str] = {
+        "HEALTHSCORE_ENVIRONMENT": settings.environment,
+        "HEALTHSCORE_LOG__FORMAT": "json",
+        "HEALTHSCORE_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "HEALTHSCORE_KAFKA__SESSION_TIMEOUT_MS": str(settings.kafka.session_timeout_ms),
+        "HEALTHSCORE_DATABASE__HOST": settings.database.host,
+        "HEALTHSCORE_DATABASE__PORT": str(settings.database.port),
+        "HEALTHSCORE_DATABASE__USER": settings.database.user,
+        "HEALTHSCORE_DATABASE__PASSWORD": settings.database.password.get_secret_value(),
+        "HEALTHSCORE_DATABASE__NAME": settings.database.name,
+    }
+    for name, value in settings.kafka.topics.model_dump().items():
+        flat[f"HEALTHSCORE_KAFKA__TOPICS__{name.upper()}"] = value
+    for section in ("ingest", "scorer"):
+        for name, value in getattr(settings, section).model_dump().items():
+            if value is not None:
+                flat[f"HEALTHSCORE_{section.upper()}__{name.upper()}"] = str(value)
+    env.update(flat)
+    return env
+
+
+def healthscore_argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "shared.cli", *args]
+
+
+def run_cli(settings: Settings, *args: str, timeout: float = 120) -> str:
+    result = subprocess.run(
+        healthscore_argv(*args),
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout

@@ -1,0 +1,241 @@
+"""The scorer against the real broker and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import signal
+import subprocess
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from cloudevents.core.bindings.kafka import KafkaMessage, from_structured
+from cloudevents.core.formats.json import JSONFormat
+from prometheus_client import CollectorRegistry
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.scorer import store
+from services.scorer.consume import Scorer
+from shared.config import Settings
+from shared.db import create_engine, ensure_migrated
+from shared.errors import DatabaseNotMigrated, FencedOut
+from shared.events import Signal
+from tests.integration.conftest import healthscore_argv, settings_env
+from tests.integration.scorer_support import (
+    MODEL,
+    consumed,
+    mismatches,
+    produce_signals,
+    simulated_signals,
+    wait_consumed,
+)
+from tests.kafka_io import read_topic
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@contextlib.asynccontextmanager
+async def running_scorer(settings: Settings, engine: AsyncEngine,
+                         clock: Callable[[], datetime] | None = None) -> AsyncIterator[Scorer]:
+    kwargs = {"clock": clock} if clock else {}
+    scorer = Scorer(settings, engine, registry=CollectorRegistry(), **kwargs)
+    stop = asyncio.Event()
+    task = asyncio.create_task(scorer.run(stop))
+    try:
+        yield scorer
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def test_refuses_an_unmigrated_database(settings: Settings, infra) -> None:  # type: ignore[no-untyped-def]
+    from tests.integration.conftest import _admin
+
+    await _admin(infra.database, f'CREATE DATABASE "{settings.database.name}_empty"')
+    empty = create_engine(settings.database, name=f"{settings.database.name}_empty")
+    try:
+        with pytest.raises(DatabaseNotMigrated, match="run `healthscore migrate`"):
+            await ensure_migrated(empty)
+    finally:
+        await empty.dispose()
+        await _admin(infra.database,
+                     f'DROP DATABASE "{settings.database.name}_empty" WITH (FORCE)')
+
+
+async def test_signals_become_scores_history_and_cloudevents(settings: Settings,
+                                                              engine: AsyncEngine) -> None:
+    signals = simulated_signals(60, 45, seed=2, duplicate_share=0.05)
+    total = await produce_signals(settings, signals)
+    async with running_scorer(settings, engine) as scorer:
+        await wait_consumed(engine, settings, total)
+        assert await mismatches(engine, signals) == []
+        unique = len({s.signal_id for s in signals})
+        assert scorer.metrics.applied._value.get() == unique
+        assert scorer.metrics.duplicates._value.get() == total - unique
+        async with engine.connect() as conn:
+            backlog = 1
+            for _ in range(100):
+                backlog = await conn.scalar(text(
+                    "SELECT count(*) FROM outbox WHERE sent_at IS NULL"))
+                if not backlog:
+                    break
+                await asyncio.sleep(0.1)
+                await conn.rollback()
+            assert backlog == 0
+            outbox = await conn.scalar(text("SELECT count(*) FROM outbox"))
+            scores = list(await conn.execute(text(
+                "SELECT account_id, objective, score, band, confidence, explanation, "
+                "model_version FROM scores")))
+            history = list(await conn.execute(text(
+                "SELECT account_id, objective, cause, top_movers, old_band, new_band, "
+                "signal_ids FROM score_history")))
+    accounts = {s.account_id for s in signals}
+    assert {(r.account_id, r.objective) for r in scores} == {
+        (a, o) for a in accounts for o in ("churn_risk", "expansion")}
+    for row in scores:
+        assert row.model_version == MODEL.version
+        factors = row.explanation["factors"]
+        assert {f["factor"] for f in factors} == set(MODEL.objectives[row.objective].factors)
+        ok = [f for f in factors if f["status"] == "ok"]
+        weighted = row.explanation["model_score"]
+        assert sum(f["contribution"] for f in ok) == pytest.approx(weighted, abs=1e-3)
+        caps = [c["max"] for c in row.explanation["caps"]]
+        assert row.score == pytest.approx(min([weighted, *caps]), abs=1e-3)
+        assert set(row.explanation["freshness"]) == {"usage", "support", "billing"}
+    assert len(history) < total / 5  # history is of changes, not of events
+    first = [h for h in history if h.old_band is None]
+    assert len(first) == len(scores)  # every account's first score is recorded once
+    moved = [h for h in history if h.old_band is not None]
+    assert moved and all(h.top_movers and h.signal_ids for h in moved)
+
+    events = await read_topic(settings, settings.kafka.topics.changes, expect=outbox)
+    assert outbox > 0 and len(events) == outbox
+    parsed = [from_structured(KafkaMessage(headers={}, key=e.key, value=e.value), JSONFormat())
+              for e in events]
+    assert len({e.get_id() for e in parsed}) == len(parsed)
+    for record, event in zip(events, parsed, strict=True):
+        assert event.get_specversion() == "1.0"
+        assert event.get_type() in {"io.account-health.band.changed",
+                                    "io.account-health.score.dropped"}
+        assert event.get_subject() == record.key.decode()
+        data = event.get_data()
+        assert isinstance(data, dict)
+        assert data["model_version"] == MODEL.version
+        assert data["objective"] in ("churn_risk", "expansion")
+        assert data["top_movers"] and data["signal_ids"]
+        if event.get_type().endswith("band.changed"):
+            assert data["old_band"] != data["new_band"]
+
+
+async def test_a_stale_writer_is_fenced_out(settings: Settings, engine: AsyncEngine) -> None:
+    group, now = settings.scorer.group_id, datetime.now(UTC)
+    await store.write_batch(engine, group, store.Batch(fences={("t", 0): (None, 10)}), now)
+    with pytest.raises(FencedOut):  # a second "first" writer
+        await store.write_batch(engine, group, store.Batch(fences={("t", 0): (None, 5)}), now)
+    await store.write_batch(engine, group, store.Batch(fences={("t", 0): (10, 20)}), now)
+    with pytest.raises(FencedOut):  # a writer that still believes the offset is 10
+        await store.write_batch(engine, group, store.Batch(
+            fences={("t", 0): (10, 30)},
+            accounts=[{"account_id": "x", "partition": 0, "state": {}, "updated_at": now}]),
+            now)
+    assert await store.load_offsets(engine, group, [("t", 0)]) == {("t", 0): 20}
+    async with engine.connect() as conn:  # the fenced batch wrote nothing
+        assert await conn.scalar(text("SELECT count(*) FROM accounts")) == 0
+
+
+async def test_silence_alone_moves_an_account_to_at_risk(settings: Settings,
+                                                         engine: AsyncEngine) -> None:
+    now = [datetime.now(UTC)]
+    signals = [s for s in simulated_signals(40, 60, seed=4, end=now[0])
+               if s.account_id == "acc-000000" or s.kind == "account_profile_updated"]
+    total = await produce_signals(settings, signals)
+    async with running_scorer(settings, engine, clock=lambda: now[0]) as scorer:
+        await wait_consumed(engine, settings, total)
+        async with engine.connect() as conn:
+            band = await conn.scalar(text(
+                "SELECT band FROM scores WHERE account_id = 'acc-000000' "
+                "AND objective = 'churn_risk'"))
+        assert band == "healthy"
+        now[0] += timedelta(days=45)
+        assert await scorer.sweep() >= 1
+        async with engine.connect() as conn:
+            row = (await conn.execute(text(
+                "SELECT band, score FROM scores WHERE account_id = 'acc-000000' "
+                "AND objective = 'churn_risk'"))).one()
+            last = (await conn.execute(text(
+                "SELECT cause, old_band, new_band FROM score_history "
+                "WHERE account_id = 'acc-000000' AND objective = 'churn_risk' "
+                "ORDER BY id DESC LIMIT 1"))).one()
+        assert row.band == "at_risk"
+        assert (last.cause, last.old_band, last.new_band) == ("time", "healthy", "at_risk")
+        events = await read_topic(settings, settings.kafka.topics.changes, settle=2.0)
+    changes = [from_structured(KafkaMessage(headers={}, key=e.key, value=e.value),
+                               JSONFormat()).get_data() for e in events]
+    assert any(isinstance(c, dict) and c["cause"] == "time" and c["new_band"] == "at_risk"
+               and c["account_id"] == "acc-000000" for c in changes)
+
+
+def _start_scorer(settings: Settings) -> subprocess.Popen[bytes]:
+    env = settings_env(settings)
+    env["HEALTHSCORE_SCORER__BATCH_MAX_RECORDS"] = "1000"
+    return subprocess.Popen(healthscore_argv("scorer"), env=env, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+@pytest.mark.slow
+async def test_kill_minus_nine_ten_times_matches_the_reference(settings: Settings,
+                                                               engine: AsyncEngine) -> None:
+    signals = simulated_signals(1000, 20, seed=7, duplicate_share=0.02)
+    assert len(signals) >= 100_000
+    total = await produce_signals(settings, signals)
+    rng = random.Random(11)
+    kills = 0
+    proc = _start_scorer(settings)
+    try:
+        while kills < 10:
+            progress = await consumed(engine, settings)
+            if progress >= total:
+                break
+            await asyncio.sleep(rng.uniform(0.5, 4.0))
+            if await consumed(engine, settings) > progress or kills == 0:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(10)
+                kills += 1
+                proc = _start_scorer(settings)
+        await wait_consumed(engine, settings, total, timeout=300)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    assert kills >= 10
+    assert await mismatches(engine, signals) == []
+
+
+@pytest.mark.slow
+async def test_a_scorer_joining_and_leaving_matches_the_reference(settings: Settings,
+                                                                  engine: AsyncEngine) -> None:
+    signals = simulated_signals(300, 20, seed=9)
+    chunks = [signals[i::4] for i in range(4)]
+    first = _start_scorer(settings)
+    second: subprocess.Popen[bytes] | None = None
+    produced = 0
+    try:
+        produced += await produce_signals(settings, chunks[0])
+        await wait_consumed(engine, settings, produced)
+        second = _start_scorer(settings)  # joins: the partitions are split between the two
+        for chunk in chunks[1:3]:
+            produced += await produce_signals(settings, chunk)
+            await asyncio.sleep(3)
+        second.send_signal(signal.SIGTERM)  # leaves: the first takes everything back
+        assert second.wait(30) == 0
+        produced += await produce_signals(settings, chunks[3])
+        await wait_consumed(engine, settings, produced, timeout=180)
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(30)
+    all_signals: list[Signal] = [s for chunk in chunks for s in chunk]
+    assert await mismatches(engine, all_signals) == []

@@ -1,0 +1,68 @@
+"""One valid raw v1 event of every type, for tests."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+
+def valid_events(now: datetime, account_id: str = "acc-1") -> dict[str, dict[str, Any]]:
+    at = (now - timedelta(hours=1)).isoformat()
+
+    def base(kind: str, n: int) -> dict[str, Any]:
+        return {
+            "event_id": f"evt-{kind}-{n}",
+            "account_id": account_id,
+            "occurred_at": at,
+            "type": kind,
+            "schema_version": 1,
+        }
+
+    events = {
+        "session_started": {"user_id": "u1", "duration_seconds": 600},
+        "feature_used": {"user_id": "u1", "feature": "Reports", "count": 3},
+        "active_users_reported": {"active_users": 42},
+        "seats_used_reported": {"seats_in_use": 40},
+        "ticket_opened": {
+            "ticket_id": "t1",
+            "priority": "HIGH",
+            "subject": "Broken",
+            "text": "The dashboard is broken and we are very frustrated.",
+        },
+        "ticket_updated": {
+            "ticket_id": "t1",
+            "priority": "urgent",
+            "escalated": True,
+            "text": "Still broken.",
+        },
+        "ticket_resolved": {"ticket_id": "t1", "resolution_hours": 5.5},
+        "csat_submitted": {"ticket_id": "t1", "rating": 2, "comment": "Slow, unhelpful."},
+        "nps_submitted": {"user_id": "u1", "score": 9, "comment": "Love it, great product!"},
+        "subscription_created": {
+            "plan": "Growth-Annual",
+            "tier": "growth",
+            "mrr": "1250.50",
+            "currency": "usd",
+            "seats_purchased": 50,
+            "renewal_date": "2027-06-30",
+        },
+        "subscription_changed": {
+            "plan": "growth-annual",
+            "tier": "enterprise",
+            "mrr": 2000,
+            "seats_purchased": 80,
+        },
+        "subscription_cancelled": {"reason": "budget"},
+        "invoice_paid": {"invoice_id": "inv-1", "amount": "99.99", "days_late": 3},
+        "invoice_overdue": {"invoice_id": "inv-2", "amount": "120", "days_overdue": 14},
+        "payment_failed": {"invoice_id": "inv-2", "amount": "120", "reason": "card_declined"},
+        "refund_issued": {"amount": "10.5", "reason": "outage credit"},
+        "account_profile_updated": {
+            "name": "Acme",
+            "industry": "Healthcare",
+            "region": "EMEA",
+            "tier": "Enterprise",
+            "lifecycle_stage": "mature",
+        },
+    }
+    return {kind: {**base(kind, i), **fields} for i, (kind, fields) in enumerate(events.items())}

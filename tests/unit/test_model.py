@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from shared.config import DEFAULT_MODEL_PATH
+from shared.errors import ConfigurationError
+from shared.scoring.model import load_model
+
+
+def test_default_model_loads_with_two_objectives() -> None:
+    model = load_model(DEFAULT_MODEL_PATH)
+    assert set(model.objectives) == {"churn_risk", "expansion"}
+    assert model.version.startswith("default@") and len(model.version) == len("default@") + 12
+    assert [b.name for b in model.objectives["churn_risk"].bands] == [
+        "at_risk",
+        "neutral",
+        "healthy",
+    ]
+
+
+def _write(tmp_path: Path, doc: dict) -> Path:  # type: ignore[type-arg]
+    path = tmp_path / "model.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_version_follows_content_not_formatting(tmp_path: Path) -> None:
+    doc = yaml.safe_load(DEFAULT_MODEL_PATH.read_text())
+    same = load_model(_write(tmp_path, doc)).version
+    assert same == load_model(DEFAULT_MODEL_PATH).version
+    doc["objectives"]["churn_risk"]["hysteresis"] = 4
+    assert load_model(_write(tmp_path, doc)).version != same
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d["factors"]["nps"].update(aggregate="nope"), "reads unknown aggregate 'nope'"),
+        (
+            lambda d: d["aggregates"]["sessions_7d"].pop("half_life_days"),
+            "aggregates.sessions_7d: Value error, decayed_count needs half_life_days",
+        ),
+        (lambda d: d["objectives"]["churn_risk"]["bands"].reverse(), "bands go from lowest"),
+        (
+            lambda d: d["factors"]["csat"]["transform"].update(piecewise=[[1, 0], [0, 50]]),
+            "x values must increase",
+        ),
+        (
+            lambda d: d["objectives"]["expansion"].update(hysteresis=-1),
+            "objectives.expansion.hysteresis",
+        ),
+    ],
+)
+def test_invalid_models_name_file_path_and_problem(tmp_path: Path, mutate, message) -> None:  # type: ignore[no-untyped-def]
+    doc = yaml.safe_load(DEFAULT_MODEL_PATH.read_text())
+    mutate(doc)
+    path = _write(tmp_path, doc)
+    with pytest.raises(ConfigurationError) as err:
+        load_model(path)
+    assert str(path) in str(err.value)
+    assert message in str(err.value)
+
+
+def test_unreadable_yaml_is_a_configuration_error(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("factors: [unclosed")
+    with pytest.raises(ConfigurationError, match="cannot read model"):
+        load_model(path)

@@ -1,0 +1,305 @@
+"""Properties of the pure scoring core: order independence, bounds, hysteresis, explanations."""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.ingest.validate import validate
+from shared.config import DEFAULT_MODEL_PATH
+from shared.events import EVENT_TYPE_SOURCE, Signal
+from shared.scoring.engine import band_for, evaluate, top_movers
+from shared.scoring.model import Band, load_model
+from shared.scoring.state import AccountState, DedupPolicy, Fact
+from tests.samples import valid_events
+
+MODEL = load_model(DEFAULT_MODEL_PATH)
+NOW = datetime(2026, 11, 1, tzinfo=UTC)
+DAY = 86_400.0
+TEMPLATES = valid_events(NOW)
+KINDS = sorted(TEMPLATES)
+
+
+def make_fact(
+    kind: str, n: int, age_days: float, variant: int = 0, account_id: str = "acc-1"
+) -> Fact:
+    event = dict(TEMPLATES[kind])
+    event.update(
+        event_id=f"{kind}-{n}",
+        account_id=account_id,
+        occurred_at=(NOW - timedelta(days=age_days)).isoformat(),
+    )
+    if kind == "nps_submitted":
+        event["score"] = variant % 11
+    if kind == "csat_submitted":
+        event["rating"] = 1 + variant % 5
+    if kind == "seats_used_reported":
+        event["seats_in_use"] = variant % 60
+    signal = validate(
+        orjson.dumps(event),
+        source=EVENT_TYPE_SOURCE[kind],
+        now=NOW,
+        sentiment=lambda text: round((len(text) % 7 - 3) / 3, 3),
+    )
+    assert isinstance(signal, Signal), signal
+    return Fact.from_signal(signal)
+
+
+facts_strategy = st.lists(
+    st.builds(
+        lambda k, age, v: (k, age, v),
+        st.sampled_from(KINDS),
+        st.floats(0, 120, allow_nan=False),
+        st.integers(0, 100),
+    ),
+    min_size=1,
+    max_size=40,
+).map(lambda items: [make_fact(k, i, age, v) for i, (k, age, v) in enumerate(items)])
+
+
+def fold(facts: list[Fact], state: AccountState | None = None) -> AccountState:
+    state = state or AccountState()
+    for fact in facts:
+        state.apply(MODEL, fact)
+    return state
+
+
+def scores(state: AccountState, at: float) -> dict[str, tuple[float | None, float]]:
+    evaluation = evaluate(MODEL, state, at)
+    return {o: (s.score, s.confidence) for o, s in evaluation.scores.items()}
+
+
+@settings(max_examples=150, deadline=None)
+@given(facts_strategy, st.randoms(use_true_random=False))
+def test_any_order_gives_identical_state_and_scores(facts: list[Fact], rnd: random.Random) -> None:
+    reference = fold(facts)
+    shuffled = list(facts)
+    rnd.shuffle(shuffled)
+    other = fold(shuffled)
+    assert other.fingerprint() == reference.fingerprint()
+    at = NOW.timestamp()
+    assert scores(other, at) == scores(reference, at)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    facts_strategy,
+    st.lists(st.integers(1, 10), min_size=1, max_size=8),
+    st.randoms(use_true_random=False),
+)
+def test_batches_restarts_and_duplicates_change_nothing(
+    facts: list[Fact], cuts: list[int], rnd: random.Random
+) -> None:
+    reference = fold(facts)
+    # re-deliver some signals, split into batches, and persist/reload state between them
+    stream = facts + [rnd.choice(facts) for _ in range(len(facts) // 2)]
+    rnd.shuffle(stream)
+    state = AccountState()
+    position = 0
+    for cut in cuts * 10:
+        chunk = stream[position : position + cut]
+        position += cut
+        state = AccountState.from_json(orjson.loads(orjson.dumps(fold(chunk, state).to_json())))
+    state = fold(stream[position:], state)
+    assert state.fingerprint() == reference.fingerprint()
+
+
+@settings(max_examples=150, deadline=None)
+@given(facts_strategy, st.floats(0, 400))
+def test_scores_stay_within_bounds(facts: list[Fact], later_days: float) -> None:
+    state = fold(facts)
+    evaluation = evaluate(MODEL, state, NOW.timestamp() + later_days * DAY)
+    for score in evaluation.scores.values():
+        assert score.score is None or 0 <= score.score <= 100
+        assert 0 <= score.confidence <= 1
+        for factor in score.factors:
+            assert factor.sub_score is None or 0 <= factor.sub_score <= 100
+        ok = [f for f in score.factors if f.status == "ok"]
+        if score.model_score is not None:
+            assert math.isclose(sum(f.contribution for f in ok), score.model_score, abs_tol=1e-3)
+
+
+BANDS = [Band(name="at_risk", min=0), Band(name="neutral", min=40), Band(name="healthy", min=70)]
+
+
+@given(st.lists(st.floats(-2.99, 2.99), min_size=1, max_size=50))
+def test_hysteresis_holds_a_band_for_a_score_wobbling_around_its_edge(wobble: list[float]) -> None:
+    band = band_for(72.0, BANDS, None, 3.0)
+    assert band == "healthy"
+    for w in wobble:
+        band = band_for(70.0 + w, BANDS, band, 3.0)
+        assert band == "healthy"
+    assert band_for(66.9, BANDS, "healthy", 3.0) == "neutral"
+    assert band_for(72.9, BANDS, "neutral", 3.0) == "neutral"
+    assert band_for(73.0, BANDS, "neutral", 3.0) == "healthy"
+    assert band_for(10.0, BANDS, "healthy", 3.0) == "at_risk"  # big moves jump bands
+    assert band_for(None, BANDS, "healthy", 3.0) == "unknown"
+
+
+def active_account(days: int = 60) -> AccountState:
+    facts = []
+    n = 0
+    for day in range(days):
+        for _ in range(4):
+            n += 1
+            facts.append(make_fact("session_started", n, day + 0.1))
+            facts.append(make_fact("feature_used", n, day + 0.2))
+    facts.append(make_fact("subscription_created", 0, days))
+    facts.append(make_fact("seats_used_reported", 0, 1, variant=45))
+    facts.append(make_fact("nps_submitted", 0, 5, variant=9))
+    return fold(facts)
+
+
+def test_silence_decays_the_score_into_at_risk() -> None:
+    state = active_account()
+    now = NOW.timestamp()
+    first = evaluate(MODEL, state, now).scores["churn_risk"]
+    assert first.band == "healthy"
+    later = evaluate(MODEL, state, now + 45 * DAY, {"churn_risk": first.band})
+    churn = later.scores["churn_risk"]
+    assert churn.score is not None and first.score is not None
+    assert churn.score < first.score - 30
+    assert churn.band == "at_risk"
+    # two weeks in, the weighted mean alone is still fair, but the guardrail caps it
+    two_weeks = evaluate(MODEL, state, now + 16 * DAY).scores["churn_risk"]
+    assert [c["factor"] for c in two_weeks.caps] == ["days_since_last_use"]
+    assert two_weeks.model_score is not None and two_weeks.model_score > 40
+    assert two_weeks.score == 35
+    assert later.freshness["usage"]["stale"] is True
+    statuses = {f.factor: f.status for f in churn.factors}
+    assert statuses["seat_utilisation"] == "stale"  # a stale reading is not trusted
+    assert statuses["login_frequency"] == "ok"  # while silence itself counts against it
+    movers = top_movers(list(first.explanation()["factors"]), churn)
+    assert movers[0]["delta"] < 0
+    assert {m["factor"] for m in movers} <= {f.factor for f in churn.factors}
+
+
+def test_missing_factors_are_left_out_and_weights_renormalised() -> None:
+    state = fold([make_fact("nps_submitted", 1, 1, variant=10)])  # one support-side signal
+    churn = evaluate(MODEL, state, NOW.timestamp()).scores["churn_risk"]
+    ok = {f.factor: f for f in churn.factors if f.status == "ok"}
+    assert set(ok) == {"nps", "text_sentiment", "support_load", "escalations"}
+    assert ok["nps"].sub_score == 100.0
+    assert ok["support_load"].raw == 0.0  # nothing counted, but we hear from support
+    weight = sum(f.weight for f in ok.values())
+    assert churn.confidence == pytest.approx(weight, abs=1e-5)
+    expected = sum(f.weight * (f.sub_score or 0) for f in ok.values()) / weight
+    assert churn.score == pytest.approx(expected, abs=1e-3)
+    usage = [f for f in churn.factors if f.group == "usage"]
+    assert usage and {f.status for f in usage} == {"missing"}
+
+
+def _profile(n: int, tier: str, industry: str, age_days: float) -> Fact:
+    return Fact(
+        f"profile-{n}",
+        "acc-1",
+        NOW.timestamp() - age_days * DAY,
+        "billing",
+        "account_profile_updated",
+        {
+            "name": "Acme",
+            "industry": industry,
+            "region": "emea",
+            "tier": tier,
+            "lifecycle_stage": "mature",
+        },
+    )
+
+
+def test_segment_rules_choose_weights_and_transforms() -> None:
+    state = active_account()
+    now = NOW.timestamp()
+    default = evaluate(MODEL, state, now)
+    assert default.segment == "default"
+    state.apply(MODEL, _profile(1, "enterprise", "healthcare", 3))
+    enterprise = evaluate(MODEL, state, now)
+    assert enterprise.segment == "enterprise"  # the first matching segment wins
+    weights = {f.factor: f.weight for f in enterprise.scores["churn_risk"].factors}
+    base_weights = {f.factor: f.weight for f in default.scores["churn_risk"].factors}
+    assert weights["support_load"] > base_weights["support_load"]
+    # a newer profile moves the account to another segment; an older one does not
+    state.apply(MODEL, _profile(2, "growth", "healthcare", 1))
+    state.apply(MODEL, _profile(3, "enterprise", "retail", 2))
+    assert evaluate(MODEL, state, now).segment == "healthcare"
+
+
+def _override(
+    n: int,
+    action: str,
+    value: float,
+    age_days: float,
+    expires_days: float,
+    objective: str | None = None,
+) -> Fact:
+    return Fact(
+        f"ov-{n}",
+        "acc-1",
+        NOW.timestamp() - age_days * DAY,
+        "api",
+        "override_set",
+        {
+            "override_id": f"o{n}",
+            "action": action,
+            "objective": objective,
+            "value": value,
+            "author": "csm@example.com",
+            "reason": "knows better",
+            "expires_at": (NOW + timedelta(days=expires_days)).isoformat(),
+        },
+    )
+
+
+def test_overrides_pin_adjust_expire_and_revoke() -> None:
+    state = active_account()
+    now = NOW.timestamp()
+    base = evaluate(MODEL, state, now).scores["churn_risk"].score
+    assert base is not None
+    state.apply(MODEL, _override(1, "adjust", -10, 1, 10, "churn_risk"))
+    adjusted = evaluate(MODEL, state, now).scores
+    assert adjusted["churn_risk"].score == pytest.approx(base - 10, abs=1e-3)
+    assert adjusted["churn_risk"].overrides[0]["author"] == "csm@example.com"
+    assert adjusted["expansion"].overrides == ()
+    state.apply(MODEL, _override(2, "pin", 12, 0.5, 5))
+    assert evaluate(MODEL, state, now).scores["expansion"].score == 12
+    after_expiry = evaluate(MODEL, state, now + 6 * DAY).scores["churn_risk"]
+    assert after_expiry.overrides and after_expiry.overrides[0]["action"] == "adjust"
+    revoke = Fact(
+        "rv-1",
+        "acc-1",
+        now,
+        "api",
+        "override_revoked",
+        {"override_id": "o1", "author": "lead@example.com"},
+    )
+    early = AccountState.from_json(state.to_json())
+    state.apply(MODEL, revoke)
+    assert evaluate(MODEL, state, now + 6 * DAY).scores["churn_risk"].overrides == ()
+    # a revocation that arrives before its override still wins
+    reordered = AccountState()
+    for fact in [revoke, _override(1, "adjust", -10, 1, 10, "churn_risk")]:
+        reordered.apply(MODEL, fact)
+    assert reordered.overrides["o1"]["revoked"] is True
+    assert early.overrides["o1"].get("revoked") is None
+
+
+def test_csm_sentiment_override_feeds_its_factor() -> None:
+    state = active_account()
+    state.apply(MODEL, _override(3, "sentiment", 5, 1, 30))
+    churn = evaluate(MODEL, state, NOW.timestamp()).scores["churn_risk"]
+    csm = next(f for f in churn.factors if f.factor == "csm_sentiment")
+    assert (csm.status, csm.raw, csm.sub_score) == ("ok", 5.0, 5.0)
+
+
+def test_dedup_memory_is_bounded() -> None:
+    state = AccountState()
+    policy = DedupPolicy(horizon_seconds=3600, max_ids=50)
+    for i in range(500):
+        state.apply(MODEL, make_fact("session_started", i, 10 - i / 100), policy)
+    assert len(state.seen) <= 50
+    assert state.apply(MODEL, make_fact("session_started", 499, 10 - 4.99), policy) is False
