@@ -25,8 +25,14 @@ MODEL = load_model(DEFAULT_MODEL_PATH)
 _SENTIMENT = Sentiment()
 
 
-def simulated_signals(accounts: int, days: int, *, seed: int = 1, end: datetime | None = None,
-                      duplicate_share: float = 0.0) -> list[Signal]:
+def simulated_signals(
+    accounts: int,
+    days: int,
+    *,
+    seed: int = 1,
+    end: datetime | None = None,
+    duplicate_share: float = 0.0,
+) -> list[Signal]:
     """Signals of a simulated customer base over `days` days ending at `end`, with some
     re-deliveries mixed in (as ingest's at-least-once delivery produces them)."""
     end = end or datetime.now(UTC) - timedelta(hours=1)
@@ -35,8 +41,12 @@ def simulated_signals(accounts: int, days: int, *, seed: int = 1, end: datetime 
     for day in range(days):
         for account in world.accounts:
             for event in world.day_events(account, day):
-                signal = validate(orjson.dumps(event), source=EVENT_TYPE_SOURCE[event["type"]],
-                                  now=end + timedelta(days=1), sentiment=_SENTIMENT)
+                signal = validate(
+                    orjson.dumps(event),
+                    source=EVENT_TYPE_SOURCE[event["type"]],
+                    now=end + timedelta(days=1),
+                    sentiment=_SENTIMENT,
+                )
                 assert isinstance(signal, Signal)
                 signals.append(signal)
     rng = random.Random(seed)
@@ -46,29 +56,34 @@ def simulated_signals(accounts: int, days: int, *, seed: int = 1, end: datetime 
 
 
 async def produce_signals(settings: Settings, signals: list[Signal]) -> int:
-    return await produce(settings, settings.kafka.topics.signals,
-                         [(s.account_id.encode(), encode_signal(s)) for s in signals])
+    return await produce(
+        settings,
+        settings.kafka.topics.signals,
+        [(s.account_id.encode(), encode_signal(s)) for s in signals],
+    )
 
 
 def reference_states(signals: list[Signal]) -> dict[str, AccountState]:
     """The offline reference: every account's state folded by the pure core."""
     states: dict[str, AccountState] = {}
     for signal in signals:
-        states.setdefault(signal.account_id, AccountState()).apply(
-            MODEL, Fact.from_signal(signal))
+        states.setdefault(signal.account_id, AccountState()).apply(MODEL, Fact.from_signal(signal))
     return states
 
 
 async def consumed(engine: AsyncEngine, settings: Settings) -> int:
     async with engine.connect() as conn:
         total = await conn.scalar(
-            select(func.coalesce(func.sum(ConsumerOffsetRow.next_offset), 0))
-            .where(ConsumerOffsetRow.group_id == settings.scorer.group_id))
+            select(func.coalesce(func.sum(ConsumerOffsetRow.next_offset), 0)).where(
+                ConsumerOffsetRow.group_id == settings.scorer.group_id
+            )
+        )
     return int(total or 0)
 
 
-async def wait_consumed(engine: AsyncEngine, settings: Settings, total: int,
-                        timeout: float = 120) -> None:
+async def wait_consumed(
+    engine: AsyncEngine, settings: Settings, total: int, timeout: float = 120
+) -> None:
     deadline = time.monotonic() + timeout
     while (done := await consumed(engine, settings)) < total:
         assert time.monotonic() < deadline, f"only {done} of {total} signals committed"
@@ -79,15 +94,24 @@ async def mismatches(engine: AsyncEngine, signals: list[Signal]) -> list[str]:
     """Accounts whose stored state or scores differ from the offline reference."""
     reference = reference_states(signals)
     async with engine.connect() as conn:
-        stored = {r.account_id: r.state for r in await conn.execute(
-            text("SELECT account_id, state FROM accounts"))}
-        scores = list(await conn.execute(text(
-            "SELECT account_id, objective, score, evaluated_at FROM scores "
-            "WHERE model_role = 'active'")))
+        stored = {
+            r.account_id: r.state
+            for r in await conn.execute(text("SELECT account_id, state FROM accounts"))
+        }
+        scores = list(
+            await conn.execute(
+                text(
+                    "SELECT account_id, objective, score, evaluated_at FROM scores "
+                    "WHERE model_role = 'active'"
+                )
+            )
+        )
     bad = sorted(set(reference) ^ set(stored))
     for account_id, state in reference.items():
-        if account_id in stored and \
-                AccountState.from_json(stored[account_id]).fingerprint() != state.fingerprint():
+        if (
+            account_id in stored
+            and AccountState.from_json(stored[account_id]).fingerprint() != state.fingerprint()
+        ):
             bad.append(account_id)
     for row in scores:
         expected = evaluate(MODEL, reference[row.account_id], row.evaluated_at.timestamp())
