@@ -220,10 +220,11 @@ def _score_objective(
     by_name = {n: (sub, status) for n, _, _, sub, status, _ in results}
     for cap in objective.caps:
         sub, status = by_name.get(cap.factor, (None, "missing"))
-        ok = capped is not None and status == "ok" and sub is not None
-        if ok and sub < cap.below and capped > cap.max:  # type: ignore[operator]
+        if capped is None or status != "ok" or sub is None:
+            continue
+        if sub < cap.below and capped > cap.max:
             caps.append({"factor": cap.factor, "max": cap.max, "reason": cap.reason})
-            capped = min(capped, cap.max)
+            capped = cap.max
     factors = tuple(
         FactorResult(
             factor=n,
