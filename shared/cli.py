@@ -74,6 +74,46 @@ def scorer() -> None:
 
 
 @app.command()
+def api() -> None:
+    """Serve the REST API (scores, history, account lists, overrides)."""
+    import uvicorn
+
+    from services.api.app import create_app
+
+    settings = _settings("api")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api.host,
+        port=settings.api.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+    )
+
+
+@app.command()
+def token(
+    name: Annotated[str, typer.Option(help="who holds it (shown as override author)")],
+    scopes: Annotated[str, typer.Option(help="comma-separated: read, write")] = "read",
+) -> None:
+    """Issue an API token: prints the token once and the entry to add to the settings."""
+    import orjson
+
+    from services.api.auth import issue_token
+
+    wanted = sorted({s.strip() for s in scopes.split(",") if s.strip()})
+    if not wanted or set(wanted) - {"read", "write"}:
+        raise typer.BadParameter("scopes are read and/or write")
+    secret, digest = issue_token()
+    typer.echo(f"token (give it to {name}; it is not stored anywhere): {secret}")
+    typer.echo(
+        "add to HEALTHSCORE_API__TOKENS: "
+        + orjson.dumps({"name": name, "sha256": digest, "scopes": wanted}).decode()
+    )
+
+
+@app.command()
 def simulate(
     accounts: Annotated[int, typer.Option(help="number of synthetic accounts")] = 2000,
     seed: Annotated[int, typer.Option(help="random seed: same seed, same events")] = 7,

@@ -136,7 +136,8 @@ class ConsumerOffsetRow(Base):
 
 
 class OutboxRow(Base):
-    """A change event waiting to be published to account-health.changes by the relay."""
+    """A record waiting for the relay to publish it: a change event from the scorer, or an
+    override signal from the API (written in the same transaction as its audit row)."""
 
     __tablename__ = "outbox"
 
@@ -145,6 +146,7 @@ class OutboxRow(Base):
     topic: Mapped[str] = mapped_column(String(255))
     key: Mapped[str] = mapped_column(String(128))
     payload: Mapped[bytes] = mapped_column(LargeBinary)
+    content_type: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(Timestamp)
     sent_at: Mapped[datetime | None] = mapped_column(Timestamp)
 

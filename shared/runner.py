@@ -73,6 +73,16 @@ def run_dev(*, accounts: int, data_dir: Path, with_simulator: bool) -> None:
                 f"database   postgresql://healthscore@127.0.0.1:{postgres.port}/healthscore"
                 f" (data in {postgres.datadir})"
             )
+        dev_token = None
+        if "HEALTHSCORE_API__TOKENS" not in env:
+            import orjson
+
+            from services.api.auth import issue_token
+
+            dev_token, digest = issue_token()
+            env["HEALTHSCORE_API__TOKENS"] = orjson.dumps(
+                [{"name": "dev", "sha256": digest, "scopes": ["read", "write"]}]
+            ).decode()
         command = [sys.executable, "-m", "shared.cli"]
         migrate = spawn("migrate", [*command, "migrate"], log_path=logs / "migrate.log", env=env)
         if migrate.process.wait(120) != 0:
@@ -111,6 +121,11 @@ def run_dev(*, accounts: int, data_dir: Path, with_simulator: bool) -> None:
                     f"{name:<10} metrics http://127.0.0.1:{port}/metrics   "
                     f"health http://127.0.0.1:{port}/healthz"
                 )
+        if dev_token:
+            print(
+                f"API token  {dev_token}  (read+write; e.g. curl -H 'Authorization: Bearer "
+                f"{dev_token}' http://127.0.0.1:{ports['api'][1]}/v1/accounts)"
+            )
         print("Ctrl-C stops everything.", flush=True)
         reported: set[str] = set()
         while not stopping:

@@ -470,7 +470,7 @@ class Scorer:
                     row.topic,
                     value=row.payload,
                     key=row.key.encode(),
-                    headers=[("content-type", b"application/cloudevents+json")],
+                    headers=[("content-type", row.content_type.encode())],
                 )
                 for row in rows
             ]

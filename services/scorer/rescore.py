@@ -200,6 +200,7 @@ def rescore(
                             "topic": changes_topic,
                             "key": account_id,
                             "payload": payload,
+                            "content_type": "application/cloudevents+json",
                             "created_at": datetime.now(UTC),
                             "sent_at": None,
                         }

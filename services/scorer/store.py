@@ -196,7 +196,14 @@ async def write_batch(engine: AsyncEngine, group_id: str, batch: Batch, now: dat
 
 async def claim_outbox(conn: AsyncConnection, limit: int) -> list[Any]:
     rows = await conn.execute(
-        select(OutboxRow.id, OutboxRow.event_id, OutboxRow.topic, OutboxRow.key, OutboxRow.payload)
+        select(
+            OutboxRow.id,
+            OutboxRow.event_id,
+            OutboxRow.topic,
+            OutboxRow.key,
+            OutboxRow.payload,
+            OutboxRow.content_type,
+        )
         .where(OutboxRow.sent_at.is_(None))
         .order_by(OutboxRow.id)
         .limit(limit)

@@ -54,6 +54,7 @@ def upgrade() -> None:
         sa.Column("topic", sa.String(length=255), nullable=False),
         sa.Column("key", sa.String(length=128), nullable=False),
         sa.Column("payload", sa.LargeBinary(), nullable=False),
+        sa.Column("content_type", sa.String(length=64), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_outbox")),

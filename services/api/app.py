@@ -1,0 +1,138 @@
+"""The REST API: FastAPI on uvicorn. It reads what the scorer writes and never writes scores.
+
+`create_app(settings)` builds the app; its lifespan owns the database engine (and refuses to
+start on an unmigrated database). Two pure-ASGI middlewares wrap every request: one caps the
+body size (413 problem), one records request counts and latency by route template and status.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from services.api import problems
+from services.api.routes import accounts, ops, overrides
+from shared.config import Settings
+from shared.db import create_engine, ensure_migrated
+from shared.scoring.model import load_model
+
+DESCRIPTION = """Current health scores, their explanations and history, account lists, and
+human overrides. Every error is `application/problem+json` (RFC 9457). Authenticate with
+`Authorization: Bearer <token>`; reads need the `read` scope, overrides `write`."""
+
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes with a 413 problem, streamed or not."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await self._refuse(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from starlette.requests import Request
+
+        response = problems.problem_response(
+            Request(scope), 413, f"request bodies are limited to {self.limit} bytes"
+        )
+        await response(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class RequestMetrics:
+    def __init__(self, app: ASGIApp, registry: CollectorRegistry) -> None:
+        self.app = app
+        self.requests = Counter(
+            "healthscore_api_requests_total",
+            "HTTP requests",
+            ["method", "route", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "healthscore_api_request_duration_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=registry,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            method = scope["method"]
+            self.requests.labels(method, template, str(status)).inc()
+            self.latency.labels(method, template).observe(time.perf_counter() - started)
+
+
+def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database)
+        try:
+            await ensure_migrated(engine)
+            app.state.engine = engine
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Account Health", version="1.0.0", description=DESCRIPTION, lifespan=lifespan
+    )
+    app.state.settings = settings
+    app.state.registry = registry or CollectorRegistry(auto_describe=True)
+    models: dict[str, Any] = {"active": load_model(settings.scorer.model_path)}
+    if settings.scorer.shadow_model_path is not None:
+        models["shadow"] = load_model(settings.scorer.shadow_model_path)
+    app.state.models = models
+    problems.install(app)
+    for router in (accounts.router, overrides.router, ops.router):
+        app.include_router(router)
+    app.add_middleware(BodyLimit, limit=settings.api.max_body_bytes)
+    app.add_middleware(RequestMetrics, registry=app.state.registry)
+    return app

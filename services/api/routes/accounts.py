@@ -1,0 +1,318 @@
+"""Reads: one account's health, its change history, and filtered account lists."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Path, Query, Request
+from sqlalchemy import ColumnElement, and_, func, literal, select, text, tuple_
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.api.auth import Reader
+from services.api.problems import Problem, problem_responses
+from services.api.schemas import (
+    AccountHealthResponse,
+    AccountPageResponse,
+    AccountSummaryResponse,
+    HistoryItemResponse,
+    HistoryPageResponse,
+    ObjectiveHealthResponse,
+    OverrideResponse,
+)
+from shared.db import AccountRow, OverrideRow, ScoreHistoryRow, ScoreRow
+
+router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
+AccountId = Annotated[
+    str, Path(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f]+$", examples=["acc-000042"])
+]
+READ_ERRORS = problem_responses(400, 401, 403, 404, 422)
+
+
+def _engine(request: Request) -> AsyncEngine:
+    engine: AsyncEngine = request.app.state.engine
+    return engine
+
+
+def encode_cursor(*parts: Any) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps(parts)).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, arity: int) -> list[Any]:
+    try:
+        parts = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, orjson.JSONDecodeError) as exc:
+        raise Problem(400, "the cursor is not valid", slug="invalid-cursor") from exc
+    if not isinstance(parts, list) or len(parts) != arity:
+        raise Problem(400, "the cursor is not valid", slug="invalid-cursor")
+    return parts
+
+
+def override_response(row: Any, now: datetime) -> OverrideResponse:
+    status: Literal["active", "expired", "revoked"] = (
+        "revoked" if row.revoked_at else "expired" if row.expires_at <= now else "active"
+    )
+    return OverrideResponse(
+        override_id=row.override_id,
+        account_id=row.account_id,
+        action=row.action,
+        objective=row.objective,
+        value=row.value,
+        reason=row.reason,
+        author=row.author,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        status=status,
+        revoked_at=row.revoked_at,
+        revoked_by=row.revoked_by,
+        revoke_reason=row.revoke_reason,
+    )
+
+
+@router.get("/{account_id}/health", responses=READ_ERRORS)
+async def get_health(
+    request: Request, account_id: AccountId, caller: Reader
+) -> AccountHealthResponse:
+    """Every objective's score, band, confidence and explanation for one account."""
+    now = datetime.now(UTC)
+    async with _engine(request).connect() as conn:
+        account = (
+            await conn.execute(
+                select(
+                    AccountRow.account_id,
+                    AccountRow.name,
+                    AccountRow.industry,
+                    AccountRow.region,
+                    AccountRow.tier,
+                    AccountRow.lifecycle_stage,
+                    AccountRow.segment,
+                    AccountRow.last_event_at,
+                    AccountRow.updated_at,
+                ).where(AccountRow.account_id == account_id)
+            )
+        ).one_or_none()
+        if account is None:
+            raise Problem(404, f"no account {account_id!r}")
+        scores = list(
+            await conn.execute(
+                select(ScoreRow)
+                .where(ScoreRow.account_id == account_id)
+                .order_by(ScoreRow.model_role, ScoreRow.objective)
+            )
+        )
+        overrides = list(
+            await conn.execute(
+                select(OverrideRow)
+                .where(OverrideRow.account_id == account_id)
+                .where(OverrideRow.revoked_at.is_(None))
+                .where(OverrideRow.expires_at > now)
+                .order_by(OverrideRow.created_at)
+            )
+        )
+    freshness: dict[str, Any] = {}
+    objectives = []
+    for score in scores:
+        explanation = score.explanation
+        freshness = freshness or {
+            source: {
+                "last_data_at": datetime.fromtimestamp(f["last_data_at"], UTC)
+                if f["last_data_at"]
+                else None,
+                "stale": f["stale"],
+            }
+            for source, f in explanation.get("freshness", {}).items()
+        }
+        objectives.append(
+            ObjectiveHealthResponse(
+                objective=score.objective,
+                model_role=score.model_role,
+                model_version=score.model_version,
+                score=score.score,
+                band=score.band,
+                confidence=score.confidence,
+                weighted_score=explanation.get("model_score"),
+                factors=explanation.get("factors", []),
+                caps=explanation.get("caps", []),
+                overrides=explanation.get("overrides", []),
+                evaluated_at=score.evaluated_at,
+                changed_at=score.changed_at,
+            )
+        )
+    return AccountHealthResponse(
+        **account._mapping,
+        freshness=freshness,
+        objectives=objectives,
+        active_overrides=[override_response(o, now) for o in overrides],
+    )
+
+
+@router.get("/{account_id}/health/history", responses=READ_ERRORS)
+async def get_history(
+    request: Request,
+    account_id: AccountId,
+    caller: Reader,
+    from_: Annotated[
+        datetime | None, Query(alias="from", description="inclusive lower bound of `at`")
+    ] = None,
+    to: Annotated[datetime | None, Query(description="exclusive upper bound of `at`")] = None,
+    objective: Annotated[str | None, Query(max_length=64)] = None,
+    model_role: Literal["active", "shadow"] = "active",
+    limit: Annotated[int, Query(ge=1)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> HistoryPageResponse:
+    """Change history of one account, newest first, in pages."""
+    limit = min(limit, request.app.state.settings.api.max_page_size)
+    for bound in (from_, to):
+        if bound is not None and bound.tzinfo is None:
+            raise Problem(422, "from/to need a timezone offset", slug="validation")
+    conditions: list[ColumnElement[bool]] = [
+        ScoreHistoryRow.account_id == account_id,
+        ScoreHistoryRow.model_role == model_role,
+    ]
+    if from_ is not None:
+        conditions.append(ScoreHistoryRow.at >= from_)
+    if to is not None:
+        conditions.append(ScoreHistoryRow.at < to)
+    if objective is not None:
+        conditions.append(ScoreHistoryRow.objective == objective)
+    if cursor is not None:
+        at, row_id = decode_cursor(cursor, 2)
+        try:
+            after = datetime.fromisoformat(str(at))
+            row_id = int(row_id)
+        except (TypeError, ValueError) as exc:
+            raise Problem(400, "the cursor is not valid", slug="invalid-cursor") from exc
+        conditions.append(
+            tuple_(ScoreHistoryRow.at, ScoreHistoryRow.id) < tuple_(literal(after), literal(row_id))
+        )
+    async with _engine(request).connect() as conn:
+        exists = await conn.scalar(
+            select(AccountRow.account_id).where(AccountRow.account_id == account_id)
+        )
+        if exists is None:
+            raise Problem(404, f"no account {account_id!r}")
+        rows = list(
+            await conn.execute(
+                select(ScoreHistoryRow)
+                .where(and_(*conditions))
+                .order_by(ScoreHistoryRow.at.desc(), ScoreHistoryRow.id.desc())
+                .limit(limit + 1)
+            )
+        )
+    items = [HistoryItemResponse.model_validate(row, from_attributes=True) for row in rows[:limit]]
+    next_cursor = None
+    if len(rows) > limit:
+        last = items[-1]
+        next_cursor = encode_cursor(last.at.isoformat(), last.id)
+    return HistoryPageResponse(account_id=account_id, items=items, next_cursor=next_cursor)
+
+
+SortKey = Literal["score", "-score", "change", "-change", "updated", "-updated"]
+STALE = text("jsonb_path_exists(scores.explanation, '$.freshness.* ? (@.stale == true)')")
+
+
+@router.get("", responses=problem_responses(400, 401, 403, 422))
+async def list_accounts(
+    request: Request,
+    caller: Reader,
+    objective: Annotated[str, Query(max_length=64)] = "churn_risk",
+    band: Annotated[list[str] | None, Query(max_length=10)] = None,
+    segment: Annotated[str | None, Query(max_length=64)] = None,
+    industry: Annotated[str | None, Query(max_length=64)] = None,
+    tier: Annotated[str | None, Query(max_length=16)] = None,
+    region: Annotated[str | None, Query(max_length=16)] = None,
+    min_score: Annotated[float | None, Query(ge=0, le=100)] = None,
+    max_score: Annotated[float | None, Query(ge=0, le=100)] = None,
+    stale_only: bool = False,
+    changed_since: datetime | None = None,
+    sort: SortKey = "score",
+    limit: Annotated[int, Query(ge=1)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> AccountPageResponse:
+    """Accounts filtered by objective, band, segment, industry, tier, region, score range,
+    staleness and recent change, sorted, in pages. E.g. at-risk enterprise healthcare
+    accounts: `?band=at_risk&tier=enterprise&industry=healthcare`."""
+    limit = min(limit, request.app.state.settings.api.max_page_size)
+    descending = sort.startswith("-")
+    key = sort.lstrip("-")
+    change = func.coalesce(ScoreRow.score - ScoreRow.previous_score, 0.0)
+    expressions: dict[str, Any] = {
+        "score": func.coalesce(ScoreRow.score, -1.0),
+        "change": change,
+        "updated": ScoreRow.changed_at,
+    }
+    order = expressions[key]
+    conditions: list[Any] = [ScoreRow.objective == objective, ScoreRow.model_role == "active"]
+    for column, value in (
+        (AccountRow.segment, segment),
+        (AccountRow.industry, industry),
+        (AccountRow.tier, tier),
+        (AccountRow.region, region),
+    ):
+        if value is not None:
+            conditions.append(column == value.strip().lower())
+    if band:
+        conditions.append(ScoreRow.band.in_(band))
+    if min_score is not None:
+        conditions.append(ScoreRow.score >= min_score)
+    if max_score is not None:
+        conditions.append(ScoreRow.score <= max_score)
+    if stale_only:
+        conditions.append(STALE)
+    if changed_since is not None:
+        if changed_since.tzinfo is None:
+            raise Problem(422, "changed_since needs a timezone offset", slug="validation")
+        conditions.append(ScoreRow.changed_at >= changed_since)
+    if cursor is not None:
+        cursor_sort, value, after_id = decode_cursor(cursor, 3)
+        if cursor_sort != sort or not isinstance(after_id, str):
+            raise Problem(400, "the cursor belongs to another sort", slug="invalid-cursor")
+        try:
+            bound = datetime.fromisoformat(value) if key == "updated" else float(value)
+        except (TypeError, ValueError) as exc:
+            raise Problem(400, "the cursor is not valid", slug="invalid-cursor") from exc
+        pair = tuple_(order, ScoreRow.account_id)
+        edge = tuple_(literal(bound), literal(after_id))
+        conditions.append(pair < edge if descending else pair > edge)
+    stmt = (
+        select(
+            ScoreRow.account_id,
+            AccountRow.name,
+            AccountRow.industry,
+            AccountRow.tier,
+            AccountRow.region,
+            AccountRow.segment,
+            ScoreRow.objective,
+            ScoreRow.score,
+            ScoreRow.band,
+            ScoreRow.confidence,
+            (ScoreRow.score - ScoreRow.previous_score).label("change"),
+            ScoreRow.changed_at,
+            ScoreRow.explanation["freshness"].label("freshness"),
+            order.label("sort_value"),
+        )
+        .join(AccountRow, AccountRow.account_id == ScoreRow.account_id)
+        .where(and_(*conditions))
+        .order_by(
+            order.desc() if descending else order.asc(),
+            ScoreRow.account_id.desc() if descending else ScoreRow.account_id.asc(),
+        )
+        .limit(limit + 1)
+    )
+    async with _engine(request).connect() as conn:
+        rows = list(await conn.execute(stmt))
+    items = [
+        AccountSummaryResponse(
+            **{k: v for k, v in row._mapping.items() if k not in ("freshness", "sort_value")},
+            stale_sources=sorted(s for s, f in (row.freshness or {}).items() if f["stale"]),
+        )
+        for row in rows[:limit]
+    ]
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        value = last.sort_value.isoformat() if key == "updated" else last.sort_value
+        next_cursor = encode_cursor(sort, value, last.account_id)
+    return AccountPageResponse(items=items, next_cursor=next_cursor)

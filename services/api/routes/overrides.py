@@ -1,0 +1,201 @@
+"""Human overrides: record them for audit and send them to the scorer as signals.
+
+The API never writes scores. One transaction writes the override row, its audit row and an
+outbox row holding the override signal; the scorer's relay publishes that to the signals topic,
+and the scorer applies it like any other signal (history, change event, expiry).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from fastapi import APIRouter, Query, Request, status
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.api.auth import Reader, Writer
+from services.api.problems import Problem, problem_responses
+from services.api.routes.accounts import AccountId, override_response
+from services.api.schemas import OverrideAcceptedResponse, OverrideRequest, OverrideResponse
+from shared.db import AccountRow, OutboxRow, OverrideAuditRow, OverrideRow
+from shared.events import OverrideRevoked, OverrideSet, Signal, encode_signal
+
+router = APIRouter(prefix="/v1/accounts", tags=["overrides"])
+
+
+async def _signal(conn: AsyncConnection, topic: str, signal: Signal, now: datetime) -> None:
+    await conn.execute(
+        insert(OutboxRow).values(
+            event_id=signal.signal_id,
+            topic=topic,
+            key=signal.account_id,
+            payload=encode_signal(signal),
+            content_type="application/json",
+            created_at=now,
+            sent_at=None,
+        )
+    )
+
+
+async def _account_exists(conn: AsyncConnection, account_id: str) -> None:
+    found = await conn.scalar(
+        select(AccountRow.account_id).where(AccountRow.account_id == account_id)
+    )
+    if found is None:
+        raise Problem(404, f"no account {account_id!r}")
+
+
+@router.post(
+    "/{account_id}/overrides",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=problem_responses(401, 403, 404, 413, 422),
+)
+async def create_override(
+    request: Request, account_id: AccountId, body: OverrideRequest, caller: Writer
+) -> OverrideAcceptedResponse:
+    """Pin or adjust a score, or record CSM sentiment; applied by the scorer within seconds."""
+    settings = request.app.state.settings
+    now = datetime.now(UTC)
+    longest = timedelta(days=settings.api.max_override_days)
+    if not now < body.expires_at <= now + longest:
+        raise Problem(
+            422,
+            f"expires_at must be in the future and at most {longest.days} days away",
+            slug="validation",
+        )
+    objectives = request.app.state.models["active"].objectives
+    if body.objective is not None and body.objective not in objectives:
+        raise Problem(422, f"unknown objective {body.objective!r}", slug="validation")
+    override_id = str(uuid.uuid4())
+    payload = OverrideSet(
+        override_id=override_id,
+        action=body.action,
+        objective=body.objective,
+        value=body.value,
+        author=caller.name,
+        reason=body.reason,
+        expires_at=body.expires_at,
+    )
+    engine: AsyncEngine = request.app.state.engine
+    async with engine.begin() as conn:
+        await _account_exists(conn, account_id)
+        await conn.execute(
+            insert(OverrideRow).values(
+                override_id=override_id,
+                account_id=account_id,
+                action=body.action,
+                objective=body.objective,
+                value=body.value,
+                reason=body.reason,
+                author=caller.name,
+                created_at=now,
+                expires_at=body.expires_at,
+            )
+        )
+        await conn.execute(
+            insert(OverrideAuditRow).values(
+                override_id=override_id,
+                account_id=account_id,
+                action="created",
+                actor=caller.name,
+                at=now,
+                detail=payload.model_dump(mode="json"),
+            )
+        )
+        await _signal(
+            conn,
+            settings.kafka.topics.signals,
+            Signal(
+                signal_id=f"override-set-{override_id}",
+                account_id=account_id,
+                occurred_at=now,
+                source="api",
+                kind="override_set",
+                data=payload.model_dump(mode="json"),
+                ingested_at=now,
+            ),
+            now,
+        )
+    return OverrideAcceptedResponse(override_id=override_id)
+
+
+@router.get("/{account_id}/overrides", responses=problem_responses(401, 403, 404, 422))
+async def list_overrides(
+    request: Request, account_id: AccountId, caller: Reader
+) -> list[OverrideResponse]:
+    """Every override of an account, newest first, with its status."""
+    engine: AsyncEngine = request.app.state.engine
+    now = datetime.now(UTC)
+    async with engine.connect() as conn:
+        await _account_exists(conn, account_id)
+        rows = await conn.execute(
+            select(OverrideRow)
+            .where(OverrideRow.account_id == account_id)
+            .order_by(OverrideRow.created_at.desc())
+        )
+        return [override_response(row, now) for row in rows]
+
+
+@router.delete(
+    "/{account_id}/overrides/{override_id}",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=problem_responses(401, 403, 404, 409, 422),
+)
+async def revoke_override(
+    request: Request,
+    account_id: AccountId,
+    override_id: str,
+    caller: Writer,
+    reason: str = Query("", max_length=1000),
+) -> OverrideAcceptedResponse:
+    """Revoke an override; the revocation is audited and sent to the scorer as a signal."""
+    settings = request.app.state.settings
+    now = datetime.now(UTC)
+    engine: AsyncEngine = request.app.state.engine
+    async with engine.begin() as conn:
+        row = (
+            await conn.execute(
+                select(OverrideRow.revoked_at)
+                .where(OverrideRow.override_id == override_id)
+                .where(OverrideRow.account_id == account_id)
+                .with_for_update()
+            )
+        ).one_or_none()
+        if row is None:
+            raise Problem(404, f"no override {override_id!r} on account {account_id!r}")
+        if row.revoked_at is not None:
+            raise Problem(409, "the override is already revoked", slug="already-revoked")
+        await conn.execute(
+            update(OverrideRow)
+            .where(OverrideRow.override_id == override_id)
+            .values(revoked_at=now, revoked_by=caller.name, revoke_reason=reason)
+        )
+        payload = OverrideRevoked(override_id=override_id, author=caller.name, reason=reason)
+        await conn.execute(
+            insert(OverrideAuditRow).values(
+                override_id=override_id,
+                account_id=account_id,
+                action="revoked",
+                actor=caller.name,
+                at=now,
+                detail=payload.model_dump(mode="json"),
+            )
+        )
+        await _signal(
+            conn,
+            settings.kafka.topics.signals,
+            Signal(
+                signal_id=f"override-revoked-{override_id}",
+                account_id=account_id,
+                occurred_at=now,
+                source="api",
+                kind="override_revoked",
+                data=payload.model_dump(mode="json"),
+                ingested_at=now,
+            ),
+            now,
+        )
+    return OverrideAcceptedResponse(
+        override_id=override_id, detail="revoked; the scorer applies it within seconds"
+    )

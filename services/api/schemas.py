@@ -1,0 +1,180 @@
+"""Request and response models of the REST API (they are the OpenAPI document)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, Field, model_validator
+
+EXAMPLE_TIME = "2026-11-24T09:30:00Z"
+
+
+class FactorResponse(BaseModel):
+    factor: str = Field(examples=["login_frequency"])
+    group: str = Field(examples=["usage"])
+    raw: float | None = Field(description="the factor's raw value", examples=[27.4])
+    sub_score: float | None = Field(description="0-100", examples=[84.6])
+    weight: float = Field(description="share of the objective's weight", examples=[0.12])
+    contribution: float = Field(
+        description="points of the weighted score this factor contributes", examples=[11.3]
+    )
+    status: Literal["ok", "missing", "stale"]
+    last_data_at: float | None = Field(description="epoch seconds of its newest data")
+
+
+class CapResponse(BaseModel):
+    factor: str
+    max: float
+    reason: str
+
+
+class AppliedOverrideResponse(BaseModel):
+    override_id: str
+    action: Literal["pin", "adjust", "sentiment"]
+    value: float
+    author: str
+    reason: str
+    expires_at: str
+
+
+class SourceFreshnessResponse(BaseModel):
+    last_data_at: datetime | None
+    stale: bool
+
+
+class ObjectiveHealthResponse(BaseModel):
+    objective: str = Field(examples=["churn_risk"])
+    model_role: Literal["active", "shadow"]
+    model_version: str = Field(examples=["default@5ea8e56d6c7e"])
+    score: float | None = Field(description="0-100, higher is healthier", examples=[72.5])
+    band: str = Field(examples=["healthy"])
+    confidence: float = Field(description="share of weight backed by data", examples=[0.9])
+    weighted_score: float | None = Field(description="before caps and overrides")
+    factors: list[FactorResponse]
+    caps: list[CapResponse]
+    overrides: list[AppliedOverrideResponse]
+    evaluated_at: datetime
+    changed_at: datetime
+
+
+class OverrideResponse(BaseModel):
+    override_id: str = Field(examples=["3f1c8c1e-5b7a-4d5e-9a51-0d7c3c1b2a10"])
+    account_id: str
+    action: Literal["pin", "adjust", "sentiment"]
+    objective: str | None
+    value: float
+    reason: str
+    author: str
+    created_at: datetime
+    expires_at: datetime
+    status: Literal["active", "expired", "revoked"]
+    revoked_at: datetime | None = None
+    revoked_by: str | None = None
+    revoke_reason: str | None = None
+
+
+class AccountHealthResponse(BaseModel):
+    account_id: str = Field(examples=["acc-000042"])
+    name: str | None = Field(examples=["Acme Health"])
+    industry: str | None = Field(examples=["healthcare"])
+    region: str | None = Field(examples=["emea"])
+    tier: str | None = Field(examples=["enterprise"])
+    lifecycle_stage: str | None = Field(examples=["mature"])
+    segment: str | None = Field(examples=["enterprise"])
+    last_event_at: datetime | None
+    updated_at: datetime
+    freshness: dict[str, SourceFreshnessResponse]
+    objectives: list[ObjectiveHealthResponse]
+    active_overrides: list[OverrideResponse] = Field(
+        description="overrides in force or awaiting application by the scorer"
+    )
+
+
+class HistoryItemResponse(BaseModel):
+    id: int
+    objective: str
+    model_role: Literal["active", "shadow"]
+    model_version: str
+    at: datetime
+    old_score: float | None
+    new_score: float | None
+    old_band: str | None
+    new_band: str
+    cause: Literal["signals", "time", "override", "model_change"]
+    top_movers: list[dict[str, Any]]
+    signal_ids: list[str]
+
+
+class HistoryPageResponse(BaseModel):
+    account_id: str
+    items: list[HistoryItemResponse]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page")
+
+
+class AccountSummaryResponse(BaseModel):
+    account_id: str
+    name: str | None
+    industry: str | None
+    tier: str | None
+    region: str | None
+    segment: str | None
+    objective: str
+    score: float | None
+    band: str
+    confidence: float
+    change: float | None = Field(description="size of the last recorded change")
+    changed_at: datetime
+    stale_sources: list[str]
+
+
+class AccountPageResponse(BaseModel):
+    items: list[AccountSummaryResponse]
+    next_cursor: str | None
+
+
+class OverrideRequest(BaseModel):
+    """Pin or adjust a score, or record the CSM's own reading of the account."""
+
+    model_config = {"extra": "forbid"}
+
+    action: Literal["pin", "adjust", "sentiment"] = Field(
+        description="pin: the score becomes `value`; adjust: `value` points are added; "
+        "sentiment: the CSM's reading (0-100) feeds the csm_sentiment factor"
+    )
+    objective: str | None = Field(
+        default=None,
+        description="objective to pin/adjust; all when omitted; not for sentiment",
+        examples=["churn_risk"],
+    )
+    value: float = Field(allow_inf_nan=False, examples=[35])
+    reason: str = Field(min_length=3, max_length=1000, examples=["renewal call went badly"])
+    expires_at: AwareDatetime = Field(examples=["2026-12-24T00:00:00Z"])
+
+    @model_validator(mode="after")
+    def _ranges(self) -> OverrideRequest:
+        low, high = (-100.0, 100.0) if self.action == "adjust" else (0.0, 100.0)
+        if not low <= self.value <= high:
+            raise ValueError(f"value for {self.action} must lie in {low:g}..{high:g}")
+        if self.action == "sentiment" and self.objective is not None:
+            raise ValueError("sentiment applies to the account, not to one objective")
+        return self
+
+
+class OverrideAcceptedResponse(BaseModel):
+    override_id: str
+    status: Literal["accepted"] = "accepted"
+    detail: str = "recorded; the scorer applies it within seconds"
+
+
+class ModelResponse(BaseModel):
+    role: Literal["active", "shadow"]
+    version: str = Field(examples=["default@5ea8e56d6c7e"])
+    definition: dict[str, Any] = Field(
+        description="the model file: aggregates, factors, objectives (weights, bands, caps), "
+        "segments"
+    )
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelResponse]

@@ -1,0 +1,354 @@
+"""The REST API against a real PostgreSQL holding what the real scorer code wrote."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.api.app import create_app
+from services.api.auth import hash_token
+from services.scorer import store
+from services.scorer.rescore import AccountEntry, rescore
+from shared.config import ApiToken, Settings
+from shared.scoring.state import AccountState, Fact
+from tests.integration.scorer_support import MODEL, simulated_signals
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+READ, WRITE, BOTH = "reader-token", "writer-token", "admin-token"
+AUTH = {"Authorization": f"Bearer {BOTH}"}
+
+
+async def seed(settings: Settings, engine: AsyncEngine, accounts: int = 40) -> list[str]:
+    """Score a simulated customer base with the scorer's own code and store it."""
+    now = datetime.now(UTC)
+    signals = simulated_signals(accounts, 40, seed=5, end=now - timedelta(hours=1))
+    entries: dict[str, AccountEntry] = {}
+    for signal in signals:
+        entry = entries.setdefault(signal.account_id, AccountEntry(AccountState(), 0))
+        entry.state.apply(MODEL, Fact.from_signal(signal))
+    batch = store.Batch()
+    for i, (account_id, entry) in enumerate(sorted(entries.items())):
+        # score twice, 20 days apart, so there is history to page through
+        for at in (now - timedelta(days=20), now):
+            rows, evaluation = rescore(
+                models={"active": MODEL},
+                account_id=account_id,
+                entry=entry,
+                at=at.timestamp(),
+                cause="signals",
+                signal_ids=[f"sig-{i}"],
+                history_min_delta=0.0,
+                changes_topic="changes",
+            )
+            batch.history += rows.history
+        batch.scores += rows.scores
+        state = entry.state
+        batch.accounts.append(
+            {
+                "account_id": account_id,
+                "name": state.attribute("name"),
+                "industry": state.attribute("industry"),
+                "region": state.attribute("region"),
+                "tier": state.attribute("tier"),
+                "lifecycle_stage": state.attribute("lifecycle_stage"),
+                "segment": evaluation.segment,
+                "partition": 0,
+                "state": state.to_json(),
+                "last_event_at": now,
+                "next_review_at": now,
+                "updated_at": now,
+            }
+        )
+    await store.write_batch(engine, "seed", batch, now)
+    return sorted(entries)
+
+
+def api_settings(settings: Settings) -> Settings:
+    tokens = [
+        ApiToken(name="reader", sha256=hash_token(READ), scopes=["read"]),
+        ApiToken(name="writer", sha256=hash_token(WRITE), scopes=["write"]),
+        ApiToken(name="admin@example.com", sha256=hash_token(BOTH), scopes=["read", "write"]),
+    ]
+    return settings.model_copy(
+        update={
+            "api": settings.api.model_copy(
+                update={"tokens": tokens, "max_page_size": 25, "max_body_bytes": 2048}
+            )
+        }
+    )
+
+
+@contextlib.asynccontextmanager
+async def client_for(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(api_settings(settings))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            yield client
+
+
+@pytest.fixture
+async def api(
+    settings: Settings, engine: AsyncEngine
+) -> AsyncIterator[tuple[httpx.AsyncClient, list[str]]]:
+    accounts = await seed(settings, engine)
+    async with client_for(settings) as client:
+        yield client, accounts
+
+
+def assert_problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["status"] == status and body["title"] and body["type"].startswith("https://")
+    return body
+
+
+async def test_health_has_every_objective_with_its_explanation(api) -> None:  # type: ignore[no-untyped-def]
+    client, accounts = api
+    response = await client.get(f"/v1/accounts/{accounts[0]}/health", headers=AUTH)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["account_id"] == accounts[0]
+    assert {o["objective"] for o in body["objectives"]} == {"churn_risk", "expansion"}
+    assert set(body["freshness"]) == {"usage", "support", "billing"}
+    for objective in body["objectives"]:
+        assert objective["model_version"] == MODEL.version
+        assert objective["band"] in {
+            "at_risk",
+            "neutral",
+            "healthy",
+            "not_ready",
+            "developing",
+            "ready",
+        }
+        ok = [f for f in objective["factors"] if f["status"] == "ok"]
+        assert sum(f["contribution"] for f in ok) == pytest.approx(
+            objective["weighted_score"], abs=1e-3
+        )
+    assert_problem(await client.get("/v1/accounts/nope/health", headers=AUTH), 404)
+
+
+async def test_history_pages_newest_first_within_a_range(api) -> None:  # type: ignore[no-untyped-def]
+    client, accounts = api
+    url = f"/v1/accounts/{accounts[1]}/health/history"
+    everything = (await client.get(url, headers=AUTH, params={"limit": 100})).json()["items"]
+    assert len(everything) == 4  # two objectives, scored twice
+    assert [i["at"] for i in everything] == sorted((i["at"] for i in everything), reverse=True)
+    pages, cursor = [], None
+    while True:
+        params: dict[str, Any] = {"limit": 1, **({"cursor": cursor} if cursor else {})}
+        page = (await client.get(url, headers=AUTH, params=params)).json()
+        pages += page["items"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert [p["id"] for p in pages] == [i["id"] for i in everything]
+    since = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    recent = (
+        await client.get(url, headers=AUTH, params={"from": since, "objective": "expansion"})
+    ).json()["items"]
+    assert len(recent) == 1 and recent[0]["objective"] == "expansion"
+    assert recent[0]["cause"] == "signals" and recent[0]["signal_ids"]
+    old = (await client.get(url, headers=AUTH, params={"to": since})).json()["items"]
+    assert len(old) == 2 and all(i["old_band"] is None for i in old)
+    assert_problem(await client.get(url, headers=AUTH, params={"cursor": "garbage!"}), 400)
+    assert_problem(await client.get(url, headers=AUTH, params={"from": "yesterday"}), 422)
+    assert_problem(await client.get("/v1/accounts/nope/health/history", headers=AUTH), 404)
+
+
+async def test_lists_filter_sort_and_page(api, engine: AsyncEngine) -> None:  # type: ignore[no-untyped-def]
+    client, accounts = api
+    async with engine.connect() as conn:
+        rows = list(
+            await conn.execute(
+                text(
+                    "SELECT s.account_id, s.score, s.band, a.tier, a.industry FROM scores s "
+                    "JOIN accounts a USING (account_id) WHERE objective = 'churn_risk'"
+                )
+            )
+        )
+    listed = (await client.get("/v1/accounts", headers=AUTH, params={"limit": 25})).json()
+    assert len(listed["items"]) == 25 and listed["next_cursor"]  # capped at max_page_size
+    collected, cursor = [], None
+    while True:
+        params: dict[str, Any] = {"limit": 7, "sort": "-score"}
+        if cursor:
+            params["cursor"] = cursor
+        page = (await client.get("/v1/accounts", headers=AUTH, params=params)).json()
+        collected += page["items"]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert [i["account_id"] for i in collected] == [
+        r.account_id for r in sorted(rows, key=lambda r: (r.score, r.account_id), reverse=True)
+    ]
+    assert len(collected) == len(accounts)
+    at_risk = (
+        await client.get("/v1/accounts", headers=AUTH, params={"band": "at_risk", "limit": 100})
+    ).json()["items"]
+    assert {i["account_id"] for i in at_risk} == {r.account_id for r in rows if r.band == "at_risk"}
+    tier = rows[0].tier
+    by_tier = (
+        await client.get("/v1/accounts", headers=AUTH, params={"tier": tier, "limit": 100})
+    ).json()["items"]
+    assert {i["account_id"] for i in by_tier} == {r.account_id for r in rows if r.tier == tier}
+    ranged = (
+        await client.get("/v1/accounts", headers=AUTH, params={"min_score": 40, "max_score": 80})
+    ).json()["items"]
+    assert all(40 <= i["score"] <= 80 for i in ranged)
+    stale = (
+        await client.get("/v1/accounts", headers=AUTH, params={"stale_only": True, "limit": 100})
+    ).json()["items"]
+    assert all(i["stale_sources"] for i in stale)
+    expansion = (
+        await client.get("/v1/accounts", headers=AUTH, params={"objective": "expansion"})
+    ).json()["items"]
+    assert expansion and all(i["objective"] == "expansion" for i in expansion)
+    wrong_sort = await client.get(
+        "/v1/accounts", headers=AUTH, params={"sort": "score", "cursor": listed["next_cursor"]}
+    )
+    assert wrong_sort.status_code == 200
+    mixed = await client.get(
+        "/v1/accounts", headers=AUTH, params={"sort": "-change", "cursor": listed["next_cursor"]}
+    )
+    assert_problem(mixed, 400)
+    assert_problem(await client.get("/v1/accounts", headers=AUTH, params={"sort": "bogus"}), 422)
+    assert_problem(await client.get("/v1/accounts", headers=AUTH, params={"min_score": 101}), 422)
+
+
+async def test_authentication_and_scopes(api) -> None:  # type: ignore[no-untyped-def]
+    client, accounts = api
+    url = f"/v1/accounts/{accounts[0]}/health"
+    missing = assert_problem(await client.get(url), 401)
+    assert "token is required" in missing["detail"]
+    assert_problem(await client.get(url, headers={"Authorization": "Bearer wrong"}), 401)
+    assert_problem(await client.get(url, headers={"Authorization": f"Basic {READ}"}), 401)
+    assert (await client.get(url, headers={"Authorization": f"Bearer {READ}"})).status_code == 200
+    assert_problem(await client.get(url, headers={"Authorization": f"Bearer {WRITE}"}), 403)
+    body = {
+        "action": "pin",
+        "value": 10,
+        "reason": "test",
+        "expires_at": (datetime.now(UTC) + timedelta(days=1)).isoformat(),
+    }
+    post = f"/v1/accounts/{accounts[0]}/overrides"
+    assert_problem(await client.post(post, json=body), 401)
+    assert_problem(
+        await client.post(post, json=body, headers={"Authorization": f"Bearer {READ}"}), 403
+    )
+    for open_path in ("/healthz", "/readyz", "/metrics"):
+        assert (await client.get(open_path)).status_code == 200
+    async with engine_count(client) as count:
+        assert count == 0  # nothing was written without the write scope
+
+
+@contextlib.asynccontextmanager
+async def engine_count(client: httpx.AsyncClient) -> AsyncIterator[int]:
+    engine = client._transport.app.state.engine  # type: ignore[attr-defined]
+    async with engine.connect() as conn:
+        yield int(await conn.scalar(text("SELECT count(*) FROM overrides")))
+
+
+async def test_overrides_are_recorded_audited_listed_and_revoked(api, engine: AsyncEngine) -> None:  # type: ignore[no-untyped-def]
+    client, accounts = api
+    account = accounts[2]
+    expires = (datetime.now(UTC) + timedelta(days=7)).isoformat()
+    body = {
+        "action": "pin",
+        "objective": "churn_risk",
+        "value": 20,
+        "reason": "renewal call went badly",
+        "expires_at": expires,
+    }
+    created = await client.post(f"/v1/accounts/{account}/overrides", json=body, headers=AUTH)
+    assert created.status_code == 202
+    override_id = created.json()["override_id"]
+    listed = (await client.get(f"/v1/accounts/{account}/overrides", headers=AUTH)).json()
+    assert [(o["override_id"], o["status"], o["author"]) for o in listed] == [
+        (override_id, "active", "admin@example.com")
+    ]
+    health = (await client.get(f"/v1/accounts/{account}/health", headers=AUTH)).json()
+    assert [o["override_id"] for o in health["active_overrides"]] == [override_id]
+    async with engine.connect() as conn:
+        outbox = list(
+            await conn.execute(text("SELECT topic, key, payload, content_type FROM outbox"))
+        )
+        audit = list(await conn.execute(text("SELECT action, actor FROM override_audit")))
+    assert len(outbox) == 1 and outbox[0].topic.startswith("signals-")
+    assert outbox[0].key == account and b'"override_set"' in outbox[0].payload
+    assert audit == [("created", "admin@example.com")]
+
+    revoke = await client.delete(
+        f"/v1/accounts/{account}/overrides/{override_id}",
+        headers=AUTH,
+        params={"reason": "spoke too soon"},
+    )
+    assert revoke.status_code == 202
+    again = await client.delete(f"/v1/accounts/{account}/overrides/{override_id}", headers=AUTH)
+    assert_problem(again, 409)
+    listed = (await client.get(f"/v1/accounts/{account}/overrides", headers=AUTH)).json()
+    assert listed[0]["status"] == "revoked" and listed[0]["revoke_reason"] == "spoke too soon"
+    assert_problem(await client.delete(f"/v1/accounts/{account}/overrides/nope", headers=AUTH), 404)
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"action": "pin", "value": 101}, 422),
+        ({"action": "adjust", "value": -150}, 422),
+        ({"action": "sentiment", "value": 50, "objective": "churn_risk"}, 422),
+        ({"action": "pin", "value": 50, "objective": "world_peace"}, 422),
+        ({"action": "pin", "value": 50, "reason": ""}, 422),
+        ({"action": "pin", "value": 50, "expires_in_days": -1}, 422),
+        ({"action": "pin", "value": 50, "expires_in_days": 400}, 422),
+        ({"action": "explode", "value": 50}, 422),
+        ({"action": "pin", "value": 50, "unexpected": True}, 422),
+        ({"action": "pin", "value": 50, "reason": "x" * 3000}, 413),
+    ],
+)
+async def test_invalid_overrides_get_problems(api, body: dict[str, Any], status: int) -> None:  # type: ignore[no-untyped-def]
+    client, accounts = api
+    days = body.pop("expires_in_days", 3)
+    payload = {
+        "reason": "because",
+        "expires_at": (datetime.now(UTC) + timedelta(days=days)).isoformat(),
+        **body,
+    }
+    response = await client.post(
+        f"/v1/accounts/{accounts[0]}/overrides", json=payload, headers=AUTH
+    )
+    problem = assert_problem(response, status)
+    if status == 422 and "errors" in problem:
+        assert problem["errors"][0]["location"]
+
+
+async def test_models_describe_how_scores_are_made(api) -> None:  # type: ignore[no-untyped-def]
+    client, _ = api
+    body = (await client.get("/v1/models", headers=AUTH)).json()
+    (model,) = body["models"]
+    assert model["role"] == "active" and model["version"] == MODEL.version
+    assert set(model["definition"]["objectives"]) == {"churn_risk", "expansion"}
+    assert model["definition"]["segments"][0]["name"] == "enterprise"
+
+
+async def test_request_metrics_use_route_templates(api) -> None:  # type: ignore[no-untyped-def]
+    client, accounts = api
+    await asyncio.gather(
+        *(client.get(f"/v1/accounts/{a}/health", headers=AUTH) for a in accounts[:3])
+    )
+    metrics = (await client.get("/metrics")).text
+    assert (
+        'healthscore_api_requests_total{method="GET",'
+        'route="/v1/accounts/{account_id}/health",status="200"} 3.0'
+    ) in metrics
+    assert accounts[0] not in metrics
