@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field, model_validator
 
-EXAMPLE_TIME = "2026-11-24T09:30:00Z"
+_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]")
+# PostgreSQL text cannot hold NUL, and control characters have no business in these fields.
+NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
+
+
+def _iso_only(value: object) -> object:
+    if isinstance(value, str) and not _ISO.match(value):
+        raise ValueError("expected an RFC 3339 date-time such as 2026-11-24T09:30:00Z")
+    if not isinstance(value, str | datetime):
+        raise ValueError("expected an RFC 3339 date-time string")
+    return value
+
+
+IsoDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_only)]
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-&.]+$")]
 
 
 class FactorResponse(BaseModel):
@@ -142,14 +157,16 @@ class OverrideRequest(BaseModel):
         description="pin: the score becomes `value`; adjust: `value` points are added; "
         "sentiment: the CSM's reading (0-100) feeds the csm_sentiment factor"
     )
-    objective: str | None = Field(
+    objective: Name | None = Field(
         default=None,
         description="objective to pin/adjust; all when omitted; not for sentiment",
         examples=["churn_risk"],
     )
-    value: float = Field(allow_inf_nan=False, examples=[35])
-    reason: str = Field(min_length=3, max_length=1000, examples=["renewal call went badly"])
-    expires_at: AwareDatetime = Field(examples=["2026-12-24T00:00:00Z"])
+    value: float = Field(allow_inf_nan=False, strict=True, examples=[35])
+    reason: str = Field(
+        min_length=3, max_length=1000, pattern=NO_CONTROL, examples=["renewal call went badly"]
+    )
+    expires_at: IsoDatetime = Field(examples=["2026-12-24T00:00:00Z"])
 
     @model_validator(mode="after")
     def _ranges(self) -> OverrideRequest:

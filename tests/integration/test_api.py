@@ -161,7 +161,8 @@ async def test_history_pages_newest_first_within_a_range(api) -> None:  # type: 
     assert recent[0]["cause"] == "signals" and recent[0]["signal_ids"]
     old = (await client.get(url, headers=AUTH, params={"to": since})).json()["items"]
     assert len(old) == 2 and all(i["old_band"] is None for i in old)
-    assert_problem(await client.get(url, headers=AUTH, params={"cursor": "garbage!"}), 400)
+    assert_problem(await client.get(url, headers=AUTH, params={"cursor": "garbage!"}), 422)
+    assert_problem(await client.get(url, headers=AUTH, params={"cursor": "Zm9vYmFy"}), 400)
     assert_problem(await client.get(url, headers=AUTH, params={"from": "yesterday"}), 422)
     assert_problem(await client.get("/v1/accounts/nope/health/history", headers=AUTH), 404)
 
@@ -352,3 +353,58 @@ async def test_request_metrics_use_route_templates(api) -> None:  # type: ignore
         'route="/v1/accounts/{account_id}/health",status="200"} 3.0'
     ) in metrics
     assert accounts[0] not in metrics
+
+
+async def test_an_override_goes_through_broker_and_scorer_and_comes_back(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    from tests.integration.scorer_support import produce_signals, wait_consumed
+    from tests.integration.test_scorer import running_scorer
+    from tests.kafka_io import read_topic
+
+    signals = simulated_signals(5, 30, seed=8)
+    total = await produce_signals(settings, signals)
+    account = signals[0].account_id
+    async with running_scorer(settings, engine), client_for(settings) as client:
+        await wait_consumed(engine, settings, total)
+        expires = (datetime.now(UTC) + timedelta(days=3)).isoformat()
+        created = await client.post(
+            f"/v1/accounts/{account}/overrides",
+            headers=AUTH,
+            json={
+                "action": "pin",
+                "objective": "churn_risk",
+                "value": 12,
+                "reason": "customer announced a competitor evaluation",
+                "expires_at": expires,
+            },
+        )
+        assert created.status_code == 202
+        override_id = created.json()["override_id"]
+        await wait_consumed(engine, settings, total + 1)  # the override signal, via the relay
+        health = (await client.get(f"/v1/accounts/{account}/health", headers=AUTH)).json()
+        churn = next(o for o in health["objectives"] if o["objective"] == "churn_risk")
+        assert churn["score"] == 12 and churn["band"] == "at_risk"
+        assert churn["overrides"][0]["override_id"] == override_id
+        assert churn["overrides"][0]["author"] == "admin@example.com"
+        expansion = next(o for o in health["objectives"] if o["objective"] == "expansion")
+        assert expansion["overrides"] == []
+        history = (
+            await client.get(
+                f"/v1/accounts/{account}/health/history",
+                headers=AUTH,
+                params={"objective": "churn_risk"},
+            )
+        ).json()["items"]
+        assert history[0]["cause"] == "override" and history[0]["new_score"] == 12
+        events = await read_topic(settings, settings.kafka.topics.changes, settle=2.0)
+        assert any(
+            b"io.account-health.override.applied" in e.value and override_id.encode() in e.value
+            for e in events
+        )
+
+        await client.delete(f"/v1/accounts/{account}/overrides/{override_id}", headers=AUTH)
+        await wait_consumed(engine, settings, total + 2)
+        health = (await client.get(f"/v1/accounts/{account}/health", headers=AUTH)).json()
+        churn = next(o for o in health["objectives"] if o["objective"] == "churn_risk")
+        assert churn["overrides"] == [] and churn["score"] != 12

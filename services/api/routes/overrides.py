@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Path, Query, Request, status
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.api.auth import Reader, Writer
 from services.api.problems import Problem, problem_responses
 from services.api.routes.accounts import AccountId, override_response
-from services.api.schemas import OverrideAcceptedResponse, OverrideRequest, OverrideResponse
+from services.api.schemas import (
+    NO_CONTROL,
+    OverrideAcceptedResponse,
+    OverrideRequest,
+    OverrideResponse,
+)
 from shared.db import AccountRow, OutboxRow, OverrideAuditRow, OverrideRow
 from shared.events import OverrideRevoked, OverrideSet, Signal, encode_signal
 
@@ -49,7 +55,7 @@ async def _account_exists(conn: AsyncConnection, account_id: str) -> None:
 @router.post(
     "/{account_id}/overrides",
     status_code=status.HTTP_202_ACCEPTED,
-    responses=problem_responses(401, 403, 404, 413, 422),
+    responses=problem_responses(400, 401, 403, 404, 413, 422),
 )
 async def create_override(
     request: Request, account_id: AccountId, body: OverrideRequest, caller: Writer
@@ -145,9 +151,9 @@ async def list_overrides(
 async def revoke_override(
     request: Request,
     account_id: AccountId,
-    override_id: str,
+    override_id: Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9\-]+$")],
     caller: Writer,
-    reason: str = Query("", max_length=1000),
+    reason: Annotated[str, Query(max_length=1000, pattern=NO_CONTROL)] = "",
 ) -> OverrideAcceptedResponse:
     """Revoke an override; the revocation is audited and sent to the scorer as a signal."""
     settings = request.app.state.settings
