@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from functools import cache
 from typing import Any, Final
 
 import orjson
@@ -96,20 +96,18 @@ def _path(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts) or "$"
 
 
+@cache
+def _text_fields(model: type[RawEvent]) -> tuple[str, ...]:
+    return tuple(f for f in TEXT_FIELDS if f in model.model_fields)
+
+
 def _normalised_data(event: RawEvent) -> dict[str, Any]:
-    data: dict[str, Any] = {}
-    for name in type(event).model_fields:
-        if name in ENVELOPE:
-            continue
-        value = getattr(event, name)
-        if name in MONEY_FIELDS:
-            data[MONEY_FIELDS[name]] = int((value * 100).to_integral_value())
-        elif isinstance(value, Decimal):
-            data[name] = float(value)
-        elif isinstance(value, datetime) or hasattr(value, "isoformat"):
-            data[name] = value.isoformat()
-        else:
-            data[name] = value
+    """The type's own fields in JSON form; money as integer minor units."""
+    data: dict[str, Any] = event.model_dump(mode="json", exclude=ENVELOPE)
+    for name, renamed in MONEY_FIELDS.items():
+        if name in data:
+            del data[name]
+            data[renamed] = int((getattr(event, name) * 100).to_integral_value())
     return data
 
 
@@ -183,12 +181,14 @@ def validate(
         )
 
     score = None
-    if sentiment is not None:
-        text = " ".join(t for f in TEXT_FIELDS if (t := getattr(parsed, f, "")))
+    text_fields = _text_fields(type(parsed))
+    if sentiment is not None and text_fields:
+        text = " ".join(t for f in text_fields if (t := getattr(parsed, f)))
         if text.strip():
             score = sentiment(text)
 
-    return Signal(
+    # every field was validated above: build the signal without validating it again
+    return Signal.model_construct(
         signal_id=parsed.event_id,
         account_id=parsed.account_id,
         occurred_at=parsed.occurred_at,
