@@ -13,6 +13,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import orjson
@@ -35,19 +36,28 @@ def infrastructure(*, database: bool = True) -> Iterator[Settings]:
             bootstrap = broker.bootstrap_servers
         db = DatabaseSettings()
         if database:
-            postgres = Postgres(workdir / "pg", durable=True,
-                                log_path=workdir / "postgres.log").start()
+            postgres = Postgres(
+                workdir / "pg", durable=True, log_path=workdir / "postgres.log"
+            ).start()
             postgres.create_database("bench")
             db = DatabaseSettings(port=postgres.port, name="bench", pool_size=10)
-            migrate(db)
+            # alembic runs its own event loop: give it a thread of its own
+            with ThreadPoolExecutor(1) as pool:
+                pool.submit(migrate, db).result()
         tag = uuid.uuid4().hex[:8]
-        topics = TopicSettings(usage=f"usage-{tag}", support=f"support-{tag}",
-                               billing=f"billing-{tag}", signals=f"signals-{tag}",
-                               dlq=f"dlq-{tag}", changes=f"changes-{tag}")
+        topics = TopicSettings(
+            usage=f"usage-{tag}",
+            support=f"support-{tag}",
+            billing=f"billing-{tag}",
+            signals=f"signals-{tag}",
+            dlq=f"dlq-{tag}",
+            changes=f"changes-{tag}",
+        )
         yield Settings(
             environment="test",
-            kafka=KafkaSettings(bootstrap_servers=bootstrap, topics=topics, partitions=4,
-                                session_timeout_ms=6000),
+            kafka=KafkaSettings(
+                bootstrap_servers=bootstrap, topics=topics, partitions=4, session_timeout_ms=6000
+            ),
             database=db,
             ingest={"group_id": f"ingest-{tag}"},
             scorer={"group_id": f"scorer-{tag}", "sweep_interval_seconds": 3600},

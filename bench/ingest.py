@@ -36,15 +36,15 @@ def raw_events(count: int) -> list[tuple[str, bytes, bytes]]:
         for account in world.accounts:
             for event in world.day_events(account, day):
                 value = malformed(rng, event) if rng.random() < 0.01 else orjson.dumps(event)
-                out.append((EVENT_TYPE_SOURCE[event["type"]], event["account_id"].encode(),
-                            value))
+                out.append((EVENT_TYPE_SOURCE[event["type"]], event["account_id"].encode(), value))
                 if len(out) == count:
                     return out
     return out
 
 
-async def produce_all(settings: Settings, records: list[tuple[str, bytes, bytes]],
-                      topic_of) -> float:  # type: ignore[no-untyped-def]
+async def produce_all(
+    settings: Settings, records: list[tuple[str, bytes, bytes]], topic_of
+) -> float:  # type: ignore[no-untyped-def]
     producer = make_producer(settings.kafka)
     await producer.start()
     try:
@@ -91,15 +91,28 @@ async def main() -> None:
         ingest_seconds = time.perf_counter() - started
         stop.set()
         await task
-        dead = sum(s.value for m in ingest.metrics.dead_lettered.collect() for s in m.samples
-                   if s.name.endswith("_total"))
+        dead = sum(
+            s.value
+            for m in ingest.metrics.dead_lettered.collect()
+            for s in m.samples
+            if s.name.endswith("_total")
+        )
     raw_eps = len(records) / raw_seconds
     ingest_eps = len(records) / ingest_seconds
-    print(f"raw produce: {raw_eps:,.0f} events/s; ingest end to end: {ingest_eps:,.0f} events/s "
-          f"({dead:.0f} dead-lettered)")
-    report({"bench": "ingest", "events": len(records), "ingest_eps": round(ingest_eps),
-            "raw_produce_eps": round(raw_eps), "ratio": round(ingest_eps / raw_eps, 3),
-            "dead_lettered": int(dead)})
+    print(
+        f"raw produce: {raw_eps:,.0f} events/s; ingest end to end: {ingest_eps:,.0f} events/s "
+        f"({dead:.0f} dead-lettered)"
+    )
+    report(
+        {
+            "bench": "ingest",
+            "events": len(records),
+            "ingest_eps": round(ingest_eps),
+            "raw_produce_eps": round(raw_eps),
+            "ratio": round(ingest_eps / raw_eps, 3),
+            "dead_lettered": int(dead),
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -79,12 +79,12 @@ class ScorerSettings(BaseModel):
     group_id: str = "healthscore-scorer"
     model_path: Path = DEFAULT_MODEL_PATH
     shadow_model_path: Path | None = None
-    batch_max_records: int = Field(default=5_000, ge=1)
-    batch_timeout_ms: int = Field(default=200, ge=1)
+    batch_max_records: int = Field(default=10_000, ge=1)
+    batch_timeout_ms: int = Field(default=100, ge=1)
     dedup_horizon_hours: float = Field(default=48.0, gt=0)
     dedup_max_ids_per_account: int = Field(default=512, ge=1)
     history_min_delta: float = Field(default=5.0, ge=0)
-    state_cache_size: int = Field(default=20_000, ge=0)
+    state_cache_size: int = Field(default=10_000, ge=0)
     sweep_batch_size: int = Field(default=2_000, ge=1)
     sweep_interval_seconds: float = Field(default=60.0, gt=0)
     relay_interval_seconds: float = Field(default=0.2, gt=0)

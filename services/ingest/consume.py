@@ -129,7 +129,7 @@ class Ingest:
                 headers.append(("path", outcome.path.encode("utf-8", "replace")))
             headers += [(f"original_{k}", v) for k, v in record.headers or ()]
             return (topics.dlq, record.key, record.value, headers), "dlq:" + outcome.reason
-        signal = (topics.signals, outcome.account_id.encode(), encode_signal(outcome), [])
+        signal: Outgoing = (topics.signals, outcome.account_id.encode(), encode_signal(outcome), [])
         return signal, "signal:" + source
 
     async def _send_all(self, producer: AIOKafkaProducer, outgoing: Sequence[Outgoing]) -> None:

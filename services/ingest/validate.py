@@ -103,7 +103,7 @@ def _text_fields(model: type[RawEvent]) -> tuple[str, ...]:
 
 def _normalised_data(event: RawEvent) -> dict[str, Any]:
     """The type's own fields in JSON form; money as integer minor units."""
-    data: dict[str, Any] = event.model_dump(mode="json", exclude=ENVELOPE)
+    data: dict[str, Any] = event.model_dump(mode="json", exclude=set(ENVELOPE))
     for name, renamed in MONEY_FIELDS.items():
         if name in data:
             del data[name]

@@ -412,9 +412,7 @@ class Scorer:
         delay = 0.2
         while not stop.is_set():
             try:
-                records = await self.consumer.getmany(
-                    timeout_ms=self.cfg.batch_timeout_ms, max_records=self.cfg.batch_max_records
-                )
+                records = await self._poll()
                 self.health.progressed()
                 if records:
                     await self.process(records, producer)
@@ -435,6 +433,25 @@ class Scorer:
                 delay = min(delay * 2, 10.0)
                 with contextlib.suppress(Exception):
                     await self._rewind()
+
+    async def _poll(self) -> dict[TopicPartition, list[Any]]:
+        """One batch: wait up to batch_timeout for the first records, then take whatever
+        else is already fetched, up to batch_max_records. Bigger batches under load mean each
+        busy account is re-scored once for many signals (and one transaction for all)."""
+        assert self.consumer is not None
+        limit = self.cfg.batch_max_records
+        batch: dict[TopicPartition, list[Any]] = await self.consumer.getmany(
+            timeout_ms=self.cfg.batch_timeout_ms, max_records=limit
+        )
+        count = sum(len(r) for r in batch.values())
+        while batch and count < limit:
+            more = await self.consumer.getmany(timeout_ms=0, max_records=limit - count)
+            if not more:
+                break
+            for tp, records in more.items():
+                batch.setdefault(tp, []).extend(records)
+                count += len(records)
+        return batch
 
     def _update_lag(self) -> None:
         assert self.consumer is not None

@@ -20,7 +20,13 @@ from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
 from services.scorer.store import StoredScore
-from shared.scoring.engine import Evaluation, ObjectiveScore, evaluate, top_movers
+from shared.scoring.engine import (
+    Evaluation,
+    ObjectiveScore,
+    contributions,
+    evaluate,
+    top_movers,
+)
 from shared.scoring.model import Model
 from shared.scoring.state import AccountState
 
@@ -208,7 +214,7 @@ def rescore(
             stored = StoredScore(
                 new.score,
                 new.band,
-                explanation["factors"],
+                contributions(new.factors),
                 recorded,
                 previous_score,
                 baseline_alert,

@@ -27,13 +27,14 @@ from shared.db import (
     ScoreRow,
 )
 from shared.errors import FencedOut
+from shared.scoring.engine import Contributions, contributions
 
 
 @dataclass
 class StoredScore:
     score: float | None
     band: str
-    factors: list[dict[str, Any]]
+    factors: Contributions  # compact: what top_movers needs, not the whole explanation
     recorded_score: float | None
     previous_score: float | None
     alert_baseline: float | None
@@ -105,7 +106,7 @@ async def load_accounts(
             scores.setdefault(r.account_id, {})[(r.objective, r.model_role)] = StoredScore(
                 r.score,
                 r.band,
-                r.factors or [],
+                contributions(r.factors or ()),
                 r.recorded_score,
                 r.previous_score,
                 r.alert_baseline,

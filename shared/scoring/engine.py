@@ -14,8 +14,9 @@ by the objective's margin.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal, NamedTuple
 
 from shared.events import EVENT_TYPE_SOURCE
 from shared.scoring import decay
@@ -26,8 +27,7 @@ DAY = decay.DAY
 Status = Literal["ok", "missing", "stale"]
 
 
-@dataclass(frozen=True, slots=True)
-class FactorResult:
+class FactorResult(NamedTuple):
     factor: str
     group: str
     raw: float | None
@@ -36,6 +36,9 @@ class FactorResult:
     contribution: float
     status: Status
     last_data_at: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(zip(self._fields, self, strict=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +55,7 @@ class ObjectiveScore:
     def explanation(self) -> dict[str, Any]:
         return {
             "model_score": self.model_score,
-            "factors": [asdict(f) for f in self.factors],
+            "factors": [f.as_dict() for f in self.factors],
             "caps": list(self.caps),
             "overrides": list(self.overrides),
         }
@@ -175,6 +178,47 @@ def _apply_overrides(
     return score, tuple(applied)
 
 
+class _FactorPlan(NamedTuple):
+    name: str
+    factor: Factor
+    weight: float
+    transform: Any
+    stale_after: float  # seconds; inf where silence is itself the signal
+
+
+def _plan(
+    model: Model, name: str, objective: Objective, segment: Segment | None
+) -> list[_FactorPlan]:
+    """What one objective needs per evaluation, derived once per (objective, segment)."""
+    key = (name, segment.name if segment else None)
+    cached: list[_FactorPlan] | None = model.plans.get(key)
+    if cached is not None:
+        return cached
+    weights = _weights(objective, segment.objectives.get(name) if segment else None, model)
+    transforms = segment.transforms if segment else {}
+    plan = []
+    for factor_name, weight in weights.items():
+        factor = model.factors[factor_name]
+        silence_is_signal = bool(
+            factor.trend
+            or factor.days_since
+            or (factor.aggregate and model.aggregates[factor.aggregate].kind != "latest")
+        )
+        source = "api" if factor.csm_sentiment else source_of(model, factor.reads[0])
+        stale_after = math.inf if silence_is_signal else _stale_after(model, factor, source)
+        plan.append(
+            _FactorPlan(
+                factor_name,
+                factor,
+                weight,
+                transforms.get(factor_name, factor.transform),
+                stale_after,
+            )
+        )
+    model.plans[key] = plan
+    return plan
+
+
 def _score_objective(
     model: Model,
     state: AccountState,
@@ -185,24 +229,15 @@ def _score_objective(
     previous_band: str | None,
     overrides: list[dict[str, Any]],
 ) -> ObjectiveScore:
-    weights = _weights(objective, segment.objectives.get(name) if segment else None, model)
-    transforms = segment.transforms if segment else {}
+    plan = _plan(model, name, objective, segment)
+    weights = {p.name: p.weight for p in plan}
     results: list[tuple[str, Factor, float | None, float | None, Status, float | None]] = []
-    for factor_name in weights:
-        factor = model.factors[factor_name]
+    for factor_name, factor, _, transform, stale_after in plan:
         raw = _raw_value(model, state, factor, at)
         last = _factor_last_data(model, state, factor, at)
         status: Status = "missing" if raw is None else "ok"
-        silence_is_signal = bool(
-            factor.trend
-            or factor.days_since
-            or (factor.aggregate and model.aggregates[factor.aggregate].kind != "latest")
-        )
-        if status == "ok" and not silence_is_signal and last is not None:
-            source = "api" if factor.csm_sentiment else source_of(model, factor.reads[0])
-            if at - last > _stale_after(model, factor, source):
-                status = "stale"
-        transform = transforms.get(factor_name, factor.transform)
+        if status == "ok" and last is not None and at - last > stale_after:
+            status = "stale"
         sub = round(transform(raw), 6) if raw is not None else None
         results.append((factor_name, factor, raw, sub, status, last))
 
@@ -297,15 +332,27 @@ def next_review(model: Model, state: AccountState, at: float) -> float:
     return min(candidates)
 
 
+Contributions = dict[str, tuple[float, float | None]]
+
+
+def contributions(factors: Iterable[FactorResult | dict[str, Any]]) -> Contributions:
+    """factor -> (contribution, sub-score): all a later `top_movers` needs of a score."""
+    compact: Contributions = {}
+    for f in factors:
+        row = f.as_dict() if isinstance(f, FactorResult) else f
+        compact[row["factor"]] = (row["contribution"], row["sub_score"])
+    return compact
+
+
 def top_movers(
-    old_factors: list[dict[str, Any]] | None, new: ObjectiveScore, limit: int = 3
+    before: Contributions | None, new: ObjectiveScore, limit: int = 3
 ) -> list[dict[str, Any]]:
-    """The factors whose contribution moved most since `old_factors` (a stored explanation)."""
-    before = {f["factor"]: f for f in old_factors or ()}
+    """The factors whose contribution moved most since `before`."""
+    before = before or {}
     moves: list[dict[str, Any]] = []
     for f in new.factors:
         prior = before.get(f.factor)
-        old_contribution = prior["contribution"] if prior else 0.0
+        old_contribution = prior[0] if prior else 0.0
         delta = round(f.contribution - old_contribution, 6)
         if delta:
             moves.append(
@@ -315,7 +362,7 @@ def top_movers(
                     "delta": delta,
                     "old_contribution": old_contribution,
                     "new_contribution": f.contribution,
-                    "old_sub_score": prior["sub_score"] if prior else None,
+                    "old_sub_score": prior[1] if prior else None,
                     "new_sub_score": f.sub_score,
                     "status": f.status,
                 }

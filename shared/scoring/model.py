@@ -241,6 +241,11 @@ class Model(_Strict):
         return f"{self.name}@{hashlib.sha256(canonical).hexdigest()[:12]}"
 
     @cached_property
+    def plans(self) -> dict[Any, Any]:
+        """Memo of what the engine derives once per (objective, segment): see engine.py."""
+        return {}
+
+    @cached_property
     def kinds(self) -> dict[str, list[tuple[str, Aggregate]]]:
         """signal kind -> the aggregates it feeds."""
         index: dict[str, list[tuple[str, Aggregate]]] = {}

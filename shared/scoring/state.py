@@ -139,12 +139,11 @@ class AccountState:
 
     def _remember(self, fact: Fact, dedup: DedupPolicy) -> None:
         self.seen[fact.signal_id] = fact.t
-        if len(self.seen) > dedup.max_ids:
+        # every 32 ids: forget those past the horizon, and the oldest beyond max_ids
+        if len(self.seen) % 32 == 0 or len(self.seen) > dedup.max_ids:
             floor = max(self.newest or fact.t, fact.t) - dedup.horizon_seconds
-            kept = sorted(((t, sid) for sid, t in self.seen.items() if t >= floor), reverse=True)[
-                : max(dedup.max_ids * 3 // 4, 1)
-            ]
-            self.seen = {sid: t for t, sid in kept}
+            kept = sorted(((t, sid) for sid, t in self.seen.items() if t >= floor), reverse=True)
+            self.seen = {sid: t for t, sid in kept[: max(dedup.max_ids * 3 // 4, 1)]}
 
     # --- reading ------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from services.ingest.validate import validate
 from shared.config import DEFAULT_MODEL_PATH
 from shared.events import EVENT_TYPE_SOURCE, Signal
-from shared.scoring.engine import band_for, evaluate, top_movers
+from shared.scoring.engine import band_for, contributions, evaluate, top_movers
 from shared.scoring.model import Band, load_model
 from shared.scoring.state import AccountState, DedupPolicy, Fact
 from tests.samples import valid_events
@@ -175,7 +175,7 @@ def test_silence_decays_the_score_into_at_risk() -> None:
     statuses = {f.factor: f.status for f in churn.factors}
     assert statuses["seat_utilisation"] == "stale"  # a stale reading is not trusted
     assert statuses["login_frequency"] == "ok"  # while silence itself counts against it
-    movers = top_movers(list(first.explanation()["factors"]), churn)
+    movers = top_movers(contributions(first.explanation()["factors"]), churn)
     assert movers[0]["delta"] < 0
     assert {m["factor"] for m in movers} <= {f.factor for f in churn.factors}
 
