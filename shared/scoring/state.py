@@ -6,8 +6,8 @@ override revocations are remembered even if they arrive before the override. So 
 signals gives the same state in any order, batching, or with restarts in between.
 
 The de-duplication memory (`seen`) is the one part that is not a function of the set alone: it
-remembers signal ids within `horizon` of the account's newest event time (at most `max_ids`),
-which is how duplicate deliveries are dropped. It is left out of `fingerprint()`.
+remembers the ids of signals ingested within `horizon` of the newest one (at most `max_ids`),
+which is how re-deliveries are dropped. It is left out of `fingerprint()`.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ class Fact:
     kind: str
     data: dict[str, Any]
     sentiment: float | None = None
+    ingested: float | None = None  # when ingest produced it: the clock of de-duplication
 
     @classmethod
     def from_signal(cls, signal: Any) -> Fact:
@@ -53,6 +54,7 @@ class Fact:
             signal.kind,
             signal.data,
             signal.sentiment,
+            signal.ingested_at.timestamp(),
         )
 
 
@@ -138,10 +140,11 @@ class AccountState:
             }
 
     def _remember(self, fact: Fact, dedup: DedupPolicy) -> None:
-        self.seen[fact.signal_id] = fact.t
-        # every 32 ids: forget those past the horizon, and the oldest beyond max_ids
+        self.seen[fact.signal_id] = fact.t if fact.ingested is None else fact.ingested
+        # every 32 ids: forget those ingested longer than the horizon ago, and the oldest
+        # beyond max_ids (re-deliveries come soon after the original, whatever its event time)
         if len(self.seen) % 32 == 0 or len(self.seen) > dedup.max_ids:
-            floor = max(self.newest or fact.t, fact.t) - dedup.horizon_seconds
+            floor = max(self.seen.values()) - dedup.horizon_seconds
             kept = sorted(((t, sid) for sid, t in self.seen.items() if t >= floor), reverse=True)
             self.seen = {sid: t for t, sid in kept[: max(dedup.max_ids * 3 // 4, 1)]}
 

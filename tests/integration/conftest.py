@@ -140,6 +140,7 @@ async def settings(infra: Infra) -> AsyncIterator[Settings]:
         scorer={
             "group_id": f"scorer-{tag}",
             "metrics_port": 0,
+            "batch_max_records": 1000,
             "sweep_interval_seconds": 3600,
             "relay_interval_seconds": 0.05,
         },
