@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: help install run test test-unit lint fmt migrate schemas bench-ingest bench-scorer clean
+.PHONY: help install run test test-unit lint fmt migrate schemas openapi bench-ingest bench-scorer bench-api clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -40,14 +40,19 @@ fmt: $(STAMP) ## format and auto-fix
 migrate: $(STAMP) ## apply database migrations to the configured database
 	$(BIN)/healthscore migrate
 
-schemas: $(STAMP) ## regenerate docs/schemas/*.json from the event models
+schemas: $(STAMP) ## regenerate docs/schemas/*.json and docs/openapi.json from the code
 	$(BIN)/healthscore schemas --out docs/schemas
+	$(BIN)/healthscore openapi --out docs/openapi.json
 
 bench-ingest: $(STAMP) ## ingest throughput vs raw produce (bench/ingest.py)
 	$(BIN)/python bench/ingest.py
 
 bench-scorer: $(STAMP) ## scorer durable throughput vs raw consume, freshness, RSS (bench/scorer.py)
 	$(BIN)/python bench/scorer.py
+
+bench-api: $(STAMP) ## GET .../health vs a bare FastAPI endpoint under wrk (bench/api.py)
+	@command -v wrk >/dev/null || { echo "bench-api needs wrk: apt-get install wrk"; exit 2; }
+	$(BIN)/python bench/api.py
 
 clean: ## remove the virtualenv, local data and caches
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request, Response
 from sqlalchemy import ColumnElement, and_, func, literal, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -21,10 +21,9 @@ from services.api.schemas import (
     HistoryPageResponse,
     IsoDatetime,
     Name,
-    ObjectiveHealthResponse,
     OverrideResponse,
 )
-from shared.db import AccountRow, OverrideRow, ScoreHistoryRow, ScoreRow
+from shared.db import AccountRow, ScoreHistoryRow, ScoreRow
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
 AccountId = Annotated[
@@ -73,81 +72,77 @@ def override_response(row: Any, now: datetime) -> OverrideResponse:
     )
 
 
-@router.get("/{account_id}/health", responses=READ_ERRORS)
-async def get_health(
-    request: Request, account_id: AccountId, caller: Reader
-) -> AccountHealthResponse:
+HEALTH_SQL = """
+SELECT a.account_id, a.name, a.industry, a.region, a.tier, a.lifecycle_stage, a.segment,
+       a.last_event_at, a.updated_at,
+       (SELECT coalesce(json_agg(json_build_object(
+                   'objective', s.objective, 'model_role', s.model_role,
+                   'model_version', s.model_version, 'score', s.score, 'band', s.band,
+                   'confidence', s.confidence, 'explanation', s.explanation,
+                   'evaluated_at', s.evaluated_at, 'changed_at', s.changed_at)
+               ORDER BY s.model_role, s.objective), '[]')
+        FROM scores s WHERE s.account_id = a.account_id) AS scores,
+       (SELECT coalesce(json_agg(o ORDER BY o.created_at), '[]')
+        FROM overrides o WHERE o.account_id = a.account_id AND o.revoked_at IS NULL
+          AND o.expires_at > now()) AS overrides
+FROM accounts a WHERE a.account_id = $1
+"""
+
+
+def _json(value: Any) -> Any:
+    """json columns arrive decoded where the pool registered a codec, as text otherwise."""
+    return orjson.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _epoch_to_iso(value: float | None) -> str | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC).isoformat()
+
+
+@router.get("/{account_id}/health", response_model=AccountHealthResponse, responses=READ_ERRORS)
+async def get_health(request: Request, account_id: AccountId, caller: Reader) -> Response:
     """Every objective's score, band, confidence and explanation for one account."""
-    now = datetime.now(UTC)
+    # The hottest read: one round trip that PostgreSQL answers as JSON, straight to bytes.
     async with _engine(request).connect() as conn:
-        account = (
-            await conn.execute(
-                select(
-                    AccountRow.account_id,
-                    AccountRow.name,
-                    AccountRow.industry,
-                    AccountRow.region,
-                    AccountRow.tier,
-                    AccountRow.lifecycle_stage,
-                    AccountRow.segment,
-                    AccountRow.last_event_at,
-                    AccountRow.updated_at,
-                ).where(AccountRow.account_id == account_id)
-            )
-        ).one_or_none()
-        if account is None:
-            raise Problem(404, f"no account {account_id!r}")
-        scores = list(
-            await conn.execute(
-                select(ScoreRow)
-                .where(ScoreRow.account_id == account_id)
-                .order_by(ScoreRow.model_role, ScoreRow.objective)
-            )
-        )
-        overrides = list(
-            await conn.execute(
-                select(OverrideRow)
-                .where(OverrideRow.account_id == account_id)
-                .where(OverrideRow.revoked_at.is_(None))
-                .where(OverrideRow.expires_at > now)
-                .order_by(OverrideRow.created_at)
-            )
-        )
+        raw = await conn.get_raw_connection()
+        row = await raw.driver_connection.fetchrow(HEALTH_SQL, account_id)  # type: ignore[union-attr]
+    if row is None:
+        raise Problem(404, f"no account {account_id!r}")
+    scores = _json(row["scores"])
     freshness: dict[str, Any] = {}
     objectives = []
     for score in scores:
-        explanation = score.explanation
+        explanation = score.pop("explanation")
         freshness = freshness or {
-            source: {
-                "last_data_at": datetime.fromtimestamp(f["last_data_at"], UTC)
-                if f["last_data_at"]
-                else None,
-                "stale": f["stale"],
-            }
+            source: {"last_data_at": _epoch_to_iso(f["last_data_at"]), "stale": f["stale"]}
             for source, f in explanation.get("freshness", {}).items()
         }
-        objectives.append(
-            ObjectiveHealthResponse(
-                objective=score.objective,
-                model_role=score.model_role,
-                model_version=score.model_version,
-                score=score.score,
-                band=score.band,
-                confidence=score.confidence,
-                weighted_score=explanation.get("model_score"),
-                factors=explanation.get("factors", []),
-                caps=explanation.get("caps", []),
-                overrides=explanation.get("overrides", []),
-                evaluated_at=score.evaluated_at,
-                changed_at=score.changed_at,
-            )
+        score.update(
+            weighted_score=explanation.get("model_score"),
+            factors=explanation.get("factors", []),
+            caps=explanation.get("caps", []),
+            overrides=explanation.get("overrides", []),
         )
-    return AccountHealthResponse(
-        **account._mapping,
-        freshness=freshness,
-        objectives=objectives,
-        active_overrides=[override_response(o, now) for o in overrides],
-    )
+        objectives.append(score)
+    now = datetime.now(UTC)
+    overrides = []
+    for o in _json(row["overrides"]):
+        o["status"] = "active"
+        overrides.append(o)
+    body = {
+        "account_id": row["account_id"],
+        "name": row["name"],
+        "industry": row["industry"],
+        "region": row["region"],
+        "tier": row["tier"],
+        "lifecycle_stage": row["lifecycle_stage"],
+        "segment": row["segment"],
+        "last_event_at": row["last_event_at"],
+        "updated_at": row["updated_at"] or now,
+        "freshness": freshness,
+        "objectives": objectives,
+        "active_overrides": overrides,
+    }
+    return Response(orjson.dumps(body), media_type="application/json")
 
 
 @router.get("/{account_id}/health/history", responses=READ_ERRORS)

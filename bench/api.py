@@ -1,0 +1,124 @@
+"""API: GET /v1/accounts/{id}/health against a bare FastAPI endpoint, both under wrk.
+
+1. Scores 10,000 simulated accounts with the scorer's own code into a fresh PostgreSQL.
+2. Serves `healthscore api` and bench/bare_app.py the same way (uvicorn, uvloop, httptools,
+   one process each), and drives each with wrk: 32 connections, 2 threads, after a warm-up.
+Needs wrk (Debian package `wrk`). Last line: {"bench": "api", "rps": ..., "bare_rps": ...}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+from common import infrastructure, report, run
+
+from services.api.auth import hash_token
+from services.scorer import store
+from services.scorer.rescore import AccountEntry, rescore
+from shared.db import create_engine
+from shared.scoring.state import AccountState, Fact
+from tests.integration.conftest import settings_env
+from tests.integration.scorer_support import MODEL, simulated_signals
+
+ACCOUNTS = 10_000
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "bench-token"
+
+
+async def seed(settings) -> None:  # type: ignore[no-untyped-def]
+    now = datetime.now(UTC)
+    entries: dict[str, AccountEntry] = {}
+    for signal in simulated_signals(ACCOUNTS, 3, seed=13, end=now - timedelta(hours=1)):
+        entry = entries.setdefault(signal.account_id, AccountEntry(AccountState(), 0))
+        entry.state.apply(MODEL, Fact.from_signal(signal))
+    engine = create_engine(settings.database)
+    items = sorted(entries.items())
+    for start in range(0, len(items), 1000):
+        batch = store.Batch()
+        for account_id, entry in items[start:start + 1000]:
+            rows, evaluation = rescore(models={"active": MODEL}, account_id=account_id,
+                                       entry=entry, at=now.timestamp(), cause="signals",
+                                       signal_ids=[], history_min_delta=5,
+                                       changes_topic="changes")
+            batch.scores += rows.scores
+            batch.history += rows.history
+            batch.accounts.append({
+                "account_id": account_id, "partition": 0, "state": entry.state.to_json(),
+                "segment": evaluation.segment, "tier": entry.state.attribute("tier"),
+                "industry": entry.state.attribute("industry"), "updated_at": now})
+        await store.write_batch(engine, "bench", batch, now)
+    await engine.dispose()
+
+
+def serve(argv: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(argv, env=env, cwd=ROOT, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(f"http://127.0.0.1:{port}/docs", timeout=1)
+            return proc
+        except httpx.TransportError:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+
+
+def wrk(port: int, path: str, seconds: int) -> tuple[float, float, float]:
+    env = dict(os.environ, BENCH_TOKEN=TOKEN, BENCH_PATH=path, BENCH_ACCOUNTS=str(ACCOUNTS))
+    out = subprocess.run(
+        ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", "-s",
+         str(ROOT / "bench" / "wrk_health.lua"), f"http://127.0.0.1:{port}"],
+        env=env, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    assert errors is None, f"{errors.group(1)} failed requests:\n{out}"
+
+    def percentile(p: str) -> float:
+        value, unit = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+        return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+    return rps, percentile("50"), percentile("99")
+
+
+async def main() -> None:
+    if shutil.which("wrk") is None:
+        sys.exit("bench/api.py needs wrk: apt-get install wrk")
+    with infrastructure() as settings:
+        await seed(settings)
+        env = settings_env(settings)
+        api_port, bare_port = 18080, 18081
+        env.update(HEALTHSCORE_API__PORT=str(api_port), HEALTHSCORE_LOG__LEVEL="WARNING",
+                   HEALTHSCORE_API__TOKENS=json.dumps(
+                       [{"name": "bench", "sha256": hash_token(TOKEN), "scopes": ["read"]}]))
+        api = serve([sys.executable, "-m", "shared.cli", "api"], env, api_port)
+        bare = serve([sys.executable, "-m", "uvicorn", "bare_app:app", "--app-dir", "bench",
+                      "--port", str(bare_port), "--loop", "uvloop", "--http", "httptools",
+                      "--no-access-log", "--log-level", "warning"], env, bare_port)
+        try:
+            wrk(api_port, "", 3)  # warm-up: connection pool, caches
+            wrk(bare_port, "/bare", 3)
+            rps, p50, p99 = wrk(api_port, "", 15)
+            bare_rps, bare_p50, bare_p99 = wrk(bare_port, "/bare", 15)
+        finally:
+            for proc in (api, bare):
+                proc.terminate()
+                proc.wait(20)
+    print(f"GET /v1/accounts/{{id}}/health: {rps:,.0f} req/s, p50 {p50:.1f} ms, p99 {p99:.1f} "
+          f"ms; bare FastAPI: {bare_rps:,.0f} req/s, p50 {bare_p50:.1f} ms, p99 {bare_p99:.1f} ms")
+    report({"bench": "api", "accounts": ACCOUNTS, "connections": 32, "rps": round(rps),
+            "bare_rps": round(bare_rps), "ratio": round(rps / bare_rps, 3),
+            "p50_ms": round(p50, 2), "p99_ms": round(p99, 2), "bare_p99_ms": round(bare_p99, 2)})
+
+
+if __name__ == "__main__":
+    run(main)
