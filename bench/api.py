@@ -8,7 +8,6 @@ Needs wrk (Debian package `wrk`). Last line: {"bench": "api", "rps": ..., "bare_
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -45,24 +44,38 @@ async def seed(settings) -> None:  # type: ignore[no-untyped-def]
     items = sorted(entries.items())
     for start in range(0, len(items), 1000):
         batch = store.Batch()
-        for account_id, entry in items[start:start + 1000]:
-            rows, evaluation = rescore(models={"active": MODEL}, account_id=account_id,
-                                       entry=entry, at=now.timestamp(), cause="signals",
-                                       signal_ids=[], history_min_delta=5,
-                                       changes_topic="changes")
+        for account_id, entry in items[start : start + 1000]:
+            rows, evaluation = rescore(
+                models={"active": MODEL},
+                account_id=account_id,
+                entry=entry,
+                at=now.timestamp(),
+                cause="signals",
+                signal_ids=[],
+                history_min_delta=5,
+                changes_topic="changes",
+            )
             batch.scores += rows.scores
             batch.history += rows.history
-            batch.accounts.append({
-                "account_id": account_id, "partition": 0, "state": entry.state.to_json(),
-                "segment": evaluation.segment, "tier": entry.state.attribute("tier"),
-                "industry": entry.state.attribute("industry"), "updated_at": now})
+            batch.accounts.append(
+                {
+                    "account_id": account_id,
+                    "partition": 0,
+                    "state": entry.state.to_json(),
+                    "segment": evaluation.segment,
+                    "tier": entry.state.attribute("tier"),
+                    "industry": entry.state.attribute("industry"),
+                    "updated_at": now,
+                }
+            )
         await store.write_batch(engine, "bench", batch, now)
     await engine.dispose()
 
 
 def serve(argv: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(argv, env=env, cwd=ROOT, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        argv, env=env, cwd=ROOT, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     deadline = time.monotonic() + 30
     while True:
         try:
@@ -76,9 +89,21 @@ def serve(argv: list[str], env: dict[str, str], port: int) -> subprocess.Popen[b
 def wrk(port: int, path: str, seconds: int) -> tuple[float, float, float]:
     env = dict(os.environ, BENCH_TOKEN=TOKEN, BENCH_PATH=path, BENCH_ACCOUNTS=str(ACCOUNTS))
     out = subprocess.run(
-        ["wrk", "-t2", "-c32", f"-d{seconds}s", "--latency", "-s",
-         str(ROOT / "bench" / "wrk_health.lua"), f"http://127.0.0.1:{port}"],
-        env=env, capture_output=True, text=True, check=True).stdout
+        [
+            "wrk",
+            "-t2",
+            "-c32",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(ROOT / "bench" / "wrk_health.lua"),
+            f"http://127.0.0.1:{port}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     assert errors is None, f"{errors.group(1)} failed requests:\n{out}"
@@ -97,13 +122,35 @@ async def main() -> None:
         await seed(settings)
         env = settings_env(settings)
         api_port, bare_port = 18080, 18081
-        env.update(HEALTHSCORE_API__PORT=str(api_port), HEALTHSCORE_LOG__LEVEL="WARNING",
-                   HEALTHSCORE_API__TOKENS=json.dumps(
-                       [{"name": "bench", "sha256": hash_token(TOKEN), "scopes": ["read"]}]))
+        env.update(
+            HEALTHSCORE_API__PORT=str(api_port),
+            HEALTHSCORE_LOG__LEVEL="WARNING",
+            HEALTHSCORE_API__TOKENS=json.dumps(
+                [{"name": "bench", "sha256": hash_token(TOKEN), "scopes": ["read"]}]
+            ),
+        )
         api = serve([sys.executable, "-m", "shared.cli", "api"], env, api_port)
-        bare = serve([sys.executable, "-m", "uvicorn", "bare_app:app", "--app-dir", "bench",
-                      "--port", str(bare_port), "--loop", "uvloop", "--http", "httptools",
-                      "--no-access-log", "--log-level", "warning"], env, bare_port)
+        bare = serve(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "bare_app:app",
+                "--app-dir",
+                "bench",
+                "--port",
+                str(bare_port),
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            env,
+            bare_port,
+        )
         try:
             wrk(api_port, "", 3)  # warm-up: connection pool, caches
             wrk(bare_port, "/bare", 3)
@@ -113,11 +160,23 @@ async def main() -> None:
             for proc in (api, bare):
                 proc.terminate()
                 proc.wait(20)
-    print(f"GET /v1/accounts/{{id}}/health: {rps:,.0f} req/s, p50 {p50:.1f} ms, p99 {p99:.1f} "
-          f"ms; bare FastAPI: {bare_rps:,.0f} req/s, p50 {bare_p50:.1f} ms, p99 {bare_p99:.1f} ms")
-    report({"bench": "api", "accounts": ACCOUNTS, "connections": 32, "rps": round(rps),
-            "bare_rps": round(bare_rps), "ratio": round(rps / bare_rps, 3),
-            "p50_ms": round(p50, 2), "p99_ms": round(p99, 2), "bare_p99_ms": round(bare_p99, 2)})
+    print(
+        f"GET /v1/accounts/{{id}}/health: {rps:,.0f} req/s, p50 {p50:.1f} ms, p99 {p99:.1f} "
+        f"ms; bare FastAPI: {bare_rps:,.0f} req/s, p50 {bare_p50:.1f} ms, p99 {bare_p99:.1f} ms"
+    )
+    report(
+        {
+            "bench": "api",
+            "accounts": ACCOUNTS,
+            "connections": 32,
+            "rps": round(rps),
+            "bare_rps": round(bare_rps),
+            "ratio": round(rps / bare_rps, 3),
+            "p50_ms": round(p50, 2),
+            "p99_ms": round(p99, 2),
+            "bare_p99_ms": round(bare_p99, 2),
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -187,6 +187,20 @@ def schemas(out: Annotated[Path, typer.Option()] = Path("docs/schemas")) -> None
 
 
 @app.command()
+def openapi(out: Annotated[Path, typer.Option()] = Path("docs/openapi.json")) -> None:
+    """Write the API's OpenAPI document."""
+    import orjson
+
+    from services.api.app import create_app
+
+    document = create_app(get_settings()).openapi()
+    out.write_bytes(
+        orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+    )
+    typer.echo(f"wrote {out}")
+
+
+@app.command()
 def dev(
     accounts: Annotated[int, typer.Option(help="simulated accounts")] = 2000,
     data_dir: Annotated[Path, typer.Option(help="PostgreSQL data and logs")] = Path(".data"),

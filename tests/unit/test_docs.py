@@ -39,3 +39,33 @@ def test_json_schemas_in_docs_are_current() -> None:
         assert orjson.loads(path.read_bytes()) == orjson.loads(orjson.dumps(schema)), (
             f"{path} is stale: run `make schemas`"
         )
+
+
+def test_openapi_document_in_docs_is_current() -> None:
+    from services.api.app import create_app
+
+    committed = orjson.loads((ROOT / "docs" / "openapi.json").read_bytes())
+    assert committed == orjson.loads(orjson.dumps(create_app(Settings()).openapi())), (
+        "docs/openapi.json is stale: run `make schemas`"
+    )
+    for path, operations in committed["paths"].items():
+        for method, operation in operations.items():
+            for status, response in operation["responses"].items():
+                assert response.get("description"), (method, path, status)
+
+
+def test_asyncapi_document_names_every_topic() -> None:
+    import yaml
+
+    document = yaml.safe_load((ROOT / "docs" / "asyncapi.yaml").read_text())
+    assert document["asyncapi"].startswith("3.")
+    addresses = {c["address"] for c in document["channels"].values()}
+    topics = Settings().kafka.topics
+    assert addresses == {
+        topics.usage,
+        topics.support,
+        topics.billing,
+        topics.signals,
+        topics.dlq,
+        topics.changes,
+    }
