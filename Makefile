@@ -23,6 +23,7 @@ run: $(STAMP) ## run everything locally: broker, PostgreSQL, services, simulator
 	$(BIN)/healthscore dev
 
 test: $(STAMP) ## run every test (unit + integration against a real broker and PostgreSQL)
+	scripts/ensure-tools.sh
 	$(BIN)/pytest
 
 test-unit: $(STAMP) ## run the fast unit tests of the pure core only

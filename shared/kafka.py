@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Iterable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -88,3 +89,47 @@ def is_retriable(exc: BaseException) -> bool:
             "NotLeaderForPartitionError",
         }
     return isinstance(exc, (OSError, asyncio.TimeoutError))
+
+
+async def read_all(
+    settings: KafkaSettings,
+    topic: str,
+    *,
+    expect: int | None = None,
+    timeout: float = 60.0,  # noqa: ASYNC109 - a bound on reading, not a cancellation scope
+    settle: float = 1.0,
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of `topic` from the beginning, without a consumer group: until `expect`
+    records arrived, or (expect=None) until nothing new came for `settle` seconds."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        client_id=settings.client_id,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+    )
+    await consumer.start()
+    try:
+        await consumer.topics()  # refresh metadata
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        records: list[ConsumerRecord[bytes, bytes]] = []
+        deadline = time.monotonic() + timeout
+        quiet_since = time.monotonic()
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200, max_records=10_000)
+            got = [r for rs in batch.values() for r in rs]
+            records += got
+            if got:
+                quiet_since = time.monotonic()
+            if expect is not None and len(records) >= expect:
+                break
+            if expect is None and time.monotonic() - quiet_since > settle:
+                break
+        return records
+    finally:
+        await consumer.stop()

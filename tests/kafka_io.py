@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterable
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord
 
 from shared.config import Settings
-from shared.kafka import ensure_topics, make_producer
+from shared.kafka import ensure_topics, make_producer, read_all
 
 
 async def produce(
@@ -34,37 +33,8 @@ async def read_topic(
     timeout: float = 60.0,
     settle: float = 1.0,
 ) -> list[ConsumerRecord]:
-    """Every record of `topic` from the beginning: until `expect` records arrived, or (with
-    expect=None) until nothing new came for `settle` seconds."""
     await ensure_topics(settings.kafka, [topic])
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    await consumer.start()
-    try:
-        partitions = sorted(consumer.partitions_for_topic(topic) or [])
-        tps = [TopicPartition(topic, p) for p in partitions]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        records: list[ConsumerRecord] = []
-        deadline = time.monotonic() + timeout
-        quiet_since = time.monotonic()
-        while time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=200, max_records=10_000)
-            got = [r for rs in batch.values() for r in rs]
-            records += got
-            if got:
-                quiet_since = time.monotonic()
-            if expect is not None and len(records) >= expect:
-                break
-            if expect is None and time.monotonic() - quiet_since > settle:
-                break
-        return records
-    finally:
-        await consumer.stop()
+    return await read_all(settings.kafka, topic, expect=expect, timeout=timeout, settle=settle)
 
 
 def header(record: ConsumerRecord, name: str) -> str | None:

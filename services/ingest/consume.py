@@ -128,6 +128,15 @@ class Ingest:
             if outcome.path is not None:
                 headers.append(("path", outcome.path.encode("utf-8", "replace")))
             headers += [(f"original_{k}", v) for k, v in record.headers or ()]
+            log.info(
+                "ingest.rejected",
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                reason=outcome.reason,
+                path=outcome.path,
+                key=record.key.decode("utf-8", "replace")[:128] if record.key else None,
+            )
             return (topics.dlq, record.key, record.value, headers), "dlq:" + outcome.reason
         signal: Outgoing = (topics.signals, outcome.account_id.encode(), encode_signal(outcome), [])
         return signal, "signal:" + source

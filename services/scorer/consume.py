@@ -338,9 +338,24 @@ class Scorer:
         committed = self.clock().timestamp()
         for t in event_times:
             self.metrics.freshness.observe(max(committed - t, 0.0))
+        self._record_history(batch)
+        self._trim_cache()
+
+    def _record_history(self, batch: Batch) -> None:
         for row in batch.history:
             self.metrics.history.labels(row["cause"]).inc()
-        self._trim_cache()
+            if row["old_band"] is not None and row["old_band"] != row["new_band"]:
+                log.info(
+                    "scorer.band_changed",
+                    account_id=row["account_id"],
+                    objective=row["objective"],
+                    model_role=row["model_role"],
+                    old_band=row["old_band"],
+                    new_band=row["new_band"],
+                    score=row["new_score"],
+                    cause=row["cause"],
+                    signal_ids=row["signal_ids"][:5],
+                )
 
     async def _dead_letter(
         self, producer: AIOKafkaProducer, messages: list[Any], now: datetime
@@ -380,8 +395,7 @@ class Scorer:
             self._rescore_into(batch, account_id, entries[account_id], now, "time", [])
         await store.write_batch(self.engine, self.cfg.group_id, batch, now)
         self.metrics.swept.inc(len(due))
-        for row in batch.history:
-            self.metrics.history.labels(row["cause"]).inc()
+        self._record_history(batch)
         return len(due)
 
     # --- the loop -----------------------------------------------------------------------

@@ -140,6 +140,7 @@ class World:
         k = self.intensity
         events: list[tuple[str, dict[str, Any]]] = []
         counter = 0
+        date = day_start.date().isoformat()  # ids stay the same when a run is repeated
 
         def emit(kind: str, **fields: Any) -> None:
             nonlocal counter
@@ -149,7 +150,7 @@ class World:
                 (
                     at.isoformat(),
                     {
-                        "event_id": f"{account.account_id}-{day}-{counter}",
+                        "event_id": f"{account.account_id}-{date}-{counter}",
                         "account_id": account.account_id,
                         "occurred_at": at.isoformat(),
                         "type": kind,

@@ -1,0 +1,200 @@
+"""Operations: metrics lint, alert rules and their unit tests, deploy files, DLQ tooling."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+import yaml
+
+from shared.config import Settings
+from shared.devstack import free_port
+from tests.integration.conftest import healthscore_argv, run_cli, settings_env
+from tests.integration.scorer_support import produce_signals, simulated_signals
+from tests.kafka_io import header, produce, read_topic
+from tests.samples import valid_events
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _promtool(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        ["promtool", *args], input=stdin, capture_output=True, check=False, cwd=ROOT
+    )
+
+
+async def _scrape(port: int, deadline: float, ready: str) -> bytes:
+    async with httpx.AsyncClient() as client:
+        while True:
+            try:
+                body = (await client.get(f"http://127.0.0.1:{port}/metrics")).content
+                if ready.encode() in body:
+                    return body
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, f"no {ready} on :{port}"
+            await __import__("asyncio").sleep(0.3)
+
+
+async def test_every_service_exposes_lint_clean_metrics_that_rules_and_dashboard_use(
+    settings: Settings,
+) -> None:
+    events = valid_events(datetime.now(UTC))
+    await produce(
+        settings,
+        settings.kafka.topics.usage,
+        [(b"acc-1", orjson.dumps(events["session_started"])), (None, b"not json")],
+    )
+    await produce_signals(settings, simulated_signals(5, 5, seed=1))
+    ports = {"ingest": free_port(), "scorer": free_port(), "api": free_port()}
+    env = settings_env(settings)
+    env.update(
+        HEALTHSCORE_INGEST__METRICS_PORT=str(ports["ingest"]),
+        HEALTHSCORE_SCORER__METRICS_PORT=str(ports["scorer"]),
+        HEALTHSCORE_API__PORT=str(ports["api"]),
+    )
+    procs = [
+        subprocess.Popen(
+            healthscore_argv(name), env=env, stderr=subprocess.DEVNULL, start_new_session=True
+        )
+        for name in ports
+    ]
+    try:
+        deadline = time.monotonic() + 60
+        exposed = {
+            "ingest": await _scrape(ports["ingest"], deadline, "ingest_dlq_records_total{"),
+            "scorer": await _scrape(ports["scorer"], deadline, "healthscore_scorer_accounts{"),
+            "api": await _scrape(ports["api"], deadline, "healthscore_api_requests_total{"),
+        }
+        for name, port in ports.items():
+            health = httpx.get(f"http://127.0.0.1:{port}/healthz")
+            assert health.status_code == 200, name
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        codes = {name: proc.wait(30) for name, proc in zip(ports, procs, strict=True)}
+        # workers drain and exit 0; uvicorn re-raises SIGTERM after its graceful shutdown
+        assert codes == {"ingest": 0, "scorer": 0, "api": -signal.SIGTERM}
+    names: set[str] = set()
+    for service, body in exposed.items():
+        lint = _promtool("check", "metrics", stdin=body)
+        assert lint.returncode == 0 and not lint.stdout.strip(), (service, lint.stdout)
+        assert b"_created" not in body
+        names |= set(re.findall(rb"^(healthscore_\w+?)(?:_bucket|_count|_sum)?[{ ]", body, re.M))
+    exposed_names = {n.decode() for n in names}
+    referenced = set(
+        re.findall(
+            r"healthscore_[a-z_]+",
+            (
+                (ROOT / "deploy/prometheus/alerts.yml").read_text()
+                + (ROOT / "deploy/grafana/dashboards/account-health.json").read_text()
+            ),
+        )
+    )
+    referenced = {re.sub(r"_(bucket|count|sum)$", "", n) for n in referenced}
+    assert referenced <= exposed_names, referenced - exposed_names
+    readme = (ROOT / "README.md").read_text()
+    assert all(f"`{n}`" in readme or n in readme for n in exposed_names), exposed_names
+
+
+def test_alert_rules_are_valid_and_their_unit_tests_pass() -> None:
+    check = _promtool("check", "rules", "deploy/prometheus/alerts.yml")
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert b"SUCCESS: 8 rules found" in check.stdout
+    unit = _promtool("test", "rules", "tests/promtool/alerts_test.yml")
+    assert unit.returncode == 0, unit.stdout + unit.stderr
+    assert b"SUCCESS" in unit.stdout
+    config = _promtool("check", "config", "deploy/prometheus/prometheus.yml")
+    assert config.returncode == 0, config.stdout + config.stderr
+
+
+def test_compose_file_is_valid_and_has_the_production_shape() -> None:
+    env = {"POSTGRES_PASSWORD": "x", "PATH": "/usr/bin:/bin:/usr/local/bin"}
+    result = subprocess.run(
+        ["docker-compose", "-f", "docker-compose.yml", "config"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert {
+        "kafka",
+        "postgres",
+        "migrate",
+        "ingest",
+        "scorer-1",
+        "scorer-2",
+        "api",
+        "prometheus",
+        "grafana",
+        "simulator",
+    } <= set(services)
+    assert services["simulator"]["profiles"] == ["simulator"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "USER healthscore" in dockerfile and dockerfile.count("FROM ") == 2
+
+
+def test_kubernetes_manifests_are_complete() -> None:
+    documents = [
+        d
+        for f in sorted((ROOT / "deploy/k8s").glob("*.yaml"))
+        for d in yaml.safe_load_all(f.read_text())
+        if d
+    ]
+    for doc in documents:
+        assert doc["apiVersion"] and doc["kind"] and doc["metadata"]["name"]
+    deployments = {d["metadata"]["name"]: d for d in documents if d["kind"] == "Deployment"}
+    assert set(deployments) == {"healthscore-ingest", "healthscore-scorer", "healthscore-api"}
+    budgets = {
+        d["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]
+        for d in documents
+        if d["kind"] == "PodDisruptionBudget"
+    }
+    for name, deployment in deployments.items():
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert container["resources"]["requests"]["cpu"]
+        assert {r for ref in container["envFrom"] for r in ref} == {"configMapRef", "secretRef"}
+        assert name.removeprefix("healthscore-") in budgets
+
+
+async def test_dead_letters_can_be_listed_and_replayed(settings: Settings) -> None:
+    good = valid_events(datetime.now(UTC))["session_started"]
+    broken = orjson.dumps({**good, "duration_seconds": "long"})
+    await produce(settings, settings.kafka.topics.usage, [(b"acc-1", broken), (b"acc-2", b"{oops")])
+    proc = subprocess.Popen(
+        healthscore_argv("ingest"),
+        env=settings_env(settings),
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        assert len(await read_topic(settings, settings.kafka.topics.dlq, expect=2)) == 2
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    listed = [
+        orjson.loads(line)
+        for line in run_cli(settings, "dlq", "list", "--reason", "schema_violation").splitlines()
+    ]
+    assert len(listed) == 1
+    assert listed[0]["path"] == "duration_seconds" and listed[0]["key"] == "acc-1"
+    assert listed[0]["source_topic"] == settings.kafka.topics.usage
+    assert "dry run: 1" in run_cli(settings, "dlq", "replay", "--reason", "schema_violation")
+    position = f"{listed[0]['dlq_partition']}:{listed[0]['dlq_offset']}"
+    assert "replayed 1" in run_cli(settings, "dlq", "replay", "--offset", position, "--yes")
+    raw = await read_topic(settings, settings.kafka.topics.usage, expect=3)
+    replayed = [r for r in raw if header(r, "replayed_from")]
+    assert [(r.key, r.value) for r in replayed] == [(b"acc-1", broken)]
