@@ -23,7 +23,7 @@ from common import infrastructure, report, run
 
 from services.api.auth import hash_token
 from services.scorer import store
-from services.scorer.rescore import AccountEntry, rescore
+from services.scorer.rescore import AccountEntry, account_row, rescore
 from shared.db import create_engine
 from shared.scoring.state import AccountState, Fact
 from tests.integration.conftest import settings_env
@@ -58,15 +58,7 @@ async def seed(settings) -> None:  # type: ignore[no-untyped-def]
             batch.scores += rows.scores
             batch.history += rows.history
             batch.accounts.append(
-                {
-                    "account_id": account_id,
-                    "partition": 0,
-                    "state": entry.state.to_json(),
-                    "segment": evaluation.segment,
-                    "tier": entry.state.attribute("tier"),
-                    "industry": entry.state.attribute("industry"),
-                    "updated_at": now,
-                }
+                account_row(account_id, entry, now, now.timestamp(), evaluation.segment)
             )
         await store.write_batch(engine, "bench", batch, now)
     await engine.dispose()

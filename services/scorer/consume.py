@@ -15,7 +15,7 @@ import contextlib
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.scorer import store
-from services.scorer.rescore import AccountEntry, rescore
+from services.scorer.rescore import AccountEntry, account_row, rescore
 from services.scorer.store import Batch
 from shared.config import Settings
 from shared.errors import FencedOut
@@ -240,25 +240,6 @@ class Scorer:
 
     # --- one batch ----------------------------------------------------------------------
 
-    def _account_rows(
-        self, account_id: str, entry: AccountEntry, now: datetime, next_review: float, segment: str
-    ) -> dict[str, Any]:
-        state = entry.state
-        return {
-            "account_id": account_id,
-            "name": state.attribute("name"),
-            "industry": state.attribute("industry"),
-            "region": state.attribute("region"),
-            "tier": state.attribute("tier"),
-            "lifecycle_stage": state.attribute("lifecycle_stage"),
-            "segment": segment,
-            "partition": entry.partition,
-            "state": state.to_json(),
-            "last_event_at": datetime.fromtimestamp(state.newest, UTC) if state.newest else None,
-            "next_review_at": datetime.fromtimestamp(next_review, UTC),
-            "updated_at": now,
-        }
-
     def _rescore_into(
         self,
         batch: Batch,
@@ -279,9 +260,7 @@ class Scorer:
             changes_topic=self.settings.kafka.topics.changes,
         )
         batch.accounts.append(
-            self._account_rows(
-                account_id, entry, now, evaluation.next_review_at, evaluation.segment
-            )
+            account_row(account_id, entry, now, evaluation.next_review_at, evaluation.segment)
         )
         batch.scores += rows.scores
         batch.history += rows.history

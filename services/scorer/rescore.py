@@ -60,6 +60,27 @@ def _ts(t: float) -> datetime:
     return datetime.fromtimestamp(t, UTC)
 
 
+def account_row(
+    account_id: str, entry: AccountEntry, now: datetime, next_review: float, segment: str
+) -> dict[str, Any]:
+    """The `accounts` row: attributes for filtering, segment, partition and state."""
+    state = entry.state
+    return {
+        "account_id": account_id,
+        "name": state.attribute("name"),
+        "industry": state.attribute("industry"),
+        "region": state.attribute("region"),
+        "tier": state.attribute("tier"),
+        "lifecycle_stage": state.attribute("lifecycle_stage"),
+        "segment": segment,
+        "partition": entry.partition,
+        "state": state.to_json(),
+        "last_event_at": _ts(state.newest) if state.newest else None,
+        "next_review_at": _ts(next_review),
+        "updated_at": now,
+    }
+
+
 def change_event(
     *,
     account_id: str,

@@ -70,30 +70,11 @@ def infra() -> Iterator[Infra]:
             broker.stop()
 
 
-def _psql(database: DatabaseSettings, sql: str) -> None:
+def _create_template(database: DatabaseSettings) -> None:
     import asyncio
 
-    import asyncpg
-
-    async def run() -> None:
-        conn = await asyncpg.connect(
-            host=database.host,
-            port=database.port,
-            user=database.user,
-            password=database.password.get_secret_value(),
-            database=database.name,
-        )
-        try:
-            await conn.execute(sql)
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
-
-
-def _create_template(database: DatabaseSettings) -> None:
-    _psql(database, f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}"')
-    _psql(database, f'CREATE DATABASE "{TEMPLATE_DB}"')
+    asyncio.run(_admin(database, f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}"'))
+    asyncio.run(_admin(database, f'CREATE DATABASE "{TEMPLATE_DB}"'))
     migrate(database, name=TEMPLATE_DB)
 
 

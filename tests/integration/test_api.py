@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.api.app import create_app
 from services.api.auth import hash_token
 from services.scorer import store
-from services.scorer.rescore import AccountEntry, rescore
+from services.scorer.rescore import AccountEntry, account_row, rescore
 from shared.config import ApiToken, Settings
 from shared.scoring.state import AccountState, Fact
 from tests.integration.scorer_support import MODEL, simulated_signals
@@ -51,22 +51,8 @@ async def seed(settings: Settings, engine: AsyncEngine, accounts: int = 40) -> l
             )
             batch.history += rows.history
         batch.scores += rows.scores
-        state = entry.state
         batch.accounts.append(
-            {
-                "account_id": account_id,
-                "name": state.attribute("name"),
-                "industry": state.attribute("industry"),
-                "region": state.attribute("region"),
-                "tier": state.attribute("tier"),
-                "lifecycle_stage": state.attribute("lifecycle_stage"),
-                "segment": evaluation.segment,
-                "partition": 0,
-                "state": state.to_json(),
-                "last_event_at": now,
-                "next_review_at": now,
-                "updated_at": now,
-            }
+            account_row(account_id, entry, now, now.timestamp(), evaluation.segment)
         )
     await store.write_batch(engine, "seed", batch, now)
     return sorted(entries)

@@ -21,7 +21,7 @@ from tests.integration.scorer_support import produce_signals, simulated_signals
 from tests.kafka_io import header, produce, read_topic
 from tests.samples import valid_events
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+SESSION_LOOP = pytest.mark.asyncio(loop_scope="session")
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -44,6 +44,7 @@ async def _scrape(port: int, deadline: float, ready: str) -> bytes:
             await __import__("asyncio").sleep(0.3)
 
 
+@SESSION_LOOP
 async def test_every_service_exposes_lint_clean_metrics_that_rules_and_dashboard_use(
     settings: Settings,
 ) -> None:
@@ -170,6 +171,7 @@ def test_kubernetes_manifests_are_complete() -> None:
         assert name.removeprefix("healthscore-") in budgets
 
 
+@SESSION_LOOP
 async def test_dead_letters_can_be_listed_and_replayed(settings: Settings) -> None:
     good = valid_events(datetime.now(UTC))["session_started"]
     broken = orjson.dumps({**good, "duration_seconds": "long"})

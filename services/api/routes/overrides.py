@@ -30,12 +30,44 @@ from shared.events import OverrideRevoked, OverrideSet, Signal, encode_signal
 router = APIRouter(prefix="/v1/accounts", tags=["overrides"])
 
 
-async def _signal(conn: AsyncConnection, topic: str, signal: Signal, now: datetime) -> None:
+async def _audit_and_signal(
+    conn: AsyncConnection,
+    request: Request,
+    *,
+    override_id: str,
+    account_id: str,
+    actor: str,
+    action: str,
+    payload: OverrideSet | OverrideRevoked,
+    now: datetime,
+) -> None:
+    """The audit row, and the signal the scorer applies (via the outbox, same transaction)."""
+    data = payload.model_dump(mode="json")
+    await conn.execute(
+        insert(OverrideAuditRow).values(
+            override_id=override_id,
+            account_id=account_id,
+            action=action,
+            actor=actor,
+            at=now,
+            detail=data,
+        )
+    )
+    kind = "override_set" if action == "created" else "override_revoked"
+    signal = Signal(
+        signal_id=f"{kind}-{override_id}",
+        account_id=account_id,
+        occurred_at=now,
+        source="api",
+        kind=kind,
+        data=data,
+        ingested_at=now,
+    )
     await conn.execute(
         insert(OutboxRow).values(
             event_id=signal.signal_id,
-            topic=topic,
-            key=signal.account_id,
+            topic=request.app.state.settings.kafka.topics.signals,
+            key=account_id,
             payload=encode_signal(signal),
             content_type="application/json",
             created_at=now,
@@ -99,29 +131,15 @@ async def create_override(
                 expires_at=body.expires_at,
             )
         )
-        await conn.execute(
-            insert(OverrideAuditRow).values(
-                override_id=override_id,
-                account_id=account_id,
-                action="created",
-                actor=caller.name,
-                at=now,
-                detail=payload.model_dump(mode="json"),
-            )
-        )
-        await _signal(
+        await _audit_and_signal(
             conn,
-            settings.kafka.topics.signals,
-            Signal(
-                signal_id=f"override-set-{override_id}",
-                account_id=account_id,
-                occurred_at=now,
-                source="api",
-                kind="override_set",
-                data=payload.model_dump(mode="json"),
-                ingested_at=now,
-            ),
-            now,
+            request,
+            override_id=override_id,
+            account_id=account_id,
+            actor=caller.name,
+            action="created",
+            payload=payload,
+            now=now,
         )
     return OverrideAcceptedResponse(override_id=override_id)
 
@@ -156,7 +174,6 @@ async def revoke_override(
     reason: Annotated[str, Query(max_length=1000, pattern=NO_CONTROL)] = "",
 ) -> OverrideAcceptedResponse:
     """Revoke an override; the revocation is audited and sent to the scorer as a signal."""
-    settings = request.app.state.settings
     now = datetime.now(UTC)
     engine: AsyncEngine = request.app.state.engine
     async with engine.begin() as conn:
@@ -177,30 +194,15 @@ async def revoke_override(
             .where(OverrideRow.override_id == override_id)
             .values(revoked_at=now, revoked_by=caller.name, revoke_reason=reason)
         )
-        payload = OverrideRevoked(override_id=override_id, author=caller.name, reason=reason)
-        await conn.execute(
-            insert(OverrideAuditRow).values(
-                override_id=override_id,
-                account_id=account_id,
-                action="revoked",
-                actor=caller.name,
-                at=now,
-                detail=payload.model_dump(mode="json"),
-            )
-        )
-        await _signal(
+        await _audit_and_signal(
             conn,
-            settings.kafka.topics.signals,
-            Signal(
-                signal_id=f"override-revoked-{override_id}",
-                account_id=account_id,
-                occurred_at=now,
-                source="api",
-                kind="override_revoked",
-                data=payload.model_dump(mode="json"),
-                ingested_at=now,
-            ),
-            now,
+            request,
+            override_id=override_id,
+            account_id=account_id,
+            actor=caller.name,
+            action="revoked",
+            payload=OverrideRevoked(override_id=override_id, author=caller.name, reason=reason),
+            now=now,
         )
     return OverrideAcceptedResponse(
         override_id=override_id, detail="revoked; the scorer applies it within seconds"
