@@ -38,7 +38,16 @@ class FactorResult(NamedTuple):
     last_data_at: float | None
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(zip(self._fields, self, strict=True))
+        return {
+            "factor": self[0],
+            "group": self[1],
+            "raw": self[2],
+            "sub_score": self[3],
+            "weight": self[4],
+            "contribution": self[5],
+            "status": self[6],
+            "last_data_at": self[7],
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -339,8 +348,10 @@ def contributions(factors: Iterable[FactorResult | dict[str, Any]]) -> Contribut
     """factor -> (contribution, sub-score): all a later `top_movers` needs of a score."""
     compact: Contributions = {}
     for f in factors:
-        row = f.as_dict() if isinstance(f, FactorResult) else f
-        compact[row["factor"]] = (row["contribution"], row["sub_score"])
+        if isinstance(f, FactorResult):
+            compact[f.factor] = (f.contribution, f.sub_score)
+        else:
+            compact[f["factor"]] = (f["contribution"], f["sub_score"])
     return compact
 
 
