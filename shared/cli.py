@@ -122,7 +122,9 @@ def simulate(
     seed: Annotated[int, typer.Option(help="random seed: same seed, same events")] = 7,
     history_days: Annotated[int, typer.Option(help="days back-filled before going live")] = 30,
     day_seconds: Annotated[float, typer.Option(help="wall seconds per simulated day")] = 60.0,
-    rate: Annotated[float, typer.Option(help="max events per second (0 = unlimited)")] = 2000.0,
+    rate: Annotated[
+        float, typer.Option(help="max events per second once live (0 = unlimited)")
+    ] = 2000.0,
     malformed_fraction: Annotated[float, typer.Option(help="share of broken records")] = 0.01,
     max_events: Annotated[int | None, typer.Option(help="stop after this many")] = None,
     intensity: Annotated[float, typer.Option(help="event volume multiplier")] = 1.0,
@@ -156,7 +158,7 @@ def simulate(
         seed,
         accounts,
         start=today - timedelta(days=history_days),
-        days=history_days + 365,
+        days=max(history_days * 3, 30),  # trajectories turn within the first few weeks
         intensity=intensity,
     )
     produced = run_until_signalled(

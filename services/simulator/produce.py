@@ -1,6 +1,7 @@
 """Drive a World onto the raw topics (live), or into files (events JSONL + outcomes CSV).
 
-Live mode first back-fills `history_days` of events with their own past event times, then keeps
+Live mode first back-fills `history_days` of events with their own past event times (as fast
+as the broker takes them; `rate` applies to the live phase), then keeps
 going in real time: every `day_seconds` of wall time the world advances one day and that day's
 events are produced with event times spread over the interval, so trajectories (declines,
 shocks, silences) play out in minutes. Everything is deterministic for a seed except the wall
@@ -98,7 +99,7 @@ async def produce_live(
     producer = make_producer(settings.kafka)
     await producer.start()
     rng = random.Random(f"{world.seed}:malformed")
-    limiter = RateLimiter(rate)
+    limiter = RateLimiter(0)  # the back-fill goes as fast as it can; `rate` paces the live days
     produced = 0
     pending: list[asyncio.Future[Any]] = []
 
@@ -124,6 +125,7 @@ async def produce_live(
                 return produced
             await send(event)
         log.info("simulate.history_done", events=produced, days=history_days)
+        limiter = RateLimiter(rate)
         day = history_days
         while not stop.is_set() and (max_events is None or produced < max_events):
             began = datetime.now(UTC)
