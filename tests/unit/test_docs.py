@@ -52,6 +52,8 @@ def test_openapi_document_in_docs_is_current() -> None:
         for method, operation in operations.items():
             for status, response in operation["responses"].items():
                 assert response.get("description"), (method, path, status)
+                bodies = response.get("content", {}).values()
+                assert any("example" in b for b in bodies), ("no example", method, path, status)
 
 
 def test_asyncapi_document_names_every_topic() -> None:

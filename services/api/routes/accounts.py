@@ -11,6 +11,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from sqlalchemy import ColumnElement, and_, func, literal, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.api import examples
 from services.api.auth import Reader
 from services.api.problems import Problem, problem_responses
 from services.api.schemas import (
@@ -98,7 +99,11 @@ def _epoch_to_iso(value: float | None) -> str | None:
     return None if value is None else datetime.fromtimestamp(value, UTC).isoformat()
 
 
-@router.get("/{account_id}/health", response_model=AccountHealthResponse, responses=READ_ERRORS)
+@router.get(
+    "/{account_id}/health",
+    response_model=AccountHealthResponse,
+    responses={**READ_ERRORS, **examples.ok(examples.HEALTH)},
+)
 async def get_health(request: Request, account_id: AccountId, caller: Reader) -> Response:
     """Every objective's score, band, confidence and explanation for one account."""
     # The hottest read: one round trip that PostgreSQL answers as JSON, straight to bytes.
@@ -145,7 +150,9 @@ async def get_health(request: Request, account_id: AccountId, caller: Reader) ->
     return Response(orjson.dumps(body), media_type="application/json")
 
 
-@router.get("/{account_id}/health/history", responses=READ_ERRORS)
+@router.get(
+    "/{account_id}/health/history", responses={**READ_ERRORS, **examples.ok(examples.HISTORY)}
+)
 async def get_history(
     request: Request,
     account_id: AccountId,
@@ -207,7 +214,9 @@ SortKey = Literal["score", "-score", "change", "-change", "updated", "-updated"]
 STALE = text("jsonb_path_exists(scores.explanation, '$.freshness.* ? (@.stale == true)')")
 
 
-@router.get("", responses=problem_responses(400, 401, 403, 422))
+@router.get(
+    "", responses={**problem_responses(400, 401, 403, 422), **examples.ok(examples.ACCOUNTS)}
+)
 async def list_accounts(
     request: Request,
     caller: Reader,

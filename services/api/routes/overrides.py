@@ -15,6 +15,7 @@ from fastapi import APIRouter, Path, Query, Request, status
 from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.api import examples
 from services.api.auth import Reader, Writer
 from services.api.problems import Problem, problem_responses
 from services.api.routes.accounts import AccountId, override_response
@@ -87,7 +88,10 @@ async def _account_exists(conn: AsyncConnection, account_id: str) -> None:
 @router.post(
     "/{account_id}/overrides",
     status_code=status.HTTP_202_ACCEPTED,
-    responses=problem_responses(400, 401, 403, 404, 413, 422),
+    responses={
+        **problem_responses(400, 401, 403, 404, 413, 422),
+        **examples.ok(examples.ACCEPTED, 202),
+    },
 )
 async def create_override(
     request: Request, account_id: AccountId, body: OverrideRequest, caller: Writer
@@ -144,7 +148,10 @@ async def create_override(
     return OverrideAcceptedResponse(override_id=override_id)
 
 
-@router.get("/{account_id}/overrides", responses=problem_responses(401, 403, 404, 422))
+@router.get(
+    "/{account_id}/overrides",
+    responses={**problem_responses(401, 403, 404, 422), **examples.ok([examples.OVERRIDE])},
+)
 async def list_overrides(
     request: Request, account_id: AccountId, caller: Reader
 ) -> list[OverrideResponse]:
@@ -164,7 +171,10 @@ async def list_overrides(
 @router.delete(
     "/{account_id}/overrides/{override_id}",
     status_code=status.HTTP_202_ACCEPTED,
-    responses=problem_responses(401, 403, 404, 409, 422),
+    responses={
+        **problem_responses(401, 403, 404, 409, 422),
+        **examples.ok(examples.ACCEPTED, 202),
+    },
 )
 async def revoke_override(
     request: Request,

@@ -1,0 +1,139 @@
+"""Example response bodies for the OpenAPI document (one per successful response)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+FACTOR = {
+    "factor": "login_frequency",
+    "group": "usage",
+    "raw": 27.4,
+    "sub_score": 84.6,
+    "weight": 0.12,
+    "contribution": 11.3,
+    "status": "ok",
+    "last_data_at": 1795500000.0,
+}
+OVERRIDE = {
+    "override_id": "3f1c8c1e-5b7a-4d5e-9a51-0d7c3c1b2a10",
+    "account_id": "acc-000042",
+    "action": "pin",
+    "objective": "churn_risk",
+    "value": 20.0,
+    "reason": "renewal call went badly",
+    "author": "csm@example.com",
+    "created_at": "2026-11-24T09:30:00Z",
+    "expires_at": "2026-12-24T00:00:00Z",
+    "status": "active",
+    "revoked_at": None,
+    "revoked_by": None,
+    "revoke_reason": None,
+}
+HEALTH = {
+    "account_id": "acc-000042",
+    "name": "Acme Health",
+    "industry": "healthcare",
+    "region": "emea",
+    "tier": "enterprise",
+    "lifecycle_stage": "mature",
+    "segment": "enterprise",
+    "last_event_at": "2026-11-24T09:12:00Z",
+    "updated_at": "2026-11-24T09:12:01Z",
+    "freshness": {
+        "usage": {"last_data_at": "2026-11-24T09:12:00Z", "stale": False},
+        "support": {"last_data_at": "2026-11-20T15:00:00Z", "stale": False},
+        "billing": {"last_data_at": "2026-09-15T00:00:00Z", "stale": True},
+    },
+    "objectives": [
+        {
+            "objective": "churn_risk",
+            "model_role": "active",
+            "model_version": "default@5ea8e56d6c7e",
+            "score": 35.0,
+            "band": "at_risk",
+            "confidence": 0.83,
+            "weighted_score": 48.2,
+            "factors": [FACTOR],
+            "caps": [
+                {
+                    "factor": "days_since_last_use",
+                    "max": 35.0,
+                    "reason": "nobody has used the product for about two weeks",
+                }
+            ],
+            "overrides": [],
+            "evaluated_at": "2026-11-24T09:12:01Z",
+            "changed_at": "2026-11-23T06:00:00Z",
+        }
+    ],
+    "active_overrides": [],
+}
+HISTORY = {
+    "account_id": "acc-000042",
+    "items": [
+        {
+            "id": 981,
+            "objective": "churn_risk",
+            "model_role": "active",
+            "model_version": "default@5ea8e56d6c7e",
+            "at": "2026-11-23T06:00:00Z",
+            "old_score": 71.2,
+            "new_score": 35.0,
+            "old_band": "healthy",
+            "new_band": "at_risk",
+            "cause": "time",
+            "top_movers": [
+                {
+                    "factor": "days_since_last_use",
+                    "group": "usage",
+                    "delta": -14.1,
+                    "old_contribution": 15.2,
+                    "new_contribution": 1.1,
+                    "old_sub_score": 98.0,
+                    "new_sub_score": 7.0,
+                    "status": "ok",
+                }
+            ],
+            "signal_ids": [],
+        }
+    ],
+    "next_cursor": "WyIyMDI2LTExLTIzVDA2OjAwOjAwKzAwOjAwIiw5ODFd",
+}
+ACCOUNTS = {
+    "items": [
+        {
+            "account_id": "acc-000042",
+            "name": "Acme Health",
+            "industry": "healthcare",
+            "tier": "enterprise",
+            "region": "emea",
+            "segment": "enterprise",
+            "objective": "churn_risk",
+            "score": 35.0,
+            "band": "at_risk",
+            "confidence": 0.83,
+            "change": -36.2,
+            "changed_at": "2026-11-23T06:00:00Z",
+            "stale_sources": ["billing"],
+        }
+    ],
+    "next_cursor": None,
+}
+ACCEPTED = {
+    "override_id": "3f1c8c1e-5b7a-4d5e-9a51-0d7c3c1b2a10",
+    "status": "accepted",
+    "detail": "recorded; the scorer applies it within seconds",
+}
+MODELS = {
+    "models": [
+        {
+            "role": "active",
+            "version": "default@5ea8e56d6c7e",
+            "definition": {"name": "default", "objectives": {"churn_risk": {}}},
+        }
+    ]
+}
+
+
+def ok(example: Any, status: int = 200) -> dict[int | str, dict[str, Any]]:
+    return {status: {"content": {"application/json": {"example": example}}}}
