@@ -14,12 +14,10 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 
 from services.api.problems import Problem
 from shared.config import ApiToken
-
-_bearer = HTTPBearer(auto_error=False, description="a token issued with `healthscore token`")
 
 
 @dataclass(frozen=True)
@@ -47,25 +45,30 @@ def identify(token: str, configured: list[ApiToken]) -> Caller | None:
     return found
 
 
-def require(scope: str):  # type: ignore[no-untyped-def]
-    """A dependency: the caller, who must hold `scope`."""
+class BearerScope(HTTPBearer):
+    """One dependency that both documents the bearer scheme in OpenAPI and checks the token
+    and its scope (a single dependency keeps the per-request overhead low)."""
 
-    async def dependency(
-        request: Request,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    ) -> Caller:
+    def __init__(self, scope: str) -> None:
+        super().__init__(
+            auto_error=False,
+            scheme_name="bearer",
+            description="a token issued with `healthscore token`",
+        )
+        self.scope = scope
+
+    async def __call__(self, request: Request) -> Caller:  # type: ignore[override]
         challenge = {"WWW-Authenticate": 'Bearer realm="account-health"'}
-        if credentials is None or credentials.scheme.lower() != "bearer":
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
             raise Problem(401, "a bearer token is required", headers=challenge)
-        caller = identify(credentials.credentials, request.app.state.settings.api.tokens)
+        caller = identify(token.strip(), request.app.state.settings.api.tokens)
         if caller is None:
             raise Problem(401, "the bearer token is not valid", headers=challenge)
-        if scope not in caller.scopes:
-            raise Problem(403, f"the token '{caller.name}' lacks the '{scope}' scope")
+        if self.scope not in caller.scopes:
+            raise Problem(403, f"the token '{caller.name}' lacks the '{self.scope}' scope")
         return caller
 
-    return dependency
 
-
-Reader = Annotated[Caller, Depends(require("read"))]
-Writer = Annotated[Caller, Depends(require("write"))]
+Reader = Annotated[Caller, Depends(BearerScope("read"))]
+Writer = Annotated[Caller, Depends(BearerScope("write"))]

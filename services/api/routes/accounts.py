@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import orjson
@@ -73,30 +73,36 @@ def override_response(row: Any, now: datetime) -> OverrideResponse:
     )
 
 
+# The hottest read, answered by PostgreSQL as the finished JSON document in one round trip.
 HEALTH_SQL = """
-SELECT a.account_id, a.name, a.industry, a.region, a.tier, a.lifecycle_stage, a.segment,
-       a.last_event_at, a.updated_at,
-       (SELECT coalesce(json_agg(json_build_object(
-                   'objective', s.objective, 'model_role', s.model_role,
-                   'model_version', s.model_version, 'score', s.score, 'band', s.band,
-                   'confidence', s.confidence, 'explanation', s.explanation,
-                   'evaluated_at', s.evaluated_at, 'changed_at', s.changed_at)
-               ORDER BY s.model_role, s.objective), '[]')
-        FROM scores s WHERE s.account_id = a.account_id) AS scores,
-       (SELECT coalesce(json_agg(o ORDER BY o.created_at), '[]')
-        FROM overrides o WHERE o.account_id = a.account_id AND o.revoked_at IS NULL
-          AND o.expires_at > now()) AS overrides
+SELECT json_build_object(
+  'account_id', a.account_id, 'name', a.name, 'industry', a.industry, 'region', a.region,
+  'tier', a.tier, 'lifecycle_stage', a.lifecycle_stage, 'segment', a.segment,
+  'last_event_at', a.last_event_at, 'updated_at', a.updated_at,
+  'freshness', coalesce((
+    SELECT jsonb_object_agg(f.key, jsonb_build_object(
+             'last_data_at', to_timestamp((f.value->>'last_data_at')::float8),
+             'stale', f.value->'stale'))
+    FROM jsonb_each((SELECT s.explanation->'freshness' FROM scores s
+                     WHERE s.account_id = a.account_id LIMIT 1)) AS f), '{}'::jsonb),
+  'objectives', (
+    SELECT coalesce(json_agg(json_build_object(
+             'objective', s.objective, 'model_role', s.model_role,
+             'model_version', s.model_version, 'score', s.score, 'band', s.band,
+             'confidence', s.confidence, 'weighted_score', s.explanation->'model_score',
+             'factors', coalesce(s.explanation->'factors', '[]'::jsonb),
+             'caps', coalesce(s.explanation->'caps', '[]'::jsonb),
+             'overrides', coalesce(s.explanation->'overrides', '[]'::jsonb),
+             'evaluated_at', s.evaluated_at, 'changed_at', s.changed_at)
+           ORDER BY s.model_role, s.objective), '[]')
+    FROM scores s WHERE s.account_id = a.account_id),
+  'active_overrides', (
+    SELECT coalesce(json_agg(to_jsonb(o) || '{"status": "active"}' ORDER BY o.created_at), '[]')
+    FROM overrides o WHERE o.account_id = a.account_id AND o.revoked_at IS NULL
+      AND o.expires_at > now())
+)::text
 FROM accounts a WHERE a.account_id = $1
 """
-
-
-def _json(value: Any) -> Any:
-    """json columns arrive decoded where the pool registered a codec, as text otherwise."""
-    return orjson.loads(value) if isinstance(value, str | bytes) else value
-
-
-def _epoch_to_iso(value: float | None) -> str | None:
-    return None if value is None else datetime.fromtimestamp(value, UTC).isoformat()
 
 
 @router.get(
@@ -106,48 +112,10 @@ def _epoch_to_iso(value: float | None) -> str | None:
 )
 async def get_health(request: Request, account_id: AccountId, caller: Reader) -> Response:
     """Every objective's score, band, confidence and explanation for one account."""
-    # The hottest read: one round trip that PostgreSQL answers as JSON, straight to bytes.
-    async with _engine(request).connect() as conn:
-        raw = await conn.get_raw_connection()
-        row = await raw.driver_connection.fetchrow(HEALTH_SQL, account_id)  # type: ignore[union-attr]
-    if row is None:
+    document = await request.app.state.reads.fetchval(HEALTH_SQL, account_id)
+    if document is None:
         raise Problem(404, f"no account {account_id!r}")
-    scores = _json(row["scores"])
-    freshness: dict[str, Any] = {}
-    objectives = []
-    for score in scores:
-        explanation = score.pop("explanation")
-        freshness = freshness or {
-            source: {"last_data_at": _epoch_to_iso(f["last_data_at"]), "stale": f["stale"]}
-            for source, f in explanation.get("freshness", {}).items()
-        }
-        score.update(
-            weighted_score=explanation.get("model_score"),
-            factors=explanation.get("factors", []),
-            caps=explanation.get("caps", []),
-            overrides=explanation.get("overrides", []),
-        )
-        objectives.append(score)
-    now = datetime.now(UTC)
-    overrides = []
-    for o in _json(row["overrides"]):
-        o["status"] = "active"
-        overrides.append(o)
-    body = {
-        "account_id": row["account_id"],
-        "name": row["name"],
-        "industry": row["industry"],
-        "region": row["region"],
-        "tier": row["tier"],
-        "lifecycle_stage": row["lifecycle_stage"],
-        "segment": row["segment"],
-        "last_event_at": row["last_event_at"],
-        "updated_at": row["updated_at"] or now,
-        "freshness": freshness,
-        "objectives": objectives,
-        "active_overrides": overrides,
-    }
-    return Response(orjson.dumps(body), media_type="application/json")
+    return Response(document, media_type="application/json")
 
 
 @router.get(
