@@ -1,8 +1,9 @@
 """The REST API: FastAPI on uvicorn. It reads what the scorer writes and never writes scores.
 
 `create_app(settings)` builds the app; its lifespan owns the SQLAlchemy engine and a plain
-asyncpg pool for the hottest read, and refuses to start on an unmigrated database. Two pure-ASGI middlewares wrap every request: one caps the
-body size (413 problem), one records request counts and latency by route template and status.
+asyncpg pool for the hottest read, and refuses to start on an unmigrated database. Two
+pure-ASGI middlewares wrap every request: one caps the body size (413 problem), one records
+request counts and latency by route template and status.
 """
 
 from __future__ import annotations
