@@ -1,0 +1,67 @@
+"""What the scorer records for a new evaluation: history, change events, shadow models."""
+
+from __future__ import annotations
+
+import yaml
+
+from services.scorer.rescore import AccountEntry, rescore
+from shared.config import DEFAULT_MODEL_PATH
+from shared.scoring.model import Model
+from tests.unit.test_scoring import DAY, MODEL, NOW, active_account
+
+
+def shadow_model() -> Model:
+    doc = yaml.safe_load(DEFAULT_MODEL_PATH.read_text())
+    doc["name"] = "candidate"
+    doc["objectives"]["churn_risk"]["groups"]["usage"] = 0.8
+    return Model.model_validate(doc)
+
+
+def score(entry: AccountEntry, at: float, models: dict[str, Model]):  # type: ignore[no-untyped-def]
+    return rescore(
+        models=models,
+        account_id="acc-1",
+        entry=entry,
+        at=at,
+        cause="signals",
+        signal_ids=["s1"],
+        history_min_delta=5.0,
+        changes_topic="changes",
+    )[0]
+
+
+def test_first_score_is_history_not_news_then_a_band_change_is_both() -> None:
+    entry = AccountEntry(active_account(), 0)
+    first = score(entry, NOW.timestamp(), {"active": MODEL})
+    assert {h["objective"] for h in first.history} == {"churn_risk", "expansion"}
+    assert all(h["old_band"] is None for h in first.history) and first.outbox == []
+    later = score(entry, NOW.timestamp() + 45 * DAY, {"active": MODEL})
+    churn = [h for h in later.history if h["objective"] == "churn_risk"]
+    assert [(h["old_band"], h["new_band"]) for h in churn] == [("healthy", "at_risk")]
+    assert churn[0]["top_movers"] and churn[0]["signal_ids"] == ["s1"]
+    assert len(later.outbox) >= 1
+    assert all(row["content_type"] == "application/cloudevents+json" for row in later.outbox)
+    again = score(entry, NOW.timestamp() + 45 * DAY + 60, {"active": MODEL})
+    assert again.history == [] and again.outbox == []  # nothing moved: nothing recorded
+
+
+def test_a_shadow_model_is_scored_and_stored_but_never_emits_change_events() -> None:
+    models = {"active": MODEL, "shadow": shadow_model()}
+    entry = AccountEntry(active_account(), 0)
+    score(entry, NOW.timestamp(), models)
+    later = score(entry, NOW.timestamp() + 45 * DAY, models)
+    roles = {row["model_role"] for row in later.scores}
+    assert roles == {"active", "shadow"}
+    shadow_history = [h for h in later.history if h["model_role"] == "shadow"]
+    assert shadow_history and shadow_history[0]["model_version"].startswith("candidate@")
+    events = later.outbox
+    assert events and all(b"candidate@" not in row["payload"] for row in events)
+    assert all(MODEL.version.encode() in row["payload"] for row in events)
+
+
+def test_a_model_change_is_recorded_as_such() -> None:
+    entry = AccountEntry(active_account(), 0)
+    score(entry, NOW.timestamp(), {"active": MODEL})
+    switched = score(entry, NOW.timestamp() + 60, {"active": shadow_model()})
+    causes = {h["cause"] for h in switched.history}
+    assert causes == {"model_change"}  # a config change is never mistaken for a customer's
