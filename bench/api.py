@@ -22,12 +22,9 @@ import httpx
 from common import infrastructure, report, run
 
 from services.api.auth import hash_token
-from services.scorer import store
-from services.scorer.rescore import AccountEntry, account_row, rescore
 from shared.db import create_engine
-from shared.scoring.state import AccountState, Fact
 from tests.integration.conftest import settings_env
-from tests.integration.scorer_support import MODEL, simulated_signals
+from tests.integration.scorer_support import score_and_store, simulated_signals
 
 ACCOUNTS = 10_000
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,31 +33,9 @@ TOKEN = "bench-token"
 
 async def seed(settings) -> None:  # type: ignore[no-untyped-def]
     now = datetime.now(UTC)
-    entries: dict[str, AccountEntry] = {}
-    for signal in simulated_signals(ACCOUNTS, 3, seed=13, end=now - timedelta(hours=1)):
-        entry = entries.setdefault(signal.account_id, AccountEntry(AccountState(), 0))
-        entry.state.apply(MODEL, Fact.from_signal(signal))
     engine = create_engine(settings.database)
-    items = sorted(entries.items())
-    for start in range(0, len(items), 1000):
-        batch = store.Batch()
-        for account_id, entry in items[start : start + 1000]:
-            rows, evaluation = rescore(
-                models={"active": MODEL},
-                account_id=account_id,
-                entry=entry,
-                at=now.timestamp(),
-                cause="signals",
-                signal_ids=[],
-                history_min_delta=5,
-                changes_topic="changes",
-            )
-            batch.scores += rows.scores
-            batch.history += rows.history
-            batch.accounts.append(
-                account_row(account_id, entry, now, now.timestamp(), evaluation.segment)
-            )
-        await store.write_batch(engine, "bench", batch, now)
+    signals = simulated_signals(ACCOUNTS, 3, seed=13, end=now - timedelta(hours=1))
+    await score_and_store(engine, signals, [now])
     await engine.dispose()
 
 

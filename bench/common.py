@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import sys
 import tempfile
 import uuid
@@ -20,53 +19,28 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from shared.config import DatabaseSettings, KafkaSettings, Settings, TopicSettings
+from shared.config import Settings
 from shared.db import migrate
-from shared.devstack import Broker, Postgres
+from tests.integration.conftest import admin_sql, isolated_settings, running_infrastructure
 
 
 @contextlib.contextmanager
 def infrastructure(*, database: bool = True) -> Iterator[Settings]:
+    """The test session's broker and PostgreSQL (durable here), and settings of their own."""
     workdir = Path(tempfile.mkdtemp(prefix="healthscore-bench-"))
-    broker = postgres = None
-    try:
-        bootstrap = os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")
-        if not bootstrap:
-            broker = Broker(log_path=workdir / "broker.log").start()
-            bootstrap = broker.bootstrap_servers
-        db = DatabaseSettings()
+    tag = uuid.uuid4().hex[:8]
+    with running_infrastructure(workdir, durable=True, database=database) as infra:
+        name = f"bench_{tag}"
+        settings = isolated_settings(infra, tag, name, scorer={"sweep_interval_seconds": 3600})
+        database_settings = settings.database.model_copy(update={"pool_size": 10})
         if database:
-            postgres = Postgres(
-                workdir / "pg", durable=True, log_path=workdir / "postgres.log"
-            ).start()
-            postgres.create_database("bench")
-            db = DatabaseSettings(port=postgres.port, name="bench", pool_size=10)
-            # alembic runs its own event loop: give it a thread of its own
+            # called from inside the benchmark's event loop: these run loops of their own
             with ThreadPoolExecutor(1) as pool:
-                pool.submit(migrate, db).result()
-        tag = uuid.uuid4().hex[:8]
-        topics = TopicSettings(
-            usage=f"usage-{tag}",
-            support=f"support-{tag}",
-            billing=f"billing-{tag}",
-            signals=f"signals-{tag}",
-            dlq=f"dlq-{tag}",
-            changes=f"changes-{tag}",
-        )
-        yield Settings(
-            environment="test",
-            kafka=KafkaSettings(
-                bootstrap_servers=bootstrap, topics=topics, partitions=4, session_timeout_ms=6000
-            ),
-            database=db,
-            ingest={"group_id": f"ingest-{tag}"},
-            scorer={"group_id": f"scorer-{tag}", "sweep_interval_seconds": 3600},
-        )
-    finally:
-        if postgres is not None:
-            postgres.stop()
-        if broker is not None:
-            broker.stop()
+                pool.submit(
+                    asyncio.run, admin_sql(infra.database, f'CREATE DATABASE "{name}"')
+                ).result()
+                pool.submit(migrate, database_settings).result()
+        yield settings.model_copy(update={"database": database_settings})
 
 
 def report(figures: dict[str, object]) -> None:

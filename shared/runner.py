@@ -29,13 +29,6 @@ def _port_or_free(preferred: int) -> int:
     return preferred
 
 
-def _available_services() -> list[str]:
-    from shared.cli import app
-
-    names = {c.name or (c.callback.__name__ if c.callback else "") for c in app.registered_commands}
-    return [s for s in SERVICES if s in names]
-
-
 def run_dev(*, accounts: int, data_dir: Path, with_simulator: bool) -> None:
     env = dict(os.environ)
     env.setdefault("HEALTHSCORE_LOG__FORMAT", "console")
@@ -93,7 +86,7 @@ def run_dev(*, accounts: int, data_dir: Path, with_simulator: bool) -> None:
             "scorer": ("HEALTHSCORE_SCORER__METRICS_PORT", _port_or_free(9102)),
             "api": ("HEALTHSCORE_API__PORT", _port_or_free(8000)),
         }
-        for name in _available_services():
+        for name in SERVICES:
             var, port = ports[name]
             env[var] = str(port)
             started.append(spawn(name, [*command, name], log_path=logs / f"{name}.log", env=env))
@@ -109,7 +102,7 @@ def run_dev(*, accounts: int, data_dir: Path, with_simulator: bool) -> None:
         print(f"started in {time.monotonic() - began:.1f}s:")
         for proc in started:
             print(f"  {proc.name:<9} pid {proc.pid:<7} log {proc.log_path}")
-        for name in _available_services():
+        for name in SERVICES:
             var, port = ports[name]
             if name == "api":
                 print(

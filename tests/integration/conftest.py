@@ -8,6 +8,7 @@ migrated once), so tests are independent and run in any order.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -36,9 +37,12 @@ class Infra:
     broker: Broker | None
 
 
-@pytest.fixture(scope="session")
-def infra() -> Iterator[Infra]:
-    workdir = Path(tempfile.mkdtemp(prefix="healthscore-test-"))
+@contextlib.contextmanager
+def running_infrastructure(
+    workdir: Path, *, durable: bool = False, database: bool = True
+) -> Iterator[Infra]:
+    """The broker and PostgreSQL the environment names, else ones started here (and stopped
+    by PID on exit). Shared by the test session and the benchmarks."""
     broker = postgres = None
     try:
         bootstrap = os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")
@@ -46,9 +50,10 @@ def infra() -> Iterator[Infra]:
             broker = Broker(log_path=workdir / "broker.log").start()
             bootstrap = broker.bootstrap_servers
         url = os.environ.get("TEST_DATABASE_URL")
+        settings = DatabaseSettings()
         if url:
             parsed = make_url(url)
-            database = DatabaseSettings(
+            settings = DatabaseSettings(
                 host=parsed.host or "127.0.0.1",
                 port=parsed.port or 5432,
                 user=parsed.username or PG_SUPERUSER,
@@ -56,13 +61,12 @@ def infra() -> Iterator[Infra]:
                 name=parsed.database or "postgres",
                 pool_size=5,
             )
-        else:
+        elif database:
             postgres = Postgres(
-                workdir / "pg", durable=False, log_path=workdir / "postgres.log"
+                workdir / "pg", durable=durable, log_path=workdir / "postgres.log"
             ).start()
-            database = DatabaseSettings(port=postgres.port, name="postgres", pool_size=5)
-        _create_template(database)
-        yield Infra(bootstrap, database, postgres, broker)
+            settings = DatabaseSettings(port=postgres.port, name="postgres", pool_size=5)
+        yield Infra(bootstrap, settings, postgres, broker)
     finally:
         if postgres is not None:
             postgres.stop()
@@ -70,15 +74,42 @@ def infra() -> Iterator[Infra]:
             broker.stop()
 
 
+def isolated_settings(
+    infra: Infra, tag: str, database_name: str, **sections: dict[str, object]
+) -> Settings:
+    """Settings with topics and consumer groups of their own (suffixed with `tag`)."""
+    topics = TopicSettings(**{name: f"{name}-{tag}" for name in TopicSettings.model_fields})
+    return Settings(
+        environment="test",
+        kafka=KafkaSettings(
+            bootstrap_servers=infra.bootstrap_servers,
+            topics=topics,
+            partitions=4,
+            session_timeout_ms=6000,
+        ),
+        database=infra.database.model_copy(update={"name": database_name}),
+        ingest={"group_id": f"ingest-{tag}", **sections.get("ingest", {})},
+        scorer={"group_id": f"scorer-{tag}", **sections.get("scorer", {})},
+        api=sections.get("api", {}),
+    )
+
+
+@pytest.fixture(scope="session")
+def infra() -> Iterator[Infra]:
+    with running_infrastructure(Path(tempfile.mkdtemp(prefix="healthscore-test-"))) as infra:
+        _create_template(infra.database)
+        yield infra
+
+
 def _create_template(database: DatabaseSettings) -> None:
     import asyncio
 
-    asyncio.run(_admin(database, f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}"'))
-    asyncio.run(_admin(database, f'CREATE DATABASE "{TEMPLATE_DB}"'))
+    asyncio.run(admin_sql(database, f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}"'))
+    asyncio.run(admin_sql(database, f'CREATE DATABASE "{TEMPLATE_DB}"'))
     migrate(database, name=TEMPLATE_DB)
 
 
-async def _admin(database: DatabaseSettings, sql: str) -> None:
+async def admin_sql(database: DatabaseSettings, sql: str) -> None:
     import asyncpg
 
     conn = await asyncpg.connect(
@@ -99,27 +130,13 @@ async def settings(infra: Infra) -> AsyncIterator[Settings]:
     """Settings for one test: fresh topics, consumer groups and a migrated database."""
     tag = uuid.uuid4().hex[:10]
     db_name = f"test_{tag}"
-    await _admin(infra.database, f'CREATE DATABASE "{db_name}" TEMPLATE "{TEMPLATE_DB}"')
-    topics = TopicSettings(
-        usage=f"usage-{tag}",
-        support=f"support-{tag}",
-        billing=f"billing-{tag}",
-        signals=f"signals-{tag}",
-        dlq=f"dlq-{tag}",
-        changes=f"changes-{tag}",
-    )
-    yield Settings(
-        environment="test",
-        kafka=KafkaSettings(
-            bootstrap_servers=infra.bootstrap_servers,
-            topics=topics,
-            partitions=4,
-            session_timeout_ms=6000,
-        ),
-        database=infra.database.model_copy(update={"name": db_name}),
-        ingest={"group_id": f"ingest-{tag}", "metrics_port": 0},
+    await admin_sql(infra.database, f'CREATE DATABASE "{db_name}" TEMPLATE "{TEMPLATE_DB}"')
+    yield isolated_settings(
+        infra,
+        tag,
+        db_name,
+        ingest={"metrics_port": 0},
         scorer={
-            "group_id": f"scorer-{tag}",
             "metrics_port": 0,
             "batch_max_records": 1000,
             "sweep_interval_seconds": 3600,
@@ -127,7 +144,7 @@ async def settings(infra: Infra) -> AsyncIterator[Settings]:
         },
         api={"max_override_days": 90},
     )
-    await _admin(infra.database, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+    await admin_sql(infra.database, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
 
 
 @pytest.fixture

@@ -12,6 +12,8 @@ from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.ingest.validate import Sentiment, validate
+from services.scorer import store
+from services.scorer.rescore import AccountEntry, account_row, rescore
 from services.simulator.world import World
 from shared.config import DEFAULT_MODEL_PATH, Settings
 from shared.db import ConsumerOffsetRow
@@ -118,3 +120,42 @@ async def mismatches(engine: AsyncEngine, signals: list[Signal]) -> list[str]:
         if expected.scores[row.objective].score != row.score:
             bad.append(f"{row.account_id}/{row.objective}")
     return bad
+
+
+async def score_and_store(
+    engine: AsyncEngine,
+    signals: list[Signal],
+    at: list[datetime],
+    *,
+    history_min_delta: float = 5.0,
+    chunk: int = 1000,
+) -> list[str]:
+    """Fold `signals` and score every account at each time in `at` with the scorer's own
+    code, then store the result as the scorer would (no broker needed). Returns the ids."""
+    entries: dict[str, AccountEntry] = {}
+    for signal in signals:
+        entry = entries.setdefault(signal.account_id, AccountEntry(AccountState(), 0))
+        entry.state.apply(MODEL, Fact.from_signal(signal))
+    items = sorted(entries.items())
+    now = max(at)
+    for start in range(0, len(items), chunk):
+        batch = store.Batch()
+        for account_id, entry in items[start : start + chunk]:
+            for when in at:
+                rows, evaluation = rescore(
+                    models={"active": MODEL},
+                    account_id=account_id,
+                    entry=entry,
+                    at=when.timestamp(),
+                    cause="signals",
+                    signal_ids=[f"sig-{account_id}"],
+                    history_min_delta=history_min_delta,
+                    changes_topic="changes",
+                )
+                batch.history += rows.history
+            batch.scores += rows.scores
+            batch.accounts.append(
+                account_row(account_id, entry, now, now.timestamp(), evaluation.segment)
+            )
+        await store.write_batch(engine, "seed", batch, now)
+    return [account_id for account_id, _ in items]

@@ -15,11 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.api.app import create_app
 from services.api.auth import hash_token
-from services.scorer import store
-from services.scorer.rescore import AccountEntry, account_row, rescore
 from shared.config import ApiToken, Settings
-from shared.scoring.state import AccountState, Fact
-from tests.integration.scorer_support import MODEL, simulated_signals
+from tests.integration.scorer_support import MODEL, score_and_store, simulated_signals
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -28,34 +25,12 @@ AUTH = {"Authorization": f"Bearer {BOTH}"}
 
 
 async def seed(settings: Settings, engine: AsyncEngine, accounts: int = 40) -> list[str]:
-    """Score a simulated customer base with the scorer's own code and store it."""
+    """A simulated customer base scored twice, 20 days apart, so there is history to page."""
     now = datetime.now(UTC)
     signals = simulated_signals(accounts, 40, seed=5, end=now - timedelta(hours=1))
-    entries: dict[str, AccountEntry] = {}
-    for signal in signals:
-        entry = entries.setdefault(signal.account_id, AccountEntry(AccountState(), 0))
-        entry.state.apply(MODEL, Fact.from_signal(signal))
-    batch = store.Batch()
-    for i, (account_id, entry) in enumerate(sorted(entries.items())):
-        # score twice, 20 days apart, so there is history to page through
-        for at in (now - timedelta(days=20), now):
-            rows, evaluation = rescore(
-                models={"active": MODEL},
-                account_id=account_id,
-                entry=entry,
-                at=at.timestamp(),
-                cause="signals",
-                signal_ids=[f"sig-{i}"],
-                history_min_delta=0.0,
-                changes_topic="changes",
-            )
-            batch.history += rows.history
-        batch.scores += rows.scores
-        batch.accounts.append(
-            account_row(account_id, entry, now, now.timestamp(), evaluation.segment)
-        )
-    await store.write_batch(engine, "seed", batch, now)
-    return sorted(entries)
+    return await score_and_store(
+        engine, signals, [now - timedelta(days=20), now], history_min_delta=0.0
+    )
 
 
 def api_settings(settings: Settings) -> Settings:

@@ -53,16 +53,18 @@ async def running_scorer(
 
 
 async def test_refuses_an_unmigrated_database(settings: Settings, infra) -> None:  # type: ignore[no-untyped-def]
-    from tests.integration.conftest import _admin
+    from tests.integration.conftest import admin_sql
 
-    await _admin(infra.database, f'CREATE DATABASE "{settings.database.name}_empty"')
+    await admin_sql(infra.database, f'CREATE DATABASE "{settings.database.name}_empty"')
     empty = create_engine(settings.database, name=f"{settings.database.name}_empty")
     try:
         with pytest.raises(DatabaseNotMigrated, match="run `healthscore migrate`"):
             await ensure_migrated(empty)
     finally:
         await empty.dispose()
-        await _admin(infra.database, f'DROP DATABASE "{settings.database.name}_empty" WITH (FORCE)')
+        await admin_sql(
+            infra.database, f'DROP DATABASE "{settings.database.name}_empty" WITH (FORCE)'
+        )
 
 
 async def test_signals_become_scores_history_and_cloudevents(

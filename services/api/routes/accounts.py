@@ -56,21 +56,7 @@ def override_response(row: Any, now: datetime) -> OverrideResponse:
     status: Literal["active", "expired", "revoked"] = (
         "revoked" if row.revoked_at else "expired" if row.expires_at <= now else "active"
     )
-    return OverrideResponse(
-        override_id=row.override_id,
-        account_id=row.account_id,
-        action=row.action,
-        objective=row.objective,
-        value=row.value,
-        reason=row.reason,
-        author=row.author,
-        created_at=row.created_at,
-        expires_at=row.expires_at,
-        status=status,
-        revoked_at=row.revoked_at,
-        revoked_by=row.revoked_by,
-        revoke_reason=row.revoke_reason,
-    )
+    return OverrideResponse(**row._mapping, status=status)
 
 
 # The hottest read, answered by PostgreSQL as the finished JSON document in one round trip.

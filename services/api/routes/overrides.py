@@ -124,15 +124,7 @@ async def create_override(
         await _account_exists(conn, account_id)
         await conn.execute(
             insert(OverrideRow).values(
-                override_id=override_id,
-                account_id=account_id,
-                action=body.action,
-                objective=body.objective,
-                value=body.value,
-                reason=body.reason,
-                author=caller.name,
-                created_at=now,
-                expires_at=body.expires_at,
+                **payload.model_dump(), account_id=account_id, created_at=now
             )
         )
         await _audit_and_signal(
