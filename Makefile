@@ -14,7 +14,7 @@ help: ## list the targets
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,modelling]'
 	@rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP) ## create .venv and install the project with its pinned dependencies

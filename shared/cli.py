@@ -266,6 +266,152 @@ def openapi(out: Annotated[Path, typer.Option()] = Path("docs/openapi.json")) ->
     typer.echo(f"wrote {out}")
 
 
+# --- model refinement (needs the `modelling` extra: pip install '.[modelling]') -------------
+
+Events = Annotated[Path, typer.Option(help="raw events, one v1 JSON event per line")]
+Outcomes = Annotated[Path, typer.Option(help="CSV with account_id,churned_at (empty = retained)")]
+AsOf = Annotated[
+    list[str] | None,
+    typer.Option(help="score at this ISO time (repeatable); default: every 30 days"),
+]
+Horizon = Annotated[float, typer.Option(help="churn within this many days after as-of counts")]
+TestFrom = Annotated[
+    str | None,
+    typer.Option(help="as-of times from this ISO time on are the test split; default: later half"),
+]
+
+
+def _instant(text: str) -> float:
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{text!r} is not an ISO date or time") from exc
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
+
+
+def _replay_inputs(events: Path, outcomes: Path) -> tuple[Any, dict[str, float]]:
+    from services.modelling.replay import load_events, load_outcomes
+
+    return load_events(events), load_outcomes(outcomes)
+
+
+@app.command()
+def backtest(
+    events: Events,
+    outcomes: Outcomes,
+    model: Annotated[
+        list[Path] | None,
+        typer.Option(help="model file (repeatable: compared side by side); default: active"),
+    ] = None,
+    as_of: AsOf = None,
+    horizon: Horizon = 30.0,
+    test_from: TestFrom = None,
+    lookback: Annotated[int, typer.Option(help="days before churn scanned for lead time")] = 90,
+    out: Annotated[Path, typer.Option(help="report folder")] = Path("reports/backtest"),
+) -> None:
+    """Replay events through validation and scoring; measure how well scores predict churn."""
+    import time
+
+    import orjson
+
+    from services.modelling.backtest import backtest as run
+    from services.modelling.backtest import default_as_of, default_test_from
+    from services.modelling.report import write_report
+    from shared.scoring.model import load_model
+
+    settings = _settings("backtest")
+    started = time.perf_counter()
+    history, churn_at = _replay_inputs(events, outcomes)
+    models = {}
+    for path in model or [settings.scorer.model_path]:
+        loaded = load_model(path)
+        models[loaded.name if loaded.name not in models else loaded.version] = loaded
+    cuts = [_instant(t) for t in as_of] if as_of else default_as_of(history, horizon * 86_400)
+    split_at = _instant(test_from) if test_from else default_test_from(cuts)
+    summary, full = run(history, churn_at, models, cuts, horizon, split_at, lookback)
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    written = write_report(out, summary, full, "test" if split_at is not None else "all")
+    typer.echo(f"wrote {', '.join(str(p) for p in written)}")
+    figures = {
+        label: {
+            objective: entry.get("test", entry["all"])["roc_auc"]
+            for objective, entry in m["objectives"].items()
+        }
+        for label, m in summary["models"].items()
+    }
+    typer.echo(
+        orjson.dumps(
+            {
+                "accounts": summary["accounts"],
+                "signals": summary["events"]["signals"],
+                "roc_auc": figures,
+                "seconds": summary["seconds"],
+            }
+        ).decode()
+    )
+
+
+@app.command()
+def fit(
+    events: Events,
+    outcomes: Outcomes,
+    out: Annotated[Path, typer.Option(help="where to write the fitted model YAML")],
+    model: Annotated[
+        Path | None, typer.Option(help="model to start from; default: the active model")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="fitted model's name")] = None,
+    objective: Annotated[str, typer.Option(help="objective to fit")] = "churn_risk",
+    as_of: AsOf = None,
+    horizon: Horizon = 30.0,
+    test_from: TestFrom = None,
+    c: Annotated[float, typer.Option(help="inverse L2 regularisation strength")] = 1.0,
+    min_segment_samples: Annotated[
+        int, typer.Option(help="training samples a segment needs for weights of its own")
+    ] = 500,
+) -> None:
+    """Fit an objective's weights from churn outcomes; write and validate a new model file."""
+    import orjson
+    import yaml
+
+    from services.modelling.backtest import default_as_of, default_test_from
+    from services.modelling.fit import compare, dump_model
+    from shared.errors import ConfigurationError
+    from shared.scoring.model import load_model
+
+    settings = _settings("fit")
+    path = model or settings.scorer.model_path
+    base = load_model(path)
+    if objective not in base.objectives:
+        raise typer.BadParameter(f"{path} has no objective {objective!r}")
+    history, churn_at = _replay_inputs(events, outcomes)
+    cuts = [_instant(t) for t in as_of] if as_of else default_as_of(history, horizon * 86_400)
+    split_at = _instant(test_from) if test_from else default_test_from(cuts)
+    if split_at is None:
+        raise typer.BadParameter("fitting needs at least two as-of times (train and test)")
+    try:
+        fitted, candidate, figures = compare(
+            history,
+            churn_at,
+            base,
+            yaml.safe_load(path.read_text()),
+            as_of=cuts,
+            horizon_days=horizon,
+            test_from=split_at,
+            objective=objective,
+            name=name or f"{base.name}-fitted",
+            c=c,
+            min_segment_samples=min_segment_samples,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(dump_model(fitted.document, figures, f"{events.name}, {len(churn_at)} churned"))
+    if load_model(out).version != candidate.version:  # the file says what was measured
+        raise ConfigurationError(f"{out}: written model differs from the fitted one")
+    typer.echo(f"wrote {out} ({candidate.version})")
+    typer.echo(orjson.dumps(figures).decode())
+
+
 @app.command()
 def dev(
     accounts: Annotated[int, typer.Option(help="simulated accounts")] = 2000,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable
@@ -29,12 +30,12 @@ from services.scorer import store
 from services.scorer.rescore import AccountEntry, account_row, rescore
 from services.scorer.store import Batch
 from shared.config import Settings
-from shared.errors import FencedOut
+from shared.errors import ConfigurationError, FencedOut
 from shared.events import decode_signal, utcnow
 from shared.kafka import is_retriable, make_consumer, make_producer
 from shared.ops import Health
 from shared.scoring.model import Model, load_model
-from shared.scoring.state import AccountState, DedupPolicy, Fact, kind_index
+from shared.scoring.state import AccountState, DedupPolicy, Fact, KindIndex, kind_index
 
 log = structlog.get_logger(__name__)
 
@@ -122,6 +123,23 @@ class ScorerMetrics:
             "Batches retried after a retriable error",
             registry=registry,
         )
+        self.model = Gauge(
+            "healthscore_scorer_model_info",
+            "The model version serving each role (value 1)",
+            ["model_role", "version"],
+            registry=registry,
+        )
+        self.model_reloads = Counter(
+            "healthscore_scorer_model_reloads_total",
+            "Model reloads (SIGHUP), by result",
+            ["result"],
+            registry=registry,
+        )
+        self.model_rescheduled = Counter(
+            "healthscore_scorer_model_change_accounts_total",
+            "Accounts scheduled for re-scoring because their scores came from another model",
+            registry=registry,
+        )
         self.lag = Gauge(
             "healthscore_scorer_consumer_lag_records",
             "Signals behind the partition high-water mark",
@@ -168,12 +186,11 @@ class Scorer:
         self.metrics = ScorerMetrics(registry)
         self.health = health or Health()
         self.clock = clock
-        if models is None:
-            models = {"active": load_model(self.cfg.model_path)}
-            if self.cfg.shadow_model_path is not None:
-                models["shadow"] = load_model(self.cfg.shadow_model_path)
-        self.models = models
-        self.kinds = kind_index(list(models.values()))
+        self.models: dict[str, Model] = {}
+        self.kinds: KindIndex = {}
+        self._use_models(models or self._configured_models())
+        self._reload_requested = False
+        self._sweep_backlog = False
         self.dedup = DedupPolicy(
             self.cfg.dedup_horizon_hours * 3600, self.cfg.dedup_max_ids_per_account
         )
@@ -181,6 +198,58 @@ class Scorer:
         self.positions: dict[TopicPartition, int | None] = {}
         self.consumer: AIOKafkaConsumer | None = None
         self._last_sweep = 0.0
+
+    # --- models ---------------------------------------------------------------------------
+
+    def _configured_models(self) -> dict[str, Model]:
+        models = {"active": load_model(self.cfg.model_path)}
+        if self.cfg.shadow_model_path is not None:
+            models["shadow"] = load_model(self.cfg.shadow_model_path)
+        return models
+
+    def _use_models(self, models: dict[str, Model]) -> None:
+        kinds = kind_index(list(models.values()))  # raises if the models' aggregates clash
+        for role, model in self.models.items():
+            self.metrics.model.remove(role, model.version)
+        self.models, self.kinds = models, kinds
+        for role, model in models.items():
+            self.metrics.model.labels(role, model.version).set(1)
+
+    def request_reload(self) -> None:
+        """SIGHUP: re-read the model files before the next batch."""
+        self._reload_requested = True
+
+    async def reload_models(self) -> bool:
+        """Switch to the configured model files without stopping consumption: every account
+        scored by another version is re-scored from stored state by the sweep, its history
+        row marked `model_change`. An invalid file changes nothing."""
+        self._reload_requested = False
+        try:
+            models = self._configured_models()
+            self._use_models(models)
+        except ConfigurationError as exc:
+            self.metrics.model_reloads.labels("invalid").inc()
+            log.error("scorer.model_reload_failed", error=str(exc))
+            return False
+        self.metrics.model_reloads.labels("ok").inc()
+        self.cache.clear()
+        log.info("scorer.models_loaded", models={r: m.version for r, m in models.items()})
+        await self._schedule_model_change([tp.partition for tp in self.positions])
+        return True
+
+    async def _schedule_model_change(self, partitions: list[int]) -> None:
+        expected = [
+            (role, objective, model.version)
+            for role, model in self.models.items()
+            for objective in model.objectives
+        ]
+        count = await store.schedule_model_change(
+            self.engine, sorted(partitions), expected, self.clock()
+        )
+        if count:
+            self.metrics.model_rescheduled.inc(count)
+            self._sweep_backlog = True
+            log.info("scorer.model_change_scheduled", accounts=count)
 
     # --- partition ownership ------------------------------------------------------------
 
@@ -208,6 +277,7 @@ class Scorer:
             partitions=sorted(tp.partition for tp in assigned),
             offsets={tp.partition: self.positions[tp] for tp in assigned},
         )
+        await self._schedule_model_change([tp.partition for tp in assigned])
 
     async def _rewind(self) -> None:
         """After a failed batch: forget in-memory state, re-read from the stored offsets."""
@@ -363,6 +433,7 @@ class Scorer:
         owned = {tp.partition: tp for tp, pos in self.positions.items() if pos is not None}
         due = await store.due_for_review(self.engine, sorted(owned), now, self.cfg.sweep_batch_size)
         self.metrics.sweeps.inc()
+        self._sweep_backlog = len(due) == self.cfg.sweep_batch_size  # more due: sweep again soon
         if not due:
             return 0
         entries = await self._entries(dict(due))
@@ -409,7 +480,12 @@ class Scorer:
                 self.health.progressed()
                 if records:
                     await self.process(records, producer)
-                if time.monotonic() - self._last_sweep >= self.cfg.sweep_interval_seconds:
+                if self._reload_requested:
+                    await self.reload_models()
+                if (
+                    self._sweep_backlog
+                    or time.monotonic() - self._last_sweep >= self.cfg.sweep_interval_seconds
+                ):
                     self._last_sweep = time.monotonic()
                     await self.sweep()
                 self._update_lag()
@@ -507,6 +583,7 @@ async def serve(settings: Settings, stop: asyncio.Event, **kwargs: Any) -> None:
         await ensure_migrated(engine)
         health = Health()
         scorer = Scorer(settings, engine, health=health, **kwargs)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, scorer.request_reload)
         ops = OpsServer(
             "0.0.0.0", settings.scorer.metrics_port, kwargs.get("registry", REGISTRY), health
         )

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select, text, update
+from sqlalchemy import and_, delete, func, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -130,6 +130,47 @@ async def due_for_review(
             .limit(limit)
         )
         return [(r.account_id, r.partition) for r in rows]
+
+
+async def schedule_model_change(
+    engine: AsyncEngine,
+    partitions: Sequence[int],
+    expected: list[tuple[str, str, str]],
+    now: datetime,
+) -> int:
+    """Make every account of `partitions` whose score rows are not exactly `expected`
+    ((role, objective, model version) of the configured models) due for review now, and drop
+    score rows of roles or objectives no longer configured. The sweep then re-scores those
+    accounts from stored state in batches, between consumed batches. Returns how many."""
+    if not partitions:
+        return 0
+    key = tuple_(ScoreRow.model_role, ScoreRow.objective)
+    up_to_date = (
+        select(func.count())
+        .where(
+            ScoreRow.account_id == AccountRow.account_id,
+            tuple_(ScoreRow.model_role, ScoreRow.objective, ScoreRow.model_version).in_(expected),
+        )
+        .scalar_subquery()
+    )
+    async with engine.begin() as conn:
+        owned = select(AccountRow.account_id).where(AccountRow.partition.in_(partitions))
+        await conn.execute(
+            delete(ScoreRow).where(
+                ScoreRow.account_id.in_(owned),
+                key.not_in([(role, objective) for role, objective, _ in expected]),
+            )
+        )
+        result = await conn.execute(
+            update(AccountRow)
+            .where(
+                AccountRow.partition.in_(partitions),
+                func.coalesce(AccountRow.next_review_at > now, True),
+                up_to_date != len(expected),
+            )
+            .values(next_review_at=now)
+        )
+        return int(result.rowcount)
 
 
 async def _fence(

@@ -141,12 +141,15 @@ def _weights(objective: Objective, override: Any, model: Model) -> dict[str, flo
     for name, weight in factors.items():
         group = model.factors[name].group
         per_group[group] = per_group.get(group, 0.0) + weight
+    # A factor listed with weight 0 is still evaluated and shown (a cap may read it; a fitted
+    # model says so when the data gave it no weight); it adds nothing to the score.
     return {
         name: groups.get(model.factors[name].group, 0.0)
         * weight
         / per_group[model.factors[name].group]
+        if per_group[model.factors[name].group] > 0
+        else 0.0
         for name, weight in factors.items()
-        if weight > 0 and per_group[model.factors[name].group] > 0
     }
 
 

@@ -19,7 +19,7 @@ from shared.config import DEFAULT_MODEL_PATH, Settings
 from shared.db import ConsumerOffsetRow
 from shared.events import EVENT_TYPE_SOURCE, Signal, encode_signal
 from shared.scoring.engine import evaluate
-from shared.scoring.model import load_model
+from shared.scoring.model import Model, load_model
 from shared.scoring.state import AccountState, Fact
 from tests.kafka_io import produce
 
@@ -92,8 +92,10 @@ async def wait_consumed(
         await asyncio.sleep(0.2)
 
 
-async def mismatches(engine: AsyncEngine, signals: list[Signal]) -> list[str]:
-    """Accounts whose stored state or scores differ from the offline reference."""
+async def mismatches(
+    engine: AsyncEngine, signals: list[Signal], model: Model = MODEL
+) -> list[str]:
+    """Accounts whose stored state or scores (under `model`) differ from the offline reference."""
     reference = reference_states(signals)
     async with engine.connect() as conn:
         stored = {
@@ -116,7 +118,7 @@ async def mismatches(engine: AsyncEngine, signals: list[Signal]) -> list[str]:
         ):
             bad.append(account_id)
     for row in scores:
-        expected = evaluate(MODEL, reference[row.account_id], row.evaluated_at.timestamp())
+        expected = evaluate(model, reference[row.account_id], row.evaluated_at.timestamp())
         if expected.scores[row.objective].score != row.score:
             bad.append(f"{row.account_id}/{row.objective}")
     return bad

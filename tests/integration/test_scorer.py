@@ -9,8 +9,10 @@ import signal
 import subprocess
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+import yaml
 from cloudevents.core.bindings.kafka import KafkaMessage, from_structured
 from cloudevents.core.formats.json import JSONFormat
 from prometheus_client import CollectorRegistry
@@ -19,10 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.scorer import store
 from services.scorer.consume import Scorer
-from shared.config import Settings
+from shared.config import DEFAULT_MODEL_PATH, Settings
 from shared.db import create_engine, ensure_migrated
 from shared.errors import DatabaseNotMigrated, FencedOut
 from shared.events import Signal
+from shared.scoring.model import Model
 from tests.integration.conftest import healthscore_argv, settings_env
 from tests.integration.scorer_support import (
     MODEL,
@@ -290,3 +293,65 @@ async def test_a_scorer_joining_and_leaving_matches_the_reference(
                 proc.wait(30)
     all_signals: list[Signal] = [s for chunk in chunks for s in chunk]
     assert await mismatches(engine, all_signals) == []
+
+
+@pytest.mark.slow
+async def test_a_model_switch_under_load_rescores_every_account_and_loses_nothing(
+    settings: Settings, engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """SIGHUP after the model file changed: consumption goes on, every account ends up scored
+    by the new version with a `model_change` history row, and state matches the reference."""
+    model_file = tmp_path / "model.yaml"
+    model_file.write_text(DEFAULT_MODEL_PATH.read_text())
+    document = yaml.safe_load(DEFAULT_MODEL_PATH.read_text())
+    document["name"] = "candidate"
+    document["objectives"]["churn_risk"]["groups"] = {"usage": 0.9, "billing": 0.1}
+    candidate = Model.model_validate(document)
+    signals = sorted(simulated_signals(400, 20, seed=13), key=lambda s: s.occurred_at)
+    before, after = signals[: len(signals) * 3 // 5], signals[len(signals) * 3 // 5 :]
+    settings = settings.model_copy(
+        update={"scorer": settings.scorer.model_copy(update={"model_path": model_file})}
+    )
+    proc = _start_scorer(settings)
+    try:
+        await wait_consumed(engine, settings, await produce_signals(settings, before))
+        scored_before = await _accounts_with_scores(engine, MODEL.version)
+        staged = tmp_path / "model.yaml.new"
+        staged.write_text(yaml.safe_dump(document, sort_keys=False))
+        staged.replace(model_file)  # atomic, as a config-map update or a deploy would do it
+        producing = asyncio.create_task(produce_signals(settings, after))
+        await asyncio.sleep(0.2)
+        proc.send_signal(signal.SIGHUP)
+        await wait_consumed(engine, settings, len(before) + await producing)
+        deadline = asyncio.get_running_loop().time() + 60
+        while await _accounts_with_scores(engine, MODEL.version):
+            assert asyncio.get_running_loop().time() < deadline, "accounts left on the old model"
+            await asyncio.sleep(0.5)
+        assert proc.poll() is None, "the scorer restarted"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    accounts = {s.account_id for s in signals}
+    assert await _accounts_with_scores(engine, candidate.version) == accounts
+    async with engine.connect() as conn:
+        switched = {
+            r.account_id
+            for r in await conn.execute(
+                text(
+                    "SELECT DISTINCT account_id FROM score_history "
+                    "WHERE cause = 'model_change' AND model_version = :v"
+                ),
+                {"v": candidate.version},
+            )
+        }
+    assert scored_before and switched == scored_before
+    assert await mismatches(engine, signals, candidate) == []
+
+
+async def _accounts_with_scores(engine: AsyncEngine, version: str) -> set[str]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            text("SELECT DISTINCT account_id FROM scores WHERE model_version = :v"),
+            {"v": version},
+        )
+        return {r.account_id for r in rows}

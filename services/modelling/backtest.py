@@ -1,0 +1,234 @@
+"""Back-test models against known churn: sample scores at as-of times, label, measure.
+
+For each model and each as-of time T, every account that has sent an event by T and has not
+churned by T is scored exactly as the live service would have scored it at T, and labelled
+churned if its churn time falls in (T, T + horizon]. Samples from all as-of times are pooled;
+with `test_from`, those at or after it form the held-out test split (a time-based split, as a
+model is used: fitted on the past, judged on the future).
+
+Lead time answers "how long before churn did the score warn us?": every churned account is
+scored daily over the `lookback` before its churn (with hysteresis, as live), and its lead time
+is how long it had been in the lowest band when it churned (0: it churned without warning).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from services.modelling.metrics import ScoreMetrics, score_metrics
+from services.modelling.replay import History, replay
+from shared.scoring.engine import evaluate
+from shared.scoring.model import Model
+
+DAY = 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    as_of: float
+    account_id: str
+    segment: str
+    churned: bool
+    scores: dict[str, float | None]
+    bands: dict[str, str]
+    sub_scores: dict[str, dict[str, float | None]]  # objective -> factor -> sub-score if "ok"
+
+
+def collect(
+    history: History, churn_at: dict[str, float], model: Model, as_of: list[float], horizon: float
+) -> list[Sample]:
+    """One sample per (as-of time, live account) under `model`."""
+    samples = []
+    for cut, states in replay(history, model.kinds, as_of):
+        for account_id, state in states.items():
+            churn = churn_at.get(account_id)
+            if churn is not None and churn <= cut:
+                continue
+            evaluation = evaluate(model, state, cut)
+            samples.append(
+                Sample(
+                    as_of=cut,
+                    account_id=account_id,
+                    segment=evaluation.segment,
+                    churned=churn is not None and churn <= cut + horizon,
+                    scores={o: s.score for o, s in evaluation.scores.items()},
+                    bands={o: s.band for o, s in evaluation.scores.items()},
+                    sub_scores={
+                        o: {f.factor: f.sub_score if f.status == "ok" else None for f in s.factors}
+                        for o, s in evaluation.scores.items()
+                    },
+                )
+            )
+    return samples
+
+
+def lead_times(
+    history: History, churn_at: dict[str, float], model: Model, lookback_days: int = 90
+) -> dict[str, dict[str, Any]]:
+    """Per objective: how long churned accounts had been in the lowest band when they churned."""
+    first_day = int(history.first // DAY) * DAY
+    last = max(churn_at.values(), default=first_day)
+    ticks = [first_day + k * DAY for k in range(int((last - first_day) // DAY) + 1)]
+    lowest = {name: objective.bands[0].name for name, objective in model.objectives.items()}
+    previous: dict[str, dict[str, str]] = defaultdict(dict)  # account -> objective -> band
+    since: dict[tuple[str, str], float | None] = {}
+    watching = sorted(churn_at.items(), key=lambda item: item[1])
+    for tick, states in replay(history, model.kinds, ticks):
+        for account_id, churn in watching:
+            if not tick < churn <= tick + lookback_days * DAY or account_id not in states:
+                continue
+            bands = previous[account_id]
+            evaluation = evaluate(model, states[account_id], tick, bands)
+            for objective, score in evaluation.scores.items():
+                key = (account_id, objective)
+                bands[objective] = score.band
+                if score.band != lowest[objective]:
+                    since[key] = None
+                elif since.get(key) is None:
+                    since[key] = tick
+    result: dict[str, dict[str, Any]] = {}
+    for objective in model.objectives:
+        leads = []
+        for account_id, churn in watching:
+            if objective not in previous.get(account_id, {}):
+                continue  # churned before the replay saw it, or never sent an event
+            start = since.get((account_id, objective))
+            leads.append(0.0 if start is None else (churn - start) / DAY)
+        warned = [lead for lead in leads if lead > 0]
+        result[objective] = {
+            "churned_accounts": len(leads),
+            "warned_share": round(len(warned) / len(leads), 4) if leads else None,
+            "warned_30d_share": round(sum(lead >= 30 for lead in leads) / len(leads), 4)
+            if leads
+            else None,
+            "median_lead_days": round(statistics.median(leads), 1) if leads else None,
+            "median_lead_days_warned": round(statistics.median(warned), 1) if warned else None,
+            "lookback_days": lookback_days,
+        }
+    return result
+
+
+def measure(
+    samples: Iterable[Sample], objective: str, band_order: list[str]
+) -> ScoreMetrics | None:
+    scored = [s for s in samples if s.scores.get(objective) is not None]
+    if not scored:
+        return None
+    return score_metrics(
+        np.array([s.scores[objective] for s in scored], dtype=float),
+        np.array([s.churned for s in scored], dtype=bool),
+        [s.bands[objective] for s in scored],
+        band_order,
+    )
+
+
+def iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).isoformat()
+
+
+def _split(samples: list[Sample], test_from: float | None) -> dict[str, Callable[[Sample], bool]]:
+    splits: dict[str, Callable[[Sample], bool]] = {"all": lambda s: True}
+    if test_from is not None:
+        splits["train"] = lambda s: s.as_of < test_from
+        splits["test"] = lambda s: s.as_of >= test_from
+    return splits
+
+
+def summarise(
+    model: Model,
+    samples: list[Sample],
+    leads: dict[str, dict[str, Any]],
+    test_from: float | None,
+) -> tuple[dict[str, Any], dict[str, dict[str, ScoreMetrics]]]:
+    """(JSON summary for one model, the full metrics per objective and split for plots)."""
+    full: dict[str, dict[str, ScoreMetrics]] = defaultdict(dict)
+    objectives: dict[str, Any] = {}
+    for objective, spec in model.objectives.items():
+        order = [b.name for b in spec.bands]
+        entry: dict[str, Any] = {"lead_time": leads.get(objective)}
+        for split, keep in _split(samples, test_from).items():
+            chosen = [s for s in samples if keep(s)]
+            metrics = measure(chosen, objective, order)
+            if metrics is None:
+                continue
+            full[objective][split] = metrics
+            entry[split] = {
+                **metrics.headline(),
+                "unscored": sum(s.scores.get(objective) is None for s in chosen),
+                "bands": metrics.bands,
+                "deciles": metrics.deciles,
+            }
+        by_segment = defaultdict(list)
+        by_as_of = defaultdict(list)
+        for s in samples:
+            by_segment[s.segment].append(s)
+            by_as_of[iso(s.as_of)].append(s)
+        entry["by_segment"] = {
+            name: m.headline()
+            for name, group in sorted(by_segment.items())
+            if (m := measure(group, objective, order)) is not None
+        }
+        entry["by_as_of"] = {
+            name: m.headline()
+            for name, group in sorted(by_as_of.items())
+            if (m := measure(group, objective, order)) is not None
+        }
+        objectives[objective] = entry
+    return {"version": model.version, "objectives": objectives}, dict(full)
+
+
+def default_as_of(history: History, horizon: float, every_days: int = 30) -> list[float]:
+    """Every `every_days` from two months after the first event while a full horizon of
+    outcomes follows."""
+    first = int(history.first // DAY) * DAY + 60 * DAY
+    cuts = []
+    t = first
+    while t + horizon <= history.last:
+        cuts.append(t)
+        t += every_days * DAY
+    return cuts or [history.last - horizon]
+
+
+def default_test_from(as_of: list[float]) -> float | None:
+    """The later half of the as-of times is the test split (none with a single as-of)."""
+    ordered = sorted(as_of)
+    return ordered[len(ordered) // 2] if len(ordered) > 1 else None
+
+
+def backtest(
+    history: History,
+    churn_at: dict[str, float],
+    models: dict[str, Model],
+    as_of: list[float],
+    horizon_days: float,
+    test_from: float | None,
+    lookback_days: int = 90,
+) -> tuple[dict[str, Any], dict[str, dict[str, dict[str, ScoreMetrics]]]]:
+    """Every model over the same history: the JSON summary and the metrics behind the plots."""
+    horizon = horizon_days * DAY
+    summary: dict[str, Any] = {
+        "events": {
+            "lines": history.lines,
+            "signals": len(history.facts),
+            "rejected": dict(history.rejected),
+        },
+        "accounts": len({f.account_id for f in history.facts}),
+        "churned_accounts": sum(history.first <= t for t in churn_at.values()),
+        "as_of": [iso(t) for t in sorted(as_of)],
+        "horizon_days": horizon_days,
+        "test_from": iso(test_from) if test_from is not None else None,
+        "models": {},
+    }
+    full = {}
+    for label, model in models.items():
+        samples = collect(history, churn_at, model, as_of, horizon)
+        leads = lead_times(history, churn_at, model, lookback_days)
+        summary["models"][label], full[label] = summarise(model, samples, leads, test_from)
+    return summary, full

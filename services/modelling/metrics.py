@@ -1,0 +1,166 @@
+"""How well a score ranks and predicts churn: pure functions over arrays, no I/O.
+
+A health score is higher-is-safer, so the churn *risk* ranked here is `100 - score`. Every
+figure is computed on one population (accounts at an as-of time, not yet churned, labelled by
+whether they churn within the horizon after it):
+
+- ROC AUC and PR AUC (average precision) of the risk;
+- churn rate and lift by risk decile (decile 1 = the riskiest tenth);
+- churn rate per band;
+- the Brier score of a calibrated churn probability: a logistic (Platt) fit of the outcome on
+  the score, cross-validated so that no account's probability comes from a fit that saw it,
+  next to the Brier score of always predicting the base rate (skill > 0 = better than that).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from sklearn.calibration import calibration_curve
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+DECILES = 10
+
+
+@dataclass
+class ScoreMetrics:
+    n: int
+    churned: int
+    churn_rate: float
+    roc_auc: float | None
+    pr_auc: float | None
+    brier: float | None
+    brier_base_rate: float | None
+    deciles: list[dict[str, Any]] = field(default_factory=list)
+    bands: list[dict[str, Any]] = field(default_factory=list)
+    calibration: list[dict[str, float]] = field(default_factory=list)
+    roc_curve: list[tuple[float, float]] = field(default_factory=list)
+
+    @property
+    def brier_skill(self) -> float | None:
+        if self.brier is None or not self.brier_base_rate:
+            return None
+        return 1 - self.brier / self.brier_base_rate
+
+    def headline(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "churned": self.churned,
+            "churn_rate": _r(self.churn_rate),
+            "roc_auc": _r(self.roc_auc),
+            "pr_auc": _r(self.pr_auc),
+            "brier": _r(self.brier),
+            "brier_skill": _r(self.brier_skill),
+            "top_decile_lift": self.deciles[0]["lift"] if self.deciles else None,
+        }
+
+
+def _r(x: float | None, digits: int = 4) -> float | None:
+    return None if x is None else round(float(x), digits)
+
+
+def score_metrics(
+    scores: NDArray[np.float64],
+    churned: NDArray[np.bool_],
+    bands: list[str] | None = None,
+    band_order: list[str] | None = None,
+    *,
+    seed: int = 0,
+) -> ScoreMetrics:
+    """All figures for one population. `scores` are 0-100, higher = safer."""
+    scores = np.asarray(scores, dtype=float)
+    churned = np.asarray(churned, dtype=bool)
+    n, positives = len(scores), int(churned.sum())
+    rate = positives / n if n else 0.0
+    both = 0 < positives < n
+    risk = 100.0 - scores
+    metrics = ScoreMetrics(
+        n=n,
+        churned=positives,
+        churn_rate=rate,
+        roc_auc=float(roc_auc_score(churned, risk)) if both else None,
+        pr_auc=float(average_precision_score(churned, risk)) if both else None,
+        brier=None,
+        brier_base_rate=rate * (1 - rate) if n else None,
+        deciles=deciles(scores, churned),
+        bands=band_rates(bands, churned, band_order) if bands is not None else [],
+    )
+    if both:
+        from sklearn.metrics import roc_curve
+
+        fpr, tpr, _ = roc_curve(churned, risk)
+        metrics.roc_curve = list(zip(fpr.round(4).tolist(), tpr.round(4).tolist(), strict=True))
+        folds = min(5, positives, n - positives)
+        if folds >= 2:
+            probability = calibrated_probability(scores, churned, folds, seed)
+            metrics.brier = float(brier_score_loss(churned, probability))
+            observed, predicted = calibration_curve(
+                churned, probability, n_bins=10, strategy="quantile"
+            )
+            metrics.calibration = [
+                {"predicted": round(float(p), 4), "observed": round(float(o), 4)}
+                for p, o in zip(predicted, observed, strict=True)
+            ]
+    return metrics
+
+
+def calibrated_probability(
+    scores: NDArray[np.float64], churned: NDArray[np.bool_], folds: int, seed: int = 0
+) -> NDArray[np.float64]:
+    """P(churn | score) by Platt scaling, each account's from a fit on the other folds."""
+    x = scores.reshape(-1, 1) / 100.0
+    split = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    predicted = cross_val_predict(
+        LogisticRegression(), x, churned, cv=split, method="predict_proba"
+    )
+    return np.asarray(predicted[:, 1], dtype=float)
+
+
+def deciles(scores: NDArray[np.float64], churned: NDArray[np.bool_]) -> list[dict[str, Any]]:
+    """Churn rate and lift per tenth of the population, riskiest (lowest score) first."""
+    n = len(scores)
+    if n < DECILES:
+        return []
+    order = np.argsort(scores, kind="stable")
+    rate = churned.mean()
+    rows = []
+    for i, part in enumerate(np.array_split(order, DECILES), start=1):
+        part_rate = float(churned[part].mean())
+        rows.append(
+            {
+                "decile": i,
+                "n": len(part),
+                "churned": int(churned[part].sum()),
+                "churn_rate": round(part_rate, 4),
+                "lift": round(float(part_rate / rate), 3) if rate else None,
+                "score_min": round(float(scores[part].min()), 2),
+                "score_max": round(float(scores[part].max()), 2),
+            }
+        )
+    return rows
+
+
+def band_rates(
+    bands: list[str], churned: NDArray[np.bool_], order: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """Accounts, churners and churn rate per band, in `order` (lowest band first)."""
+    names = order or sorted(set(bands))
+    labels = np.asarray(bands)
+    rows = []
+    for name in names:
+        mask = labels == name
+        count = int(mask.sum())
+        rows.append(
+            {
+                "band": name,
+                "n": count,
+                "churned": int(churned[mask].sum()),
+                "churn_rate": round(float(churned[mask].mean()), 4) if count else None,
+            }
+        )
+    return rows

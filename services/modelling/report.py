@@ -1,0 +1,161 @@
+"""Write a back-test's report: summary.json, report.md and PNG plots, side by side per model.
+
+Plots (matplotlib, no display needed): ROC curves, calibration curves, churn rate by band and by
+risk decile, one figure each with a line or bar series per model, for every objective.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from services.modelling.metrics import ScoreMetrics
+
+Full = dict[str, dict[str, dict[str, ScoreMetrics]]]  # model label -> objective -> split -> m
+
+
+def write_report(out: Path, summary: dict[str, Any], full: Full, split: str) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_bytes(
+        orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
+    )
+    plots = _plots(out, full, split)
+    (out / "report.md").write_text(_markdown(summary, split, plots))
+    return [out / "summary.json", out / "report.md", *plots]
+
+
+def _plots(out: Path, full: Full, split: str) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    objectives = sorted({o for per_model in full.values() for o in per_model})
+    paths = []
+    for objective in objectives:
+        per_model = {
+            label: m[objective][split] for label, m in full.items() if split in m.get(objective, {})
+        }
+        if not per_model:
+            continue
+        fig, axes = plt.subplots(2, 2, figsize=(11, 8.5))
+        roc, calibration, bands, deciles = axes.flat
+        width = 0.8 / len(per_model)
+        for i, (label, metrics) in enumerate(per_model.items()):
+            if metrics.roc_curve:
+                fpr, tpr = zip(*metrics.roc_curve, strict=True)
+                roc.plot(fpr, tpr, label=f"{label} (AUC {metrics.roc_auc:.3f})")
+            if metrics.calibration:
+                calibration.plot(
+                    [c["predicted"] for c in metrics.calibration],
+                    [c["observed"] for c in metrics.calibration],
+                    marker="o",
+                    label=label,
+                )
+            names = [b["band"] for b in metrics.bands]
+            bands.bar(
+                [j + i * width for j in range(len(names))],
+                [b["churn_rate"] or 0 for b in metrics.bands],
+                width,
+                label=label,
+                tick_label=names if i == 0 else None,
+            )
+            deciles.bar(
+                [d["decile"] + i * width for d in metrics.deciles],
+                [d["churn_rate"] for d in metrics.deciles],
+                width,
+                label=label,
+            )
+        roc.plot([0, 1], [0, 1], linestyle=":", color="grey")
+        roc.set(title="ROC (risk = 100 - score)", xlabel="false positive rate", ylabel="recall")
+        top = max((c["predicted"] for m in per_model.values() for c in m.calibration), default=1.0)
+        calibration.plot([0, top], [0, top], linestyle=":", color="grey")
+        calibration.set(
+            title="calibration (deciles)", xlabel="predicted churn", ylabel="observed churn"
+        )
+        bands.set(title="churn rate by band", ylabel="churn rate")
+        deciles.set(
+            title="churn rate by risk decile (1 = riskiest)", xlabel="decile", ylabel="churn rate"
+        )
+        for ax in axes.flat:
+            ax.legend(fontsize=8)
+        fig.suptitle(f"{objective}: {split} split")
+        fig.tight_layout()
+        path = out / f"{objective}.png"
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _fmt(x: Any) -> str:
+    if x is None:
+        return "–"
+    return f"{x:.3f}" if isinstance(x, float) else str(x)
+
+
+def _markdown(summary: dict[str, Any], split: str, plots: list[Path]) -> str:
+    lines = [
+        "# Back-test report",
+        "",
+        f"- events: {summary['events']['lines']} lines, {summary['events']['signals']} signals, "
+        f"rejected {summary['events']['rejected'] or 'none'}",
+        f"- accounts: {summary['accounts']}, churned in the data: {summary['churned_accounts']}",
+        f"- as-of times: {', '.join(summary['as_of'])}; horizon {summary['horizon_days']} days",
+        f"- split shown: **{split}**"
+        + (f" (as-of ≥ {summary['test_from']})" if summary.get("test_from") else ""),
+        "",
+        "Risk is `100 - score`; AUCs say how well it ranks accounts that churn within the "
+        "horizon above those that do not. Brier is for a churn probability calibrated on the "
+        "score (cross-validated Platt scaling); skill > 0 beats always predicting the base rate.",
+        "",
+    ]
+    objectives = dict.fromkeys(o for m in summary["models"].values() for o in m["objectives"])
+    for objective in objectives:
+        lines += [f"## {objective}", ""]
+        lines += [
+            "| model | n | churn rate | ROC AUC | PR AUC | Brier | skill | top-decile lift "
+            "| warned before churn | median lead (warned) |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for label, model in summary["models"].items():
+            entry = model["objectives"].get(objective)
+            if entry is None or split not in entry:
+                continue
+            m, lead = entry[split], entry.get("lead_time") or {}
+            lines.append(
+                f"| {label} `{model['version']}` | {m['n']} | {_fmt(m['churn_rate'])} "
+                f"| {_fmt(m['roc_auc'])} | {_fmt(m['pr_auc'])} | {_fmt(m['brier'])} "
+                f"| {_fmt(m['brier_skill'])} | {_fmt(m['top_decile_lift'])} "
+                f"| {_fmt(lead.get('warned_share'))} "
+                f"| {_fmt(lead.get('median_lead_days_warned'))} d |"
+            )
+        for label, model in summary["models"].items():
+            entry = model["objectives"].get(objective)
+            if entry is None or split not in entry:
+                continue
+            lines += ["", f"### {label}: churn rate by band and decile", ""]
+            lines += ["| band | n | churned | churn rate |", "|---|---|---|---|"]
+            lines += [
+                f"| {b['band']} | {b['n']} | {b['churned']} | {_fmt(b['churn_rate'])} |"
+                for b in entry[split]["bands"]
+            ]
+            lines += ["", "| decile | scores | n | churn rate | lift |", "|---|---|---|---|---|"]
+            lines += [
+                f"| {d['decile']} | {d['score_min']:.1f}–{d['score_max']:.1f} | {d['n']} "
+                f"| {_fmt(d['churn_rate'])} | {_fmt(d['lift'])} |"
+                for d in entry[split]["deciles"]
+            ]
+            lines += ["", "| segment | n | churn rate | ROC AUC | PR AUC |"]
+            lines += ["|---|---|---|---|---|"]
+            lines += [
+                f"| {name} | {m['n']} | {_fmt(m['churn_rate'])} | {_fmt(m['roc_auc'])} "
+                f"| {_fmt(m['pr_auc'])} |"
+                for name, m in entry["by_segment"].items()
+            ]
+        plot = next((p for p in plots if p.stem == objective), None)
+        if plot is not None:
+            lines += ["", f"![{objective}]({plot.name})", ""]
+    return "\n".join(lines) + "\n"
