@@ -1,0 +1,192 @@
+"""Back-test metrics, the replay, the fit and the CLI on small worlds with known answers."""
+
+from __future__ import annotations
+
+import csv
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from services.modelling.backtest import DAY, Sample, collect
+from services.modelling.fit import dump_model, fit_model
+from services.modelling.metrics import score_metrics
+from services.modelling.replay import load_events, load_outcomes
+from services.simulator.produce import write_files
+from services.simulator.world import World
+from shared.cli import app
+from shared.config import DEFAULT_MODEL_PATH
+from shared.scoring.engine import evaluate
+from shared.scoring.model import Model, load_model
+from shared.scoring.state import AccountState
+
+MODEL = load_model(DEFAULT_MODEL_PATH)
+START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_metrics_match_a_hand_computed_case() -> None:
+    scores = np.array([10, 20, 30, 40, 50, 60, 70, 80, 90, 95], dtype=float)
+    churned = np.array([1, 1, 0, 1, 0, 0, 0, 0, 0, 0], dtype=bool)
+    bands = ["at_risk"] * 3 + ["neutral"] * 3 + ["healthy"] * 4
+    m = score_metrics(scores, churned, bands, ["at_risk", "neutral", "healthy"])
+    # churners at 10, 20, 40 against 7 retained: 7 + 7 + 6 of 21 pairs ranked right
+    assert m.roc_auc == pytest.approx(20 / 21)
+    # riskiest first: P P N P ...: precision 1, 1, 3/4 at the three churners
+    assert m.pr_auc == pytest.approx((1 + 1 + 0.75) / 3)
+    assert (m.n, m.churned, m.churn_rate) == (10, 3, 0.3)
+    assert [d["churn_rate"] for d in m.deciles] == [1, 1, 0, 1, 0, 0, 0, 0, 0, 0]
+    assert m.deciles[0]["lift"] == pytest.approx(1 / 0.3, abs=1e-3)
+    assert [(b["band"], b["n"], b["churned"]) for b in m.bands] == [
+        ("at_risk", 3, 2),
+        ("neutral", 3, 1),
+        ("healthy", 4, 0),
+    ]
+    assert m.brier_base_rate == pytest.approx(0.21)
+
+
+def test_calibrated_brier_approaches_the_true_probability() -> None:
+    rng = np.random.default_rng(3)
+    scores = rng.uniform(0, 100, 20_000)
+    truth = 1 / (1 + np.exp(-(2.0 - 0.08 * scores)))  # churn falls with the score
+    churned = rng.random(20_000) < truth
+    m = score_metrics(scores, churned)
+    ideal = float(np.mean(truth * (1 - truth)))  # the Brier score of the true probability
+    assert m.brier == pytest.approx(ideal, abs=0.004)
+    assert m.brier_skill is not None and m.brier_skill > 0.2
+    assert m.roc_auc is not None and m.roc_auc > 0.8
+    assert all(abs(c["predicted"] - c["observed"]) < 0.05 for c in m.calibration)
+
+
+def test_without_both_outcomes_there_is_no_auc() -> None:
+    m = score_metrics(np.array([10.0, 50.0, 90.0]), np.array([False, False, False]))
+    assert (m.roc_auc, m.pr_auc, m.brier) == (None, None, None)
+
+
+@pytest.fixture(scope="module")
+def world_files(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("world")
+    write_files(World(5, 300, start=START, days=150, intensity=0.3), out)
+    return out
+
+
+def test_the_replay_validates_like_ingest_and_reads_outcomes(world_files: Path) -> None:
+    broken = world_files / "broken.jsonl"
+    lines = (world_files / "events.jsonl").read_bytes().splitlines()[:50]
+    broken.write_bytes(b"\n".join([*lines, b"{not json", b'{"type": "mystery"}', b"[1]"]) + b"\n")
+    history = load_events(broken)
+    assert len(history.facts) == 50 and history.lines == 53
+    assert history.rejected == {"invalid_json": 1, "unknown_event_type": 1, "not_an_object": 1}
+    assert [f.t for f in history.facts] == sorted(f.t for f in history.facts)
+    churn_at = load_outcomes(world_files / "outcomes.csv")
+    with (world_files / "outcomes.csv").open() as fh:
+        expected = {r["account_id"] for r in csv.DictReader(fh) if r["churned_at"]}
+    assert set(churn_at) == expected and expected
+
+
+def test_samples_are_the_live_score_at_the_cut_with_honest_labels(world_files: Path) -> None:
+    history = load_events(world_files / "events.jsonl")
+    churn_at = load_outcomes(world_files / "outcomes.csv")
+    cuts = [START.timestamp() + d * DAY for d in (60, 100)]
+    samples = collect(history, churn_at, MODEL, cuts, 30 * DAY)
+    for cut in cuts:
+        at_cut = {s.account_id: s for s in samples if s.as_of == cut}
+        seen = {f.account_id for f in history.facts if f.t <= cut}
+        gone = {a for a, t in churn_at.items() if t <= cut}
+        assert set(at_cut) == seen - gone  # churned accounts leave the population
+        for account_id, sample in at_cut.items():
+            churn = churn_at.get(account_id)
+            assert sample.churned == (churn is not None and cut < churn <= cut + 30 * DAY)
+        for account_id in sorted(at_cut)[:25]:  # the reference: fold the facts up to the cut
+            state = AccountState()
+            for fact in history.facts:
+                if fact.account_id == account_id and fact.t <= cut:
+                    state.apply(MODEL, fact)
+            expected = evaluate(MODEL, state, cut)
+            assert at_cut[account_id].scores == {o: s.score for o, s in expected.scores.items()}
+    assert any(s.churned for s in samples) and not all(s.churned for s in samples)
+
+
+def _sample(i: int, signal: float, noise: float, harmful: float, churned: bool) -> Sample:
+    subs: dict[str, float | None] = dict.fromkeys(MODEL.objectives["churn_risk"].factors)
+    subs |= {"login_frequency": signal, "nps": noise, "support_load": harmful}
+    return Sample(0.0, f"a{i}", "default", churned, {"churn_risk": 50.0}, {}, {"churn_risk": subs})
+
+
+def test_a_fitted_model_weighs_what_predicts_churn_and_round_trips(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    samples = []
+    for i in range(3000):
+        signal, noise = rng.uniform(0, 100), rng.uniform(0, 100)
+        churned = bool(rng.random() < 1 / (1 + np.exp(-(3 - 0.08 * signal))))
+        harmful = (80.0 if churned else 20.0) + rng.uniform(-20, 20)  # high when they churn
+        samples.append(_sample(i, signal, noise, harmful, churned))
+    document = yaml.safe_load(DEFAULT_MODEL_PATH.read_text())
+    fitted = fit_model(MODEL, document, samples, objective="churn_risk", name="fitted", c=1.0)
+    weights = fitted.base.weights
+    assert weights["login_frequency"] > 5 * max(weights["nps"], 0.01)
+    assert weights["support_load"] == 0 and "support_load" in fitted.base.dropped
+    assert "csat" in fitted.base.dropped  # no data at all: weight 0
+    assert sum(weights.values()) == pytest.approx(20, abs=0.05)
+    figures = {
+        "input_model": MODEL.version,
+        "objective": "churn_risk",
+        "regularisation_c": 1.0,
+        "train": {"as_of_before": "t", "samples": 3000, "churned": 1},
+        "test": {"samples": 0, "churned": 0},
+        "auc_input_test": None,
+        "auc_fitted_test": None,
+        "base": {"dropped": fitted.base.dropped},
+        "segments": {"enterprise": "too little data: base weights"},
+    }
+    path = tmp_path / "fitted.yaml"
+    path.write_text(dump_model(fitted.document, figures, "test"))
+    reloaded = load_model(path)
+    assert reloaded.version == Model.model_validate(fitted.document).version
+    assert reloaded.name == "fitted" and path.read_text().startswith("# Fitted by")
+    assert (
+        reloaded.objectives["churn_risk"].factors["login_frequency"] == weights["login_frequency"]
+    )
+    # segments without enough data fall back to the fitted base weights
+    assert all("churn_risk" not in s.objectives for s in reloaded.segments)
+    assert reloaded.objectives["churn_risk"].caps == MODEL.objectives["churn_risk"].caps
+
+
+def test_backtest_and_fit_commands_write_reports_and_a_valid_model(
+    world_files: Path, tmp_path: Path
+) -> None:
+    runner = CliRunner()
+    common = [
+        "--events", str(world_files / "events.jsonl"),
+        "--outcomes", str(world_files / "outcomes.csv"),
+        "--as-of", "2026-03-01", "--as-of", "2026-04-01", "--as-of", "2026-05-01",
+    ]  # fmt: skip
+    fitted = tmp_path / "fitted.yaml"
+    result = runner.invoke(
+        app, ["fit", *common, "--out", str(fitted), "--min-segment-samples", "10000"]
+    )
+    assert result.exit_code == 0, result.output
+    figures = orjson.loads(result.output.strip().splitlines()[-1])
+    assert figures["test"]["samples"] > 0 and figures["train"]["samples"] > 0
+    assert load_model(fitted).version == figures["fitted_model"]
+    out = tmp_path / "report"
+    result = runner.invoke(
+        app, ["backtest", *common, "--model", str(DEFAULT_MODEL_PATH), "--model", str(fitted),
+              "--out", str(out)]
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = orjson.loads((out / "summary.json").read_bytes())
+    assert set(summary["models"]) == {"default", "default-fitted"}
+    default = summary["models"]["default"]["objectives"]["churn_risk"]
+    assert default["test"]["roc_auc"] > 0.7  # the simulated decline is visible in the score
+    assert summary["models"]["default-fitted"]["objectives"]["churn_risk"]["test"][
+        "roc_auc"
+    ] == pytest.approx(figures["auc_fitted_test"], abs=1e-4)
+    assert default["lead_time"]["churned_accounts"] > 0
+    assert {p.name for p in out.iterdir()} == {
+        "summary.json", "report.md", "churn_risk.png", "expansion.png"
+    }  # fmt: skip
+    assert "| default `default@" in (out / "report.md").read_text()
