@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: help install run test test-unit lint fmt migrate schemas bench-ingest bench-scorer bench-api clean
+.PHONY: help install run test test-unit lint fmt migrate schemas bench-ingest bench-scorer bench-api backtest-demo clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ bench-scorer: $(STAMP) ## scorer durable throughput vs raw consume, freshness, R
 bench-api: $(STAMP) ## GET .../health vs a bare FastAPI endpoint under wrk (bench/api.py)
 	@command -v wrk >/dev/null || { echo "bench-api needs wrk: apt-get install wrk"; exit 2; }
 	$(BIN)/python bench/api.py
+
+backtest-demo: $(STAMP) ## simulate 5,000 accounts with churn, fit a model, back-test both (bench/backtest_demo.py)
+	$(BIN)/python bench/backtest_demo.py
 
 clean: ## remove the virtualenv, local data and caches
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache .hypothesis
