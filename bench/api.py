@@ -23,7 +23,7 @@ from common import infrastructure, report, run
 
 from services.api.auth import hash_token
 from shared.db import create_engine
-from tests.integration.conftest import settings_env
+from tests.conftest import settings_env
 from tests.integration.scorer_support import score_and_store, simulated_signals
 
 ACCOUNTS = 10_000

@@ -28,7 +28,7 @@ from services.scorer.consume import Scorer
 from shared.config import Settings
 from shared.db import create_engine
 from shared.events import Signal, decode_signal, encode_signal
-from tests.integration.conftest import settings_env
+from tests.conftest import settings_env
 from tests.integration.scorer_support import consumed, simulated_signals
 from tests.kafka_io import produce
 

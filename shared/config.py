@@ -72,6 +72,9 @@ class IngestSettings(BaseModel):
     # Events further in the future than this (clock skew) or older than max_age are rejected.
     max_future_skew_seconds: int = Field(default=300, ge=0)
     max_age_days: int = Field(default=400, ge=1)
+    # /healthz turns 503 when the committed position has not moved for this long while
+    # records wait
+    stall_after_seconds: float = Field(default=120.0, gt=0)
     metrics_port: int = 9101
 
 
@@ -88,6 +91,7 @@ class ScorerSettings(BaseModel):
     sweep_batch_size: int = Field(default=2_000, ge=1)
     sweep_interval_seconds: float = Field(default=60.0, gt=0)
     relay_interval_seconds: float = Field(default=0.2, gt=0)
+    stall_after_seconds: float = Field(default=120.0, gt=0)
     metrics_port: int = 9102
 
 

@@ -38,7 +38,10 @@ def _lower(value: Any) -> Any:
 
 
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:  # 9999-12-31T23:59-23:59 is past datetime.max in UTC
+        raise ValueError("date is out of range once converted to UTC") from exc
 
 
 Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f]+$")]

@@ -1,8 +1,11 @@
 """The operations endpoint every worker serves: /metrics, /healthz (progress), /readyz.
 
-/healthz is about progress, not about the process being up: a consumer loop that has not
-completed a poll within `stall_after` seconds (a known aiokafka failure mode after broker
-trouble) answers 503 so the orchestrator restarts it and the alert rule fires.
+/healthz is about progress, not about the process being up. Progress is the consumed position
+moving, or nothing waiting to be consumed while the broker answers fetches: a loop that is
+stuck, a broker that does not answer, or a fetcher that silently stopped (a known aiokafka
+failure mode after broker trouble) all stop progressing. After `stall_after` seconds of that
+/healthz answers 503, so the orchestrator restarts the worker, and
+`<service>_seconds_since_progress` lets the alert fire.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 import uvicorn
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -24,9 +27,24 @@ class Health:
     stall_after: float = 120.0
     ready: bool = False
     last_progress: float = field(default_factory=time.monotonic)
+    _position: int | None = None
 
-    def progressed(self) -> None:
-        self.last_progress = time.monotonic()
+    def observe(self, position: int, backlog: int, fetched_at: float | None = None) -> None:
+        """After each poll: `position` = records consumed so far (any monotone sum of
+        offsets), `backlog` = records known to be waiting, `fetched_at` = wall time (epoch s) of
+        the stalest partition's last fetch response. Idle counts as progress only while the
+        broker is heard from: a consumer cut off from it cannot know what waits."""
+        heard = fetched_at is None or time.time() - fetched_at < self.stall_after / 2
+        if position != self._position or (backlog <= 0 and heard):
+            self.last_progress = time.monotonic()
+        self._position = position
+
+    def register(self, registry: CollectorRegistry, prefix: str) -> None:
+        Gauge(
+            f"{prefix}_seconds_since_progress",
+            "Seconds since the consumed position last moved (0-ish while idle with no backlog)",
+            registry=registry,
+        ).set_function(lambda: round(self.stalled_for, 3))
 
     @property
     def stalled_for(self) -> float:

@@ -49,20 +49,31 @@ class BodyLimit:
         if declared is not None or b"transfer-encoding" not in headers:
             await self.app(scope, receive, send)  # the declared length is all that can come
             return
+        # Streamed (chunked): read it here, at most `limit` bytes, then hand it on whole. (An
+        # error raised while the route reads the body would become a 400 parse error.)
+        chunks: list[bytes] = []
         seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
+        while True:
             message = await receive()
-            seen += len(message.get("body", b""))
+            if message["type"] != "http.request":
+                break  # the client went away
+            chunks.append(message.get("body", b""))
+            seen += len(chunks[-1])
             if seen > self.limit:
-                raise _TooLarge
-            return message
+                await self._refuse(scope, receive, send)
+                return
+            if not message.get("more_body", False):
+                break
+        replayed = False
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await self._refuse(scope, receive, send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
 
     async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
         from starlette.requests import Request
@@ -71,10 +82,6 @@ class BodyLimit:
             Request(scope), 413, f"request bodies are limited to {self.limit} bytes"
         )
         await response(scope, receive, send)
-
-
-class _TooLarge(Exception):
-    pass
 
 
 class RequestMetrics:

@@ -25,11 +25,14 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 
 from services.ingest.validate import Limits, Rejection, Sentiment, validate
 from shared.config import Settings
-from shared.events import Source, encode_signal, utcnow
+from shared.events import Signal, Source, encode_signal, utcnow
 from shared.kafka import is_retriable, make_consumer, make_producer
 from shared.ops import Health
 
 log = structlog.get_logger(__name__)
+# The dead-letter reason of a record whose validation raised instead of deciding: one poisonous
+# record must not stop the stream.
+VALIDATOR_ERROR = "validator_error"
 
 Outgoing = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
 
@@ -94,6 +97,7 @@ class Ingest:
         self.metrics = IngestMetrics(registry)
         self.health = health or Health()
         self.clock = clock
+        self.committed: dict[TopicPartition, int] = {}
         cfg = settings.ingest
         self.limits = Limits(
             max_record_bytes=cfg.max_record_bytes,
@@ -113,9 +117,13 @@ class Ingest:
         counts as in the metrics: the signal's source or the rejection reason."""
         topics = self.settings.kafka.topics
         source = self.sources[record.topic]
-        outcome = validate(
-            record.value, source=source, now=now, limits=self.limits, sentiment=self.sentiment
-        )
+        try:
+            outcome: Signal | Rejection = validate(
+                record.value, source=source, now=now, limits=self.limits, sentiment=self.sentiment
+            )
+        except Exception as exc:  # a bug in validation: dead-letter, replay after the fix
+            log.exception("ingest.validator_error", topic=record.topic, offset=record.offset)
+            outcome = Rejection(VALIDATOR_ERROR, repr(exc)[:500])
         if isinstance(outcome, Rejection):
             headers = [
                 ("reason", outcome.reason.encode()),
@@ -215,6 +223,7 @@ class Ingest:
             log.warning("ingest.commit_failed", error=repr(exc))
         self.metrics.batch_size.observe(len(outgoing))
         self.metrics.batch_latency.observe(asyncio.get_running_loop().time() - started)
+        self.committed.update(commit)
         for tp, next_offset in commit.items():
             highwater = consumer.highwater(tp)
             if highwater is not None:
@@ -255,9 +264,21 @@ class Ingest:
                 log.warning("ingest.poll_retry", error=repr(exc))
                 await asyncio.sleep(1.0)
                 continue
-            self.health.progressed()
             if batch:
                 await self._process(consumer, producer, batch, stop)
+            self._observe_progress(consumer)
+
+    def _observe_progress(self, consumer: AIOKafkaConsumer) -> None:
+        consumed = backlog = 0
+        fetched: list[float] = []
+        for tp in consumer.assignment():
+            highwater, done = consumer.highwater(tp), self.committed.get(tp)
+            if highwater is not None and done is not None:
+                consumed += done
+                backlog += max(highwater - done, 0)
+            if (polled := consumer.last_poll_timestamp(tp)) is not None:
+                fetched.append(polled / 1000)
+        self.health.observe(consumed, backlog, min(fetched, default=None))
 
 
 async def serve(settings: Settings, stop: asyncio.Event, **kwargs: Any) -> None:
@@ -265,7 +286,8 @@ async def serve(settings: Settings, stop: asyncio.Event, **kwargs: Any) -> None:
     from shared.kafka import ensure_topics
     from shared.ops import OpsServer
 
-    health = Health()
+    health = Health(stall_after=settings.ingest.stall_after_seconds)
+    health.register(kwargs.get("registry", REGISTRY), "healthscore_ingest")
     ingest = Ingest(settings, health=health, **kwargs)
     ops = OpsServer(
         "0.0.0.0", settings.ingest.metrics_port, kwargs.get("registry", REGISTRY), health

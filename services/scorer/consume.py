@@ -477,7 +477,6 @@ class Scorer:
         while not stop.is_set():
             try:
                 records = await self._poll()
-                self.health.progressed()
                 if records:
                     await self.process(records, producer)
                 if self._reload_requested:
@@ -524,10 +523,18 @@ class Scorer:
 
     def _update_lag(self) -> None:
         assert self.consumer is not None
+        consumed = backlog = 0
+        fetched: list[float] = []
         for tp, position in self.positions.items():
             highwater = self.consumer.highwater(tp)
+            consumed += position or 0
             if highwater is not None:
-                self.metrics.lag.labels(str(tp.partition)).set(max(highwater - (position or 0), 0))
+                lag = max(highwater - (position or 0), 0)
+                backlog += lag
+                self.metrics.lag.labels(str(tp.partition)).set(lag)
+            if (polled := self.consumer.last_poll_timestamp(tp)) is not None:
+                fetched.append(polled / 1000)
+        self.health.observe(consumed, backlog, min(fetched, default=None))
 
     async def _relay(self, producer: AIOKafkaProducer, stop: asyncio.Event) -> None:
         """Publish outbox rows to the changes topic, then mark them sent (at-least-once)."""
@@ -581,7 +588,8 @@ async def serve(settings: Settings, stop: asyncio.Event, **kwargs: Any) -> None:
     engine = create_engine(settings.database)
     try:
         await ensure_migrated(engine)
-        health = Health()
+        health = Health(stall_after=settings.scorer.stall_after_seconds)
+        health.register(kwargs.get("registry", REGISTRY), "healthscore_scorer")
         scorer = Scorer(settings, engine, health=health, **kwargs)
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, scorer.request_reload)
         ops = OpsServer(

@@ -23,7 +23,7 @@ from services.ingest.consume import Ingest
 from services.ingest.validate import REASONS
 from shared.config import Settings
 from shared.events import EVENT_TYPE_SOURCE, Signal, decode_signal
-from tests.integration.conftest import healthscore_argv, settings_env
+from tests.conftest import healthscore_argv, settings_env
 from tests.kafka_io import header, produce, read_topic
 from tests.samples import valid_events
 

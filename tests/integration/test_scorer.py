@@ -26,7 +26,7 @@ from shared.db import create_engine, ensure_migrated
 from shared.errors import DatabaseNotMigrated, FencedOut
 from shared.events import Signal
 from shared.scoring.model import Model
-from tests.integration.conftest import healthscore_argv, settings_env
+from tests.conftest import healthscore_argv, settings_env
 from tests.integration.scorer_support import (
     MODEL,
     consumed,
@@ -56,7 +56,7 @@ async def running_scorer(
 
 
 async def test_refuses_an_unmigrated_database(settings: Settings, infra) -> None:  # type: ignore[no-untyped-def]
-    from tests.integration.conftest import admin_sql
+    from tests.conftest import admin_sql
 
     await admin_sql(infra.database, f'CREATE DATABASE "{settings.database.name}_empty"')
     empty = create_engine(settings.database, name=f"{settings.database.name}_empty")

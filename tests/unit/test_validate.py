@@ -94,3 +94,32 @@ def test_sentiment_is_recorded_only_for_text() -> None:
     assert isinstance(opened, Signal) and isinstance(session, Signal)
     assert opened.sentiment == -0.5 and session.sentiment is None
     assert calls == ["Broken The dashboard is broken and we are very frustrated."]
+
+
+def test_a_time_past_the_calendar_once_in_utc_is_a_schema_violation() -> None:
+    event = {**valid_events(NOW)["session_started"], "occurred_at": "9999-12-31T23:59:59-23:59"}
+    outcome = validate(orjson.dumps(event), source="usage", now=NOW)
+    assert isinstance(outcome, Rejection)
+    assert (outcome.reason, outcome.path) == ("schema_violation", "occurred_at")
+
+
+def test_a_validator_that_raises_dead_letters_the_record_instead_of_stopping_ingest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aiokafka import ConsumerRecord
+    from prometheus_client import CollectorRegistry
+
+    from services.ingest import consume
+    from shared.config import Settings
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(consume, "validate", broken)
+    ingest = consume.Ingest(Settings(), registry=CollectorRegistry())
+    record = ConsumerRecord("usage.events", 2, 41, 0, 0, b"k", b"{}", None, 2, 2, [])
+    (topic, key, value, headers), counted = ingest.route(record, NOW)
+    assert (topic, key, value) == ("account-health.dlq", b"k", b"{}")
+    assert counted == "dlq:validator_error"
+    assert dict(headers)["reason"] == b"validator_error"
+    assert dict(headers)["source_offset"] == b"41"

@@ -1,0 +1,80 @@
+"""The reliability suite's scale and its summary table.
+
+RELIABILITY_SCALE=reduced (the default, run by `make test`) uses a deterministic seed and a
+stream small enough for CI; RELIABILITY_SCALE=full (`make chaos`) is the full suite: 200k raw
+events, 20 kills of each service, 10,000 hostile records, many schemathesis examples. Every
+scenario adds its row to the table printed at the end of the session and written to
+reports/reliability.md.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.reliability.pipeline import Outcome
+
+
+@dataclass(frozen=True)
+class Scale:
+    name: str
+    accounts: int  # simulated accounts; about 5 raw events per account and day
+    days: int
+    kills: int  # kill -9 of each of ingest and the scorer
+    hostile: int
+    rate: float  # raw records produced per second
+    rebalances: int
+    schemathesis_examples: int
+    seed: int = 20261124
+
+
+SCALES = {
+    "reduced": Scale("reduced", 200, 20, 3, 2_000, 1_000, 2, 25),
+    "full": Scale("full", 1_900, 25, 20, 10_000, 1_000, 8, 300),
+}
+OUTCOMES: list[Outcome] = []
+
+
+@pytest.fixture(scope="session")
+def scale() -> Scale:
+    name = os.environ.get("RELIABILITY_SCALE", "reduced")
+    if name not in SCALES:
+        raise pytest.UsageError(f"RELIABILITY_SCALE must be one of {sorted(SCALES)}")
+    return SCALES[name]
+
+
+@pytest.fixture
+def report() -> Any:
+    def add(outcome: Outcome) -> Outcome:
+        OUTCOMES.append(outcome)
+        return outcome
+
+    return add
+
+
+def summary_table() -> str:
+    rows = [o.row() for o in OUTCOMES]
+    columns = list(rows[0])
+    lines = [
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+        *("| " + " | ".join(str(r[c]) for c in columns) + " |" for r in rows),
+    ]
+    notes = [f"- {o.scenario}: {note}" for o in OUTCOMES for note in o.notes]
+    return "\n".join(lines + (["", *notes] if notes else []))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not OUTCOMES:
+        return
+    table = summary_table()
+    scale = os.environ.get("RELIABILITY_SCALE", "reduced")
+    terminalreporter.section(f"reliability summary ({scale})")
+    terminalreporter.write_line(table)
+    out = Path("reports") / "reliability.md"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(f"RELIABILITY_SCALE={scale}\n\n{table}\n")

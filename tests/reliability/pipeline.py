@@ -1,0 +1,345 @@
+"""The whole pipeline as real processes, a raw event stream, faults, and the end-state checks.
+
+`Pipeline` runs ingest, scorer and api as `healthscore` subprocesses (each in its own process
+group, with its own metrics port and log file) against the test session's broker and
+PostgreSQL. `RawStream` is a deterministic stream of simulator events with hostile records mixed
+in, and knows, by running ingest's own `validate` offline, what each record must become.
+`settle_and_check` waits for the pipeline to drain and compares everything with that:
+
+- every raw record became exactly one signal (by event id) or one dead letter (by source
+  topic/partition/offset), none both, none neither;
+- the scorer's stored state and scores of every account equal the pure core's reference;
+- every change event in the outbox reached the changes topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.ingest.validate import Rejection, Sentiment, validate
+from services.simulator.world import World
+from shared.config import Settings
+from shared.devstack import free_port
+from shared.events import EVENT_TYPE_SOURCE, Signal, decode_signal
+from shared.kafka import ensure_topics, make_producer
+from tests.conftest import healthscore_argv, settings_env
+from tests.integration.scorer_support import consumed, mismatches
+from tests.kafka_io import header, read_topic
+from tests.reliability.hostile import hostile_record
+
+# --- processes ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Service:
+    """One `healthscore` process; restarted in place after a kill."""
+
+    name: str
+    command: str
+    env: dict[str, str]
+    log: Path
+    metrics_port: int | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+    retired: bool = False  # stopped by the test on purpose
+
+    def start(self) -> Service:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                healthscore_argv(self.command),
+                env=self.env,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        self.starts += 1
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """kill -9, no warning: whatever was in flight is lost by the process."""
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> int | None:
+        self.retired = True
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            return self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            return self.proc.wait(10)
+
+    def metric(self, name: str) -> float | None:
+        """Sum of a metric's samples on this process's /metrics; None if it does not answer."""
+        if self.metrics_port is None:
+            return None
+        try:
+            body = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2).text
+        except httpx.HTTPError:
+            return None
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in body.splitlines()
+            if line.startswith(name) and not line.startswith("#")
+        )
+
+    def healthz(self) -> int | None:
+        try:
+            return httpx.get(f"http://127.0.0.1:{self.metrics_port}/healthz", timeout=2).status_code
+        except httpx.HTTPError:
+            return None
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, workdir: Path, **env: str) -> None:
+        self.settings = settings
+        self.workdir = workdir
+        self.env = {**settings_env(settings), **env}
+        self.services: list[Service] = []
+
+    def _service(self, command: str, port_variable: str | None) -> Service:
+        port = free_port()
+        env = dict(self.env)
+        if port_variable:
+            env[port_variable] = str(port)
+        index = sum(s.command == command for s in self.services)
+        service = Service(
+            f"{command}-{index}",
+            command,
+            env,
+            self.workdir / f"{command}-{index}.log",
+            port if port_variable else None,
+        )
+        self.services.append(service)
+        return service.start()
+
+    def ingest(self) -> Service:
+        return self._service("ingest", "HEALTHSCORE_INGEST__METRICS_PORT")
+
+    def scorer(self) -> Service:
+        return self._service("scorer", "HEALTHSCORE_SCORER__METRICS_PORT")
+
+    def stop(self) -> dict[str, int | None]:
+        return {s.name: s.stop() for s in self.services}
+
+    def unplanned_exits(self) -> list[str]:
+        """Services that died on their own (not killed or stopped by the test)."""
+        return [s.name for s in self.services if not s.alive and not s.retired]
+
+
+# --- the raw stream ----------------------------------------------------------------------------
+
+Record = tuple[str, bytes | None, bytes]  # topic, key, value
+
+
+@dataclass
+class RawStream:
+    records: list[Record]
+    expected: list[str | None]  # per record: the signal id it must become, or None = DLQ
+    reasons: Counter[str]
+    signals: list[Signal]  # the reference input: what ingest must produce
+    positions: list[tuple[str, int, int]] = field(default_factory=list)
+
+
+def raw_stream(
+    settings: Settings, *, accounts: int, days: int, hostile: int, seed: int, intensity: float = 1.0
+) -> RawStream:
+    """Simulator events of `accounts` over the `days` before now, with `hostile` broken or
+    malicious records mixed in at random places."""
+    topics = settings.kafka.topics
+    by_source = {"usage": topics.usage, "support": topics.support, "billing": topics.billing}
+    end = datetime.now(UTC) - timedelta(hours=1)
+    world = World(seed, accounts, start=end - timedelta(days=days), days=days, intensity=intensity)
+    events = [e for d in range(days) for a in world.accounts for e in world.day_events(a, d)]
+    records: list[Record] = [
+        (by_source[EVENT_TYPE_SOURCE[e["type"]]], e["account_id"].encode(), orjson.dumps(e))
+        for e in events
+    ]
+    rng = random.Random(seed)
+    for _ in range(hostile):
+        key, value = hostile_record(rng, rng.choice(events))
+        records.insert(rng.randrange(len(records) + 1), (rng.choice(topics.raw), key, value))
+    source_of = {topic: source for source, topic in by_source.items()}
+    sentiment = Sentiment()
+    now = datetime.now(UTC)
+    expected: list[str | None] = []
+    reasons: Counter[str] = Counter()
+    signals: list[Signal] = []
+    for topic, _, value in records:
+        outcome = validate(value, source=source_of[topic], now=now, sentiment=sentiment)
+        if isinstance(outcome, Rejection):
+            expected.append(None)
+            reasons[outcome.reason] += 1
+        else:
+            expected.append(outcome.signal_id)
+            signals.append(outcome)
+    return RawStream(records, expected, reasons, signals)
+
+
+async def produce_stream(settings: Settings, stream: RawStream, rate: float) -> None:
+    """Produce the stream at about `rate` records/s, recording where each record landed."""
+    await ensure_topics(settings.kafka, [*settings.kafka.topics.raw])
+    producer = make_producer(settings.kafka)
+    await producer.start()
+    started = time.monotonic()
+    try:
+        chunk = max(int(rate / 10), 1)
+        for i in range(0, len(stream.records), chunk):
+            futures = [
+                await producer.send(topic, value=value, key=key)
+                for topic, key, value in stream.records[i : i + chunk]
+            ]
+            for meta in await asyncio.gather(*futures):
+                stream.positions.append((meta.topic, meta.partition, meta.offset))
+            ahead = (i + chunk) / rate - (time.monotonic() - started)
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+    finally:
+        await producer.stop()
+
+
+# --- the checks --------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """What a scenario reports: the row of the summary table."""
+
+    scenario: str
+    events_in: int = 0
+    signals: int = 0
+    dlq: int = 0
+    duplicates_dropped: int = 0
+    accounts_checked: int = 0
+    mismatches: int = 0
+    lost: int = 0
+    faults: Counter[str] = field(default_factory=Counter)
+    recovery_seconds: list[float] = field(default_factory=list)
+    unplanned_exits: int = 0
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def row(self) -> dict[str, Any]:
+        recovery = sorted(self.recovery_seconds)
+        return {
+            "scenario": self.scenario,
+            "events in": self.events_in,
+            "signals": self.signals,
+            "DLQ": self.dlq,
+            "duplicates dropped": self.duplicates_dropped,
+            "accounts checked": self.accounts_checked,
+            "mismatches": self.mismatches,
+            "lost": self.lost,
+            "faults": ", ".join(f"{k} ×{v}" for k, v in sorted(self.faults.items())) or "–",
+            "recovery p50/max s": (
+                f"{recovery[len(recovery) // 2]:.1f} / {recovery[-1]:.1f}" if recovery else "–"
+            ),
+            "unplanned exits": self.unplanned_exits,
+            "seconds": round(self.seconds),
+        }
+
+
+async def settle_and_check(
+    settings: Settings,
+    engine: AsyncEngine,
+    stream: RawStream,
+    outcome: Outcome,
+    *,
+    timeout: float = 300,
+) -> Outcome:
+    """Wait until every raw record is accounted for and the scorer has consumed every signal,
+    then fill `outcome` with the figures and the differences from the reference."""
+    topics = settings.kafka.topics
+    want_signals = {sid for sid in stream.expected if sid is not None}
+    want_dlq = {p for p, sid in zip(stream.positions, stream.expected, strict=True) if sid is None}
+    deadline = time.monotonic() + timeout
+    while True:
+        signal_records = await read_topic(settings, topics.signals, settle=1.0)
+        dlq_records = await read_topic(settings, topics.dlq, settle=0.5)
+        got_signals = Counter(decode_signal(r.value).signal_id for r in signal_records)
+        got_dlq = Counter(
+            (
+                header(r, "source_topic") or "",
+                int(header(r, "source_partition") or -1),
+                int(header(r, "source_offset") or -1),
+            )
+            for r in dlq_records
+        )
+        complete = set(got_signals) >= want_signals and set(got_dlq) >= want_dlq
+        if complete or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(2)
+    outcome.events_in = len(stream.records)
+    outcome.signals = len(got_signals)
+    outcome.dlq = len(got_dlq)
+    outcome.lost = len(want_signals - set(got_signals)) + len(want_dlq - set(got_dlq))
+    unexpected = len(set(got_signals) - want_signals) + len(set(got_dlq) - want_dlq)
+    if unexpected:
+        outcome.notes.append(f"{unexpected} records that should not exist")
+    outcome.mismatches += unexpected
+    total_signals = sum(got_signals.values())
+    while await consumed(engine, settings) < total_signals and time.monotonic() < deadline:
+        await asyncio.sleep(1)
+    outcome.duplicates_dropped = total_signals - len(got_signals)
+    bad = await mismatches(engine, stream.signals)
+    outcome.accounts_checked = len({s.account_id for s in stream.signals})
+    outcome.mismatches += len(bad)
+    if bad:
+        outcome.notes.append(f"mismatched: {bad[:5]}")
+    outcome.notes += await _outbox_delivered(settings, engine)
+    return outcome
+
+
+async def _outbox_delivered(settings: Settings, engine: AsyncEngine) -> list[str]:
+    deadline = time.monotonic() + 60
+    while True:
+        async with engine.connect() as conn:
+            pending = await conn.scalar(text("SELECT count(*) FROM outbox WHERE sent_at IS NULL"))
+            ids = {r[0] for r in await conn.execute(text("SELECT event_id FROM outbox"))}
+        if not pending or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(1)
+    published = {
+        orjson.loads(r.value)["id"]
+        for r in await read_topic(settings, settings.kafka.topics.changes, settle=1.0)
+    }
+    missing = ids - published
+    return [f"{len(missing)} change events never published"] if missing or pending else []
+
+
+async def wait_for(predicate: Any, timeout: float, interval: float = 0.2) -> float:
+    """Seconds until `predicate()` (sync or async) holds; raises after `timeout`."""
+    started = time.monotonic()
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"not recovered within {timeout} s")
+        await asyncio.sleep(interval)

@@ -1,0 +1,240 @@
+"""Faults injected into the running pipeline (simulator stream -> ingest -> scorer -> PostgreSQL
+-> changes topic); afterwards the end state must equal the offline reference exactly.
+
+Each scenario reports events in, signals, DLQ records, duplicates dropped, accounts checked,
+mismatches, records lost and recovery times, in its assertions and in the summary table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shared.config import Settings
+from tests.conftest import Infra
+from tests.integration.scorer_support import consumed
+from tests.reliability.conftest import Scale
+from tests.reliability.pipeline import (
+    Outcome,
+    Pipeline,
+    Service,
+    produce_stream,
+    raw_stream,
+    settle_and_check,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.slow]
+
+
+def assert_nothing_lost(outcome: Outcome) -> None:
+    assert outcome.lost == 0, outcome.notes
+    assert outcome.mismatches == 0, outcome.notes
+    assert outcome.unplanned_exits == 0, outcome.notes
+    assert not outcome.notes
+    assert outcome.signals > 0 and outcome.accounts_checked > 0
+
+
+async def progressed(
+    service: Service, settings: Settings, engine: AsyncEngine, producing: asyncio.Task[None]
+) -> float:
+    """Seconds until `service` makes progress again (or, once the stream has ended and there
+    may be nothing left for it, until it is ready)."""
+    baseline = await consumed(engine, settings)
+
+    async def moving() -> bool:
+        if service.command == "scorer":
+            if await consumed(engine, settings) > baseline:
+                return True
+        elif (service.metric("healthscore_ingest_records_consumed_total") or 0) > 0:
+            return True
+        return producing.done() and service.healthz() == 200
+
+    return await wait_for(moving, timeout=90)
+
+
+async def test_kill_minus_nine_of_ingest_and_the_scorer(
+    settings: Settings, engine: AsyncEngine, scale: Scale, report, tmp_path: Path
+) -> None:
+    stream = raw_stream(
+        settings, accounts=scale.accounts, days=scale.days, hostile=scale.hostile // 10,
+        seed=scale.seed,
+    )  # fmt: skip
+    outcome = report(Outcome("kill -9 ingest and scorer"))
+    started = time.monotonic()
+    pipeline = Pipeline(settings, tmp_path)
+    services = {"ingest": pipeline.ingest(), "scorer": pipeline.scorer()}
+    producing = asyncio.create_task(produce_stream(settings, stream, scale.rate))
+    rng = random.Random(scale.seed)
+    kills: Counter[str] = Counter()
+    try:
+        while min(kills["ingest"], kills["scorer"]) < scale.kills:
+            await asyncio.sleep(rng.uniform(0.2, 2.0))
+            name = rng.choice([n for n in services if kills[n] < scale.kills])
+            services[name].kill()
+            services[name].start()
+            kills[name] += 1
+            outcome.faults[f"kill -9 {name}"] += 1
+            outcome.recovery_seconds.append(
+                await progressed(services[name], settings, engine, producing)
+            )
+        await producing
+        await settle_and_check(settings, engine, stream, outcome)
+        outcome.unplanned_exits = len(pipeline.unplanned_exits())
+    finally:
+        producing.cancel()
+        pipeline.stop()
+    outcome.seconds = time.monotonic() - started
+    assert kills == {"ingest": scale.kills, "scorer": scale.kills}
+    assert_nothing_lost(outcome)
+
+
+async def test_postgres_restart_under_load(
+    settings: Settings, engine: AsyncEngine, infra: Infra, scale: Scale, report, tmp_path: Path
+) -> None:
+    if infra.postgres is None:
+        pytest.skip("TEST_DATABASE_URL names a PostgreSQL this session cannot restart")
+    stream = raw_stream(settings, accounts=scale.accounts // 2, days=scale.days, hostile=0,
+                        seed=scale.seed + 1)  # fmt: skip
+    outcome = report(Outcome("PostgreSQL restart"))
+    started = time.monotonic()
+    pipeline = Pipeline(settings, tmp_path)
+    pipeline.ingest()
+    scorer = pipeline.scorer()
+    producing = asyncio.create_task(produce_stream(settings, stream, len(stream.records) / 30))
+    try:
+        await wait_for(lambda: consumed(engine, settings), timeout=60)  # under load
+        await asyncio.to_thread(infra.postgres.stop)  # fast shutdown: sessions are cut
+        outcome.faults["PostgreSQL fast stop + start"] += 1
+        await asyncio.sleep(5)
+        await asyncio.to_thread(infra.postgres.start)
+        outcome.recovery_seconds.append(await progressed(scorer, settings, engine, producing))
+        await producing
+        await settle_and_check(settings, engine, stream, outcome)
+        outcome.unplanned_exits = len(pipeline.unplanned_exits())
+    finally:
+        producing.cancel()
+        pipeline.stop()
+    outcome.seconds = time.monotonic() - started
+    assert_nothing_lost(outcome)
+
+
+async def test_a_frozen_broker_is_noticed_and_survived(
+    settings: Settings, engine: AsyncEngine, infra: Infra, scale: Scale, report, tmp_path: Path
+) -> None:
+    """SIGSTOP the broker for 15 s: /healthz reports the stall (progress-based liveness), and
+    after SIGCONT every client recovers by itself and nothing is lost."""
+    if infra.broker is None or infra.broker.proc is None:
+        pytest.skip("TEST_KAFKA_BOOTSTRAP_SERVERS names a broker this session cannot freeze")
+    stream = raw_stream(settings, accounts=scale.accounts // 2, days=scale.days, hostile=0,
+                        seed=scale.seed + 2)  # fmt: skip
+    outcome = report(Outcome("broker frozen 15 s"))
+    started = time.monotonic()
+    stall = {"HEALTHSCORE_INGEST__STALL_AFTER_SECONDS": "5",
+             "HEALTHSCORE_SCORER__STALL_AFTER_SECONDS": "5"}  # fmt: skip
+    pipeline = Pipeline(settings, tmp_path, **stall)
+    ingest, scorer = pipeline.ingest(), pipeline.scorer()
+    producing = asyncio.create_task(produce_stream(settings, stream, len(stream.records) / 40))
+    seen_stalled: set[str] = set()
+    try:
+        await wait_for(lambda: consumed(engine, settings), timeout=60)
+        infra.broker.proc.signal(signal.SIGSTOP)
+        outcome.faults["broker SIGSTOP 15 s"] += 1
+        try:
+            frozen_until = time.monotonic() + 15
+            while time.monotonic() < frozen_until:
+                for service in (ingest, scorer):
+                    if service.healthz() == 503:
+                        seen_stalled.add(service.name)
+                await asyncio.sleep(0.5)
+        finally:
+            infra.broker.proc.signal(signal.SIGCONT)
+        outcome.recovery_seconds.append(
+            await wait_for(
+                lambda: all(s.healthz() == 200 for s in (ingest, scorer)), timeout=120
+            )
+        )
+        await producing
+        await settle_and_check(settings, engine, stream, outcome)
+        outcome.unplanned_exits = len(pipeline.unplanned_exits())
+    finally:
+        producing.cancel()
+        pipeline.stop()
+    outcome.seconds = time.monotonic() - started
+    outcome.notes += [] if seen_stalled else ["no /healthz reported the stall"]
+    assert seen_stalled, "a frozen broker with records waiting must show as a stall"
+    assert_nothing_lost(outcome)
+
+
+async def test_scorers_joining_and_leaving_under_load(
+    settings: Settings, engine: AsyncEngine, scale: Scale, report, tmp_path: Path
+) -> None:
+    stream = raw_stream(settings, accounts=scale.accounts // 2, days=scale.days, hostile=0,
+                        seed=scale.seed + 3)  # fmt: skip
+    outcome = report(Outcome("scorer rebalances"))
+    started = time.monotonic()
+    pipeline = Pipeline(settings, tmp_path)
+    pipeline.ingest()
+    running = [pipeline.scorer()]
+    rate = len(stream.records) / (scale.rebalances * 5 + 10)
+    producing = asyncio.create_task(produce_stream(settings, stream, rate))
+    rng = random.Random(scale.seed)
+    try:
+        for _ in range(scale.rebalances):
+            running.append(pipeline.scorer())
+            outcome.faults["scorer joins"] += 1
+            await asyncio.sleep(rng.uniform(2, 5))
+            leaving = running.pop(rng.randrange(len(running)))
+            assert leaving.stop() == 0, "a scorer leaving the group exits cleanly"
+            outcome.faults["scorer leaves"] += 1
+            outcome.recovery_seconds.append(
+                await progressed(running[0], settings, engine, producing)
+            )
+        await producing
+        await settle_and_check(settings, engine, stream, outcome)
+        outcome.unplanned_exits = len(pipeline.unplanned_exits())
+    finally:
+        producing.cancel()
+        pipeline.stop()
+    outcome.seconds = time.monotonic() - started
+    assert_nothing_lost(outcome)
+
+
+async def test_hostile_input_at_scale_is_dead_lettered_without_a_restart(
+    settings: Settings, engine: AsyncEngine, scale: Scale, report, tmp_path: Path
+) -> None:
+    stream = raw_stream(settings, accounts=scale.accounts // 4, days=scale.days,
+                        hostile=scale.hostile, seed=scale.seed + 4)  # fmt: skip
+    outcome = report(Outcome(f"{scale.hostile} hostile records"))
+    started = time.monotonic()
+    pipeline = Pipeline(settings, tmp_path)
+    ingest, scorer = pipeline.ingest(), pipeline.scorer()
+    try:
+        await produce_stream(settings, stream, scale.rate)
+        await settle_and_check(settings, engine, stream, outcome)
+        counted = {
+            name: ingest.metric(f"healthscore_ingest_{name}_total")
+            for name in ("records_consumed", "signals_produced", "dlq_records")
+        }
+        outcome.unplanned_exits = len(pipeline.unplanned_exits())
+        assert ingest.starts == scorer.starts == 1 and ingest.alive and scorer.alive
+    finally:
+        pipeline.stop()
+    outcome.seconds = time.monotonic() - started
+    outcome.faults["hostile records"] = scale.hostile
+    # one process, no crash: its own counters balance exactly
+    assert counted["records_consumed"] == len(stream.records)
+    assert counted["signals_produced"] + counted["dlq_records"] == len(stream.records)
+    assert counted["dlq_records"] == outcome.dlq == sum(stream.reasons.values())
+    # hostile copies that reuse a real event id are duplicates for the scorer to drop, no more
+    ids = [s.signal_id for s in stream.signals]
+    assert outcome.duplicates_dropped == len(ids) - len(set(ids))
+    assert len(stream.reasons) >= 8, stream.reasons  # many distinct reasons exercised
+    assert_nothing_lost(outcome)

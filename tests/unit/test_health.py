@@ -1,0 +1,53 @@
+"""Liveness is progress: the position moving, or nothing waiting."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared import ops
+from shared.ops import Health
+
+
+def test_a_consumer_that_polls_without_moving_while_records_wait_is_stalled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(ops.time, "monotonic", lambda: clock[0])
+    health = Health(stall_after=60)
+    health.observe(position=100, backlog=50)
+    clock[0] += 30
+    health.observe(position=150, backlog=20)  # moved: progress
+    clock[0] += 59
+    health.observe(position=150, backlog=20)  # polled, did not move, records wait
+    assert health.alive and health.stalled_for == 59
+    clock[0] += 2
+    health.observe(position=150, backlog=20)
+    assert not health.alive and health.stalled_for == 61
+    health.observe(position=151, backlog=19)
+    assert health.alive and health.stalled_for == 0
+
+
+def test_an_idle_consumer_with_nothing_to_read_is_alive(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [0.0]
+    monkeypatch.setattr(ops.time, "monotonic", lambda: clock[0])
+    health = Health(stall_after=60)
+    for _ in range(10):
+        clock[0] += 30
+        health.observe(position=7, backlog=0)
+    assert health.alive
+    clock[0] += 61  # a loop that stops observing at all (stuck) stalls too
+    assert not health.alive
+
+
+def test_idle_without_hearing_from_the_broker_is_a_stall(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [0.0]
+    monkeypatch.setattr(ops.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(ops.time, "time", lambda: 1_000_000 + clock[0])
+    health = Health(stall_after=60)
+    last_fetch = 1_000_000.0
+    for _ in range(4):  # nothing waits as far as it knows, but fetches stopped coming back
+        clock[0] += 20
+        health.observe(position=7, backlog=0, fetched_at=last_fetch)
+    assert not health.alive and health.stalled_for == 60  # idle counted only while heard (30 s)
+    health.observe(position=7, backlog=0, fetched_at=1_000_000 + clock[0])
+    assert health.alive
