@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: help install run test test-unit lint fmt migrate schemas bench-ingest bench-scorer bench-api backtest-demo clean
+.PHONY: help install run test test-unit lint fmt migrate schemas bench-ingest bench-scorer bench-api backtest-demo chaos soak clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -57,6 +57,12 @@ bench-api: $(STAMP) ## GET .../health vs a bare FastAPI endpoint under wrk (benc
 
 backtest-demo: $(STAMP) ## simulate 5,000 accounts with churn, fit a model, back-test both (bench/backtest_demo.py)
 	$(BIN)/python bench/backtest_demo.py
+
+chaos: $(STAMP) ## full reliability suite: 200k events, 20 kills each, 10k hostile records (reports/reliability.md)
+	RELIABILITY_SCALE=full $(BIN)/pytest tests/reliability --timeout 3600 -p no:cacheprovider
+
+soak: $(STAMP) ## steady traffic for SOAK_MINUTES (default 30); RSS and lag every minute (bench/soak.py)
+	$(BIN)/python bench/soak.py
 
 clean: ## remove the virtualenv, local data and caches
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache .hypothesis

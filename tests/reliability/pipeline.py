@@ -143,6 +143,11 @@ class Pipeline:
     def scorer(self) -> Service:
         return self._service("scorer", "HEALTHSCORE_SCORER__METRICS_PORT")
 
+    def api(self, tokens: list[dict[str, Any]]) -> Service:
+        """The API on its own port (`metrics_port` is its HTTP port: it serves /metrics too)."""
+        self.env["HEALTHSCORE_API__TOKENS"] = orjson.dumps(tokens).decode()
+        return self._service("api", "HEALTHSCORE_API__PORT")
+
     def stop(self) -> dict[str, int | None]:
         return {s.name: s.stop() for s in self.services}
 
