@@ -107,9 +107,11 @@ def _aggregate_value(model: Model, state: AccountState, name: str, at: float) ->
     return decay.value(state.decayed.get(name, 0), at, agg.half_life_days)
 
 
-def _raw_value(model: Model, state: AccountState, factor: Factor, at: float) -> float | None:
+def _raw_value(
+    model: Model, state: AccountState, factor: Factor, at: float, overrides: list[dict[str, Any]]
+) -> float | None:
     if factor.csm_sentiment:
-        sentiments = [o for o in state.active_overrides(at) if o["action"] == "sentiment"]
+        sentiments = [o for o in overrides if o["action"] == "sentiment"]
         return float(sentiments[-1]["value"]) if sentiments else None
     if factor.aggregate or factor.days_since:
         return _aggregate_value(model, state, factor.aggregate or factor.days_since or "", at)
@@ -126,9 +128,11 @@ def _raw_value(model: Model, state: AccountState, factor: Factor, at: float) -> 
     return top / bottom
 
 
-def _factor_last_data(model: Model, state: AccountState, factor: Factor, at: float) -> float | None:
+def _factor_last_data(
+    state: AccountState, factor: Factor, overrides: list[dict[str, Any]]
+) -> float | None:
     if factor.csm_sentiment:
-        sentiments = [o for o in state.active_overrides(at) if o["action"] == "sentiment"]
+        sentiments = [o for o in overrides if o["action"] == "sentiment"]
         return sentiments[-1]["set_at"] if sentiments else None
     times = [state.last[name] for name in factor.reads if name in state.last]
     return max(times) if times else None
@@ -240,13 +244,19 @@ def _score_objective(
     at: float,
     previous_band: str | None,
     overrides: list[dict[str, Any]],
+    values: dict[str, tuple[float | None, float | None]],
 ) -> ObjectiveScore:
     plan = _plan(model, name, objective, segment)
     weights = {p.name: p.weight for p in plan}
     results: list[tuple[str, Factor, float | None, float | None, Status, float | None]] = []
     for factor_name, factor, _, transform, stale_after in plan:
-        raw = _raw_value(model, state, factor, at)
-        last = _factor_last_data(model, state, factor, at)
+        known = values.get(factor_name)
+        if known is None:  # objectives share factors: each raw value is computed once
+            known = values[factor_name] = (
+                _raw_value(model, state, factor, at, overrides),
+                _factor_last_data(state, factor, overrides),
+            )
+        raw, last = known
         status: Status = "missing" if raw is None else "ok"
         if status == "ok" and last is not None and at - last > stale_after:
             status = "stale"
@@ -306,9 +316,18 @@ def evaluate(
 ) -> Evaluation:
     segment = model.segment_for(state.attribute_values())
     overrides = state.active_overrides(at)
+    values: dict[str, tuple[float | None, float | None]] = {}
     scores = {
         name: _score_objective(
-            model, state, name, objective, segment, at, (previous_bands or {}).get(name), overrides
+            model,
+            state,
+            name,
+            objective,
+            segment,
+            at,
+            (previous_bands or {}).get(name),
+            overrides,
+            values,
         )
         for name, objective in model.objectives.items()
     }

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import orjson
 import pytest
+import structlog
 import yaml
 from typer.testing import CliRunner
 
@@ -155,6 +157,15 @@ def test_a_fitted_model_weighs_what_predicts_churn_and_round_trips(tmp_path: Pat
     assert reloaded.objectives["churn_risk"].caps == MODEL.objectives["churn_risk"].caps
 
 
+@pytest.fixture
+def cli_logging() -> Iterator[None]:
+    """The commands configure structlog onto CliRunner's stream; undo that afterwards."""
+    yield
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()
+
+
+@pytest.mark.usefixtures("cli_logging")
 def test_backtest_and_fit_commands_write_reports_and_a_valid_model(
     world_files: Path, tmp_path: Path
 ) -> None:
