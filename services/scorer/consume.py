@@ -191,6 +191,7 @@ class Scorer:
         self._use_models(models or self._configured_models())
         self._reload_requested = False
         self._sweep_backlog = False
+        self._carry: dict[TopicPartition, list[Any]] = {}  # polled, left for the next batch
         self.dedup = DedupPolicy(
             self.cfg.dedup_horizon_hours * 3600, self.cfg.dedup_max_ids_per_account
         )
@@ -256,11 +257,13 @@ class Scorer:
     def forget(self, revoked: list[TopicPartition]) -> None:
         for tp in revoked:
             self.positions.pop(tp, None)
+            self._carry.pop(tp, None)
         self.cache.clear()  # other scorers may write these accounts from now on
 
     async def adopt(self, assigned: list[TopicPartition]) -> None:
         self.metrics.rebalances.inc()
         self.cache.clear()
+        self._carry.clear()  # the consumer is repositioned at the stored offsets
         stored = await store.load_offsets(
             self.engine, self.cfg.group_id, [(tp.topic, tp.partition) for tp in assigned]
         )
@@ -375,7 +378,9 @@ class Scorer:
         await store.write_batch(self.engine, self.cfg.group_id, batch, now)
         self.metrics.transaction.observe(time.perf_counter() - started)
         for (topic, partition), (_, new) in batch.fences.items():
-            self.positions[TopicPartition(topic, partition)] = new
+            tp = TopicPartition(topic, partition)
+            if tp in self.positions:  # not revoked while the transaction ran
+                self.positions[tp] = new
         self._observe(batch, applied, duplicates, freshness)
 
     def _observe(
@@ -503,14 +508,18 @@ class Scorer:
                     await self._rewind()
 
     async def _poll(self) -> dict[TopicPartition, list[Any]]:
-        """One batch: wait up to batch_timeout for the first records, then take whatever
-        else is already fetched, up to batch_max_records. Bigger batches under load mean each
-        busy account is re-scored once for many signals (and one transaction for all)."""
+        """One batch: wait up to batch_timeout for the first records, then take whatever else
+        is already fetched, up to batch_max_records, and cut it at batch_max_accounts distinct
+        accounts (what is cut off, in order, starts the next batch). Bigger batches under load
+        mean each busy account is re-scored once for many signals, in one transaction; the
+        account cap bounds the memory and the size of that transaction."""
         assert self.consumer is not None
         limit = self.cfg.batch_max_records
-        batch: dict[TopicPartition, list[Any]] = await self.consumer.getmany(
-            timeout_ms=self.cfg.batch_timeout_ms, max_records=limit
-        )
+        batch, self._carry = self._carry, {}
+        if not batch:
+            batch = await self.consumer.getmany(
+                timeout_ms=self.cfg.batch_timeout_ms, max_records=limit
+            )
         count = sum(len(r) for r in batch.values())
         while batch and count < limit:
             more = await self.consumer.getmany(timeout_ms=0, max_records=limit - count)
@@ -519,13 +528,33 @@ class Scorer:
             for tp, records in more.items():
                 batch.setdefault(tp, []).extend(records)
                 count += len(records)
-        return batch
+        return self._cut(batch)
+
+    def _cut(self, batch: dict[TopicPartition, list[Any]]) -> dict[TopicPartition, list[Any]]:
+        accounts: set[bytes | None] = set()
+        taken: dict[TopicPartition, list[Any]] = {}
+        for tp, records in batch.items():
+            end = len(records)
+            for i, record in enumerate(records):
+                if record.key not in accounts:
+                    if len(accounts) >= self.cfg.batch_max_accounts:
+                        end = i
+                        break
+                    accounts.add(record.key)
+            if end:
+                taken[tp] = records[:end]
+            if end < len(records):
+                self._carry[tp] = records[end:]
+        return taken
 
     def _update_lag(self) -> None:
         assert self.consumer is not None
         consumed = backlog = 0
         fetched: list[float] = []
+        assigned = self.consumer.assignment()
         for tp, position in self.positions.items():
+            if tp not in assigned:
+                continue  # mid-rebalance
             highwater = self.consumer.highwater(tp)
             consumed += position or 0
             if highwater is not None:

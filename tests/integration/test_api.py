@@ -186,6 +186,20 @@ async def test_lists_filter_sort_and_page(api, engine: AsyncEngine) -> None:  # 
     assert_problem(mixed, 400)
     assert_problem(await client.get("/v1/accounts", headers=AUTH, params={"sort": "bogus"}), 422)
     assert_problem(await client.get("/v1/accounts", headers=AUTH, params={"min_score": 101}), 422)
+    # names the model does not know are mistakes worth saying, not empty pages
+    for params in (
+        {"objective": "happiness"},
+        {"band": ["at_risk", "false"]},
+        {"objective": "expansion", "band": "at_risk"},  # a churn_risk band
+        {"segment": "galactic"},
+        {"tier": "platinum"},
+    ):
+        response = await client.get("/v1/accounts", headers=AUTH, params=params)
+        assert_problem(response, 422)
+    known = await client.get(
+        "/v1/accounts", headers=AUTH, params={"objective": "expansion", "band": "ready"}
+    )
+    assert known.status_code == 200
 
 
 async def test_authentication_and_scopes(api) -> None:  # type: ignore[no-untyped-def]

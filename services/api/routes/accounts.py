@@ -25,6 +25,9 @@ from services.api.schemas import (
     OverrideResponse,
 )
 from shared.db import AccountRow, ScoreHistoryRow, ScoreRow
+from shared.events import Region, Tier
+from shared.scoring.engine import UNKNOWN_BAND
+from shared.scoring.model import Model
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
 AccountId = Annotated[
@@ -165,6 +168,25 @@ async def get_history(
 
 
 SortKey = Literal["score", "-score", "change", "-change", "updated", "-updated"]
+
+
+def _known(model: Model, objective: str, bands: list[str], segment: str | None) -> None:
+    """Objective, bands and segment are the active model's names: anything else is a mistake
+    worth saying, not an empty page."""
+    spec = model.objectives.get(objective)
+    if spec is None:
+        known = ", ".join(model.objectives)
+        raise Problem(422, f"unknown objective {objective!r} (known: {known})", slug="unknown-name")
+    names = [b.name for b in spec.bands] + [UNKNOWN_BAND]
+    if unknown := sorted(set(bands) - set(names)):
+        detail = f"unknown band {unknown} for {objective} (known: {', '.join(names)})"
+        raise Problem(422, detail, slug="unknown-name")
+    segments = [s.name for s in model.segments] + ["default"]
+    if segment is not None and segment.strip().lower() not in segments:
+        detail = f"unknown segment {segment!r} (known: {', '.join(segments)})"
+        raise Problem(422, detail, slug="unknown-name")
+
+
 STALE = text("jsonb_path_exists(scores.explanation, '$.freshness.* ? (@.stale == true)')")
 
 
@@ -178,8 +200,8 @@ async def list_accounts(
     band: Annotated[list[Name] | None, Query(max_length=10)] = None,
     segment: Annotated[Name | None, Query()] = None,
     industry: Annotated[Name | None, Query()] = None,
-    tier: Annotated[Name | None, Query()] = None,
-    region: Annotated[Name | None, Query()] = None,
+    tier: Annotated[Tier | None, Query()] = None,
+    region: Annotated[Region | None, Query()] = None,
     min_score: Annotated[float | None, Query(ge=0, le=100)] = None,
     max_score: Annotated[float | None, Query(ge=0, le=100)] = None,
     stale_only: bool = False,
@@ -191,6 +213,7 @@ async def list_accounts(
     """Accounts filtered by objective, band, segment, industry, tier, region, score range,
     staleness and recent change, sorted, in pages. E.g. at-risk enterprise healthcare
     accounts: `?band=at_risk&tier=enterprise&industry=healthcare`."""
+    _known(request.app.state.models["active"], objective, band or [], segment)
     limit = min(limit, request.app.state.settings.api.max_page_size)
     descending = sort.startswith("-")
     key = sort.lstrip("-")
