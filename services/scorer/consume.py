@@ -521,8 +521,11 @@ class Scorer:
                 timeout_ms=self.cfg.batch_timeout_ms, max_records=limit
             )
         count = sum(len(r) for r in batch.values())
-        while batch and count < limit:
-            more = await self.consumer.getmany(timeout_ms=0, max_records=limit - count)
+        # While records keep arriving, keep collecting for up to batch_timeout_ms (a broker may
+        # answer each fetch with a single producer batch); stop at the first quiet moment.
+        deadline = time.monotonic() + self.cfg.batch_timeout_ms / 1000
+        while batch and count < limit and time.monotonic() < deadline:
+            more = await self.consumer.getmany(timeout_ms=2, max_records=limit - count)
             if not more:
                 break
             for tp, records in more.items():
