@@ -34,7 +34,7 @@ class Scale:
 
 SCALES = {
     "reduced": Scale("reduced", 200, 20, 3, 2_000, 1_000, 2, 25),
-    "full": Scale("full", 1_900, 25, 20, 10_000, 1_000, 8, 300),
+    "full": Scale("full", 1_950, 25, 20, 10_000, 1_000, 8, 300),
 }
 OUTCOMES: list[Outcome] = []
 
