@@ -133,7 +133,7 @@ def iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat()
 
 
-def _split(samples: list[Sample], test_from: float | None) -> dict[str, Callable[[Sample], bool]]:
+def _split(test_from: float | None) -> dict[str, Callable[[Sample], bool]]:
     splits: dict[str, Callable[[Sample], bool]] = {"all": lambda s: True}
     if test_from is not None:
         splits["train"] = lambda s: s.as_of < test_from
@@ -153,7 +153,7 @@ def summarise(
     for objective, spec in model.objectives.items():
         order = [b.name for b in spec.bands]
         entry: dict[str, Any] = {"lead_time": leads.get(objective)}
-        for split, keep in _split(samples, test_from).items():
+        for split, keep in _split(test_from).items():
             chosen = [s for s in samples if keep(s)]
             metrics = measure(chosen, objective, order)
             if metrics is None:

@@ -17,10 +17,12 @@ back to the fitted base weights. Transforms, bands and caps are kept from the in
 from __future__ import annotations
 
 import copy
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import yaml
 from sklearn.linear_model import LogisticRegression
 
 from services.modelling.backtest import DAY, Sample, collect, iso, measure
@@ -202,8 +204,6 @@ def compare(
 
 def dump_model(document: dict[str, Any], figures: dict[str, Any], source: str) -> str:
     """The fitted model as YAML, headed by a comment block with how it was fitted."""
-    import yaml
-
     header = [
         f"Fitted by `healthscore fit` from {figures['input_model']} ({source}).",
         f"Objective {figures['objective']}: weights from an L2-regularised logistic regression "
@@ -222,8 +222,6 @@ def dump_model(document: dict[str, Any], figures: dict[str, Any], source: str) -
         "Transforms, bands and caps are the input model's. Review before deploying; deploy as "
         "a shadow model first.",
     ]
-    import textwrap
-
     comment = "\n".join("# " + wrapped for line in header for wrapped in textwrap.wrap(line, 96))
     body = yaml.safe_dump(document, sort_keys=False, default_flow_style=None, width=100)
     return f"{comment}\n{body}"
