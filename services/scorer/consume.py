@@ -192,6 +192,7 @@ class Scorer:
         self._reload_requested = False
         self._sweep_backlog = False
         self._carry: dict[TopicPartition, list[Any]] = {}  # polled, left for the next batch
+        self._generation = 0  # bumped by every rebalance: in-memory state read before is void
         self.dedup = DedupPolicy(
             self.cfg.dedup_horizon_hours * 3600, self.cfg.dedup_max_ids_per_account
         )
@@ -255,12 +256,14 @@ class Scorer:
     # --- partition ownership ------------------------------------------------------------
 
     def forget(self, revoked: list[TopicPartition]) -> None:
+        self._generation += 1
         for tp in revoked:
             self.positions.pop(tp, None)
             self._carry.pop(tp, None)
         self.cache.clear()  # other scorers may write these accounts from now on
 
     async def adopt(self, assigned: list[TopicPartition]) -> None:
+        self._generation += 1
         self.metrics.rebalances.inc()
         self.cache.clear()
         self._carry.clear()  # the consumer is repositioned at the stored offsets
@@ -289,9 +292,16 @@ class Scorer:
 
     # --- state cache --------------------------------------------------------------------
 
+    def _still(self, generation: int) -> None:
+        """After an await: a rebalance meanwhile voids what this batch read from memory."""
+        if self._generation != generation:
+            raise FencedOut("partitions were reassigned while the batch was being prepared")
+
     async def _entries(self, wanted: dict[str, int]) -> dict[str, AccountEntry]:
         missing = [a for a in wanted if a not in self.cache]
+        generation = self._generation
         states, scores = await store.load_accounts(self.engine, missing)
+        self._still(generation)  # the cache may have been cleared meanwhile
         for account_id in missing:
             doc = states.get(account_id)
             self.cache[account_id] = AccountEntry(
@@ -435,8 +445,10 @@ class Scorer:
     async def sweep(self) -> int:
         """Re-score accounts whose scores are due to move with time alone."""
         now = self.clock()
+        generation = self._generation
         owned = {tp.partition: tp for tp, pos in self.positions.items() if pos is not None}
         due = await store.due_for_review(self.engine, sorted(owned), now, self.cfg.sweep_batch_size)
+        self._still(generation)
         self.metrics.sweeps.inc()
         self._sweep_backlog = len(due) == self.cfg.sweep_batch_size  # more due: sweep again soon
         if not due:
