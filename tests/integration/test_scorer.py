@@ -241,28 +241,31 @@ def _start_scorer(settings: Settings) -> subprocess.Popen[bytes]:
 async def test_kill_minus_nine_ten_times_matches_the_reference(
     settings: Settings, engine: AsyncEngine
 ) -> None:
+    """The stream arrives in ten parts; each part is cut short by a kill -9 at a random moment
+    after the scorer has started committing it, so every kill lands while there is work."""
     signals = simulated_signals(1000, 25, seed=7, duplicate_share=0.02)
     assert len(signals) >= 100_000
-    total = await produce_signals(settings, signals)
     rng = random.Random(11)
-    kills = 0
+    size = -(-len(signals) // 10)
+    produced, kills, in_flight = 0, 0, 0
     proc = _start_scorer(settings)
     try:
-        while kills < 10:
-            progress = await consumed(engine, settings)
-            if progress >= total:
-                break
-            await asyncio.sleep(rng.uniform(0.5, 4.0))
-            if await consumed(engine, settings) > progress or kills == 0:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(10)
-                kills += 1
-                proc = _start_scorer(settings)
-        await wait_consumed(engine, settings, total, timeout=300)
+        for start in range(0, len(signals), size):
+            before = await consumed(engine, settings)
+            produced += await produce_signals(settings, signals[start : start + size])
+            await wait_consumed(engine, settings, before + 1)
+            await asyncio.sleep(rng.uniform(0.0, 1.0))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            kills += 1
+            in_flight += await consumed(engine, settings) < produced
+            proc = _start_scorer(settings)
+        await wait_consumed(engine, settings, produced, timeout=300)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
-    assert kills >= 10
+    assert kills == 10
+    assert in_flight >= 5, f"only {in_flight} of the kills interrupted unfinished work"
     assert await mismatches(engine, signals) == []
 
 
