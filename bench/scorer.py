@@ -28,6 +28,7 @@ from services.scorer.consume import Scorer
 from shared.config import Settings
 from shared.db import create_engine
 from shared.events import Signal, decode_signal, encode_signal
+from shared.ops import STREAM_YOUNG_GC_THRESHOLD, settle_heap
 from tests.conftest import settings_env
 from tests.integration.scorer_support import consumed, simulated_signals
 from tests.kafka_io import produce
@@ -216,6 +217,7 @@ async def main() -> None:
         raw_eps = await raw_consume(settings, total)
 
         engine = create_engine(settings.database)
+        settle_heap(STREAM_YOUNG_GC_THRESHOLD)  # as `healthscore scorer` does once started
         scorer = MeasuredScorer(settings, engine, registry=CollectorRegistry())
         scorer.freshness = []
         stop = asyncio.Event()

@@ -8,7 +8,6 @@ request counts and latency by route template and status.
 
 from __future__ import annotations
 
-import gc
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,6 +22,7 @@ from services.api import problems
 from services.api.routes import accounts, ops, overrides
 from shared.config import Settings
 from shared.db import create_engine, ensure_migrated
+from shared.ops import settle_heap
 from shared.scoring.model import load_model
 
 DESCRIPTION = """Current health scores, their explanations and history, account lists, and
@@ -161,10 +161,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
             await ensure_migrated(engine)
             app.state.engine = engine
             app.state.reads = await _read_pool(settings)
-            # Everything alive now lives as long as the process: keep it out of the garbage
-            # collector's full passes, which otherwise show up as latency spikes.
-            gc.collect()
-            gc.freeze()
+            settle_heap()
             try:
                 yield
             finally:

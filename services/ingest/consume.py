@@ -284,7 +284,7 @@ class Ingest:
 async def serve(settings: Settings, stop: asyncio.Event, **kwargs: Any) -> None:
     """Entry point body: the ops endpoint plus the ingest loop."""
     from shared.kafka import ensure_topics
-    from shared.ops import OpsServer
+    from shared.ops import STREAM_YOUNG_GC_THRESHOLD, OpsServer, settle_heap
 
     health = Health(stall_after=settings.ingest.stall_after_seconds)
     health.register(kwargs.get("registry", REGISTRY), "healthscore_ingest")
@@ -296,6 +296,7 @@ async def serve(settings: Settings, stop: asyncio.Event, **kwargs: Any) -> None:
     try:
         topics = settings.kafka.topics
         await ensure_topics(settings.kafka, [*topics.raw, topics.signals, topics.dlq])
+        settle_heap(STREAM_YOUNG_GC_THRESHOLD)
         await ingest.run(stop)
     finally:
         await ops.stop()

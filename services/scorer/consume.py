@@ -16,9 +16,11 @@ import signal
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import asyncpg
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
@@ -148,11 +150,24 @@ class ScorerMetrics:
         )
 
 
+@dataclass
+class Prepared:
+    """A batch ready to commit, and what to count once it is committed."""
+
+    batch: Batch
+    generation: int
+    applied: int = 0
+    duplicates: int = 0
+    event_times: list[float] = field(default_factory=list)
+
+
 def _retriable(exc: BaseException) -> bool:
     if isinstance(exc, FencedOut):
         return True
-    if isinstance(exc, OperationalError | DBAPIError):
+    if isinstance(exc, OperationalError | DBAPIError | asyncpg.PostgresError | OSError):
         return True  # connection refused / dropped, server shutting down, serialization
+    if isinstance(exc, asyncpg.InterfaceError):
+        return True  # e.g. the connection was closed under the batch's transaction
     return is_retriable(exc)
 
 
@@ -192,11 +207,13 @@ class Scorer:
         self._reload_requested = False
         self._sweep_backlog = False
         self._carry: dict[TopicPartition, list[Any]] = {}  # polled, left for the next batch
+        self._inflight: asyncio.Task[None] | None = None  # the commit of the last batch
         self._generation = 0  # bumped by every rebalance: in-memory state read before is void
         self.dedup = DedupPolicy(
             self.cfg.dedup_horizon_hours * 3600, self.cfg.dedup_max_ids_per_account
         )
         self.cache: OrderedDict[str, AccountEntry] = OrderedDict()
+        # the next offset to read of each owned partition: the end of the last prepared batch
         self.positions: dict[TopicPartition, int | None] = {}
         self.consumer: AIOKafkaConsumer | None = None
         self._last_sweep = 0.0
@@ -317,8 +334,10 @@ class Scorer:
             entries[account_id] = entry
         return entries
 
-    def _trim_cache(self) -> None:
-        while len(self.cache) > self.cfg.state_cache_size:
+    def _trim_cache(self, keep: int) -> None:
+        """Evict the least recently used entries beyond state_cache_size, but never the `keep`
+        most recent: those of a batch not yet committed, whose state is not in the database."""
+        while len(self.cache) > max(self.cfg.state_cache_size, keep):
             self.cache.popitem(last=False)
 
     # --- one batch ----------------------------------------------------------------------
@@ -349,18 +368,22 @@ class Scorer:
         batch.history += rows.history
         batch.outbox += rows.outbox
 
-    async def process(
+    async def prepare(
         self, records: dict[TopicPartition, list[Any]], dlq: AIOKafkaProducer
-    ) -> None:
+    ) -> Prepared:
+        """Fold a polled batch into the cached account state and build the rows to write. The
+        batch's fences chain on from the batch before it, which may still be committing."""
         now = self.clock()
-        batch = Batch()
+        generation = self._generation
+        prepared = Prepared(Batch(), generation)
         facts: dict[str, list[Fact]] = defaultdict(list)
         partition_of: dict[str, int] = {}
         invalid: list[Any] = []
         for tp, messages in records.items():
             if tp not in self.positions:
                 continue  # revoked while we were polling
-            batch.fences[(tp.topic, tp.partition)] = (self.positions[tp], messages[-1].offset + 1)
+            end = messages[-1].offset + 1
+            prepared.batch.fences[(tp.topic, tp.partition)] = (self.positions[tp], end)
             for message in messages:
                 try:
                     signal = decode_signal(message.value)
@@ -372,26 +395,34 @@ class Scorer:
         if invalid:
             await self._dead_letter(dlq, invalid, now)
         entries = await self._entries(partition_of)
-        applied = duplicates = 0
-        freshness: list[float] = []
-        for account_id, account_facts in facts.items():
+        self._still(generation)
+        for i, (account_id, account_facts) in enumerate(facts.items()):
+            if i % 50 == 49:
+                await asyncio.sleep(0)  # lets the commit of the batch before make progress
             entry = entries[account_id]
             fresh = [f for f in account_facts if entry.state.apply(self.kinds, f, self.dedup)]
-            duplicates += len(account_facts) - len(fresh)
+            prepared.duplicates += len(account_facts) - len(fresh)
             if not fresh:
                 continue
-            applied += len(fresh)
-            freshness += [f.t for f in fresh]
+            prepared.applied += len(fresh)
+            prepared.event_times += [f.t for f in fresh]
             cause = "override" if any(f.kind.startswith("override_") for f in fresh) else "signals"
-            self._rescore_into(batch, account_id, entry, now, cause, [f.signal_id for f in fresh])
+            self._rescore_into(
+                prepared.batch, account_id, entry, now, cause, [f.signal_id for f in fresh]
+            )
+        self._still(generation)
+        for (topic, partition), (_, end) in prepared.batch.fences.items():
+            self.positions[TopicPartition(topic, partition)] = end
+        return prepared
+
+    async def commit(self, prepared: Prepared) -> None:
+        """Write a prepared batch in one transaction; a rebalance since it was prepared voids it
+        (its records are read again from the stored offsets)."""
+        self._still(prepared.generation)
         started = time.perf_counter()
-        await store.write_batch(self.engine, self.cfg.group_id, batch, now)
+        await store.write_batch(self.engine, self.cfg.group_id, prepared.batch, self.clock())
         self.metrics.transaction.observe(time.perf_counter() - started)
-        for (topic, partition), (_, new) in batch.fences.items():
-            tp = TopicPartition(topic, partition)
-            if tp in self.positions:  # not revoked while the transaction ran
-                self.positions[tp] = new
-        self._observe(batch, applied, duplicates, freshness)
+        self._observe(prepared.batch, prepared.applied, prepared.duplicates, prepared.event_times)
 
     def _observe(
         self, batch: Batch, applied: int, duplicates: int, event_times: list[float]
@@ -403,7 +434,6 @@ class Scorer:
         for t in event_times:
             self.metrics.freshness.observe(max(committed - t, 0.0))
         self._record_history(batch)
-        self._trim_cache()
 
     def _record_history(self, batch: Batch) -> None:
         for row in batch.history:
@@ -481,6 +511,8 @@ class Scorer:
             await self._loop(producer, stop)
         finally:
             self.health.ready = False
+            if self._inflight is not None:
+                self._inflight.cancel()
             await self.consumer.stop()
             relay.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -489,24 +521,35 @@ class Scorer:
             log.info("scorer.stopped")
 
     async def _loop(self, producer: AIOKafkaProducer, stop: asyncio.Event) -> None:
+        """Poll, prepare, commit; the commit of one batch runs while the next is polled and
+        prepared, so the CPU work of the one overlaps PostgreSQL's work on the other. Commits
+        stay in order: a batch is committed only after the one before it."""
         assert self.consumer is not None
         delay = 0.2
         while not stop.is_set():
             try:
                 records = await self._poll()
                 if records:
-                    await self.process(records, producer)
-                if self._reload_requested:
-                    await self.reload_models()
-                if (
+                    prepared = await self.prepare(records, producer)
+                    await self._settle()
+                    self._trim_cache(keep=len(prepared.batch.accounts))
+                    self._inflight = asyncio.create_task(self.commit(prepared))
+                sweep_due = (
                     self._sweep_backlog
                     or time.monotonic() - self._last_sweep >= self.cfg.sweep_interval_seconds
-                ):
+                )
+                if not records or self._reload_requested or sweep_due:
+                    await self._settle()
+                if self._reload_requested:
+                    await self.reload_models()
+                if sweep_due:
                     self._last_sweep = time.monotonic()
                     await self.sweep()
                 self._update_lag()
                 delay = 0.2
             except Exception as exc:
+                with contextlib.suppress(Exception):
+                    await self._settle()  # nothing may be in flight while we rewind
                 if not _retriable(exc):
                     raise
                 if isinstance(exc, FencedOut):
@@ -518,6 +561,16 @@ class Scorer:
                 delay = min(delay * 2, 10.0)
                 with contextlib.suppress(Exception):
                     await self._rewind()
+        try:
+            await self._settle()
+        except Exception as exc:  # stopping: the batch is read again by whoever resumes
+            log.warning("scorer.last_commit_failed", error=repr(exc)[:300])
+
+    async def _settle(self) -> None:
+        """Wait for the commit in flight, if any; its error, if any, is raised here."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            await inflight
 
     async def _poll(self) -> dict[TopicPartition, list[Any]]:
         """One batch: wait up to batch_timeout for the first records, then take whatever else
@@ -627,7 +680,7 @@ async def serve(settings: Settings, stop: asyncio.Event, **kwargs: Any) -> None:
     """Entry point body: check the database, serve /metrics, run the scorer."""
     from shared.db import create_engine, ensure_migrated
     from shared.kafka import ensure_topics
-    from shared.ops import OpsServer
+    from shared.ops import STREAM_YOUNG_GC_THRESHOLD, OpsServer, settle_heap
 
     engine = create_engine(settings.database)
     try:
@@ -643,6 +696,7 @@ async def serve(settings: Settings, stop: asyncio.Event, **kwargs: Any) -> None:
         try:
             topics = settings.kafka.topics
             await ensure_topics(settings.kafka, [topics.signals, topics.changes, topics.dlq])
+            settle_heap(STREAM_YOUNG_GC_THRESHOLD)
             await scorer.run(stop)
         finally:
             await ops.stop()

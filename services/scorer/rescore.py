@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from cloudevents.core.bindings.kafka import to_structured
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
@@ -74,7 +75,8 @@ def account_row(
         "lifecycle_stage": state.attribute("lifecycle_stage"),
         "segment": segment,
         "partition": entry.partition,
-        "state": state.to_json(),
+        # serialised now: the state goes on changing while the batch is being committed
+        "state": orjson.Fragment(orjson.dumps(state.to_json())),
         "last_event_at": _ts(state.newest) if state.newest else None,
         "next_review_at": _ts(next_review),
         "updated_at": now,

@@ -10,13 +10,16 @@ serialises two writers of one partition until the first commits.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, select, text, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
+import orjson
+from sqlalchemy import delete, func, select, text, tuple_, update
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.db import (
@@ -173,64 +176,93 @@ async def schedule_model_change(
         return int(result.rowcount)
 
 
+_FENCE_INSERT = (
+    "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset, updated_at)"
+    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING"
+)
+_FENCE_UPDATE = (
+    "UPDATE consumer_offsets SET next_offset = $4, updated_at = $5"
+    " WHERE group_id = $1 AND topic = $2 AND partition = $3 AND next_offset = $6"
+)
+
+
 async def _fence(
-    conn: AsyncConnection,
-    group_id: str,
-    topic: str,
-    partition: int,
-    expected: int | None,
-    new: int,
-    now: datetime,
+    raw: Any, group_id: str, topic: str, partition: int, expected: int | None, new: int, now: Any
 ) -> None:
-    if expected is None:
-        inserted = await conn.execute(
-            insert(ConsumerOffsetRow)
-            .values(
-                group_id=group_id, topic=topic, partition=partition, next_offset=new, updated_at=now
-            )
-            .on_conflict_do_nothing()
-        )
-        if inserted.rowcount == 1:
-            return
-    result = await conn.execute(
-        update(ConsumerOffsetRow)
-        .where(
-            and_(
-                ConsumerOffsetRow.group_id == group_id,
-                ConsumerOffsetRow.topic == topic,
-                ConsumerOffsetRow.partition == partition,
-                ConsumerOffsetRow.next_offset == (expected if expected is not None else -1),
-            )
-        )
-        .values(next_offset=new, updated_at=now)
-    )
-    if result.rowcount != 1:
+    row = (group_id, topic, partition, new, now)
+    if expected is None and await raw.execute(_FENCE_INSERT, *row) == "INSERT 0 1":
+        return
+    if await raw.execute(_FENCE_UPDATE, *row, -1 if expected is None else expected) != "UPDATE 1":
         raise FencedOut(
             f"{topic}[{partition}] moved past offset {expected}: another scorer owns it now"
         )
 
 
-def _upsert(table: Any, keys: Sequence[str], rows: list[dict[str, Any]]) -> Any:
-    stmt = insert(table)
-    columns = {c: getattr(stmt.excluded, c) for c in rows[0] if c not in keys}
-    return stmt.on_conflict_do_update(index_elements=list(keys), set_=columns)
+# what write_batch writes besides the fences: (table, the key to upsert on, or () to keep rows
+# that exist, or None for a plain insert)
+_TARGETS: tuple[tuple[Any, tuple[str, ...] | None], ...] = (
+    (AccountRow, ("account_id",)),
+    (ScoreRow, ("account_id", "objective", "model_role")),
+    (ScoreHistoryRow, None),
+    (OutboxRow, ()),
+)
+
+
+def _columns(table: Any) -> list[Any]:
+    return [c for c in table.__table__.columns if c.autoincrement is not True]
+
+
+@functools.cache
+def _write_sql() -> str:
+    """Every row of a batch in ONE statement: an INSERT per table over one array parameter
+    per column (unnest), as data-modifying CTEs. One round trip and no per-row SQL."""
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    quote = dialect.identifier_preparer.quote
+    parts, n = [], 0
+    for table, conflict in _TARGETS:
+        columns = _columns(table)
+        names = [quote(c.name) for c in columns]
+        arrays = ", ".join(
+            f"${n + i}::{c.type.compile(dialect=dialect)}[]" for i, c in enumerate(columns, 1)
+        )
+        n += len(columns)
+        sql = (
+            f"INSERT INTO {table.__tablename__} ({', '.join(names)}) SELECT * FROM unnest({arrays})"
+        )
+        if conflict == ():
+            sql += " ON CONFLICT DO NOTHING"
+        elif conflict is not None:
+            keys = [quote(k) for k in conflict]
+            updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in names if c not in keys)
+            sql += f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
+        parts.append(f"{table.__tablename__} AS ({sql})")
+    return f"WITH {', '.join(parts)} SELECT 1"
+
+
+def _arrays(table: Any, rows: list[dict[str, Any]]) -> list[list[Any]]:
+    return [
+        [orjson.dumps(r[c.name]).decode() for r in rows]
+        if isinstance(c.type, JSONB)
+        else [r[c.name] for r in rows]
+        for c in _columns(table)
+    ]
 
 
 async def write_batch(engine: AsyncEngine, group_id: str, batch: Batch, now: datetime) -> None:
-    async with engine.begin() as conn:
-        for (topic, partition), (expected, new) in sorted(batch.fences.items()):
-            await _fence(conn, group_id, topic, partition, expected, new, now)
-        if batch.accounts:
-            await conn.execute(_upsert(AccountRow, ["account_id"], batch.accounts), batch.accounts)
-        if batch.scores:
-            await conn.execute(
-                _upsert(ScoreRow, ["account_id", "objective", "model_role"], batch.scores),
-                batch.scores,
-            )
-        if batch.history:
-            await conn.execute(insert(ScoreHistoryRow), batch.history)
-        if batch.outbox:
-            await conn.execute(insert(OutboxRow).on_conflict_do_nothing(), batch.outbox)
+    """One transaction on the driver's connection: the fences first, then every row."""
+    rows = (batch.accounts, batch.scores, batch.history, batch.outbox)
+    async with engine.connect() as conn:
+        raw: Any = (await conn.get_raw_connection()).driver_connection  # asyncpg's connection
+        async with raw.transaction():
+            for (topic, partition), (expected, new) in sorted(batch.fences.items()):
+                await _fence(raw, group_id, topic, partition, expected, new, now)
+            if any(rows):
+                arrays = [
+                    a
+                    for (table, _), r in zip(_TARGETS, rows, strict=True)
+                    for a in _arrays(table, r)
+                ]
+                await raw.execute(_write_sql(), *arrays)
 
 
 # --- outbox relay ---------------------------------------------------------------------------

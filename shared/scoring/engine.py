@@ -200,6 +200,7 @@ class _FactorPlan(NamedTuple):
     weight: float
     transform: Any
     stale_after: float  # seconds; inf where silence is itself the signal
+    share: float  # weight / total weight of the objective, as shown
 
 
 def _plan(
@@ -212,6 +213,7 @@ def _plan(
         return cached
     weights = _weights(objective, segment.objectives.get(name) if segment else None, model)
     transforms = segment.transforms if segment else {}
+    total = sum(weights.values())
     plan = []
     for factor_name, weight in weights.items():
         factor = model.factors[factor_name]
@@ -229,6 +231,7 @@ def _plan(
                 weight,
                 transforms.get(factor_name, factor.transform),
                 stale_after,
+                round(weight / total, 6) if total else 0.0,
             )
         )
     model.plans[key] = plan
@@ -247,55 +250,53 @@ def _score_objective(
     values: dict[str, tuple[float | None, float | None]],
 ) -> ObjectiveScore:
     plan = _plan(model, name, objective, segment)
-    weights = {p.name: p.weight for p in plan}
-    results: list[tuple[str, Factor, float | None, float | None, Status, float | None]] = []
-    for factor_name, factor, _, transform, stale_after in plan:
-        known = values.get(factor_name)
+    results: list[tuple[_FactorPlan, float | None, float | None, Status, float | None]] = []
+    total = available = weighted = 0.0
+    for p in plan:
+        known = values.get(p.name)
         if known is None:  # objectives share factors: each raw value is computed once
-            known = values[factor_name] = (
-                _raw_value(model, state, factor, at, overrides),
-                _factor_last_data(state, factor, overrides),
+            known = values[p.name] = (
+                _raw_value(model, state, p.factor, at, overrides),
+                _factor_last_data(state, p.factor, overrides),
             )
         raw, last = known
-        status: Status = "missing" if raw is None else "ok"
-        if status == "ok" and last is not None and at - last > stale_after:
-            status = "stale"
-        sub = round(transform(raw), 6) if raw is not None else None
-        results.append((factor_name, factor, raw, sub, status, last))
-
-    total = sum(weights.values())
-    available = sum(weights[n] for n, _, _, _, s, _ in results if s == "ok")
-    model_score = None
-    if available > 0:
-        model_score = (
-            sum(weights[n] * (sub or 0.0) for n, _, _, sub, s, _ in results if s == "ok")
-            / available
-        )
+        total += p.weight
+        sub = None
+        status: Status = "missing"
+        if raw is not None:
+            sub = round(p.transform(raw), 6)
+            status = "stale" if last is not None and at - last > p.stale_after else "ok"
+            if status == "ok":
+                available += p.weight
+                weighted += p.weight * sub
+        results.append((p, raw, sub, status, last))
+    model_score = weighted / available if available > 0 else None
     # guardrails: a decisive fact caps the weighted mean (contributions still sum to it)
     capped = model_score
     caps: list[dict[str, Any]] = []
-    by_name = {n: (sub, status) for n, _, _, sub, status, _ in results}
-    for cap in objective.caps:
-        sub, status = by_name.get(cap.factor, (None, "missing"))
-        if capped is None or status != "ok" or sub is None:
-            continue
-        if sub < cap.below and capped > cap.max:
-            caps.append({"factor": cap.factor, "max": cap.max, "reason": cap.reason})
-            capped = cap.max
+    if objective.caps:
+        by_name = {p.name: (sub, status) for p, _, sub, status, _ in results}
+        for cap in objective.caps:
+            sub, status = by_name.get(cap.factor, (None, "missing"))
+            if capped is None or status != "ok" or sub is None:
+                continue
+            if sub < cap.below and capped > cap.max:
+                caps.append({"factor": cap.factor, "max": cap.max, "reason": cap.reason})
+                capped = cap.max
     factors = tuple(
         FactorResult(
-            factor=n,
-            group=f.group,
+            factor=p.name,
+            group=p.factor.group,
             raw=None if raw is None else round(raw, 6),
             sub_score=sub,
-            weight=round(weights[n] / total, 6) if total else 0.0,
-            contribution=round(weights[n] * sub / available, 6)
+            weight=p.share,
+            contribution=round(p.weight * sub / available, 6)
             if status == "ok" and sub is not None and available
             else 0.0,
             status=status,
             last_data_at=last,
         )
-        for n, f, raw, sub, status, last in results
+        for p, raw, sub, status, last in results
     )
     score, applied = _apply_overrides(capped, name, overrides)
     score = None if score is None else round(score, 4)

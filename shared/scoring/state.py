@@ -7,11 +7,18 @@ signals gives the same state in any order, batching, or with restarts in between
 
 The de-duplication memory (`seen`) is the one part that is not a function of the set alone: it
 remembers the ids of signals ingested within `horizon` of the newest one (at most `max_ids`),
-which is how re-deliveries are dropped. It is left out of `fingerprint()`.
+which is how re-deliveries are dropped. It is left out of `fingerprint()`. It holds a 64-bit
+digest of each id (a false match among 512 ids of one account: about 1 in 3e16) and the
+ingestion time in whole seconds, stored packed: 12 bytes an id instead of some 50 as JSON,
+which halves the state document the scorer writes with every batch.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import math
+import struct
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -75,7 +82,7 @@ class AccountState:
     sources: dict[str, float] = field(default_factory=dict)  # source -> newest event time
     attributes: dict[str, Latest] = field(default_factory=dict)
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
-    seen: dict[str, float] = field(default_factory=dict)
+    seen: dict[int, int] = field(default_factory=dict)  # id digest -> ingested at (s)
     newest: float | None = None
 
     # --- updating -----------------------------------------------------------------------
@@ -86,39 +93,44 @@ class AccountState:
         """Fold one signal into the aggregates of `model` (or of a kind index covering several
         models); False, and no change, if it is a duplicate."""
         kinds = model.kinds if isinstance(model, Model) else model
-        if fact.signal_id in self.seen:
+        digest = id_digest(fact.signal_id)
+        if digest in self.seen:
             return False
-        self._remember(fact, dedup)
-        self.newest = fact.t if self.newest is None else max(self.newest, fact.t)
-        self.sources[fact.source] = max(self.sources.get(fact.source, fact.t), fact.t)
-        if fact.kind in ("override_set", "override_revoked"):
+        self._remember(digest, fact, dedup)
+        t, kind, data = fact.t, fact.kind, fact.data
+        if self.newest is None or t > self.newest:
+            self.newest = t
+        if t > self.sources.get(fact.source, -math.inf):
+            self.sources[fact.source] = t
+        if kind in ("override_set", "override_revoked"):
             self._override(fact)
             return True
-        for name in ATTRIBUTE_KINDS.get(fact.kind, ()):
-            value = fact.data.get(name)
+        for name in ATTRIBUTE_KINDS.get(kind, ()):
+            value = data.get(name)
             if value not in (None, ""):
-                _keep_latest(self.attributes, name, (fact.t, fact.signal_id, value))
-        for name, agg in kinds.get(fact.kind, ()):
-            if any(fact.data.get(k) != v for k, v in agg.where.items()):
+                _keep_latest(self.attributes, name, (t, fact.signal_id, value))
+        for name, agg in kinds.get(kind, ()):
+            if agg.where and any(data.get(k) != v for k, v in agg.where.items()):
                 continue
             if agg.by_kind:
-                raw: Any = agg.by_kind.get(fact.kind)
+                raw: Any = agg.by_kind.get(kind)
             elif agg.field == "sentiment":
                 raw = fact.sentiment
             else:
-                raw = fact.data.get(agg.field) if agg.field else 1.0
+                raw = data.get(agg.field) if agg.field else 1.0
             if raw is None or isinstance(raw, bool) or not isinstance(raw, int | float):
                 continue
-            self.last[name] = max(self.last.get(name, fact.t), fact.t)
+            if t > self.last.get(name, -math.inf):
+                self.last[name] = t
             if agg.kind == "latest":
-                _keep_latest(self.latest, name, (fact.t, fact.signal_id, raw))
+                _keep_latest(self.latest, name, (t, fact.signal_id, raw))
             elif agg.kind in ("decayed_count", "decayed_sum"):
                 weight = 1.0 if agg.kind == "decayed_count" else float(raw)
                 if agg.weight_by:
-                    weight *= agg.weights.get(str(fact.data.get(agg.weight_by)), 1.0)
+                    weight *= agg.weights.get(str(data.get(agg.weight_by)), 1.0)
                 assert agg.half_life_days is not None
                 self.decayed[name] = self.decayed.get(name, 0) + decay.term(
-                    weight, fact.t, agg.half_life_days
+                    weight, t, agg.half_life_days
                 )
         return True
 
@@ -139,8 +151,8 @@ class AccountState:
                 **{k: v for k, v in current.items() if k.startswith("revoked")},
             }
 
-    def _remember(self, fact: Fact, dedup: DedupPolicy) -> None:
-        self.seen[fact.signal_id] = fact.t if fact.ingested is None else fact.ingested
+    def _remember(self, digest: int, fact: Fact, dedup: DedupPolicy) -> None:
+        self.seen[digest] = _whole_seconds(fact.t if fact.ingested is None else fact.ingested)
         # every 32 ids: forget those ingested longer than the horizon ago, and the oldest
         # beyond max_ids (re-deliveries come soon after the original, whatever its event time)
         if len(self.seen) % 32 == 0 or len(self.seen) > dedup.max_ids:
@@ -170,14 +182,16 @@ class AccountState:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "v": 1,
+            "v": 2,
             "decayed": {k: decay.encode(v) for k, v in sorted(self.decayed.items())},
             "latest": {k: list(v) for k, v in sorted(self.latest.items())},
             "last": dict(sorted(self.last.items())),
             "sources": dict(sorted(self.sources.items())),
             "attributes": {k: list(v) for k, v in sorted(self.attributes.items())},
             "overrides": dict(sorted(self.overrides.items())),
-            "seen": self.seen,
+            "seen": base64.b64encode(
+                b"".join(_SEEN.pack(digest, t) for digest, t in self.seen.items())
+            ).decode(),
             "newest": self.newest,
         }
 
@@ -190,7 +204,7 @@ class AccountState:
             sources=dict(doc["sources"]),
             attributes={k: (v[0], v[1], v[2]) for k, v in doc["attributes"].items()},
             overrides=dict(doc["overrides"]),
-            seen=dict(doc["seen"]),
+            seen=_seen_from_json(doc["seen"]),
             newest=doc["newest"],
         )
 
@@ -199,6 +213,23 @@ class AccountState:
         doc = self.to_json()
         del doc["seen"]
         return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+
+
+_SEEN = struct.Struct(">QI")  # id digest, ingested at (epoch seconds)
+
+
+def id_digest(signal_id: str) -> int:
+    return int.from_bytes(hashlib.blake2b(signal_id.encode(), digest_size=8).digest())
+
+
+def _whole_seconds(t: float) -> int:
+    return max(math.ceil(t), 0)
+
+
+def _seen_from_json(seen: str | dict[str, float]) -> dict[int, int]:
+    if isinstance(seen, dict):  # version 1 documents: {signal id: ingested at}
+        return {id_digest(signal_id): _whole_seconds(t) for signal_id, t in seen.items()}
+    return {digest: t for digest, t in _SEEN.iter_unpack(base64.b64decode(seen))}
 
 
 def _keep_latest(table: dict[str, Latest], name: str, entry: Latest) -> None:

@@ -296,6 +296,22 @@ def test_csm_sentiment_override_feeds_its_factor() -> None:
     assert (csm.status, csm.raw, csm.sub_score) == ("ok", 5.0, 5.0)
 
 
+def test_dedup_memory_survives_its_document_and_reads_version_1() -> None:
+    facts = [make_fact("session_started", i, 1 - i / 100) for i in range(40)]
+    state = AccountState()
+    for fact in facts:
+        state.apply(MODEL, fact)
+    doc = orjson.loads(orjson.dumps(state.to_json()))
+    assert isinstance(doc["seen"], str) and len(doc["seen"]) == math.ceil(40 * 12 / 3) * 4
+    restored = AccountState.from_json(doc)
+    assert restored.seen == state.seen
+    assert [restored.apply(MODEL, f) for f in facts] == [False] * 40
+    # a document written before the ids were packed: {signal id: ingested at}
+    old = {**doc, "v": 1, "seen": {f.signal_id: f.ingested for f in facts[:10]}}
+    upgraded = AccountState.from_json(old)
+    assert [upgraded.apply(MODEL, f) for f in facts[:12]] == [False] * 10 + [True] * 2
+
+
 def test_dedup_memory_is_bounded() -> None:
     state = AccountState()
     policy = DedupPolicy(horizon_seconds=3600, max_ids=50)
