@@ -129,12 +129,13 @@ def _raw_value(
 
 
 def _factor_last_data(
-    state: AccountState, factor: Factor, overrides: list[dict[str, Any]]
+    state: AccountState, factor: Factor, reads: tuple[str, ...], overrides: list[dict[str, Any]]
 ) -> float | None:
     if factor.csm_sentiment:
         sentiments = [o for o in overrides if o["action"] == "sentiment"]
         return sentiments[-1]["set_at"] if sentiments else None
-    times = [state.last[name] for name in factor.reads if name in state.last]
+    last = state.last
+    times = [last[name] for name in reads if name in last]
     return max(times) if times else None
 
 
@@ -197,6 +198,8 @@ def _apply_overrides(
 class _FactorPlan(NamedTuple):
     name: str
     factor: Factor
+    group: str
+    reads: tuple[str, ...]
     weight: float
     transform: Any
     stale_after: float  # seconds; inf where silence is itself the signal
@@ -228,6 +231,8 @@ def _plan(
             _FactorPlan(
                 factor_name,
                 factor,
+                factor.group,
+                factor.reads,
                 weight,
                 transforms.get(factor_name, factor.transform),
                 stale_after,
@@ -257,7 +262,7 @@ def _score_objective(
         if known is None:  # objectives share factors: each raw value is computed once
             known = values[p.name] = (
                 _raw_value(model, state, p.factor, at, overrides),
-                _factor_last_data(state, p.factor, overrides),
+                _factor_last_data(state, p.factor, p.reads, overrides),
             )
         raw, last = known
         total += p.weight
@@ -284,19 +289,21 @@ def _score_objective(
                 caps.append({"factor": cap.factor, "max": cap.max, "reason": cap.reason})
                 capped = cap.max
     factors = tuple(
-        FactorResult(
-            factor=p.name,
-            group=p.factor.group,
-            raw=None if raw is None else round(raw, 6),
-            sub_score=sub,
-            weight=p.share,
-            contribution=round(p.weight * sub / available, 6)
-            if status == "ok" and sub is not None and available
-            else 0.0,
-            status=status,
-            last_data_at=last,
-        )
-        for p, raw, sub, status, last in results
+        [
+            FactorResult(
+                p.name,
+                p.group,
+                None if raw is None else round(raw, 6),
+                sub,
+                p.share,
+                round(p.weight * sub / available, 6)
+                if status == "ok" and sub is not None and available
+                else 0.0,
+                status,
+                last,
+            )
+            for p, raw, sub, status, last in results
+        ]
     )
     score, applied = _apply_overrides(capped, name, overrides)
     score = None if score is None else round(score, 4)

@@ -190,7 +190,7 @@ class AccountState:
             "attributes": {k: list(v) for k, v in sorted(self.attributes.items())},
             "overrides": dict(sorted(self.overrides.items())),
             "seen": base64.b64encode(
-                b"".join(_SEEN.pack(digest, t) for digest, t in self.seen.items())
+                b"".join(map(_SEEN.pack, self.seen.keys(), self.seen.values()))
             ).decode(),
             "newest": self.newest,
         }
