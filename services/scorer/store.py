@@ -176,30 +176,32 @@ async def schedule_model_change(
         return int(result.rowcount)
 
 
-_FENCE_INSERT = (
-    "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset, updated_at)"
-    " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING"
-)
-_FENCE_UPDATE = (
-    "UPDATE consumer_offsets SET next_offset = $4, updated_at = $5"
-    " WHERE group_id = $1 AND topic = $2 AND partition = $3 AND next_offset = $6"
-)
+# The fences, as the first parts of the batch's one statement ($1 group, $2 now, then one array
+# per column of the fences): a partition seen for the first time is inserted (DO NOTHING if
+# another scorer got there first), any other is moved on only from the offset expected. The
+# statement returns how many fences held; fewer than all voids the transaction. Its final SELECT
+# reads the fences, so PostgreSQL runs them first and the row writes (read by nothing) after, to
+# completion: writers of one partition queue on its offsets row before touching any account row.
+# (Were that order ever to change, two such writers could deadlock; PostgreSQL detects it and the
+# loser's batch is retried, like any failed transaction.)
+_FENCES = """\
+fence_rows AS (SELECT * FROM unnest($3::VARCHAR[], $4::INTEGER[], $5::BIGINT[], $6::BIGINT[])
+               AS f(topic, partition, expected, next_offset)),
+fence_insert AS (
+  INSERT INTO consumer_offsets (group_id, topic, partition, next_offset, updated_at)
+  SELECT $1, f.topic, f.partition, f.next_offset, $2 FROM fence_rows f WHERE f.expected IS NULL
+  ON CONFLICT DO NOTHING RETURNING 1),
+fence_update AS (
+  UPDATE consumer_offsets c SET next_offset = f.next_offset, updated_at = $2 FROM fence_rows f
+  WHERE c.group_id = $1 AND c.topic = f.topic AND c.partition = f.partition
+    AND c.next_offset = f.expected
+  RETURNING 1)"""
+_FENCE_PARAMETERS = 6
+_FENCES_HELD = "(SELECT count(*) FROM fence_insert) + (SELECT count(*) FROM fence_update)"
 
 
-async def _fence(
-    raw: Any, group_id: str, topic: str, partition: int, expected: int | None, new: int, now: Any
-) -> None:
-    row = (group_id, topic, partition, new, now)
-    if expected is None and await raw.execute(_FENCE_INSERT, *row) == "INSERT 0 1":
-        return
-    if await raw.execute(_FENCE_UPDATE, *row, -1 if expected is None else expected) != "UPDATE 1":
-        raise FencedOut(
-            f"{topic}[{partition}] moved past offset {expected}: another scorer owns it now"
-        )
-
-
-# what write_batch writes besides the fences: (table, the key to upsert on, or () to keep rows
-# that exist, or None for a plain insert)
+# what write_batch writes after the fences: (table, the key to upsert on, or () to keep rows that
+# exist, or None for a plain insert)
 _TARGETS: tuple[tuple[Any, tuple[str, ...] | None], ...] = (
     (AccountRow, ("account_id",)),
     (ScoreRow, ("account_id", "objective", "model_role")),
@@ -214,12 +216,12 @@ def _columns(table: Any) -> list[Any]:
 
 @functools.cache
 def _write_sql() -> str:
-    """Every row of a batch in ONE statement: an INSERT per table over one array parameter
-    per column (unnest), as data-modifying CTEs. One round trip and no per-row SQL. JSON
-    travels as UTF-8 bytes, converted by the server: no text copy of it on the client."""
+    """A whole batch in ONE statement: the fences, then an INSERT per table over one array
+    parameter per column (unnest), as data-modifying CTEs. One round trip and no per-row SQL.
+    JSON travels as UTF-8 bytes, converted by the server: no text copy of it on the client."""
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     quote = dialect.identifier_preparer.quote
-    parts, n = [], 0
+    parts, n = [_FENCES], _FENCE_PARAMETERS
     for table, conflict in _TARGETS:
         columns = _columns(table)
         names = [quote(c.name) for c in columns]
@@ -243,40 +245,45 @@ def _write_sql() -> str:
             updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in names if c not in keys)
             sql += f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
         parts.append(f"{table.__tablename__} AS ({sql})")
-    return f"WITH {', '.join(parts)} SELECT 1"
+    return f"WITH {', '.join(parts)} SELECT {_FENCES_HELD}"
 
 
 def _is_json(column: Any) -> bool:
     return isinstance(column.type, JSONB)
 
 
-def _json_bytes(value: Any) -> bytes:
+def _json_bytes(value: Any) -> bytes | None:
     """Rows may carry their JSON already serialised (bytes), to hold less memory."""
-    return value if isinstance(value, bytes) else orjson.dumps(value)
+    if value is None or isinstance(value, bytes):
+        return value
+    return orjson.dumps(value)
 
 
 def _arrays(table: Any, rows: list[dict[str, Any]]) -> list[list[Any]]:
+    """One array per column; a column a row leaves out is NULL, as in an INSERT."""
     return [
-        [_json_bytes(r[c.name]) for r in rows] if _is_json(c) else [r[c.name] for r in rows]
+        [_json_bytes(r.get(c.name)) for r in rows] if _is_json(c) else [r.get(c.name) for r in rows]
         for c in _columns(table)
     ]
 
 
 async def write_batch(engine: AsyncEngine, group_id: str, batch: Batch, now: datetime) -> None:
-    """One transaction on the driver's connection: the fences first, then every row."""
+    """One transaction of one statement on the driver's connection (BEGIN, the statement,
+    COMMIT: three round trips); FencedOut, and nothing written, if any fence did not hold."""
+    fences = sorted(batch.fences.items())
+    fence_arrays = [[t for (t, _), _ in fences], [p for (_, p), _ in fences]]
+    fence_arrays += [[e for _, (e, _) in fences], [n for _, (_, n) in fences]]
     rows = (batch.accounts, batch.scores, batch.history, batch.outbox)
+    arrays = [a for (table, _), r in zip(_TARGETS, rows, strict=True) for a in _arrays(table, r)]
     async with engine.connect() as conn:
         raw: Any = (await conn.get_raw_connection()).driver_connection  # asyncpg's connection
         async with raw.transaction():
-            for (topic, partition), (expected, new) in sorted(batch.fences.items()):
-                await _fence(raw, group_id, topic, partition, expected, new, now)
-            if any(rows):
-                arrays = [
-                    a
-                    for (table, _), r in zip(_TARGETS, rows, strict=True)
-                    for a in _arrays(table, r)
-                ]
-                await raw.execute(_write_sql(), *arrays)
+            held = await raw.fetchval(_write_sql(), group_id, now, *fence_arrays, *arrays)
+            if held != len(fences):
+                raise FencedOut(
+                    f"of {[f'{t}[{p}]' for (t, p), _ in fences]} only {held} were still at the"
+                    " offsets this scorer expected: another scorer owns the others now"
+                )
 
 
 # --- outbox relay ---------------------------------------------------------------------------

@@ -168,8 +168,18 @@ async def test_a_stale_writer_is_fenced_out(settings: Settings, engine: AsyncEng
             ),
             now,
         )
-    assert await store.load_offsets(engine, group, [("t", 0)]) == {("t", 0): 20}
-    async with engine.connect() as conn:  # the fenced batch wrote nothing
+    with pytest.raises(FencedOut):  # one of two fences holds: neither partition moves on
+        await store.write_batch(
+            engine,
+            group,
+            store.Batch(
+                fences={("t", 0): (20, 40), ("t", 1): (7, 9)},
+                accounts=[{"account_id": "y", "partition": 1, "state": {}, "updated_at": now}],
+            ),
+            now,
+        )
+    assert await store.load_offsets(engine, group, [("t", 0), ("t", 1)]) == {("t", 0): 20}
+    async with engine.connect() as conn:  # the fenced batches wrote nothing
         assert await conn.scalar(text("SELECT count(*) FROM accounts")) == 0
 
 
