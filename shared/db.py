@@ -24,7 +24,7 @@ from sqlalchemy import (
     Text,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSON, JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -63,7 +63,12 @@ class AccountRow(Base):
     # the signals-topic partition this account hashes to: the sweep re-scores only accounts
     # of partitions its scorer owns
     partition: Mapped[int] = mapped_column(Integer)
-    state: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    # `json`, not `jsonb`: kept as the text written, so PostgreSQL validates it but builds no
+    # binary form on each of the scorer's writes, and hands it back without rendering it
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # per source: newest data and whether it is stale, under the active model, as the API
+    # shows it
+    freshness: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     last_event_at: Mapped[datetime | None] = mapped_column(Timestamp)
     next_review_at: Mapped[datetime | None] = mapped_column(Timestamp)
     updated_at: Mapped[datetime] = mapped_column(Timestamp)
@@ -83,7 +88,9 @@ class ScoreRow(Base):
     score: Mapped[float | None] = mapped_column(Float)
     band: Mapped[str] = mapped_column(String(32))
     confidence: Mapped[float] = mapped_column(Float)
-    explanation: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    # per factor: raw value, sub-score, weight, contribution; caps, overrides; the weighted
+    # mean. `json` (see AccountRow.state): GET .../health splices it into its answer as is
+    explanation: Mapped[dict[str, Any]] = mapped_column(JSON)
     # score at the newest history row (what the next change is measured against), and the
     # score before that change (so lists can sort by the size of the last change)
     recorded_score: Mapped[float | None] = mapped_column(Float)

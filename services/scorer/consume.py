@@ -362,7 +362,7 @@ class Scorer:
             changes_topic=self.settings.kafka.topics.changes,
         )
         batch.accounts.append(
-            account_row(account_id, entry, now, evaluation.next_review_at, evaluation.segment)
+            account_row(account_id, entry, now, evaluation.next_review_at, evaluation)
         )
         batch.scores += rows.scores
         batch.history += rows.history

@@ -62,9 +62,10 @@ def _ts(t: float) -> datetime:
 
 
 def account_row(
-    account_id: str, entry: AccountEntry, now: datetime, next_review: float, segment: str
+    account_id: str, entry: AccountEntry, now: datetime, next_review: float, active: Evaluation
 ) -> dict[str, Any]:
-    """The `accounts` row: attributes for filtering, segment, partition and state."""
+    """The `accounts` row: attributes for filtering, segment, the sources' freshness, partition
+    and state."""
     state = entry.state
     return {
         "account_id": account_id,
@@ -73,7 +74,17 @@ def account_row(
         "region": state.attribute("region"),
         "tier": state.attribute("tier"),
         "lifecycle_stage": state.attribute("lifecycle_stage"),
-        "segment": segment,
+        "segment": active.segment,
+        # as the API shows it: PostgreSQL hands it out as stored
+        "freshness": orjson.dumps(
+            {
+                source: {
+                    "last_data_at": None if f["last_data_at"] is None else _ts(f["last_data_at"]),
+                    "stale": f["stale"],
+                }
+                for source, f in active.freshness.items()
+            }
+        ),
         "partition": entry.partition,
         # serialised now: the state goes on changing while the batch is being committed
         "state": orjson.dumps(state.to_json()),
@@ -184,13 +195,7 @@ def rescore(
             baseline_alert = _peak(old.alert_baseline if old else None, new.score)
             # serialised now: as JSON it is a tenth of the memory it takes as Python objects,
             # and a batch's rows are held until its commit
-            explanation = orjson.dumps(
-                {
-                    **new.explanation(),
-                    "segment": evaluation.segment,
-                    "freshness": evaluation.freshness,
-                }
-            )
+            explanation = orjson.dumps(new.explanation())
             if record:
                 movers = top_movers(old.factors if old else None, new)
                 rows.history.append(

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 from sqlalchemy import delete, func, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import JSON
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.db import (
@@ -230,7 +230,9 @@ def _write_sql() -> str:
             for i, c in enumerate(columns, 1)
         )
         values = ", ".join(
-            f"convert_from(u.{name}, 'UTF8')::JSONB" if _is_json(c) else f"u.{name}"
+            f"convert_from(u.{name}, 'UTF8')::{c.type.compile(dialect=dialect)}"
+            if _is_json(c)
+            else f"u.{name}"
             for c, name in zip(columns, names, strict=True)
         )
         n += len(columns)
@@ -249,7 +251,7 @@ def _write_sql() -> str:
 
 
 def _is_json(column: Any) -> bool:
-    return isinstance(column.type, JSONB)
+    return isinstance(column.type, JSON)  # json or jsonb
 
 
 def _json_bytes(value: Any) -> bytes | None:

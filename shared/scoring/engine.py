@@ -63,7 +63,7 @@ class ObjectiveScore:
 
     def explanation(self) -> dict[str, Any]:
         return {
-            "model_score": self.model_score,
+            "weighted_score": self.model_score,
             "factors": [f.as_dict() for f in self.factors],
             "caps": list(self.caps),
             "overrides": list(self.overrides),

@@ -157,7 +157,7 @@ async def score_and_store(
                 batch.history += rows.history
             batch.scores += rows.scores
             batch.accounts.append(
-                account_row(account_id, entry, now, now.timestamp(), evaluation.segment)
+                account_row(account_id, entry, now, now.timestamp(), evaluation)
             )
         await store.write_batch(engine, "seed", batch, now)
     return [account_id for account_id, _ in items]

@@ -200,3 +200,73 @@ async def test_dead_letters_can_be_listed_and_replayed(settings: Settings) -> No
     raw = await read_topic(settings, settings.kafka.topics.usage, expect=3)
     replayed = [r for r in raw if header(r, "replayed_from")]
     assert [(r.key, r.value) for r in replayed] == [(b"acc-1", broken)]
+
+
+@SESSION_LOOP
+async def test_migration_0002_moves_freshness_and_keeps_explanations(infra) -> None:  # type: ignore[no-untyped-def]
+    """A database scored under revision 0001 upgrades to documents the API reads as they are,
+    and downgrades back."""
+    import asyncio
+
+    import asyncpg
+    from alembic import command
+
+    from services.api.routes.accounts import HEALTH_SQL
+    from shared.db import alembic_config
+    from tests.conftest import admin_sql
+
+    name = f"migrate_{time.monotonic_ns()}"
+    await admin_sql(infra.database, f'CREATE DATABASE "{name}"')
+    config = alembic_config(infra.database.url(name=name))
+    db = infra.database
+    try:
+        await asyncio.to_thread(command.upgrade, config, "0001")
+        conn = await asyncpg.connect(
+            host=db.host,
+            port=db.port,
+            user=db.user,
+            password=db.password.get_secret_value(),
+            database=name,
+        )
+        try:
+            old = {
+                "model_score": 61.5,
+                "factors": [{"factor": "nps", "contribution": 61.5, "status": "ok"}],
+                "caps": [],
+                "overrides": [],
+                "segment": "default",
+                "freshness": {
+                    "usage": {"last_data_at": 1795000000.5, "stale": False},
+                    "support": {"last_data_at": None, "stale": True},
+                },
+            }
+            await conn.execute(
+                "INSERT INTO accounts (account_id, partition, state, updated_at)"
+                " VALUES ('a1', 0, '{\"v\": 2}', now())"
+            )
+            await conn.execute(
+                "INSERT INTO scores (account_id, objective, model_role, model_version, score,"
+                " band, confidence, explanation, evaluated_at, changed_at, updated_at)"
+                " VALUES ('a1', 'churn_risk', 'active', 'm@1', 61.5, 'neutral', 0.5, $1::jsonb,"
+                " now(), now(), now())",
+                orjson.dumps(old).decode(),
+            )
+            await asyncio.to_thread(command.upgrade, config, "head")
+            health = orjson.loads(await conn.fetchval(HEALTH_SQL, "a1"))
+            usage = health["freshness"].pop("usage")
+            assert health["freshness"] == {"support": {"last_data_at": None, "stale": True}}
+            assert usage["stale"] is False
+            assert datetime.fromisoformat(usage["last_data_at"]) == datetime.fromtimestamp(
+                1795000000.5, UTC
+            )
+            [objective] = health["objectives"]
+            assert objective["weighted_score"] == 61.5
+            assert objective["factors"] == old["factors"]
+            assert objective["band"] == "neutral" and "freshness" not in objective
+            await asyncio.to_thread(command.downgrade, config, "0001")
+            back = orjson.loads(await conn.fetchval("SELECT explanation::text FROM scores"))
+            assert back == {k: v for k, v in old.items() if k not in ("freshness", "segment")}
+        finally:
+            await conn.close()
+    finally:
+        await admin_sql(infra.database, f'DROP DATABASE "{name}" WITH (FORCE)')

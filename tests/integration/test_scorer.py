@@ -101,6 +101,7 @@ async def test_signals_become_scores_history_and_cloudevents(
                     )
                 )
             )
+            freshness = list(await conn.execute(text("SELECT freshness FROM accounts")))
             history = list(
                 await conn.execute(
                     text(
@@ -118,11 +119,18 @@ async def test_signals_become_scores_history_and_cloudevents(
         factors = row.explanation["factors"]
         assert {f["factor"] for f in factors} == set(MODEL.objectives[row.objective].factors)
         ok = [f for f in factors if f["status"] == "ok"]
-        weighted = row.explanation["model_score"]
+        weighted = row.explanation["weighted_score"]
         assert sum(f["contribution"] for f in ok) == pytest.approx(weighted, abs=1e-3)
         caps = [c["max"] for c in row.explanation["caps"]]
         assert row.score == pytest.approx(min([weighted, *caps]), abs=1e-3)
-        assert set(row.explanation["freshness"]) == {"usage", "support", "billing"}
+    assert len(freshness) == len(accounts)
+    for (sources,) in freshness:
+        assert set(sources) == {"usage", "support", "billing"}
+        for source in sources.values():  # as the API shows it; no data is stale data
+            if source["last_data_at"] is None:
+                assert source["stale"] is True
+            else:
+                assert datetime.fromisoformat(source["last_data_at"]).tzinfo is not None
     assert len(history) < total / 5  # history is of changes, not of events
     first = [h for h in history if h.old_band is None]
     assert len(first) == len(scores)  # every account's first score is recorded once

@@ -63,33 +63,26 @@ def override_response(row: Any, now: datetime) -> OverrideResponse:
 
 
 # The hottest read, answered by PostgreSQL as the finished JSON document in one round trip.
+# PostgreSQL writes the answer: the account's fields and the objectives' row fields as JSON,
+# each explanation (stored as `json`, in the answer's shape) spliced in as the text it is.
 HEALTH_SQL = """
-SELECT json_build_object(
+SELECT left(json_build_object(
   'account_id', a.account_id, 'name', a.name, 'industry', a.industry, 'region', a.region,
   'tier', a.tier, 'lifecycle_stage', a.lifecycle_stage, 'segment', a.segment,
   'last_event_at', a.last_event_at, 'updated_at', a.updated_at,
-  'freshness', coalesce((
-    SELECT jsonb_object_agg(f.key, jsonb_build_object(
-             'last_data_at', to_timestamp((f.value->>'last_data_at')::float8),
-             'stale', f.value->'stale'))
-    FROM jsonb_each((SELECT s.explanation->'freshness' FROM scores s
-                     WHERE s.account_id = a.account_id LIMIT 1)) AS f), '{}'::jsonb),
-  'objectives', (
-    SELECT coalesce(json_agg(json_build_object(
-             'objective', s.objective, 'model_role', s.model_role,
-             'model_version', s.model_version, 'score', s.score, 'band', s.band,
-             'confidence', s.confidence, 'weighted_score', s.explanation->'model_score',
-             'factors', coalesce(s.explanation->'factors', '[]'::jsonb),
-             'caps', coalesce(s.explanation->'caps', '[]'::jsonb),
-             'overrides', coalesce(s.explanation->'overrides', '[]'::jsonb),
-             'evaluated_at', s.evaluated_at, 'changed_at', s.changed_at)
-           ORDER BY s.model_role, s.objective), '[]')
-    FROM scores s WHERE s.account_id = a.account_id),
+  'freshness', coalesce(a.freshness, '{}'::json),
   'active_overrides', (
     SELECT coalesce(json_agg(to_jsonb(o) || '{"status": "active"}' ORDER BY o.created_at), '[]')
     FROM overrides o WHERE o.account_id = a.account_id AND o.revoked_at IS NULL
       AND o.expires_at > now())
-)::text
+)::text, -1) || ', "objectives" : [' || coalesce((
+  SELECT string_agg(left(json_build_object(
+           'objective', s.objective, 'model_role', s.model_role,
+           'model_version', s.model_version, 'score', s.score, 'band', s.band,
+           'confidence', s.confidence, 'evaluated_at', s.evaluated_at,
+           'changed_at', s.changed_at)::text, -1) || ', ' || substr(s.explanation::text, 2),
+         ', ' ORDER BY s.model_role, s.objective)
+  FROM scores s WHERE s.account_id = a.account_id), '') || ']}'
 FROM accounts a WHERE a.account_id = $1
 """
 
@@ -187,7 +180,7 @@ def _known(model: Model, objective: str, bands: list[str], segment: str | None) 
         raise Problem(422, detail, slug="unknown-name")
 
 
-STALE = text("jsonb_path_exists(scores.explanation, '$.freshness.* ? (@.stale == true)')")
+STALE = text("jsonb_path_exists(accounts.freshness::jsonb, '$.* ? (@.stale == true)')")
 
 
 @router.get(
@@ -268,7 +261,7 @@ async def list_accounts(
             ScoreRow.confidence,
             (ScoreRow.score - ScoreRow.previous_score).label("change"),
             ScoreRow.changed_at,
-            ScoreRow.explanation["freshness"].label("freshness"),
+            AccountRow.freshness,
             order.label("sort_value"),
         )
         .join(AccountRow, AccountRow.account_id == ScoreRow.account_id)
