@@ -62,9 +62,9 @@ def override_response(row: Any, now: datetime) -> OverrideResponse:
     return OverrideResponse(**row._mapping, status=status)
 
 
-# The hottest read, answered by PostgreSQL as the finished JSON document in one round trip.
-# PostgreSQL writes the answer: the account's fields and the objectives' row fields as JSON,
-# each explanation (stored as `json`, in the answer's shape) spliced in as the text it is.
+# The hottest read, answered by PostgreSQL as the finished JSON document in one round trip:
+# the account's and the objectives' fields as JSON, each explanation (stored as `json`, in the
+# answer's shape) spliced in as the text it is, so no JSON is parsed or rebuilt.
 HEALTH_SQL = """
 SELECT left(json_build_object(
   'account_id', a.account_id, 'name', a.name, 'industry', a.industry, 'region', a.region,
