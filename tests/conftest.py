@@ -39,17 +39,17 @@ class Infra:
 
 @contextlib.contextmanager
 def running_infrastructure(
-    workdir: Path, *, durable: bool = False, database: bool = True
+    workdir: Path, *, durable: bool = False, database: bool = True, own: bool = False
 ) -> Iterator[Infra]:
-    """The broker and PostgreSQL the environment names, else ones started here (and stopped
-    by PID on exit). Shared by the test session and the benchmarks."""
+    """The broker and PostgreSQL the environment names, else (or with `own`: always) ones
+    started here and stopped by PID on exit. Shared by the test session and the benchmarks."""
     broker = postgres = None
     try:
-        bootstrap = os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")
+        bootstrap = None if own else os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")
         if not bootstrap:
             broker = Broker(log_path=workdir / "broker.log").start()
             bootstrap = broker.bootstrap_servers
-        url = os.environ.get("TEST_DATABASE_URL")
+        url = None if own else os.environ.get("TEST_DATABASE_URL")
         settings = DatabaseSettings()
         if url:
             parsed = make_url(url)
@@ -97,11 +97,11 @@ def isolated_settings(
 @pytest.fixture(scope="session")
 def infra() -> Iterator[Infra]:
     with running_infrastructure(Path(tempfile.mkdtemp(prefix="healthscore-test-"))) as infra:
-        _create_template(infra.database)
+        create_template(infra.database)
         yield infra
 
 
-def _create_template(database: DatabaseSettings) -> None:
+def create_template(database: DatabaseSettings) -> None:
     import asyncio
 
     asyncio.run(admin_sql(database, f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}"'))
@@ -125,26 +125,34 @@ async def admin_sql(database: DatabaseSettings, sql: str) -> None:
         await conn.close()
 
 
-@pytest.fixture
-async def settings(infra: Infra) -> AsyncIterator[Settings]:
+@contextlib.asynccontextmanager
+async def fresh_settings(infra: Infra) -> AsyncIterator[Settings]:
     """Settings for one test: fresh topics, consumer groups and a migrated database."""
     tag = uuid.uuid4().hex[:10]
     db_name = f"test_{tag}"
     await admin_sql(infra.database, f'CREATE DATABASE "{db_name}" TEMPLATE "{TEMPLATE_DB}"')
-    yield isolated_settings(
-        infra,
-        tag,
-        db_name,
-        ingest={"metrics_port": 0},
-        scorer={
-            "metrics_port": 0,
-            "batch_max_records": 1000,
-            "sweep_interval_seconds": 3600,
-            "relay_interval_seconds": 0.05,
-        },
-        api={"max_override_days": 90},
-    )
-    await admin_sql(infra.database, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+    try:
+        yield isolated_settings(
+            infra,
+            tag,
+            db_name,
+            ingest={"metrics_port": 0},
+            scorer={
+                "metrics_port": 0,
+                "batch_max_records": 1000,
+                "sweep_interval_seconds": 3600,
+                "relay_interval_seconds": 0.05,
+            },
+            api={"max_override_days": 90},
+        )
+    finally:
+        await admin_sql(infra.database, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+
+
+@pytest.fixture
+async def settings(infra: Infra) -> AsyncIterator[Settings]:
+    async with fresh_settings(infra) as settings:
+        yield settings
 
 
 @pytest.fixture

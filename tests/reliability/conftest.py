@@ -10,12 +10,17 @@ reports/reliability.md.
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shared.config import Settings
+from shared.db import create_engine
+from tests.conftest import Infra, create_template, fresh_settings, running_infrastructure
 from tests.reliability.pipeline import Outcome
 
 
@@ -45,6 +50,31 @@ def scale() -> Scale:
     if name not in SCALES:
         raise pytest.UsageError(f"RELIABILITY_SCALE must be one of {sorted(SCALES)}")
     return SCALES[name]
+
+
+@pytest.fixture
+def controlled(infra: Infra, tmp_path: Path) -> Iterator[Infra]:
+    """A broker and PostgreSQL this test may restart or freeze: the session's where it started
+    them itself, else (TEST_* name servers it cannot control) ones of the test's own."""
+    if infra.postgres is not None and infra.broker is not None and infra.broker.proc is not None:
+        yield infra
+        return
+    with running_infrastructure(tmp_path / "infra", own=True) as own:
+        create_template(own.database)
+        yield own
+
+
+@pytest.fixture
+async def controlled_settings(controlled: Infra) -> AsyncIterator[Settings]:
+    async with fresh_settings(controlled) as settings:
+        yield settings
+
+
+@pytest.fixture
+async def controlled_engine(controlled_settings: Settings) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(controlled_settings.database)
+    yield engine
+    await engine.dispose()
 
 
 @pytest.fixture

@@ -97,10 +97,15 @@ async def test_kill_minus_nine_of_ingest_and_the_scorer(
 
 
 async def test_postgres_restart_under_load(
-    settings: Settings, engine: AsyncEngine, infra: Infra, scale: Scale, report, tmp_path: Path
+    controlled: Infra,
+    controlled_settings: Settings,
+    controlled_engine: AsyncEngine,
+    scale: Scale,
+    report,
+    tmp_path: Path,
 ) -> None:
-    if infra.postgres is None:
-        pytest.skip("TEST_DATABASE_URL names a PostgreSQL this session cannot restart")
+    infra, settings, engine = controlled, controlled_settings, controlled_engine
+    assert infra.postgres is not None
     stream = raw_stream(settings, accounts=scale.accounts // 2, days=scale.days, hostile=0,
                         seed=scale.seed + 1)  # fmt: skip
     outcome = report(Outcome("PostgreSQL restart"))
@@ -127,12 +132,17 @@ async def test_postgres_restart_under_load(
 
 
 async def test_a_frozen_broker_is_noticed_and_survived(
-    settings: Settings, engine: AsyncEngine, infra: Infra, scale: Scale, report, tmp_path: Path
+    controlled: Infra,
+    controlled_settings: Settings,
+    controlled_engine: AsyncEngine,
+    scale: Scale,
+    report,
+    tmp_path: Path,
 ) -> None:
     """SIGSTOP the broker for 15 s: /healthz reports the stall (progress-based liveness), and
     after SIGCONT every client recovers by itself and nothing is lost."""
-    if infra.broker is None or infra.broker.proc is None:
-        pytest.skip("TEST_KAFKA_BOOTSTRAP_SERVERS names a broker this session cannot freeze")
+    infra, settings, engine = controlled, controlled_settings, controlled_engine
+    assert infra.broker is not None and infra.broker.proc is not None
     stream = raw_stream(settings, accounts=scale.accounts // 2, days=scale.days, hostile=0,
                         seed=scale.seed + 2)  # fmt: skip
     outcome = report(Outcome("broker frozen 15 s"))
