@@ -9,8 +9,10 @@ reports/reliability.md.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,29 +54,26 @@ def scale() -> Scale:
     return SCALES[name]
 
 
-@pytest.fixture
-def controlled(infra: Infra, tmp_path: Path) -> Iterator[Infra]:
-    """A broker and PostgreSQL this test may restart or freeze: the session's where it started
-    them itself, else (TEST_* name servers it cannot control) ones of the test's own."""
-    if infra.postgres is not None and infra.broker is not None and infra.broker.proc is not None:
-        yield infra
-        return
-    with running_infrastructure(tmp_path / "infra", own=True) as own:
-        create_template(own.database)
-        yield own
+@dataclass(frozen=True)
+class Controlled:
+    infra: Infra
+    settings: Settings
+    engine: AsyncEngine
 
 
 @pytest.fixture
-async def controlled_settings(controlled: Infra) -> AsyncIterator[Settings]:
-    async with fresh_settings(controlled) as settings:
-        yield settings
-
-
-@pytest.fixture
-async def controlled_engine(controlled_settings: Settings) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(controlled_settings.database)
-    yield engine
-    await engine.dispose()
+async def controlled(infra: Infra, tmp_path: Path) -> AsyncIterator[Controlled]:
+    """A broker and PostgreSQL this test may restart or freeze, with settings and an engine for
+    them: the session's where it started them itself, else (TEST_* name servers it cannot
+    control) ones of the test's own."""
+    async with contextlib.AsyncExitStack() as stack:
+        if infra.postgres is None or infra.broker is None or infra.broker.proc is None:
+            infra = stack.enter_context(running_infrastructure(tmp_path / "infra", own=True))
+            await asyncio.to_thread(create_template, infra.database)  # runs a loop of its own
+        settings = await stack.enter_async_context(fresh_settings(infra))
+        engine = create_engine(settings.database)
+        stack.push_async_callback(engine.dispose)
+        yield Controlled(infra, settings, engine)
 
 
 @pytest.fixture

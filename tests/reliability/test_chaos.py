@@ -18,9 +18,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.config import Settings
-from tests.conftest import Infra
 from tests.integration.scorer_support import consumed
-from tests.reliability.conftest import Scale
+from tests.reliability.conftest import Controlled, Scale
 from tests.reliability.pipeline import (
     Outcome,
     Pipeline,
@@ -97,14 +96,9 @@ async def test_kill_minus_nine_of_ingest_and_the_scorer(
 
 
 async def test_postgres_restart_under_load(
-    controlled: Infra,
-    controlled_settings: Settings,
-    controlled_engine: AsyncEngine,
-    scale: Scale,
-    report,
-    tmp_path: Path,
+    controlled: Controlled, scale: Scale, report, tmp_path: Path
 ) -> None:
-    infra, settings, engine = controlled, controlled_settings, controlled_engine
+    infra, settings, engine = controlled.infra, controlled.settings, controlled.engine
     assert infra.postgres is not None
     stream = raw_stream(settings, accounts=scale.accounts // 2, days=scale.days, hostile=0,
                         seed=scale.seed + 1)  # fmt: skip
@@ -132,16 +126,11 @@ async def test_postgres_restart_under_load(
 
 
 async def test_a_frozen_broker_is_noticed_and_survived(
-    controlled: Infra,
-    controlled_settings: Settings,
-    controlled_engine: AsyncEngine,
-    scale: Scale,
-    report,
-    tmp_path: Path,
+    controlled: Controlled, scale: Scale, report, tmp_path: Path
 ) -> None:
     """SIGSTOP the broker for 15 s: /healthz reports the stall (progress-based liveness), and
     after SIGCONT every client recovers by itself and nothing is lost."""
-    infra, settings, engine = controlled, controlled_settings, controlled_engine
+    infra, settings, engine = controlled.infra, controlled.settings, controlled.engine
     assert infra.broker is not None and infra.broker.proc is not None
     stream = raw_stream(settings, accounts=scale.accounts // 2, days=scale.days, hostile=0,
                         seed=scale.seed + 2)  # fmt: skip
