@@ -1,9 +1,12 @@
 """API: GET /v1/accounts/{id}/health against a bare FastAPI endpoint, both under wrk.
 
 1. Scores 10,000 simulated accounts with the scorer's own code into a fresh PostgreSQL.
-2. Serves `healthscore api` and bench/bare_app.py the same way (uvicorn, uvloop, httptools,
-   one process each), and drives each with wrk: 32 connections, 2 threads, after a warm-up,
-   in three alternating rounds of 5 s; the median round of each is reported.
+2. Serves `healthscore api` twice, with its health cache (the default) and without it
+   (HEALTHSCORE_API__HEALTH_CACHE_MB=0), and bench/bare_app.py, all the same way (uvicorn,
+   uvloop, httptools, one process each). Drives each with wrk: 32 connections, 2 threads,
+   random accounts, in three alternating rounds of 5 s after a warm-up; the median round of
+   each is reported. The cached API's warm-up reads every account once, so its rounds show the
+   steady state of a long-running API; the uncached one shows every read going to PostgreSQL.
 Needs wrk (Debian package `wrk`). Last line: {"bench": "api", "rps": ..., "bare_rps": ...}
 """
 
@@ -31,6 +34,7 @@ ACCOUNTS = 10_000
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "bench-token"
 ROUNDS = 3
+THREADS = 2
 
 
 async def seed(settings) -> None:  # type: ignore[no-untyped-def]
@@ -55,12 +59,19 @@ def serve(argv: list[str], env: dict[str, str], port: int) -> subprocess.Popen[b
             time.sleep(0.2)
 
 
-def wrk(port: int, path: str, seconds: int) -> tuple[float, float, float]:
-    env = dict(os.environ, BENCH_TOKEN=TOKEN, BENCH_PATH=path, BENCH_ACCOUNTS=str(ACCOUNTS))
+def wrk(port: int, path: str, seconds: int, *, walk: bool = False) -> tuple[float, float, float]:
+    env = dict(
+        os.environ,
+        BENCH_TOKEN=TOKEN,
+        BENCH_PATH=path,
+        BENCH_ACCOUNTS=str(ACCOUNTS),
+        BENCH_THREADS=str(THREADS),
+        BENCH_WALK="1" if walk else "",
+    )
     out = subprocess.run(
         [
             "wrk",
-            "-t2",
+            f"-t{THREADS}",
             "-c32",
             f"-d{seconds}s",
             "--latency",
@@ -95,15 +106,24 @@ async def main() -> None:
     with infrastructure() as settings:
         await seed(settings)
         env = settings_env(settings)
-        api_port, bare_port = 18080, 18081
+        api_port, uncached_port, bare_port = 18080, 18082, 18081
         env.update(
-            HEALTHSCORE_API__PORT=str(api_port),
             HEALTHSCORE_LOG__LEVEL="WARNING",
             HEALTHSCORE_API__TOKENS=json.dumps(
                 [{"name": "bench", "sha256": hash_token(TOKEN), "scopes": ["read"]}]
             ),
         )
-        api = serve([sys.executable, "-m", "shared.cli", "api"], env, api_port)
+        command = [sys.executable, "-m", "shared.cli", "api"]
+        api = serve(command, {**env, "HEALTHSCORE_API__PORT": str(api_port)}, api_port)
+        uncached = serve(
+            command,
+            {
+                **env,
+                "HEALTHSCORE_API__PORT": str(uncached_port),
+                "HEALTHSCORE_API__HEALTH_CACHE_MB": "0",
+            },
+            uncached_port,
+        )
         bare = serve(
             [
                 sys.executable,
@@ -126,20 +146,27 @@ async def main() -> None:
             bare_port,
         )
         try:
-            wrk(api_port, "", 3)  # warm-up: connection pool, caches
-            wrk(bare_port, "/bare", 3)
-            # alternating rounds, so that both see the same spells of a noisy machine; the
+            wrk(api_port, "", 4, walk=True)  # every account once: the cache holds them all
+            for port, path in ((api_port, ""), (uncached_port, ""), (bare_port, "/bare")):
+                wrk(port, path, 3)  # warm-up: connection pool, PostgreSQL's buffers
+            # alternating rounds, so that all see the same spells of a noisy machine; the
             # median round of each counts
-            rounds = [(wrk(api_port, "", 5), wrk(bare_port, "/bare", 5)) for _ in range(ROUNDS)]
-            rps, p50, p99 = median_round([api for api, _ in rounds])
-            bare_rps, bare_p50, bare_p99 = median_round([bare for _, bare in rounds])
+            rounds = [
+                (wrk(api_port, "", 5), wrk(uncached_port, "", 5), wrk(bare_port, "/bare", 5))
+                for _ in range(ROUNDS)
+            ]
+            rps, p50, p99 = median_round([r[0] for r in rounds])
+            uncached_rps, uncached_p50, uncached_p99 = median_round([r[1] for r in rounds])
+            bare_rps, bare_p50, bare_p99 = median_round([r[2] for r in rounds])
         finally:
-            for proc in (api, bare):
+            for proc in (api, uncached, bare):
                 proc.terminate()
                 proc.wait(20)
     print(
         f"GET /v1/accounts/{{id}}/health: {rps:,.0f} req/s, p50 {p50:.1f} ms, p99 {p99:.1f} "
-        f"ms; bare FastAPI: {bare_rps:,.0f} req/s, p50 {bare_p50:.1f} ms, p99 {bare_p99:.1f} ms"
+        f"ms; without its cache: {uncached_rps:,.0f} req/s, p50 {uncached_p50:.1f} ms, p99 "
+        f"{uncached_p99:.1f} ms; bare FastAPI: {bare_rps:,.0f} req/s, p50 {bare_p50:.1f} ms, "
+        f"p99 {bare_p99:.1f} ms"
     )
     report(
         {
@@ -152,6 +179,9 @@ async def main() -> None:
             "p50_ms": round(p50, 2),
             "p99_ms": round(p99, 2),
             "bare_p99_ms": round(bare_p99, 2),
+            "uncached_rps": round(uncached_rps),
+            "uncached_ratio": round(uncached_rps / bare_rps, 3),
+            "uncached_p99_ms": round(uncached_p99, 2),
         }
     )
 

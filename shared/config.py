@@ -109,6 +109,8 @@ class ApiSettings(BaseModel):
     max_page_size: int = Field(default=500, ge=1)
     max_body_bytes: int = Field(default=16 * 1024, ge=256)
     max_override_days: int = Field(default=180, ge=1)
+    # memory for GET .../health answers, kept until PostgreSQL notifies a change; 0: no cache
+    health_cache_mb: int = Field(default=64, ge=0)
 
 
 class LogSettings(BaseModel):

@@ -193,6 +193,18 @@ class OverrideAuditRow(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSONB)
 
 
+# Who answers GET .../health from memory (services/api/cache.py) listens here. Every writer of
+# accounts, scores or overrides runs NOTIFY_CHANGED with the changed account ids ($1, text[]) in
+# its transaction; PostgreSQL delivers it on commit, and not at all on rollback. The ids go as
+# JSON arrays in parts under PostgreSQL's 8,000-byte limit on a payload.
+HEALTH_CHANNEL = "account_health"
+NOTIFY_CHANGED = f"""
+SELECT pg_notify('{HEALTH_CHANNEL}', json_agg(id)::text)
+FROM (SELECT id, sum(octet_length(id) + 4) OVER (ORDER BY id) / 7000 AS part
+      FROM unnest($1::text[]) AS id) ids
+GROUP BY part"""
+
+
 def create_engine(settings: DatabaseSettings, *, name: str | None = None) -> AsyncEngine:
     import orjson
 

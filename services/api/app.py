@@ -1,9 +1,10 @@
 """The REST API: FastAPI on uvicorn. It reads what the scorer writes and never writes scores.
 
-`create_app(settings)` builds the app; its lifespan owns the SQLAlchemy engine and a plain
-asyncpg pool for the hottest read, and refuses to start on an unmigrated database. Two
-pure-ASGI middlewares wrap every request: one caps the body size (413 problem), one records
-request counts and latency by route template and status.
+`create_app(settings)` builds the app; its lifespan owns the SQLAlchemy engine, a plain
+asyncpg pool for the hottest read and the cache of its answers (services/api/cache.py), and
+refuses to start on an unmigrated database. Two pure-ASGI middlewares wrap every request:
+one caps the body size (413 problem), one records request counts and latency by route
+template and status.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api import problems
+from services.api.cache import HealthCache
 from services.api.routes import accounts, ops, overrides
 from shared.config import Settings
 from shared.db import create_engine, ensure_migrated
@@ -135,18 +137,24 @@ async def _no_reset(connection: asyncpg.Connection) -> None:
     """The hot reads change no session state: skip asyncpg's reset round trip on release."""
 
 
+def _connect_arguments(settings: Settings) -> dict[str, Any]:
+    db = settings.database
+    return {
+        "host": db.host,
+        "port": db.port,
+        "user": db.user,
+        "password": db.password.get_secret_value(),
+        "database": db.name,
+    }
+
+
 async def _read_pool(settings: Settings) -> asyncpg.Pool:
     """A plain asyncpg pool for the hottest read (`GET .../health`): one round trip per
     request, where a SQLAlchemy checkout adds a ping and a reset (two more)."""
-    db = settings.database
     pool = await asyncpg.create_pool(
-        host=db.host,
-        port=db.port,
-        user=db.user,
-        password=db.password.get_secret_value(),
-        database=db.name,
+        **_connect_arguments(settings),
         min_size=1,
-        max_size=db.pool_size,
+        max_size=settings.database.pool_size,
         reset=_no_reset,
     )
     assert pool is not None
@@ -161,10 +169,12 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
             await ensure_migrated(engine)
             app.state.engine = engine
             app.state.reads = await _read_pool(settings)
+            await app.state.health_cache.start()
             settle_heap()
             try:
                 yield
             finally:
+                await app.state.health_cache.close()
                 await app.state.reads.close()
         finally:
             await engine.dispose()
@@ -174,6 +184,11 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     )
     app.state.settings = settings
     app.state.registry = registry or CollectorRegistry(auto_describe=True)
+    app.state.health_cache = HealthCache(
+        lambda: asyncpg.connect(**_connect_arguments(settings)),
+        settings.api.health_cache_mb * 1024 * 1024,
+        app.state.registry,
+    )
     models: dict[str, Any] = {"active": load_model(settings.scorer.model_path)}
     if settings.scorer.shadow_model_path is not None:
         models["shadow"] = load_model(settings.scorer.shadow_model_path)

@@ -23,6 +23,7 @@ from sqlalchemy.dialects.postgresql import JSON
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.db import (
+    NOTIFY_CHANGED,
     AccountRow,
     ConsumerOffsetRow,
     OutboxRow,
@@ -158,12 +159,16 @@ async def schedule_model_change(
     )
     async with engine.begin() as conn:
         owned = select(AccountRow.account_id).where(AccountRow.partition.in_(partitions))
-        await conn.execute(
-            delete(ScoreRow).where(
+        dropped = await conn.execute(
+            delete(ScoreRow)
+            .where(
                 ScoreRow.account_id.in_(owned),
                 key.not_in([(role, objective) for role, objective, _ in expected]),
             )
+            .returning(ScoreRow.account_id)
         )
+        if changed := list(set(dropped.scalars())):
+            await conn.exec_driver_sql(NOTIFY_CHANGED, (changed,))
         result = await conn.execute(
             update(AccountRow)
             .where(
@@ -270,8 +275,9 @@ def _arrays(table: Any, rows: list[dict[str, Any]]) -> list[list[Any]]:
 
 
 async def write_batch(engine: AsyncEngine, group_id: str, batch: Batch, now: datetime) -> None:
-    """One transaction of one statement on the driver's connection (BEGIN, the statement,
-    COMMIT: three round trips); FencedOut, and nothing written, if any fence did not hold."""
+    """One transaction on the driver's connection: BEGIN, the batch's statement, the change
+    notification (for the API's cache), COMMIT; FencedOut, and nothing written or notified, if
+    any fence did not hold."""
     fences = sorted(batch.fences.items())
     fence_arrays = [[t for (t, _), _ in fences], [p for (_, p), _ in fences]]
     fence_arrays += [[e for _, (e, _) in fences], [n for _, (_, n) in fences]]
@@ -286,6 +292,8 @@ async def write_batch(engine: AsyncEngine, group_id: str, batch: Batch, now: dat
                     f"of {[f'{t}[{p}]' for (t, p), _ in fences]} only {held} were still at the"
                     " offsets this scorer expected: another scorer owns the others now"
                 )
+            if changed := list({r["account_id"] for r in (*batch.accounts, *batch.scores)}):
+                await raw.execute(NOTIFY_CHANGED, changed)
 
 
 # --- outbox relay ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.api.app import create_app
 from services.api.auth import hash_token
 from shared.config import ApiToken, Settings
+from shared.db import NOTIFY_CHANGED
 from tests.integration.scorer_support import MODEL, score_and_store, simulated_signals
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -200,6 +201,140 @@ async def test_lists_filter_sort_and_page(api, engine: AsyncEngine) -> None:  # 
         "/v1/accounts", headers=AUTH, params={"objective": "expansion", "band": "ready"}
     )
     assert known.status_code == 200
+
+
+def cache_lookups(metrics: str) -> tuple[float, float]:
+    found = {
+        result: float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        for result in ("hit", "miss")
+        if line.startswith(f'healthscore_api_health_cache_lookups_total{{result="{result}"}}')
+    }
+    return found.get("hit", 0.0), found.get("miss", 0.0)
+
+
+async def eventually(check: Any, seconds: float = 5.0) -> None:
+    """Poll an async check until it holds (notifications arrive a moment after commit)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, "did not happen in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_health_answers_are_cached_until_postgresql_says_they_changed(  # type: ignore[no-untyped-def]
+    api, engine: AsyncEngine
+) -> None:
+    client, accounts = api
+    account, url = accounts[3], f"/v1/accounts/{accounts[3]}/health"
+
+    async def name() -> str:
+        return str((await client.get(url, headers=AUTH)).json()["name"])
+
+    async def sql(statement: str, notify: list[str] | None = None) -> None:
+        async with engine.begin() as conn:
+            await conn.execute(text(statement), {"a": account})
+            if notify is not None:
+                await conn.exec_driver_sql(NOTIFY_CHANGED, (notify,))
+
+    original = await name()
+    before = cache_lookups((await client.get("/metrics")).text)
+    assert await name() == original
+    after = cache_lookups((await client.get("/metrics")).text)
+    assert after == (before[0] + 1, before[1])  # the second read came from memory
+
+    # a write that notifies nobody is not seen: the answer really is served from memory
+    await sql("UPDATE accounts SET name = 'renamed quietly' WHERE account_id = :a")
+    await asyncio.sleep(0.3)
+    assert await name() == original
+    # the notification of a change drops it, also as one part of a notification in several
+    # parts (ids of over 8,000 bytes)
+    others = [f"acc-{i:040d}" for i in range(400)]
+    await sql("UPDATE accounts SET name = 'renamed' WHERE account_id = :a", [*others, account])
+
+    async def renamed() -> bool:
+        return await name() == "renamed"
+
+    await eventually(renamed)
+    # a rolled-back write notifies nobody either
+    with contextlib.suppress(RuntimeError):
+        async with engine.begin() as conn:
+            await conn.execute(
+                text("UPDATE accounts SET name = 'x' WHERE account_id = :a"), {"a": account}
+            )
+            await conn.exec_driver_sql(NOTIFY_CHANGED, ([account],))
+            raise RuntimeError("roll back")
+    assert await name() == "renamed"
+
+    # the scorer's own writes notify: re-scoring the account later changes its answer at once
+    evaluated = (await client.get(url, headers=AUTH)).json()["objectives"][0]["evaluated_at"]
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    signals = [s for s in simulated_signals(40, 40, seed=5) if s.account_id == account]
+    await score_and_store(engine, signals, [later])
+
+    async def rescored() -> bool:
+        body = (await client.get(url, headers=AUTH)).json()
+        return bool(body["objectives"][0]["evaluated_at"] != evaluated)
+
+    await eventually(rescored)
+
+
+async def test_the_cache_steps_aside_while_it_cannot_hear_changes(  # type: ignore[no-untyped-def]
+    api, engine: AsyncEngine
+) -> None:
+    client, accounts = api
+    url = f"/v1/accounts/{accounts[4]}/health"
+
+    async def listening() -> bool:
+        return "healthscore_api_health_cache_listening 1.0" in (await client.get("/metrics")).text
+
+    assert await listening()
+    await client.get(url, headers=AUTH)  # cached
+    async with engine.begin() as conn:
+        killed = await conn.scalar(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+            )
+        )
+        assert killed == 1
+        await conn.execute(
+            text("UPDATE accounts SET name = 'unheard' WHERE account_id = :a"), {"a": accounts[4]}
+        )
+
+    async def bypassed() -> bool:
+        return not await listening()
+
+    await eventually(bypassed)
+    # meanwhile every answer comes from PostgreSQL, so a change nobody announced is seen
+    assert (await client.get(url, headers=AUTH)).json()["name"] == "unheard"
+    await eventually(listening)  # it listens again by itself
+    hits = cache_lookups((await client.get("/metrics")).text)[0]
+    await client.get(url, headers=AUTH)
+    await client.get(url, headers=AUTH)
+    assert cache_lookups((await client.get("/metrics")).text)[0] == hits + 1
+
+
+async def test_a_cached_answer_drops_an_override_when_it_expires(api) -> None:  # type: ignore[no-untyped-def]
+    client, accounts = api
+    url = f"/v1/accounts/{accounts[5]}/health"
+    expires = datetime.now(UTC) + timedelta(seconds=2)
+    created = await client.post(
+        f"/v1/accounts/{accounts[5]}/overrides",
+        headers=AUTH,
+        json={
+            "action": "adjust",
+            "value": 5,
+            "reason": "short trial",
+            "expires_at": expires.isoformat(),
+        },
+    )
+    assert created.status_code == 202
+    # read your writes: the answer lists the override at once, and is then held in memory
+    for _ in range(2):
+        active = (await client.get(url, headers=AUTH)).json()["active_overrides"]
+        assert [o["override_id"] for o in active] == [created.json()["override_id"]]
+    await asyncio.sleep((expires - datetime.now(UTC)).total_seconds() + 0.1)
+    assert (await client.get(url, headers=AUTH)).json()["active_overrides"] == []
 
 
 async def test_authentication_and_scopes(api) -> None:  # type: ignore[no-untyped-def]

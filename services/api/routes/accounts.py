@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import math
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -13,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.api import examples
 from services.api.auth import Reader
+from services.api.cache import HealthCache
 from services.api.problems import Problem, problem_responses
 from services.api.schemas import (
     AccountHealthResponse,
@@ -64,17 +66,16 @@ def override_response(row: Any, now: datetime) -> OverrideResponse:
 
 # The hottest read, answered by PostgreSQL as the finished JSON document in one round trip:
 # the account's and the objectives' fields as JSON, each explanation (stored as `json`, in the
-# answer's shape) spliced in as the text it is, so no JSON is parsed or rebuilt.
+# answer's shape) spliced in as the text it is, so no JSON is parsed or rebuilt. The second
+# column is when the first active override expires: the answer holds until then, or until the
+# account changes (services/api/cache.py).
 HEALTH_SQL = """
 SELECT left(json_build_object(
   'account_id', a.account_id, 'name', a.name, 'industry', a.industry, 'region', a.region,
   'tier', a.tier, 'lifecycle_stage', a.lifecycle_stage, 'segment', a.segment,
   'last_event_at', a.last_event_at, 'updated_at', a.updated_at,
   'freshness', coalesce(a.freshness, '{}'::json),
-  'active_overrides', (
-    SELECT coalesce(json_agg(to_jsonb(o) || '{"status": "active"}' ORDER BY o.created_at), '[]')
-    FROM overrides o WHERE o.account_id = a.account_id AND o.revoked_at IS NULL
-      AND o.expires_at > now())
+  'active_overrides', o.active
 )::text, -1) || ', "objectives" : [' || coalesce((
   SELECT string_agg(left(json_build_object(
            'objective', s.objective, 'model_role', s.model_role,
@@ -82,8 +83,15 @@ SELECT left(json_build_object(
            'confidence', s.confidence, 'evaluated_at', s.evaluated_at,
            'changed_at', s.changed_at)::text, -1) || ', ' || substr(s.explanation::text, 2),
          ', ' ORDER BY s.model_role, s.objective)
-  FROM scores s WHERE s.account_id = a.account_id), '') || ']}'
-FROM accounts a WHERE a.account_id = $1
+  FROM scores s WHERE s.account_id = a.account_id), '') || ']}',
+  o.until
+FROM accounts a, LATERAL (
+  SELECT coalesce(json_agg(to_jsonb(o) || '{"status": "active"}' ORDER BY o.created_at), '[]')
+           AS active,
+         extract(epoch FROM min(o.expires_at))::float8 AS until
+  FROM overrides o WHERE o.account_id = a.account_id AND o.revoked_at IS NULL
+    AND o.expires_at > now()) o
+WHERE a.account_id = $1
 """
 
 
@@ -94,9 +102,15 @@ FROM accounts a WHERE a.account_id = $1
 )
 async def get_health(request: Request, account_id: AccountId, caller: Reader) -> Response:
     """Every objective's score, band, confidence and explanation for one account."""
-    document = await request.app.state.reads.fetchval(HEALTH_SQL, account_id)
+    cache: HealthCache = request.app.state.health_cache
+    document = cache.get(account_id)
     if document is None:
-        raise Problem(404, f"no account {account_id!r}")
+        generation = cache.generation
+        row = await request.app.state.reads.fetchrow(HEALTH_SQL, account_id)
+        if row is None:
+            raise Problem(404, f"no account {account_id!r}")
+        document = row[0].encode()
+        cache.put(account_id, document, generation, row[1] or math.inf)
     return Response(document, media_type="application/json")
 
 

@@ -25,7 +25,7 @@ from services.api.schemas import (
     OverrideRequest,
     OverrideResponse,
 )
-from shared.db import AccountRow, OutboxRow, OverrideAuditRow, OverrideRow
+from shared.db import NOTIFY_CHANGED, AccountRow, OutboxRow, OverrideAuditRow, OverrideRow
 from shared.events import OverrideRevoked, OverrideSet, Signal, encode_signal
 
 router = APIRouter(prefix="/v1/accounts", tags=["overrides"])
@@ -42,7 +42,8 @@ async def _audit_and_signal(
     payload: OverrideSet | OverrideRevoked,
     now: datetime,
 ) -> None:
-    """The audit row, and the signal the scorer applies (via the outbox, same transaction)."""
+    """The audit row, the signal the scorer applies (via the outbox, same transaction), and
+    the change notification: the account's health answer lists its active overrides."""
     data = payload.model_dump(mode="json")
     await conn.execute(
         insert(OverrideAuditRow).values(
@@ -75,6 +76,7 @@ async def _audit_and_signal(
             sent_at=None,
         )
     )
+    await conn.exec_driver_sql(NOTIFY_CHANGED, ([account_id],))
 
 
 async def _account_exists(conn: AsyncConnection, account_id: str) -> None:
@@ -137,6 +139,7 @@ async def create_override(
             payload=payload,
             now=now,
         )
+    request.app.state.health_cache.changed([account_id])  # read your writes at once
     return OverrideAcceptedResponse(override_id=override_id)
 
 
@@ -206,6 +209,7 @@ async def revoke_override(
             payload=OverrideRevoked(override_id=override_id, author=caller.name, reason=reason),
             now=now,
         )
+    request.app.state.health_cache.changed([account_id])
     return OverrideAcceptedResponse(
         override_id=override_id, detail="revoked; the scorer applies it within seconds"
     )
