@@ -311,14 +311,16 @@ class Signal(BaseModel):
     schema_version: Literal[1] = 1
     signal_id: str = Field(description="the source event_id; the scorer de-duplicates on it")
     account_id: str
-    occurred_at: UtcDatetime
+    # ingest and the API write these in UTC (UtcDatetime); reading them back need not convert
+    # again: the scorer reads only the instant (epoch seconds), which any offset gives right
+    occurred_at: AwareDatetime
     source: Source
     kind: str = Field(description="the raw event type, or override_set / override_revoked")
     data: dict[str, Any] = Field(description="the kind's normalised fields")
     sentiment: float | None = Field(
         default=None, ge=-1, le=1, description="VADER compound score of the event's free text"
     )
-    ingested_at: UtcDatetime
+    ingested_at: AwareDatetime
 
 
 SIGNAL_ADAPTER = TypeAdapter(Signal)

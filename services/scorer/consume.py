@@ -35,7 +35,7 @@ from shared.config import Settings
 from shared.errors import ConfigurationError, FencedOut
 from shared.events import decode_signal, utcnow
 from shared.kafka import is_retriable, make_consumer, make_producer
-from shared.ops import Health
+from shared.ops import Health, observe_many
 from shared.scoring.model import Model, load_model
 from shared.scoring.state import AccountState, DedupPolicy, Fact, KindIndex, kind_index
 
@@ -431,8 +431,7 @@ class Scorer:
         self.metrics.duplicates.inc(duplicates)
         self.metrics.batch_size.observe(applied + duplicates)
         committed = self.clock().timestamp()
-        for t in event_times:
-            self.metrics.freshness.observe(max(committed - t, 0.0))
+        observe_many(self.metrics.freshness, [max(committed - t, 0.0) for t in event_times])
         self._record_history(batch)
 
     def _record_history(self, batch: Batch) -> None:

@@ -14,6 +14,7 @@ by the objective's margin.
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
@@ -371,28 +372,51 @@ def next_review(model: Model, state: AccountState, at: float) -> float:
     return min(candidates)
 
 
-Contributions = dict[str, tuple[float, float | None]]
+_SHARED_NAMES: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+class Contributions:
+    """factor -> (contribution, sub-score): all a later `top_movers` needs of a score. The
+    scorer holds one per objective of every account it caches, so it is compact: the names are
+    one tuple shared by every score of the same factors, the numbers one array of doubles
+    (a third of the memory of a dict of tuples of floats)."""
+
+    __slots__ = ("names", "numbers")
+
+    def __init__(self, names: tuple[str, ...], numbers: array[float]) -> None:
+        self.names = _SHARED_NAMES.setdefault(names, names)
+        self.numbers = numbers  # contribution, sub-score (NaN: none) per name
+
+    def get(self, name: str) -> tuple[float, float | None] | None:
+        try:
+            i = 2 * self.names.index(name)
+        except ValueError:
+            return None
+        sub = self.numbers[i + 1]
+        return self.numbers[i], None if math.isnan(sub) else sub
 
 
 def contributions(factors: Iterable[FactorResult | dict[str, Any]]) -> Contributions:
-    """factor -> (contribution, sub-score): all a later `top_movers` needs of a score."""
-    compact: Contributions = {}
+    names: list[str] = []
+    numbers = array("d")
     for f in factors:
         if isinstance(f, FactorResult):
-            compact[f.factor] = (f.contribution, f.sub_score)
+            name, contribution, sub = f.factor, f.contribution, f.sub_score
         else:
-            compact[f["factor"]] = (f["contribution"], f["sub_score"])
-    return compact
+            name, contribution, sub = f["factor"], f["contribution"], f["sub_score"]
+        names.append(name)
+        numbers.append(contribution)
+        numbers.append(math.nan if sub is None else sub)
+    return Contributions(tuple(names), numbers)
 
 
 def top_movers(
     before: Contributions | None, new: ObjectiveScore, limit: int = 3
 ) -> list[dict[str, Any]]:
     """The factors whose contribution moved most since `before`."""
-    before = before or {}
     moves: list[dict[str, Any]] = []
     for f in new.factors:
-        prior = before.get(f.factor)
+        prior = before.get(f.factor) if before is not None else None
         old_contribution = prior[0] if prior else 0.0
         delta = round(f.contribution - old_contribution, 6)
         if delta:

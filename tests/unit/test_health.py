@@ -51,3 +51,27 @@ def test_idle_without_hearing_from_the_broker_is_a_stall(monkeypatch: pytest.Mon
     assert not health.alive and health.stalled_for == 60  # idle counted only while heard (30 s)
     health.observe(position=7, backlog=0, fetched_at=1_000_000 + clock[0])
     assert health.alive
+
+
+def test_observe_many_counts_what_observe_counts() -> None:
+    from prometheus_client import CollectorRegistry, Histogram
+
+    values = [0.0, 0.05, 0.07, 0.1, 3.0, 3.0, 86400.0, 1e9, 0.25]
+    one, many = CollectorRegistry(), CollectorRegistry()
+    buckets = (0.05, 0.1, 0.25, 1, 5, 86400)
+    single = Histogram("h", "h", buckets=buckets, registry=one)
+    for v in values:
+        single.observe(v)
+    ops.observe_many(Histogram("h", "h", buckets=buckets, registry=many), values)
+
+    def samples(registry: CollectorRegistry) -> list[tuple[str, dict[str, str], float]]:
+        return [
+            (s.name, s.labels, s.value)
+            for m in registry.collect()
+            for s in m.samples
+            if not s.name.endswith("_created")
+        ]
+
+    assert samples(many) == samples(one)
+    assert ("h_bucket", {"le": "0.05"}, 2.0) in samples(many)  # bounds are inclusive
+    assert ("h_count", {}, 9.0) in samples(many)
