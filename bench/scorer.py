@@ -4,7 +4,8 @@
 2. Reference: reads the same topic with a plain consumer and decodes every signal (signals/s;
    the median of three reads).
 3. Scorer throughput: signals/s committed to PostgreSQL (state, scores, history, outbox,
-   offsets in one transaction per batch), from its first commit to its last.
+   offsets in one transaction per batch), from its first commit to its last; the median of
+   three catch-ups of the whole topic, each from an empty database.
 4. Freshness: a separate process produces fresh signals at a steady 5,000/s; the scorer records
    commit time minus event time of every signal; p50/p99.
 5. RSS of a `healthscore scorer` process after it has scored 100,000 accounts.
@@ -24,6 +25,8 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from common import infrastructure, report, run
 from prometheus_client import CollectorRegistry
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.scorer.consume import Scorer
 from shared.config import Settings
@@ -34,6 +37,8 @@ from tests.conftest import settings_env
 from tests.integration.scorer_support import consumed, simulated_signals
 from tests.kafka_io import produce
 
+CATCH_UPS = 3
+SCORER_TABLES = ("accounts", "scores", "score_history", "outbox", "consumer_offsets")
 STEADY_RATE = 5_000
 STEADY_SECONDS = 20
 RSS_ACCOUNTS = 100_000
@@ -206,6 +211,23 @@ async def rss_at(settings: Settings, accounts: int) -> float:
         await engine.dispose()
 
 
+async def catch_up(
+    settings: Settings, engine: AsyncEngine, total: int
+) -> tuple[float, MeasuredScorer, asyncio.Event, asyncio.Task[None]]:
+    """A scorer started on the pre-loaded topic: signals/s from its first commit to the one
+    that covers the whole topic. It keeps running (stop it with the event returned)."""
+    scorer = MeasuredScorer(settings, engine, registry=CollectorRegistry())
+    scorer.freshness = []
+    stop = asyncio.Event()
+    task = asyncio.create_task(scorer.run(stop))
+    while await consumed(engine, settings) == 0:
+        await asyncio.sleep(0.01)
+    started, first = time.perf_counter(), await consumed(engine, settings)
+    while (done := await consumed(engine, settings)) < total:
+        await asyncio.sleep(0.05)
+    return (done - first) / (time.perf_counter() - started), scorer, stop, task
+
+
 async def main() -> None:
     signals = simulated_signals(2000, 10, seed=3)
     with infrastructure() as settings:
@@ -220,23 +242,26 @@ async def main() -> None:
 
         engine = create_engine(settings.database)
         settle_heap(STREAM_YOUNG_GC_THRESHOLD)  # as `healthscore scorer` does once started
-        scorer = MeasuredScorer(settings, engine, registry=CollectorRegistry())
-        scorer.freshness = []
-        stop = asyncio.Event()
-        task = asyncio.create_task(scorer.run(stop))
-        while await consumed(engine, settings) == 0:
-            await asyncio.sleep(0.01)
-        started, first = time.perf_counter(), await consumed(engine, settings)
-        while (done := await consumed(engine, settings)) < total:
-            await asyncio.sleep(0.05)
-        scorer_eps = (done - first) / (time.perf_counter() - started)
+        # like the reference, the median of three catch-ups, each from an empty database; the
+        # last scorer stays on for the steady rate
+        rates = []
+        for attempt in range(CATCH_UPS):
+            rate, scorer, stop, task = await catch_up(settings, engine, total)
+            rates.append(rate)
+            if attempt < CATCH_UPS - 1:
+                stop.set()
+                await task
+                async with engine.begin() as conn:
+                    await conn.execute(text(f"TRUNCATE {', '.join(SCORER_TABLES)}"))
+        scorer_eps = sorted(rates)[len(rates) // 2]
         p50, p99, achieved = await steady_freshness(settings, scorer, signals, total)
         stop.set()
         await task
         await engine.dispose()
         rss_mb = await rss_at(settings, RSS_ACCOUNTS)
     print(
-        f"raw consume+decode {raw_eps:,.0f}/s; scorer durable {scorer_eps:,.0f}/s; "
+        f"raw consume+decode {raw_eps:,.0f}/s; scorer durable {scorer_eps:,.0f}/s "
+        f"(catch-ups: {', '.join(f'{r:,.0f}' for r in rates)}); "
         f"freshness at {achieved:,.0f}/s p50 {p50:.0f} ms p99 {p99:.0f} ms; "
         f"peak RSS with {RSS_ACCOUNTS:,} accounts {rss_mb:.0f} MB"
     )

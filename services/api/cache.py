@@ -69,12 +69,12 @@ class HealthCache:
             registry=registry,
         )
         self.held.set_function(lambda: self._bytes)
-        self.up = Gauge(
-            "healthscore_api_health_cache_listening",
-            "1 while the cache hears PostgreSQL's change notifications (else it is bypassed)",
-            registry=registry,
-        )
-        self.up.set_function(lambda: int(self.listening))
+        if self.enabled:  # a cache turned off is not one that cannot hear: no series, no alert
+            Gauge(
+                "healthscore_api_health_cache_listening",
+                "1 while the cache hears PostgreSQL's change notifications (else it is bypassed)",
+                registry=registry,
+            ).set_function(lambda: int(self.listening))
 
     @property
     def enabled(self) -> bool:
