@@ -379,7 +379,7 @@ class Contributions:
     """factor -> (contribution, sub-score): all a later `top_movers` needs of a score. The
     scorer holds one per objective of every account it caches, so it is compact: the names are
     one tuple shared by every score of the same factors, the numbers one array of doubles
-    (a third of the memory of a dict of tuples of floats)."""
+    (about a quarter of the memory of a dict of tuples of floats)."""
 
     __slots__ = ("names", "numbers")
 
