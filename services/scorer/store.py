@@ -1,11 +1,12 @@
-"""The scorer's PostgreSQL reads and its one-transaction-per-batch write.
+"""The scorer's PostgreSQL reads and its one-statement-per-batch write.
 
-`write_batch` writes, in ONE transaction: the consumed offsets (fenced), changed account state,
-current scores, history rows and outbox rows. The offsets row of each partition doubles as the
-fence: the update only matches if the stored offset is still the one this scorer read on
-assignment (or last wrote); a scorer that lost the partition in a rebalance finds it moved on,
-raises FencedOut, and the whole transaction rolls back. The row lock taken by that update also
-serialises two writers of one partition until the first commits.
+`write_batch` writes, in ONE statement (so one transaction): the consumed offsets (fenced),
+changed account state, current scores, history rows and outbox rows, and notifies the API's
+caches of the accounts it changed. The offsets row of each partition doubles as the fence: the
+update only matches if the stored offset is still the one this scorer read on assignment (or
+last wrote); a scorer that lost the partition in a rebalance finds it moved on, the statement
+aborts (function `fences_held`, migration 0003) and FencedOut is raised. The row lock taken by
+that update also serialises two writers of one partition until the first commits.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import asyncpg
 import orjson
 from sqlalchemy import delete, func, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql
@@ -184,11 +186,11 @@ async def schedule_model_change(
 # The fences, as the first parts of the batch's one statement ($1 group, $2 now, then one array
 # per column of the fences): a partition seen for the first time is inserted (DO NOTHING if
 # another scorer got there first), any other is moved on only from the offset expected. The
-# statement returns how many fences held; fewer than all voids the transaction. Its final SELECT
-# reads the fences, so PostgreSQL runs them first and the row writes (read by nothing) after, to
-# completion: writers of one partition queue on its offsets row before touching any account row.
-# (Were that order ever to change, two such writers could deadlock; PostgreSQL detects it and the
-# loser's batch is retried, like any failed transaction.)
+# statement's final SELECT hands the number of fences that held to `fences_held`, which aborts
+# it unless all did. That SELECT reads the fences, so PostgreSQL runs them first and the row
+# writes (read by nothing) after, to completion: writers of one partition queue on its offsets
+# row before touching any account row. (Were that order ever to change, two such writers could
+# deadlock; PostgreSQL detects it and the loser's batch is retried, like any failed batch.)
 _FENCES = """\
 fence_rows AS (SELECT * FROM unnest($3::VARCHAR[], $4::INTEGER[], $5::BIGINT[], $6::BIGINT[])
                AS f(topic, partition, expected, next_offset)),
@@ -203,6 +205,7 @@ fence_update AS (
   RETURNING 1)"""
 _FENCE_PARAMETERS = 6
 _FENCES_HELD = "(SELECT count(*) FROM fence_insert) + (SELECT count(*) FROM fence_update)"
+FENCED_OUT = "HSF01"  # the SQLSTATE fences_held raises
 
 
 # what write_batch writes after the fences: (table, the key to upsert on, or () to keep rows that
@@ -222,7 +225,8 @@ def _columns(table: Any) -> list[Any]:
 @functools.cache
 def _write_sql() -> str:
     """A whole batch in ONE statement: the fences, then an INSERT per table over one array
-    parameter per column (unnest), as data-modifying CTEs. One round trip and no per-row SQL.
+    parameter per column (unnest), as data-modifying CTEs, then the change notification. One
+    round trip and no per-row SQL.
     JSON travels as UTF-8 bytes, converted by the server: no text copy of it on the client."""
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     quote = dialect.identifier_preparer.quote
@@ -252,7 +256,13 @@ def _write_sql() -> str:
             updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in names if c not in keys)
             sql += f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
         parts.append(f"{table.__tablename__} AS ({sql})")
-    return f"WITH {', '.join(parts)} SELECT {_FENCES_HELD}"
+    # then the change notification ($n+1: the accounts written), and the check ($n+2: how
+    # many fences there are); a SELECT in WITH runs only if read, hence the count
+    parts.append(f"notified AS ({NOTIFY_CHANGED.replace('$1', f'${n + 1}')})")
+    return (
+        f"WITH {', '.join(parts)} SELECT fences_held({_FENCES_HELD}, ${n + 2}),"
+        " (SELECT count(*) FROM notified)"
+    )
 
 
 def _is_json(column: Any) -> bool:
@@ -275,25 +285,26 @@ def _arrays(table: Any, rows: list[dict[str, Any]]) -> list[list[Any]]:
 
 
 async def write_batch(engine: AsyncEngine, group_id: str, batch: Batch, now: datetime) -> None:
-    """One transaction on the driver's connection: BEGIN, the batch's statement, the change
-    notification (for the API's cache), COMMIT; FencedOut, and nothing written or notified, if
-    any fence did not hold."""
+    """The batch's one statement on the driver's connection, in autocommit: PostgreSQL runs it
+    as a transaction of its own, in one round trip. FencedOut, and nothing written or notified,
+    if any fence did not hold."""
     fences = sorted(batch.fences.items())
     fence_arrays = [[t for (t, _), _ in fences], [p for (_, p), _ in fences]]
     fence_arrays += [[e for _, (e, _) in fences], [n for _, (_, n) in fences]]
     rows = (batch.accounts, batch.scores, batch.history, batch.outbox)
     arrays = [a for (table, _), r in zip(_TARGETS, rows, strict=True) for a in _arrays(table, r)]
+    changed = list({r["account_id"] for r in (*batch.accounts, *batch.scores)})
     async with engine.connect() as conn:
         raw: Any = (await conn.get_raw_connection()).driver_connection  # asyncpg's connection
-        async with raw.transaction():
-            held = await raw.fetchval(_write_sql(), group_id, now, *fence_arrays, *arrays)
-            if held != len(fences):
-                raise FencedOut(
-                    f"of {[f'{t}[{p}]' for (t, p), _ in fences]} only {held} were still at the"
-                    " offsets this scorer expected: another scorer owns the others now"
-                )
-            if changed := list({r["account_id"] for r in (*batch.accounts, *batch.scores)}):
-                await raw.execute(NOTIFY_CHANGED, changed)
+        try:
+            await raw.fetchrow(
+                _write_sql(), group_id, now, *fence_arrays, *arrays, changed, len(fences)
+            )
+        except asyncpg.PostgresError as exc:
+            if exc.sqlstate == FENCED_OUT:
+                partitions = [f"{t}[{p}]" for (t, p), _ in fences]
+                raise FencedOut(f"{exc} (this batch: {partitions})") from exc
+            raise
 
 
 # --- outbox relay ---------------------------------------------------------------------------
