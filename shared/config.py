@@ -88,7 +88,7 @@ class ScorerSettings(BaseModel):
     dedup_horizon_hours: float = Field(default=48.0, gt=0)
     dedup_max_ids_per_account: int = Field(default=512, ge=1)
     history_min_delta: float = Field(default=5.0, ge=0)
-    state_cache_size: int = Field(default=10_000, ge=0)
+    state_cache_size: int = Field(default=5_000, ge=0)
     sweep_batch_size: int = Field(default=2_000, ge=1)
     sweep_interval_seconds: float = Field(default=60.0, gt=0)
     relay_interval_seconds: float = Field(default=0.2, gt=0)
