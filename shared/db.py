@@ -194,15 +194,21 @@ class OverrideAuditRow(Base):
 
 
 # Who answers GET .../health from memory (services/api/cache.py) listens here. Every writer of
-# accounts, scores or overrides runs NOTIFY_CHANGED with the changed account ids ($1, text[]) in
-# its transaction; PostgreSQL delivers it on commit, and not at all on rollback. The ids go as
-# JSON arrays in parts under PostgreSQL's 8,000-byte limit on a payload.
+# accounts, scores or overrides notifies it of the changed account ids in its transaction;
+# PostgreSQL delivers that on commit, and not at all on rollback. The ids go as JSON arrays in
+# parts under PostgreSQL's 8,000-byte limit on a payload.
 HEALTH_CHANNEL = "account_health"
-NOTIFY_CHANGED = f"""
-SELECT pg_notify('{HEALTH_CHANNEL}', json_agg(id)::text)
+
+
+def notify_changed(ids: str) -> str:
+    """A SELECT notifying HEALTH_CHANNEL of the account ids in the SQL array `ids`."""
+    return f"""SELECT pg_notify('{HEALTH_CHANNEL}', json_agg(id)::text)
 FROM (SELECT id, sum(octet_length(id) + 4) OVER (ORDER BY id) / 7000 AS part
-      FROM unnest($1::text[]) AS id) ids
+      FROM unnest({ids}) AS id) ids
 GROUP BY part"""
+
+
+NOTIFY_CHANGED = notify_changed("$1::text[]")  # for a list of ids as its one parameter
 
 
 def create_engine(settings: DatabaseSettings, *, name: str | None = None) -> AsyncEngine:

@@ -31,6 +31,7 @@ from shared.db import (
     OutboxRow,
     ScoreHistoryRow,
     ScoreRow,
+    notify_changed,
 )
 from shared.errors import FencedOut
 from shared.scoring.engine import Contributions, contributions
@@ -51,7 +52,8 @@ class StoredScore:
 @dataclass
 class Batch:
     """Everything one transaction writes. `fences` maps (topic, partition) to the stored
-    offset expected now and the offset to store (equal for sweep-only writes)."""
+    offset expected now and the offset to store (equal for sweep-only writes). An account
+    whose scores are written has its account row written too (which the API's caches hear)."""
 
     fences: dict[tuple[str, int], tuple[int | None, int]] = field(default_factory=dict)
     accounts: list[dict[str, Any]] = field(default_factory=list)
@@ -234,10 +236,13 @@ def _write_sql() -> str:
     for table, conflict in _TARGETS:
         columns = _columns(table)
         names = [quote(c.name) for c in columns]
-        arrays = ", ".join(
+        parameters = [
             f"${n + i}::{'BYTEA' if _is_json(c) else c.type.compile(dialect=dialect)}[]"
             for i, c in enumerate(columns, 1)
-        )
+        ]
+        if table is AccountRow:  # every account written; the change notification reads it
+            written = parameters[[c.name for c in columns].index("account_id")]
+        arrays = ", ".join(parameters)
         values = ", ".join(
             f"convert_from(u.{name}, 'UTF8')::{c.type.compile(dialect=dialect)}"
             if _is_json(c)
@@ -256,11 +261,11 @@ def _write_sql() -> str:
             updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in names if c not in keys)
             sql += f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
         parts.append(f"{table.__tablename__} AS ({sql})")
-    # then the change notification ($n+1: the accounts written), and the check ($n+2: how
-    # many fences there are); a SELECT in WITH runs only if read, hence the count
-    parts.append(f"notified AS ({NOTIFY_CHANGED.replace('$1', f'${n + 1}')})")
+    # then the change notification of the accounts written, and the check ($n+1: how many
+    # fences there are); a SELECT in WITH runs only if read, hence the count
+    parts.append(f"notified AS ({notify_changed(written)})")
     return (
-        f"WITH {', '.join(parts)} SELECT fences_held({_FENCES_HELD}, ${n + 2}),"
+        f"WITH {', '.join(parts)} SELECT fences_held({_FENCES_HELD}, ${n + 1}),"
         " (SELECT count(*) FROM notified)"
     )
 
@@ -293,13 +298,10 @@ async def write_batch(engine: AsyncEngine, group_id: str, batch: Batch, now: dat
     fence_arrays += [[e for _, (e, _) in fences], [n for _, (_, n) in fences]]
     rows = (batch.accounts, batch.scores, batch.history, batch.outbox)
     arrays = [a for (table, _), r in zip(_TARGETS, rows, strict=True) for a in _arrays(table, r)]
-    changed = list({r["account_id"] for r in (*batch.accounts, *batch.scores)})
     async with engine.connect() as conn:
         raw: Any = (await conn.get_raw_connection()).driver_connection  # asyncpg's connection
         try:
-            await raw.fetchrow(
-                _write_sql(), group_id, now, *fence_arrays, *arrays, changed, len(fences)
-            )
+            await raw.fetchrow(_write_sql(), group_id, now, *fence_arrays, *arrays, len(fences))
         except asyncpg.PostgresError as exc:
             if exc.sqlstate == FENCED_OUT:
                 partitions = [f"{t}[{p}]" for (t, p), _ in fences]

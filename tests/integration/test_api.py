@@ -18,6 +18,7 @@ from services.api.auth import hash_token
 from shared.config import ApiToken, Settings
 from shared.db import NOTIFY_CHANGED
 from tests.integration.scorer_support import MODEL, score_and_store, simulated_signals
+from tests.reliability.pipeline import wait_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -213,14 +214,6 @@ def cache_lookups(metrics: str) -> tuple[float, float]:
     return found.get("hit", 0.0), found.get("miss", 0.0)
 
 
-async def eventually(check: Any, seconds: float = 5.0) -> None:
-    """Poll an async check until it holds (notifications arrive a moment after commit)."""
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, "did not happen in time"
-        await asyncio.sleep(0.05)
-
-
 async def test_health_answers_are_cached_until_postgresql_says_they_changed(  # type: ignore[no-untyped-def]
     api, engine: AsyncEngine
 ) -> None:
@@ -254,7 +247,7 @@ async def test_health_answers_are_cached_until_postgresql_says_they_changed(  # 
     async def renamed() -> bool:
         return await name() == "renamed"
 
-    await eventually(renamed)
+    await wait_for(renamed, timeout=5, interval=0.05)
     # a rolled-back write notifies nobody either
     with contextlib.suppress(RuntimeError):
         async with engine.begin() as conn:
@@ -275,7 +268,7 @@ async def test_health_answers_are_cached_until_postgresql_says_they_changed(  # 
         body = (await client.get(url, headers=AUTH)).json()
         return bool(body["objectives"][0]["evaluated_at"] != evaluated)
 
-    await eventually(rescored)
+    await wait_for(rescored, timeout=5, interval=0.05)
 
 
 async def test_the_cache_steps_aside_while_it_cannot_hear_changes(  # type: ignore[no-untyped-def]
@@ -304,10 +297,10 @@ async def test_the_cache_steps_aside_while_it_cannot_hear_changes(  # type: igno
     async def bypassed() -> bool:
         return not await listening()
 
-    await eventually(bypassed)
+    await wait_for(bypassed, timeout=5, interval=0.05)
     # meanwhile every answer comes from PostgreSQL, so a change nobody announced is seen
     assert (await client.get(url, headers=AUTH)).json()["name"] == "unheard"
-    await eventually(listening)  # it listens again by itself
+    await wait_for(listening, timeout=5, interval=0.05)  # it listens again by itself
     hits = cache_lookups((await client.get("/metrics")).text)[0]
     await client.get(url, headers=AUTH)
     await client.get(url, headers=AUTH)
