@@ -82,7 +82,7 @@ class ScorerSettings(BaseModel):
     group_id: str = "healthscore-scorer"
     model_path: Path = DEFAULT_MODEL_PATH
     shadow_model_path: Path | None = None
-    batch_max_records: int = Field(default=20_000, ge=1)
+    batch_max_records: int = Field(default=50_000, ge=1)
     batch_max_accounts: int = Field(default=1_000, ge=1)
     batch_timeout_ms: int = Field(default=100, ge=1)
     dedup_horizon_hours: float = Field(default=48.0, gt=0)

@@ -586,10 +586,15 @@ class Scorer:
             )
         count = sum(len(r) for r in batch.values())
         # While records keep arriving, keep collecting for up to batch_timeout_ms (a broker may
-        # answer each fetch with a single producer batch); stop at the first quiet moment.
+        # answer each fetch with a single producer batch); stop at the first quiet moment,
+        # unless the broker said it holds more than we have: then we are catching up, and
+        # waiting for the next fetch makes a bigger batch, so fewer re-scorings per signal.
         deadline = time.monotonic() + self.cfg.batch_timeout_ms / 1000
-        while batch and count < limit and time.monotonic() < deadline:
-            more = await self.consumer.getmany(timeout_ms=2, max_records=limit - count)
+        while batch and count < limit and (left := deadline - time.monotonic()) > 0:
+            behind = self._behind(batch)
+            more = await self.consumer.getmany(
+                timeout_ms=max(int(left * 1000), 1) if behind else 2, max_records=limit - count
+            )
             if not more:
                 break
             for tp, records in more.items():
@@ -597,21 +602,40 @@ class Scorer:
                 count += len(records)
         return self._cut(batch)
 
+    def _behind(self, batch: dict[TopicPartition, list[Any]]) -> bool:
+        """Whether the broker's last fetch answer reported records past those in hand."""
+        assert self.consumer is not None
+        for tp, position in self.positions.items():
+            records = batch.get(tp)
+            in_hand = records[-1].offset + 1 if records else position or 0
+            highwater = self.consumer.highwater(tp)
+            if highwater is not None and highwater > in_hand:
+                return True
+        return False
+
     def _cut(self, batch: dict[TopicPartition, list[Any]]) -> dict[TopicPartition, list[Any]]:
+        """Keep the batch within batch_max_accounts distinct accounts, taking whole partitions'
+        records while they fit: an account's signals all come from one partition, and records
+        are interleaved in time, so a prefix of a partition already holds most of its accounts
+        with only a few signals each. A partition that does not fit waits, whole, for the next
+        batch (it comes first there); only one that does not fit alone is cut, at the first
+        record of an account beyond the cap. What is carried keeps its order."""
+        cap = self.cfg.batch_max_accounts
         accounts: set[bytes | None] = set()
         taken: dict[TopicPartition, list[Any]] = {}
         for tp, records in batch.items():
-            end = len(records)
-            for i, record in enumerate(records):
-                if record.key not in accounts:
-                    if len(accounts) >= self.cfg.batch_max_accounts:
-                        end = i
-                        break
-                    accounts.add(record.key)
-            if end:
+            keys = {record.key for record in records}
+            if len(accounts | keys) <= cap:
+                taken[tp] = records
+                accounts |= keys
+                continue
+            end = 0
+            if not taken:  # this partition alone has more accounts than the cap
+                while records[end].key in accounts or len(accounts) < cap:
+                    accounts.add(records[end].key)
+                    end += 1
                 taken[tp] = records[:end]
-            if end < len(records):
-                self._carry[tp] = records[end:]
+            self._carry[tp] = records[end:]
         return taken
 
     def _update_lag(self) -> None:

@@ -169,6 +169,7 @@ def rescore(
     "model_change" for a role whose stored score came from another model version."""
     rows = Rows()
     when = _ts(at)
+    written = datetime.now(UTC)  # the wall clock, where `when` is the scoring time
     active: Evaluation | None = None
     for role, model in models.items():
         previous = {obj: s.band for (obj, r), s in entry.scores.items() if r == role}
@@ -212,7 +213,7 @@ def rescore(
                         "cause": why,
                         "top_movers": movers,
                         "signal_ids": signal_ids[:50],
-                        "recorded_at": datetime.now(UTC),
+                        "recorded_at": written,
                     }
                 )
                 changed_at, previous_score, recorded = when, (old.score if old else None), new.score
@@ -239,7 +240,7 @@ def rescore(
                             "key": account_id,
                             "payload": payload,
                             "content_type": "application/cloudevents+json",
-                            "created_at": datetime.now(UTC),
+                            "created_at": written,
                             "sent_at": None,
                         }
                     )
@@ -269,7 +270,7 @@ def rescore(
                     "alert_baseline": baseline_alert,
                     "evaluated_at": when,
                     "changed_at": changed_at,
-                    "updated_at": datetime.now(UTC),
+                    "updated_at": written,
                 }
             )
     assert active is not None

@@ -17,6 +17,7 @@ import math
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal, NamedTuple
 
 from shared.events import EVENT_TYPE_SOURCE
@@ -244,6 +245,24 @@ def _plan(
     return plan
 
 
+class _FactorValue(NamedTuple):
+    raw: float | None  # rounded, as shown
+    sub_score: float | None
+    status: Status
+    last_data_at: float | None
+
+
+def _factor_value(
+    model: Model, state: AccountState, p: _FactorPlan, at: float, overrides: list[dict[str, Any]]
+) -> _FactorValue:
+    raw = _raw_value(model, state, p.factor, at, overrides)
+    last = _factor_last_data(state, p.factor, p.reads, overrides)
+    if raw is None:
+        return _FactorValue(None, None, "missing", last)
+    stale = last is not None and at - last > p.stale_after
+    return _FactorValue(round(raw, 6), round(p.transform(raw), 6), "stale" if stale else "ok", last)
+
+
 def _score_objective(
     model: Model,
     state: AccountState,
@@ -253,35 +272,28 @@ def _score_objective(
     at: float,
     previous_band: str | None,
     overrides: list[dict[str, Any]],
-    values: dict[str, tuple[float | None, float | None]],
+    values: dict[str, _FactorValue],
 ) -> ObjectiveScore:
     plan = _plan(model, name, objective, segment)
-    results: list[tuple[_FactorPlan, float | None, float | None, Status, float | None]] = []
+    results: list[tuple[_FactorPlan, _FactorValue]] = []
     total = available = weighted = 0.0
     for p in plan:
-        known = values.get(p.name)
-        if known is None:  # objectives share factors: each raw value is computed once
-            known = values[p.name] = (
-                _raw_value(model, state, p.factor, at, overrides),
-                _factor_last_data(state, p.factor, p.reads, overrides),
-            )
-        raw, last = known
+        # objectives share factors, and within one evaluation (one segment) a factor's
+        # transform and staleness are the same for all of them: each is evaluated once
+        value = values.get(p.name)
+        if value is None:
+            value = values[p.name] = _factor_value(model, state, p, at, overrides)
         total += p.weight
-        sub = None
-        status: Status = "missing"
-        if raw is not None:
-            sub = round(p.transform(raw), 6)
-            status = "stale" if last is not None and at - last > p.stale_after else "ok"
-            if status == "ok":
-                available += p.weight
-                weighted += p.weight * sub
-        results.append((p, raw, sub, status, last))
+        if value.status == "ok":
+            available += p.weight
+            weighted += p.weight * value.sub_score  # type: ignore[operator]
+        results.append((p, value))
     model_score = weighted / available if available > 0 else None
     # guardrails: a decisive fact caps the weighted mean (contributions still sum to it)
     capped = model_score
     caps: list[dict[str, Any]] = []
     if objective.caps:
-        by_name = {p.name: (sub, status) for p, _, sub, status, _ in results}
+        by_name = {p.name: (v.sub_score, v.status) for p, v in results}
         for cap in objective.caps:
             sub, status = by_name.get(cap.factor, (None, "missing"))
             if capped is None or status != "ok" or sub is None:
@@ -294,16 +306,16 @@ def _score_objective(
             FactorResult(
                 p.name,
                 p.group,
-                None if raw is None else round(raw, 6),
+                raw,
                 sub,
                 p.share,
-                round(p.weight * sub / available, 6)
-                if status == "ok" and sub is not None and available
+                round(p.weight * sub / available, 6)  # type: ignore[operator]
+                if status == "ok" and available
                 else 0.0,
                 status,
                 last,
             )
-            for p, raw, sub, status, last in results
+            for p, (raw, sub, status, last) in results
         ]
     )
     score, applied = _apply_overrides(capped, name, overrides)
@@ -325,7 +337,7 @@ def evaluate(
 ) -> Evaluation:
     segment = model.segment_for(state.attribute_values())
     overrides = state.active_overrides(at)
-    values: dict[str, tuple[float | None, float | None]] = {}
+    values: dict[str, _FactorValue] = {}
     scores = {
         name: _score_objective(
             model,
@@ -357,8 +369,6 @@ def evaluate(
 def next_review(model: Model, state: AccountState, at: float) -> float:
     """When time alone may next change this account's scores: periodic decay, an override
     expiring, or a source going stale."""
-    from datetime import datetime
-
     candidates = [at + model.review_every_hours * 3600]
     for o in state.overrides.values():
         if "expires_at" in o and not o.get("revoked"):
@@ -398,16 +408,15 @@ class Contributions:
 
 def contributions(factors: Iterable[FactorResult | dict[str, Any]]) -> Contributions:
     names: list[str] = []
-    numbers = array("d")
+    numbers: list[float] = []
     for f in factors:
-        if isinstance(f, FactorResult):
-            name, contribution, sub = f.factor, f.contribution, f.sub_score
-        else:
+        if isinstance(f, dict):  # as stored in an explanation
             name, contribution, sub = f["factor"], f["contribution"], f["sub_score"]
+        else:
+            name, contribution, sub = f.factor, f.contribution, f.sub_score
         names.append(name)
-        numbers.append(contribution)
-        numbers.append(math.nan if sub is None else sub)
-    return Contributions(tuple(names), numbers)
+        numbers += (contribution, math.nan if sub is None else sub)
+    return Contributions(tuple(names), array("d", numbers))
 
 
 def top_movers(

@@ -1,5 +1,5 @@
-"""Scorer batches: cut at a number of distinct accounts in partition order; void after a
-rebalance."""
+"""Scorer batches: whole partitions up to a number of distinct accounts, the rest carried over in
+order; void after a rebalance."""
 
 from __future__ import annotations
 
@@ -19,27 +19,61 @@ def records(partition: int, keys: str) -> list[SimpleNamespace]:
     return [SimpleNamespace(key=k.encode(), offset=i) for i, k in enumerate(keys)]
 
 
-def test_a_batch_is_cut_at_the_account_cap_and_the_rest_carried_over_in_order() -> None:
+def cutter(cap: int) -> Scorer:
     scorer = Scorer.__new__(Scorer)  # only the batching: no broker, no database
-    scorer.cfg = ScorerSettings(batch_max_accounts=2)
+    scorer.cfg = ScorerSettings(batch_max_accounts=cap)
     scorer._carry = {}
-    p0, p1 = TopicPartition("s", 0), TopicPartition("s", 1)
-    taken = scorer._cut({p0: records(0, "aabac"), p1: records(1, "bbdb")})
-    # p0: a, a, b fit (2 accounts); c is a third account, so p0 stops before it
-    assert [r.key for r in taken[p0]] == [b"a", b"a", b"b", b"a"]
-    assert [r.offset for r in scorer._carry[p0]] == [4]
-    # p1: b is already in; d would be a third account: p1 stops there, in order
-    assert [r.key for r in taken[p1]] == [b"b", b"b"]
-    assert [r.offset for r in scorer._carry[p1]] == [2, 3]
+    return scorer
 
 
-def test_a_partition_with_nothing_taken_is_left_out_of_the_batch() -> None:
-    scorer = Scorer.__new__(Scorer)
-    scorer.cfg = ScorerSettings(batch_max_accounts=1)
-    scorer._carry = {}
-    p0, p1 = TopicPartition("s", 0), TopicPartition("s", 1)
-    taken = scorer._cut({p0: records(0, "aa"), p1: records(1, "bc")})
-    assert list(taken) == [p0] and [r.offset for r in scorer._carry[p1]] == [0, 1]
+P0, P1, P2 = (TopicPartition("s", p) for p in range(3))
+
+
+def test_whole_partitions_are_taken_while_their_accounts_fit_and_the_rest_wait_whole() -> None:
+    scorer = cutter(3)
+    taken = scorer._cut({P0: records(0, "abab"), P1: records(1, "ccdc"), P2: records(2, "ee")})
+    # p0 (a, b) fits; p1 would make four accounts: it waits, whole; p2 (e) still fits
+    assert {tp: [r.key for r in rs] for tp, rs in taken.items()} == {
+        P0: [b"a", b"b", b"a", b"b"],
+        P2: [b"e", b"e"],
+    }
+    assert list(scorer._carry) == [P1]
+    assert [r.offset for r in scorer._carry[P1]] == [0, 1, 2, 3]
+
+
+def test_a_partition_over_the_cap_on_its_own_is_cut_before_the_first_account_too_many() -> None:
+    scorer = cutter(2)
+    taken = scorer._cut({P0: records(0, "aabac"), P1: records(1, "bb"), P2: records(2, "d")})
+    # a, a, b, a fit (2 accounts); c is a third: p0 stops before it, in order
+    assert [r.key for r in taken[P0]] == [b"a", b"a", b"b", b"a"]
+    assert [r.offset for r in scorer._carry[P0]] == [4]
+    # p1 adds no account beyond those: it still fits, whole; p2 would add one and waits
+    assert [r.key for r in taken[P1]] == [b"b", b"b"] and list(scorer._carry) == [P0, P2]
+
+
+def test_carried_partitions_come_first_in_the_next_batch() -> None:
+    scorer = cutter(1)
+    scorer._cut({P0: records(0, "aa"), P1: records(1, "bc"), P2: records(2, "d")})
+    assert list(scorer._carry) == [P1, P2]
+    carried, scorer._carry = scorer._carry, {}
+    taken = scorer._cut({**carried, P0: records(0, "a")})
+    assert list(taken) == [P1] and [r.key for r in taken[P1]] == [b"b"]
+    assert list(scorer._carry) == [P1, P2, P0]
+
+
+def test_the_scorer_is_behind_while_the_broker_reported_records_past_those_in_hand() -> None:
+    """Then a batch waits for the next fetch instead of ending at the first quiet moment."""
+    scorer = cutter(10)
+    highwater = {P0: 4, P1: None}
+    scorer.consumer = SimpleNamespace(highwater=highwater.get)
+    scorer.positions = {P0: 2, P1: None}
+    in_hand = {P0: records(0, "abcd")[2:]}  # offsets 2 and 3
+    assert not scorer._behind(in_hand)  # p0 read up to its high-water mark; p1 not fetched
+    assert scorer._behind({P0: in_hand[P0][:1]})  # offset 3 is still on the broker
+    highwater[P1] = 1
+    assert scorer._behind(in_hand)  # p1: offset 0 waits, and nothing of p1 is in hand
+    scorer.positions[P1] = 1
+    assert not scorer._behind(in_hand)  # a batch before this one took it
 
 
 async def test_a_rebalance_while_accounts_load_voids_the_batch(
