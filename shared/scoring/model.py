@@ -246,13 +246,11 @@ class Model(_Strict):
         return {}
 
     @cached_property
-    def kinds(self) -> dict[str, list[tuple[str, Aggregate]]]:
-        """signal kind -> the aggregates it feeds."""
-        index: dict[str, list[tuple[str, Aggregate]]] = {}
-        for name, agg in self.aggregates.items():
-            for kind in agg.signals:
-                index.setdefault(kind, []).append((name, agg))
-        return index
+    def kinds(self) -> dict[str, Any]:
+        """signal kind -> the aggregates it feeds (shared.scoring.state.KindIndex)."""
+        from shared.scoring.state import kind_index
+
+        return kind_index([self])
 
     def segment_for(self, attributes: dict[str, Any]) -> Segment | None:
         for segment in self.segments:

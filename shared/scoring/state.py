@@ -21,14 +21,31 @@ import math
 import struct
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
 from shared.scoring import decay
 from shared.scoring.model import Aggregate, Model
 
-KindIndex = dict[str, list[tuple[str, Aggregate]]]
+
+class Feed(NamedTuple):
+    """What one aggregate takes from one signal kind: its definition flattened for `apply`,
+    which runs for every signal."""
+
+    name: str
+    kind: str  # the aggregate's kind
+    where: tuple[tuple[str, Any], ...]
+    by_kind: bool  # a fixed value per signal kind (`fixed`) instead of a field
+    fixed: float | None
+    field: str | None
+    weight_by: str | None
+    weights: dict[str, float]
+    half_life_days: float
+
+
+KindIndex = dict[str, tuple[Feed, ...]]
+_NEVER = -math.inf
 
 ATTRIBUTES = ("name", "industry", "region", "tier", "lifecycle_stage")
 ATTRIBUTE_KINDS = {
@@ -101,7 +118,7 @@ class AccountState:
         t, kind, data = fact.t, fact.kind, fact.data
         if self.newest is None or t > self.newest:
             self.newest = t
-        if t > self.sources.get(fact.source, -math.inf):
+        if t > self.sources.get(fact.source, _NEVER):
             self.sources[fact.source] = t
         if kind in ("override_set", "override_revoked"):
             self._override(fact)
@@ -110,29 +127,27 @@ class AccountState:
             value = data.get(name)
             if value not in (None, ""):
                 _keep_latest(self.attributes, name, (t, fact.signal_id, value))
-        for name, agg in kinds.get(kind, ()):
-            if agg.where and any(data.get(k) != v for k, v in agg.where.items()):
+        for feed in kinds.get(kind, ()):
+            name, agg_kind, where, by_kind, fixed, fed_by, weight_by, weights, half_life = feed
+            if where and any(data.get(k) != v for k, v in where):
                 continue
-            if agg.by_kind:
-                raw: Any = agg.by_kind.get(kind)
-            elif agg.field == "sentiment":
+            if by_kind:
+                raw: Any = fixed
+            elif fed_by == "sentiment":
                 raw = fact.sentiment
             else:
-                raw = data.get(agg.field) if agg.field else 1.0
-            if raw is None or isinstance(raw, bool) or not isinstance(raw, int | float):
+                raw = data.get(fed_by) if fed_by else 1.0
+            if raw is None or isinstance(raw, bool) or not isinstance(raw, (int, float)):
                 continue
-            if t > self.last.get(name, -math.inf):
+            if t > self.last.get(name, _NEVER):
                 self.last[name] = t
-            if agg.kind == "latest":
+            if agg_kind == "latest":
                 _keep_latest(self.latest, name, (t, fact.signal_id, raw))
-            elif agg.kind in ("decayed_count", "decayed_sum"):
-                weight = 1.0 if agg.kind == "decayed_count" else float(raw)
-                if agg.weight_by:
-                    weight *= agg.weights.get(str(data.get(agg.weight_by)), 1.0)
-                assert agg.half_life_days is not None
-                self.decayed[name] = self.decayed.get(name, 0) + decay.term(
-                    weight, t, agg.half_life_days
-                )
+            elif agg_kind in ("decayed_count", "decayed_sum"):
+                weight = 1.0 if agg_kind == "decayed_count" else float(raw)
+                if weight_by:
+                    weight *= weights.get(str(data.get(weight_by)), 1.0)
+                self.decayed[name] = self.decayed.get(name, 0) + decay.term(weight, t, half_life)
         return True
 
     def _override(self, fact: Fact) -> None:
@@ -251,8 +266,20 @@ def kind_index(models: list[Model]) -> KindIndex:
                 raise ConfigurationError(
                     f"aggregate {name!r} differs between models {[m.version for m in models]}"
                 )
-    index: KindIndex = {}
+    index: dict[str, list[Feed]] = {}
     for name, agg in merged.items():
         for kind in agg.signals:
-            index.setdefault(kind, []).append((name, agg))
-    return index
+            index.setdefault(kind, []).append(
+                Feed(
+                    name,
+                    agg.kind,
+                    tuple(agg.where.items()),
+                    bool(agg.by_kind),
+                    agg.by_kind.get(kind),
+                    agg.field,
+                    agg.weight_by,
+                    agg.weights,
+                    agg.half_life_days or 0.0,
+                )
+            )
+    return {kind: tuple(feeds) for kind, feeds in index.items()}
