@@ -35,7 +35,7 @@ from shared.config import Settings
 from shared.errors import ConfigurationError, FencedOut
 from shared.events import decode_signal, utcnow
 from shared.kafka import is_retriable, make_consumer, make_producer
-from shared.ops import Health, observe_many
+from shared.ops import Health, gc_paused, observe_many
 from shared.scoring.model import Model, load_model
 from shared.scoring.state import AccountState, DedupPolicy, Fact, KindIndex, kind_index
 
@@ -529,7 +529,8 @@ class Scorer:
             try:
                 records = await self._poll()
                 if records:
-                    prepared = await self.prepare(records, producer)
+                    with gc_paused():
+                        prepared = await self.prepare(records, producer)
                     await self._settle()
                     self._trim_cache(keep=len(prepared.batch.accounts))
                     self._inflight = asyncio.create_task(self.commit(prepared))

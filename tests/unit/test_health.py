@@ -75,3 +75,20 @@ def test_observe_many_counts_what_observe_counts() -> None:
     assert samples(many) == samples(one)
     assert ("h_bucket", {"le": "0.05"}, 2.0) in samples(many)  # bounds are inclusive
     assert ("h_count", {}, 9.0) in samples(many)
+
+
+def test_gc_paused_pauses_collection_and_restores_what_it_found() -> None:
+    import gc
+
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), ops.gc_paused():
+        assert not gc.isenabled()
+        raise RuntimeError("the batch failed")
+    assert gc.isenabled()  # on failure too
+    gc.disable()
+    try:
+        with ops.gc_paused():
+            pass
+        assert not gc.isenabled()  # not turned on behind the back of whoever turned it off
+    finally:
+        gc.enable()
