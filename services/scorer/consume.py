@@ -573,25 +573,32 @@ class Scorer:
             await inflight
 
     async def _poll(self) -> dict[TopicPartition, list[Any]]:
-        """One batch: wait up to batch_timeout for the first records, then take whatever else
-        is already fetched, up to batch_max_records, and cut it at batch_max_accounts distinct
-        accounts (what is cut off, in order, starts the next batch). Bigger batches under load
-        mean each busy account is re-scored once for many signals, in one transaction; the
-        account cap bounds the memory and the size of that transaction."""
+        """One batch: wait up to batch_timeout for the first records, then collect more until
+        the batch holds batch_max_records or more than batch_max_accounts distinct accounts,
+        and cut it (`_cut`; what is cut off, in order, starts the next batch). Bigger batches
+        under load mean each busy account is re-scored once for many signals, in one
+        transaction; the account cap bounds the memory and the size of that transaction.
+
+        While records keep arriving, it collects for up to batch_timeout_ms (a broker may
+        answer each fetch with a single producer batch) and stops at the first quiet moment,
+        unless the broker said it holds more than is in hand: then the scorer is catching up,
+        and waiting for the next fetch makes a bigger batch."""
         assert self.consumer is not None
-        limit = self.cfg.batch_max_records
+        limit, cap = self.cfg.batch_max_records, self.cfg.batch_max_accounts
         batch, self._carry = self._carry, {}
         if not batch:
             batch = await self.consumer.getmany(
                 timeout_ms=self.cfg.batch_timeout_ms, max_records=limit
             )
         count = sum(len(r) for r in batch.values())
-        # While records keep arriving, keep collecting for up to batch_timeout_ms (a broker may
-        # answer each fetch with a single producer batch); stop at the first quiet moment,
-        # unless the broker said it holds more than we have: then we are catching up, and
-        # waiting for the next fetch makes a bigger batch, so fewer re-scorings per signal.
+        accounts = {record.key for records in batch.values() for record in records}
         deadline = time.monotonic() + self.cfg.batch_timeout_ms / 1000
-        while batch and count < limit and (left := deadline - time.monotonic()) > 0:
+        while (
+            batch
+            and count < limit
+            and len(accounts) <= cap
+            and (left := deadline - time.monotonic()) > 0
+        ):
             behind = self._behind(batch)
             more = await self.consumer.getmany(
                 timeout_ms=max(int(left * 1000), 1) if behind else 2, max_records=limit - count
@@ -600,6 +607,7 @@ class Scorer:
                 break
             for tp, records in more.items():
                 batch.setdefault(tp, []).extend(records)
+                accounts.update(record.key for record in records)
                 count += len(records)
         return self._cut(batch)
 
