@@ -53,8 +53,8 @@ class MeasuredScorer(Scorer):
     last_commit: float = 0.0
 
     async def prepare(self, records, dlq):  # type: ignore[no-untyped-def]
-        if self.first_records is None:
-            self.first_records = time.perf_counter()
+        if self.first_records is None and any(tp in self.positions for tp in records):
+            self.first_records = time.perf_counter()  # records it owns, not ones it will drop
         return await super().prepare(records, dlq)
 
     def _observe(self, batch, applied, duplicates, event_times):  # type: ignore[no-untyped-def]
@@ -254,7 +254,12 @@ async def main() -> None:
         # last scorer stays on for the steady rate
         rates = []
         for attempt in range(CATCH_UPS):
-            rate, scorer, stop, task = await catch_up(settings, engine, total)
+            # a group of its own: no rebalance when the previous scorer's leaving is seen late
+            group = f"{settings.scorer.group_id}-{attempt}"
+            own = settings.model_copy(
+                update={"scorer": settings.scorer.model_copy(update={"group_id": group})}
+            )
+            rate, scorer, stop, task = await catch_up(own, engine, total)
             rates.append(rate)
             if attempt < CATCH_UPS - 1:
                 stop.set()
