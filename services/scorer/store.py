@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy import delete, func, select, text, tuple_, update
+from sqlalchemy import LargeBinary, delete, func, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSON
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -226,33 +226,29 @@ def _columns(table: Any) -> list[Any]:
 
 @functools.cache
 def _write_sql() -> str:
-    """A whole batch in ONE statement: the fences, then an INSERT per table over one array
-    parameter per column (unnest), as data-modifying CTEs, then the change notification. One
-    round trip and no per-row SQL.
-    JSON travels as UTF-8 bytes, converted by the server: no text copy of it on the client."""
+    """A whole batch in ONE statement: the fences, then an INSERT per table from one JSON array
+    per column (zipped by ROWS FROM, each value cast to its column's type), as data-modifying
+    CTEs, then the change notification. One round trip and no per-row SQL. Each array is one
+    orjson call on the client, sent as UTF-8 bytes and parsed by the server; the stored JSON
+    documents go into it as the text they are."""
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     quote = dialect.identifier_preparer.quote
     parts, n = [_FENCES], _FENCE_PARAMETERS
     for table, conflict in _TARGETS:
         columns = _columns(table)
         names = [quote(c.name) for c in columns]
-        parameters = [
-            f"${n + i}::{'BYTEA' if _is_json(c) else c.type.compile(dialect=dialect)}[]"
+        arrays = ", ".join(
+            f"json_array_elements{'' if _is_json(c) else '_text'}"
+            f"(convert_from(${n + i}::BYTEA, 'UTF8')::json)"
             for i, c in enumerate(columns, 1)
-        ]
-        if table is AccountRow:  # every account written; the change notification reads it
-            written = parameters[[c.name for c in columns].index("account_id")]
-        arrays = ", ".join(parameters)
+        )
         values = ", ".join(
-            f"convert_from(u.{name}, 'UTF8')::{c.type.compile(dialect=dialect)}"
-            if _is_json(c)
-            else f"u.{name}"
-            for c, name in zip(columns, names, strict=True)
+            _cast(c, f"u.{name}", dialect) for c, name in zip(columns, names, strict=True)
         )
         n += len(columns)
         sql = (
             f"INSERT INTO {table.__tablename__} ({', '.join(names)})"
-            f" SELECT {values} FROM unnest({arrays}) AS u({', '.join(names)})"
+            f" SELECT {values} FROM ROWS FROM ({arrays}) AS u({', '.join(names)})"
         )
         if conflict == ():
             sql += " ON CONFLICT DO NOTHING"
@@ -260,31 +256,51 @@ def _write_sql() -> str:
             keys = [quote(k) for k in conflict]
             updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in names if c not in keys)
             sql += f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
+        if table is AccountRow:  # every account written; the change notification reads it
+            sql += " RETURNING account_id"
         parts.append(f"{table.__tablename__} AS ({sql})")
     # then the change notification of the accounts written, and the check ($n+1: how many
     # fences there are); a SELECT in WITH runs only if read, hence the count
-    parts.append(f"notified AS ({notify_changed(written)})")
+    ids = f"ARRAY(SELECT account_id FROM {AccountRow.__tablename__})"
+    parts.append(f"notified AS ({notify_changed(ids)})")
     return (
         f"WITH {', '.join(parts)} SELECT fences_held({_FENCES_HELD}, ${n + 1}),"
         " (SELECT count(*) FROM notified)"
     )
 
 
+def _cast(column: Any, value: str, dialect: Any) -> str:
+    type_ = column.type.compile(dialect=dialect)
+    if _is_json(column):  # a JSON null is SQL NULL
+        return f"(CASE WHEN json_typeof({value}) = 'null' THEN NULL ELSE {value} END)::{type_}"
+    if isinstance(column.type, LargeBinary):  # sent as hex
+        return f"decode({value}, 'hex')"
+    return f"{value}::{type_}"
+
+
 def _is_json(column: Any) -> bool:
     return isinstance(column.type, JSON)  # json or jsonb
 
 
-def _json_bytes(value: Any) -> bytes | None:
-    """Rows may carry their JSON already serialised (bytes), to hold less memory."""
-    if value is None or isinstance(value, bytes):
-        return value
-    return orjson.dumps(value)
+def _embed(value: Any) -> Any:
+    """orjson's fallback: rows carry their JSON documents already serialised (bytes), to hold
+    less memory; they go into the column's array as the text they are."""
+    if isinstance(value, bytes):
+        return orjson.Fragment(value)
+    raise TypeError(f"cannot write {type(value).__name__} into a batch")
 
 
-def _arrays(table: Any, rows: list[dict[str, Any]]) -> list[list[Any]]:
-    """One array per column; a column a row leaves out is NULL, as in an INSERT."""
+def _arrays(table: Any, rows: list[dict[str, Any]]) -> list[bytes]:
+    """One JSON array per column, as UTF-8 bytes; a column a row leaves out is NULL, as in an
+    INSERT."""
     return [
-        [_json_bytes(r.get(c.name)) for r in rows] if _is_json(c) else [r.get(c.name) for r in rows]
+        orjson.dumps(
+            [None if (v := r.get(c.name)) is None else v.hex() for r in rows]
+            if isinstance(c.type, LargeBinary)
+            else [r.get(c.name) for r in rows],
+            default=_embed,
+            option=orjson.OPT_NAIVE_UTC,  # as asyncpg would send a naive time: in UTC
+        )
         for c in _columns(table)
     ]
 
