@@ -19,13 +19,16 @@ import math
 from functools import cached_property
 from itertools import pairwise
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shared.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from shared.scoring.state import KindIndex
 
 Group = Literal["usage", "support", "billing", "sentiment"]
 SOURCES = ("usage", "support", "billing", "api")
@@ -246,8 +249,8 @@ class Model(_Strict):
         return {}
 
     @cached_property
-    def kinds(self) -> dict[str, Any]:
-        """signal kind -> the aggregates it feeds (shared.scoring.state.KindIndex)."""
+    def kinds(self) -> KindIndex:
+        """signal kind -> the aggregates it feeds."""
         from shared.scoring.state import kind_index
 
         return kind_index([self])
