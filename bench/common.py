@@ -27,9 +27,13 @@ from tests.conftest import admin_sql, isolated_settings, running_infrastructure
 @contextlib.contextmanager
 def infrastructure(*, database: bool = True) -> Iterator[Settings]:
     """The test session's broker and PostgreSQL (durable here), and settings of their own."""
-    workdir = Path(tempfile.mkdtemp(prefix="healthscore-bench-"))
     tag = uuid.uuid4().hex[:8]
-    with running_infrastructure(workdir, durable=True, database=database) as infra:
+    # the servers stop first, then their data (a durable PostgreSQL's: up to 1.5 GB) goes with
+    # the directory
+    with (
+        tempfile.TemporaryDirectory(prefix="healthscore-bench-", ignore_cleanup_errors=True) as wd,
+        running_infrastructure(Path(wd), durable=True, database=database) as infra,
+    ):
         name = f"bench_{tag}"
         settings = isolated_settings(infra, tag, name, scorer={"sweep_interval_seconds": 3600})
         database_settings = settings.database.model_copy(update={"pool_size": 10})

@@ -96,7 +96,11 @@ def isolated_settings(
 
 @pytest.fixture(scope="session")
 def infra() -> Iterator[Infra]:
-    with running_infrastructure(Path(tempfile.mkdtemp(prefix="healthscore-test-"))) as infra:
+    # the servers stop first, then their data goes with the directory
+    with (
+        tempfile.TemporaryDirectory(prefix="healthscore-test-", ignore_cleanup_errors=True) as work,
+        running_infrastructure(Path(work)) as infra,
+    ):
         create_template(infra.database)
         yield infra
 
