@@ -39,7 +39,7 @@ from tests.conftest import settings_env
 from tests.integration.scorer_support import consumed, simulated_signals
 from tests.kafka_io import produce
 
-CATCH_UPS = 3
+ROUNDS = 3
 SCORER_TABLES = ("accounts", "scores", "score_history", "outbox", "consumer_offsets")
 STEADY_RATE = 5_000
 STEADY_SECONDS = 20
@@ -257,7 +257,7 @@ async def main() -> None:
         # are reported; the last scorer stays on for the steady rate.
         raw_rates: list[float] = []
         rates: list[float] = []
-        for attempt in range(CATCH_UPS):
+        for attempt in range(ROUNDS):
             raw_rates.append(await raw_consume(settings, total))
             # a group of its own: no rebalance when the previous scorer's leaving is seen late
             group = f"{settings.scorer.group_id}-{attempt}"
@@ -266,7 +266,7 @@ async def main() -> None:
             )
             rate, scorer, stop, task = await catch_up(own, engine, total)
             rates.append(rate)
-            if attempt < CATCH_UPS - 1:
+            if attempt < ROUNDS - 1:
                 stop.set()
                 await task
                 async with engine.begin() as conn:
