@@ -95,49 +95,54 @@ def _stale_after(model: Model, factor: Factor, source: str) -> float:
     return math.inf if days is None else days * DAY
 
 
-def _aggregate_value(model: Model, state: AccountState, name: str, at: float) -> float | None:
-    agg = model.aggregates[name]
-    if name not in state.last:
+class _Read(NamedTuple):
+    """One aggregate a factor reads, as `_value` needs it."""
+
+    name: str
+    kind: str
+    decayed: bool
+    half_life_days: float  # 1 where the kind has none
+    source: str
+
+
+def _value(state: AccountState, read: _Read, at: float) -> float | None:
+    last = state.last.get(read.name)
+    if last is None:
         # Nothing counted yet: zero if we hear from the source at all, unknown otherwise.
-        decayed = agg.kind in ("decayed_count", "decayed_sum")
-        return 0.0 if decayed and source_of(model, name) in state.sources else None
-    if agg.kind == "latest":
-        return float(state.latest[name][2])
-    if agg.kind == "last_seen":
-        return max(at - state.last[name], 0.0) / DAY
-    assert agg.half_life_days is not None
-    return decay.value(state.decayed.get(name, 0), at, agg.half_life_days)
+        return 0.0 if read.decayed and read.source in state.sources else None
+    if read.kind == "latest":
+        return float(state.latest[read.name][2])
+    if read.kind == "last_seen":
+        return max(at - last, 0.0) / DAY
+    return decay.value(state.decayed.get(read.name, 0), at, read.half_life_days)
 
 
 def _raw_value(
-    model: Model, state: AccountState, factor: Factor, at: float, overrides: list[dict[str, Any]]
+    p: _FactorPlan, state: AccountState, at: float, overrides: list[dict[str, Any]]
 ) -> float | None:
-    if factor.csm_sentiment:
+    if p.csm_sentiment:
         sentiments = [o for o in overrides if o["action"] == "sentiment"]
         return float(sentiments[-1]["value"]) if sentiments else None
-    if factor.aggregate or factor.days_since:
-        return _aggregate_value(model, state, factor.aggregate or factor.days_since or "", at)
-    pair = factor.ratio or factor.trend
-    assert pair is not None
-    top, bottom = (_aggregate_value(model, state, name, at) for name in pair)
+    if len(p.inputs) == 1:
+        return _value(state, p.inputs[0], at)
+    top, bottom = _value(state, p.inputs[0], at), _value(state, p.inputs[1], at)
     if top is None or bottom is None:
         return None
-    if factor.trend:
-        short, long = (model.aggregates[name].half_life_days or 1.0 for name in pair)
-        top, bottom = top / short, bottom / long  # steady-state decayed count = rate * h/ln2
+    if p.trend:  # steady-state decayed count = rate * h/ln2
+        top, bottom = top / p.inputs[0].half_life_days, bottom / p.inputs[1].half_life_days
     if abs(bottom) < 1e-9:
         return None
     return top / bottom
 
 
 def _factor_last_data(
-    state: AccountState, factor: Factor, reads: tuple[str, ...], overrides: list[dict[str, Any]]
+    p: _FactorPlan, state: AccountState, overrides: list[dict[str, Any]]
 ) -> float | None:
-    if factor.csm_sentiment:
+    if p.csm_sentiment:
         sentiments = [o for o in overrides if o["action"] == "sentiment"]
         return sentiments[-1]["set_at"] if sentiments else None
     last = state.last
-    times = [last[name] for name in reads if name in last]
+    times = [last[name] for name in p.reads if name in last]
     return max(times) if times else None
 
 
@@ -199,9 +204,11 @@ def _apply_overrides(
 
 class _FactorPlan(NamedTuple):
     name: str
-    factor: Factor
     group: str
     reads: tuple[str, ...]
+    inputs: tuple[_Read, ...]  # the reads, resolved against the model
+    csm_sentiment: bool
+    trend: bool
     weight: float
     transform: Any
     stale_after: float  # seconds; inf where silence is itself the signal
@@ -229,12 +236,20 @@ def _plan(
         )
         source = "api" if factor.csm_sentiment else source_of(model, factor.reads[0])
         stale_after = math.inf if silence_is_signal else _stale_after(model, factor, source)
+        inputs = []
+        for read in factor.reads:
+            agg = model.aggregates[read]
+            decayed = agg.kind in ("decayed_count", "decayed_sum")
+            half_life = agg.half_life_days or 1.0
+            inputs.append(_Read(read, agg.kind, decayed, half_life, source_of(model, read)))
         plan.append(
             _FactorPlan(
                 factor_name,
-                factor,
                 factor.group,
                 factor.reads,
+                tuple(inputs),
+                factor.csm_sentiment,
+                bool(factor.trend),
                 weight,
                 transforms.get(factor_name, factor.transform),
                 stale_after,
@@ -253,10 +268,10 @@ class _FactorValue(NamedTuple):
 
 
 def _factor_value(
-    model: Model, state: AccountState, p: _FactorPlan, at: float, overrides: list[dict[str, Any]]
+    state: AccountState, p: _FactorPlan, at: float, overrides: list[dict[str, Any]]
 ) -> _FactorValue:
-    raw = _raw_value(model, state, p.factor, at, overrides)
-    last = _factor_last_data(state, p.factor, p.reads, overrides)
+    raw = _raw_value(p, state, at, overrides)
+    last = _factor_last_data(p, state, overrides)
     if raw is None:
         return _FactorValue(None, None, "missing", last)
     stale = last is not None and at - last > p.stale_after
@@ -282,7 +297,7 @@ def _score_objective(
         # transform and staleness are the same for all of them: each is evaluated once
         value = values.get(p.name)
         if value is None:
-            value = values[p.name] = _factor_value(model, state, p, at, overrides)
+            value = values[p.name] = _factor_value(state, p, at, overrides)
         total += p.weight
         if value.status == "ok":
             available += p.weight
