@@ -142,7 +142,7 @@ def _factor_last_data(
         sentiments = [o for o in overrides if o["action"] == "sentiment"]
         return sentiments[-1]["set_at"] if sentiments else None
     last = state.last
-    times = [last[name] for name in p.reads if name in last]
+    times = [last[read.name] for read in p.inputs if read.name in last]
     return max(times) if times else None
 
 
@@ -205,8 +205,7 @@ def _apply_overrides(
 class _FactorPlan(NamedTuple):
     name: str
     group: str
-    reads: tuple[str, ...]
-    inputs: tuple[_Read, ...]  # the reads, resolved against the model
+    inputs: tuple[_Read, ...]  # the aggregates it reads, resolved against the model
     csm_sentiment: bool
     trend: bool
     weight: float
@@ -234,20 +233,23 @@ def _plan(
             or factor.days_since
             or (factor.aggregate and model.aggregates[factor.aggregate].kind != "latest")
         )
-        source = "api" if factor.csm_sentiment else source_of(model, factor.reads[0])
+        inputs = tuple(
+            _Read(
+                read,
+                model.aggregates[read].kind,
+                model.aggregates[read].decayed,
+                model.aggregates[read].half_life_days or 1.0,
+                source_of(model, read),
+            )
+            for read in factor.reads
+        )
+        source = "api" if factor.csm_sentiment else inputs[0].source
         stale_after = math.inf if silence_is_signal else _stale_after(model, factor, source)
-        inputs = []
-        for read in factor.reads:
-            agg = model.aggregates[read]
-            decayed = agg.kind in ("decayed_count", "decayed_sum")
-            half_life = agg.half_life_days or 1.0
-            inputs.append(_Read(read, agg.kind, decayed, half_life, source_of(model, read)))
         plan.append(
             _FactorPlan(
                 factor_name,
                 factor.group,
-                factor.reads,
-                tuple(inputs),
+                inputs,
                 factor.csm_sentiment,
                 bool(factor.trend),
                 weight,

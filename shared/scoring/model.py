@@ -55,12 +55,15 @@ class Aggregate(_Strict):
     )
     half_life_days: float | None = Field(default=None, ge=0.5, le=3650)
 
+    @property
+    def decayed(self) -> bool:
+        return self.kind in ("decayed_count", "decayed_sum")
+
     @model_validator(mode="after")
     def _consistent(self) -> Aggregate:
-        decayed = self.kind in ("decayed_count", "decayed_sum")
-        if decayed and self.half_life_days is None:
+        if self.decayed and self.half_life_days is None:
             raise ValueError(f"{self.kind} needs half_life_days")
-        if not decayed and self.half_life_days is not None:
+        if not self.decayed and self.half_life_days is not None:
             raise ValueError(f"{self.kind} takes no half_life_days")
         if self.kind in ("decayed_sum", "latest") and (self.field is None) == (not self.by_kind):
             raise ValueError(f"{self.kind} needs a field or by_kind (one of them)")

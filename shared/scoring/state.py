@@ -105,10 +105,11 @@ class AccountState:
     seen: dict[int, int] = field(default_factory=dict)  # id digest -> ingested at (s)
     newest: float | None = None
     # `seen` as stored (_SEEN records, in its order); only `_remember` changes either
-    _packed: bytearray = field(init=False, repr=False, compare=False)
+    _packed: bytearray = field(default_factory=bytearray, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self._packed = _pack(self.seen)
+        if len(self._packed) != _SEEN.size * len(self.seen):  # given `seen` alone
+            self._packed = _pack(self.seen)
 
     # --- updating -----------------------------------------------------------------------
 
@@ -224,6 +225,7 @@ class AccountState:
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> AccountState:
+        seen, packed = _seen_from_json(doc["seen"])
         return cls(
             decayed={k: decay.decode(v) for k, v in doc["decayed"].items()},
             latest={k: (v[0], v[1], v[2]) for k, v in doc["latest"].items()},
@@ -231,8 +233,9 @@ class AccountState:
             sources=dict(doc["sources"]),
             attributes={k: (v[0], v[1], v[2]) for k, v in doc["attributes"].items()},
             overrides=dict(doc["overrides"]),
-            seen=_seen_from_json(doc["seen"]),
+            seen=seen,
             newest=doc["newest"],
+            _packed=packed,
         )
 
     def fingerprint(self) -> bytes:
@@ -257,10 +260,13 @@ def _pack(seen: dict[int, int]) -> bytearray:
     return bytearray(b"".join(map(_SEEN.pack, seen.keys(), seen.values())))
 
 
-def _seen_from_json(seen: str | dict[str, float]) -> dict[int, int]:
+def _seen_from_json(seen: str | dict[str, float]) -> tuple[dict[int, int], bytearray]:
+    """The de-duplication memory of a document, and its packed form."""
     if isinstance(seen, dict):  # version 1 documents: {signal id: ingested at}
-        return {id_digest(signal_id): _whole_seconds(t) for signal_id, t in seen.items()}
-    return {digest: t for digest, t in _SEEN.iter_unpack(base64.b64decode(seen))}
+        digests = {id_digest(signal_id): _whole_seconds(t) for signal_id, t in seen.items()}
+        return digests, _pack(digests)
+    packed = bytearray(base64.b64decode(seen))
+    return {digest: t for digest, t in _SEEN.iter_unpack(packed)}, packed
 
 
 def _keep_latest(table: dict[str, Latest], name: str, entry: Latest) -> None:
