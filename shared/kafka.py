@@ -8,15 +8,15 @@ output is acknowledged; the scorer stores its offsets in PostgreSQL with its wri
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError
 
 from shared.config import KafkaSettings
 
@@ -55,6 +55,29 @@ def make_consumer(
     return AIOKafkaConsumer(*topics, **options)
 
 
+def dead_letter_headers(
+    record: ConsumerRecord[bytes, bytes],
+    reason: str,
+    detail: str,
+    rejected_at: datetime,
+    path: str | None = None,
+) -> list[tuple[str, bytes]]:
+    """The headers of a dead letter, whichever service rejects the record: a machine-readable
+    reason, a human-readable detail, where the record came from (so `healthscore dlq replay`
+    can send it back there) and when; then the record's own headers, prefixed `original_`."""
+    headers = [
+        ("reason", reason.encode()),
+        ("detail", detail.encode("utf-8", "replace")),
+        ("source_topic", record.topic.encode()),
+        ("source_partition", str(record.partition).encode()),
+        ("source_offset", str(record.offset).encode()),
+        ("rejected_at", rejected_at.isoformat().encode()),
+    ]
+    if path is not None:
+        headers.append(("path", path.encode("utf-8", "replace")))
+    return headers + [(f"original_{k}", v) for k, v in record.headers or ()]
+
+
 async def ensure_topics(
     settings: KafkaSettings, topics: Iterable[str], partitions: int | None = None
 ) -> None:
@@ -76,19 +99,6 @@ async def ensure_topics(
             await admin.create_topics(new)
     finally:
         await admin.close()
-
-
-def is_retriable(exc: BaseException) -> bool:
-    """Broker trouble that a back-off and retry may fix."""
-    if isinstance(exc, KafkaError):
-        return bool(exc.retriable) or type(exc).__name__ in {
-            "KafkaConnectionError",
-            "KafkaTimeoutError",
-            "NodeNotReadyError",
-            "RequestTimedOutError",
-            "NotLeaderForPartitionError",
-        }
-    return isinstance(exc, (OSError, asyncio.TimeoutError))
 
 
 async def read_all(

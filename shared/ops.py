@@ -16,7 +16,7 @@ import gc
 import time
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 import uvicorn
@@ -27,6 +27,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -80,35 +82,72 @@ def observe_many(histogram: Histogram, values: Iterable[float]) -> None:
 
 @dataclass
 class Health:
+    """Progress per partition. Each owned partition (any label naming it, e.g. "signals/2")
+    progresses while its committed position moves, or while nothing waits behind it and the
+    broker is heard from; the worker is as stalled as its most stalled partition, so one
+    blocked partition shows even while the others flow."""
+
     stall_after: float = 120.0
     ready: bool = False
-    last_progress: float = field(default_factory=time.monotonic)
-    _position: int | None = None
+    _progress: dict[str, tuple[int, float]] = field(default_factory=dict)  # position, when
 
-    def observe(self, position: int, backlog: int, fetched_at: float | None = None) -> None:
-        """After each poll: `position` = records consumed so far (any monotone sum of
-        offsets), `backlog` = records known to be waiting, `fetched_at` = wall time (epoch s) of
-        the stalest partition's last fetch response. Idle counts as progress only while the
-        broker is heard from: a consumer cut off from it cannot know what waits."""
+    def observe(
+        self, partitions: Mapping[str, tuple[int, int]], fetched_at: float | None = None
+    ) -> None:
+        """After each poll: each owned partition's (committed position, records known to wait
+        behind it), and `fetched_at` = wall time (epoch s) of the stalest partition's last
+        fetch response. Idle counts as progress only while the broker is heard from: a consumer
+        cut off from it cannot know what waits. With no partitions, the loop turning is the
+        progress (a loop that hangs stops observing, and stalls)."""
+        now = time.monotonic()
         heard = fetched_at is None or time.time() - fetched_at < self.stall_after / 2
-        if position != self._position or (backlog <= 0 and heard):
-            self.last_progress = time.monotonic()
-        self._position = position
+        progress: dict[str, tuple[int, float]] = {}
+        for key, (position, backlog) in (partitions or {"": (0, 0)}).items():
+            before = self._progress.get(key)
+            moved = before is None or position != before[0] or (backlog <= 0 and heard)
+            progress[key] = (position, now if moved or before is None else before[1])
+        self._progress = progress
 
     def register(self, registry: CollectorRegistry, prefix: str) -> None:
         Gauge(
             f"{prefix}_seconds_since_progress",
-            "Seconds since the consumed position last moved (0-ish while idle with no backlog)",
+            "Seconds since the most stalled owned partition last progressed (its committed "
+            "position moved, or nothing waited behind it)",
             registry=registry,
         ).set_function(lambda: round(self.stalled_for, 3))
+        registry.register(_PartitionProgress(self, f"{prefix}_partition_seconds_since_progress"))
+
+    def stalled(self) -> dict[str, float]:
+        """Seconds since each owned partition last progressed."""
+        now = time.monotonic()
+        return {key: now - since for key, (_, since) in self._progress.items() if key}
 
     @property
     def stalled_for(self) -> float:
-        return time.monotonic() - self.last_progress
+        now = time.monotonic()
+        return max((now - since for _, since in self._progress.values()), default=0.0)
 
     @property
     def alive(self) -> bool:
         return self.stalled_for < self.stall_after
+
+
+class _PartitionProgress(Collector):
+    """`<prefix>_partition_seconds_since_progress{partition}`, read at scrape time."""
+
+    def __init__(self, health: Health, name: str) -> None:
+        self.health, self.name = health, name
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            self.name,
+            "Seconds since this partition's committed position last moved while records "
+            "waited behind it (0-ish when it is caught up)",
+            labels=["partition"],
+        )
+        for key, seconds in sorted(self.health.stalled().items()):
+            family.add_metric([key], round(seconds, 3))
+        yield family
 
 
 def ops_app(registry: CollectorRegistry, health: Health) -> Starlette:
@@ -116,6 +155,9 @@ def ops_app(registry: CollectorRegistry, health: Health) -> Starlette:
         body = {
             "status": "ok" if health.alive else "stalled",
             "seconds_since_progress": round(health.stalled_for, 3),
+            "stalled_partitions": sorted(
+                key for key, seconds in health.stalled().items() if seconds >= health.stall_after
+            ),
         }
         return JSONResponse(body, status_code=200 if health.alive else 503)
 

@@ -25,8 +25,9 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 
 from services.ingest.validate import Limits, Rejection, Sentiment, validate
 from shared.config import Settings
+from shared.errors import classify
 from shared.events import Signal, Source, encode_signal, utcnow
-from shared.kafka import is_retriable, make_consumer, make_producer
+from shared.kafka import dead_letter_headers, make_consumer, make_producer
 from shared.ops import Health
 
 log = structlog.get_logger(__name__)
@@ -125,17 +126,7 @@ class Ingest:
             log.exception("ingest.validator_error", topic=record.topic, offset=record.offset)
             outcome = Rejection(VALIDATOR_ERROR, repr(exc)[:500])
         if isinstance(outcome, Rejection):
-            headers = [
-                ("reason", outcome.reason.encode()),
-                ("detail", outcome.detail.encode("utf-8", "replace")),
-                ("source_topic", record.topic.encode()),
-                ("source_partition", str(record.partition).encode()),
-                ("source_offset", str(record.offset).encode()),
-                ("rejected_at", now.isoformat().encode()),
-            ]
-            if outcome.path is not None:
-                headers.append(("path", outcome.path.encode("utf-8", "replace")))
-            headers += [(f"original_{k}", v) for k, v in record.headers or ()]
+            headers = dead_letter_headers(record, outcome.reason, outcome.detail, now, outcome.path)
             log.info(
                 "ingest.rejected",
                 topic=record.topic,
@@ -182,7 +173,7 @@ class Ingest:
                 await self._send_all(producer, outgoing)
                 return True
             except Exception as exc:
-                if not is_retriable(exc):
+                if not classify(exc).retriable:
                     raise
                 self.metrics.retries.inc()
                 log.warning("ingest.deliver_retry", error=repr(exc), delay=delay)
@@ -259,7 +250,7 @@ class Ingest:
                     timeout_ms=cfg.batch_timeout_ms, max_records=cfg.batch_max_records
                 )
             except Exception as exc:
-                if not is_retriable(exc):
+                if not classify(exc).retriable:
                     raise
                 log.warning("ingest.poll_retry", error=repr(exc))
                 await asyncio.sleep(1.0)
@@ -269,16 +260,15 @@ class Ingest:
             self._observe_progress(consumer)
 
     def _observe_progress(self, consumer: AIOKafkaConsumer) -> None:
-        consumed = backlog = 0
+        progress: dict[str, tuple[int, int]] = {}
         fetched: list[float] = []
         for tp in consumer.assignment():
             highwater, done = consumer.highwater(tp), self.committed.get(tp)
             if highwater is not None and done is not None:
-                consumed += done
-                backlog += max(highwater - done, 0)
+                progress[f"{tp.topic}/{tp.partition}"] = (done, max(highwater - done, 0))
             if (polled := consumer.last_poll_timestamp(tp)) is not None:
                 fetched.append(polled / 1000)
-        self.health.observe(consumed, backlog, min(fetched, default=None))
+        self.health.observe(progress, min(fetched, default=None))
 
 
 async def serve(settings: Settings, stop: asyncio.Event, **kwargs: Any) -> None:

@@ -20,8 +20,8 @@ from cloudevents.core.bindings.kafka import to_structured
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
-from services.scorer.store import StoredScore
 from shared.scoring.engine import (
+    Contributions,
     Evaluation,
     ObjectiveScore,
     contributions,
@@ -39,6 +39,20 @@ EVENT_TYPES = {
     "override": "io.account-health.override.applied",
 }
 _FORMAT = JSONFormat()
+
+
+@dataclass
+class StoredScore:
+    """What the scorer keeps of an account's current score for one (objective, role)."""
+
+    score: float | None
+    band: str
+    factors: Contributions  # compact: what top_movers needs, not the whole explanation
+    recorded_score: float | None
+    previous_score: float | None
+    alert_baseline: float | None
+    model_version: str
+    changed_at: datetime
 
 
 @dataclass
@@ -162,14 +176,16 @@ def rescore(
     signal_ids: list[str],
     history_min_delta: float,
     changes_topic: str,
+    recorded_at: datetime,
 ) -> tuple[Rows, Evaluation]:
     """Evaluate every model role for one account and build the rows to write.
 
     `cause` is why we are here: "signals", "override" or "time" (the sweep); it becomes
-    "model_change" for a role whose stored score came from another model version."""
+    "model_change" for a role whose stored score came from another model version. `at` is the
+    scoring time (epoch seconds), `recorded_at` when the rows are written."""
     rows = Rows()
     when = _ts(at)
-    written = datetime.now(UTC)  # the wall clock, where `when` is the scoring time
+    written = recorded_at
     active: Evaluation | None = None
     for role, model in models.items():
         previous = {obj: s.band for (obj, r), s in entry.scores.items() if r == role}

@@ -24,6 +24,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSON
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.scorer.rescore import StoredScore
 from shared.db import (
     NOTIFY_CHANGED,
     AccountRow,
@@ -34,19 +35,7 @@ from shared.db import (
     notify_changed,
 )
 from shared.errors import FencedOut
-from shared.scoring.engine import Contributions, contributions
-
-
-@dataclass
-class StoredScore:
-    score: float | None
-    band: str
-    factors: Contributions  # compact: what top_movers needs, not the whole explanation
-    recorded_score: float | None
-    previous_score: float | None
-    alert_baseline: float | None
-    model_version: str
-    changed_at: datetime
+from shared.scoring.engine import contributions
 
 
 @dataclass

@@ -151,6 +151,7 @@ async def score_and_store(
                     signal_ids=[f"sig-{account_id}"],
                     history_min_delta=history_min_delta,
                     changes_topic="changes",
+                    recorded_at=now,
                 )
                 batch.history += rows.history
             batch.scores += rows.scores

@@ -1,17 +1,17 @@
 """Scorer batches: whole partitions up to a number of distinct accounts, the rest carried over in
-order; void after a rebalance."""
+order; void after a rebalance; halved in order to isolate a poison record."""
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from types import SimpleNamespace
 
 import pytest
 from aiokafka import TopicPartition
 
 from services.scorer import store
-from services.scorer.consume import Scorer
-from shared.config import ScorerSettings
+from services.scorer.batching import behind, count, cut, halves
+from services.scorer.cache import StateCache
+from services.scorer.partitions import Partitions
 from shared.errors import FencedOut
 
 
@@ -19,61 +19,49 @@ def records(partition: int, keys: str) -> list[SimpleNamespace]:
     return [SimpleNamespace(key=k.encode(), offset=i) for i, k in enumerate(keys)]
 
 
-def cutter(cap: int) -> Scorer:
-    scorer = Scorer.__new__(Scorer)  # only the batching: no broker, no database
-    scorer.cfg = ScorerSettings(batch_max_accounts=cap)
-    scorer._carry = {}
-    return scorer
-
-
 P0, P1, P2 = (TopicPartition("s", p) for p in range(3))
 
 
 def test_whole_partitions_are_taken_while_their_accounts_fit_and_the_rest_wait_whole() -> None:
-    scorer = cutter(3)
-    taken = scorer._cut({P0: records(0, "abab"), P1: records(1, "ccdc"), P2: records(2, "ee")})
+    taken, carried = cut({P0: records(0, "abab"), P1: records(1, "ccdc"), P2: records(2, "ee")}, 3)
     # p0 (a, b) fits; p1 would make four accounts: it waits, whole; p2 (e) still fits
     assert {tp: [r.key for r in rs] for tp, rs in taken.items()} == {
         P0: [b"a", b"b", b"a", b"b"],
         P2: [b"e", b"e"],
     }
-    assert list(scorer._carry) == [P1]
-    assert [r.offset for r in scorer._carry[P1]] == [0, 1, 2, 3]
+    assert list(carried) == [P1]
+    assert [r.offset for r in carried[P1]] == [0, 1, 2, 3]
 
 
 def test_a_partition_over_the_cap_on_its_own_is_cut_before_the_first_account_too_many() -> None:
-    scorer = cutter(2)
-    taken = scorer._cut({P0: records(0, "aabac"), P1: records(1, "bb"), P2: records(2, "d")})
+    taken, carried = cut({P0: records(0, "aabac"), P1: records(1, "bb"), P2: records(2, "d")}, 2)
     # a, a, b, a fit (2 accounts); c is a third: p0 stops before it, in order
     assert [r.key for r in taken[P0]] == [b"a", b"a", b"b", b"a"]
-    assert [r.offset for r in scorer._carry[P0]] == [4]
+    assert [r.offset for r in carried[P0]] == [4]
     # p1 adds no account beyond those: it still fits, whole; p2 would add one and waits
-    assert [r.key for r in taken[P1]] == [b"b", b"b"] and list(scorer._carry) == [P0, P2]
+    assert [r.key for r in taken[P1]] == [b"b", b"b"] and list(carried) == [P0, P2]
 
 
 def test_carried_partitions_come_first_in_the_next_batch() -> None:
-    scorer = cutter(1)
-    scorer._cut({P0: records(0, "aa"), P1: records(1, "bc"), P2: records(2, "d")})
-    assert list(scorer._carry) == [P1, P2]
-    carried, scorer._carry = scorer._carry, {}
-    taken = scorer._cut({**carried, P0: records(0, "a")})
+    _, carried = cut({P0: records(0, "aa"), P1: records(1, "bc"), P2: records(2, "d")}, 1)
+    assert list(carried) == [P1, P2]
+    taken, carried = cut({**carried, P0: records(0, "a")}, 1)
     assert list(taken) == [P1] and [r.key for r in taken[P1]] == [b"b"]
-    assert list(scorer._carry) == [P1, P2, P0]
+    assert list(carried) == [P1, P2, P0]
 
 
 def test_the_scorer_is_behind_while_the_broker_reported_records_past_those_in_hand() -> None:
     """Then a batch waits for the next fetch instead of ending at the first quiet moment."""
-    scorer = cutter(10)
-    highwater = {P0: 4, P1: None}
-    scorer.consumer = SimpleNamespace(highwater=highwater.get)
-    scorer.positions = {P0: 2, P1: None}
+    highwater: dict[TopicPartition, int | None] = {P0: 4, P1: None}
+    positions: dict[TopicPartition, int | None] = {P0: 2, P1: None}
     in_hand = {P0: records(0, "abcd")[2:]}  # offsets 2 and 3
-    assert not scorer._behind(in_hand)  # p0 read up to its high-water mark; p1 not fetched
-    assert scorer._behind({P0: in_hand[P0][:1]})  # offset 3 is still on the broker
+    # p0 read up to its high-water mark; p1 not fetched
+    assert not behind(in_hand, positions, highwater.get)
+    assert behind({P0: in_hand[P0][:1]}, positions, highwater.get)  # offset 3 is on the broker
     highwater[P1] = 1
-    assert scorer._behind(in_hand)  # p1: offset 0 waits, and nothing of p1 is in hand
-    scorer.positions[P1] = 1
-    assert not scorer._behind(in_hand)  # a batch before this one took it
+    assert behind(in_hand, positions, highwater.get)  # p1: offset 0 waits, none of it in hand
+    positions[P1] = 1
+    assert not behind(in_hand, positions, highwater.get)  # a batch before this one took it
 
 
 async def test_a_rebalance_while_accounts_load_voids_the_batch(
@@ -81,15 +69,50 @@ async def test_a_rebalance_while_accounts_load_voids_the_batch(
 ) -> None:
     """The cache is cleared by a rebalance during the await: the batch must be retried, not
     continue with entries that are gone (it used to crash with a KeyError)."""
-    scorer = Scorer.__new__(Scorer)
-    scorer.cache = OrderedDict()
-    scorer.positions, scorer._carry, scorer._generation = {}, {}, 0
+    partitions = Partitions()
+    partitions.adopt({TopicPartition("s", 0): 10})
+    cache = StateCache(engine=None, size=10)  # type: ignore[arg-type]
 
     async def load_accounts(engine: object, account_ids: list[str]) -> tuple[dict, dict]:  # type: ignore[type-arg]
-        scorer.forget([TopicPartition("s", 0)])  # the rebalance callback runs meanwhile
+        partitions.forget([TopicPartition("s", 0)])  # the rebalance callback runs meanwhile
+        cache.clear()
         return {}, {}
 
     monkeypatch.setattr(store, "load_accounts", load_accounts)
-    scorer.engine = None
     with pytest.raises(FencedOut, match="reassigned"):
-        await scorer._entries({"acc-1": 0})
+        await cache.get({"acc-1": 0}, partitions)
+
+
+def test_halving_keeps_each_partitions_records_in_order_and_loses_none() -> None:
+    batch = {P0: records(0, "abcde"), P1: records(1, "fg"), P2: records(2, "h")}
+    first, second = halves(batch)
+    assert list(first) == [P0] and list(second) == [P1, P2]  # whole partitions while several
+    first, second = halves({P0: batch[P0]})
+    assert [r.offset for r in first[P0]] == [0, 1] and [r.offset for r in second[P0]] == [2, 3, 4]
+    # halving down to single records visits every record once, in offset order
+    pending, singles = [batch], []
+    while pending:
+        part = pending.pop()
+        if count(part) == 1:
+            singles += [(tp.partition, r.offset) for tp, rs in part.items() for r in rs]
+            continue
+        a, b = halves(part)
+        pending += [b, a]
+    assert singles == [(0, i) for i in range(5)] + [(1, 0), (1, 1), (2, 0)]
+
+
+def test_positions_chain_from_prepared_and_progress_follows_committed() -> None:
+    partitions = Partitions()
+    partitions.adopt({P0: None, P1: 7})
+    fences = partitions.fences({P0: 5, P1: 9})
+    assert fences == {("s", 0): (None, 5), ("s", 1): (7, 9)}
+    partitions.prepared_to(fences)
+    assert partitions.fences({P1: 12}) == {("s", 1): (9, 12)}  # chains on before the commit
+    assert partitions.committed == {P0: None, P1: 7}  # nothing is stored yet
+    generation = partitions.generation
+    partitions.committed_to(fences, generation)
+    assert partitions.committed == {P0: 5, P1: 9}
+    assert partitions.hold() == {("s", 0): (5, 5), ("s", 1): (9, 9)}
+    partitions.forget([P0])
+    partitions.committed_to({("s", 1): (9, 20)}, generation)  # voided by the rebalance
+    assert partitions.committed == {P1: 9}

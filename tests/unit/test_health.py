@@ -14,16 +14,16 @@ def test_a_consumer_that_polls_without_moving_while_records_wait_is_stalled(
     clock = [1000.0]
     monkeypatch.setattr(ops.time, "monotonic", lambda: clock[0])
     health = Health(stall_after=60)
-    health.observe(position=100, backlog=50)
+    health.observe({"s/0": (100, 50)})
     clock[0] += 30
-    health.observe(position=150, backlog=20)  # moved: progress
+    health.observe({"s/0": (150, 20)})  # moved: progress
     clock[0] += 59
-    health.observe(position=150, backlog=20)  # polled, did not move, records wait
+    health.observe({"s/0": (150, 20)})  # polled, did not move, records wait
     assert health.alive and health.stalled_for == 59
     clock[0] += 2
-    health.observe(position=150, backlog=20)
+    health.observe({"s/0": (150, 20)})
     assert not health.alive and health.stalled_for == 61
-    health.observe(position=151, backlog=19)
+    health.observe({"s/0": (151, 19)})
     assert health.alive and health.stalled_for == 0
 
 
@@ -33,7 +33,7 @@ def test_an_idle_consumer_with_nothing_to_read_is_alive(monkeypatch: pytest.Monk
     health = Health(stall_after=60)
     for _ in range(10):
         clock[0] += 30
-        health.observe(position=7, backlog=0)
+        health.observe({"s/0": (7, 0)})
     assert health.alive
     clock[0] += 61  # a loop that stops observing at all (stuck) stalls too
     assert not health.alive
@@ -47,10 +47,32 @@ def test_idle_without_hearing_from_the_broker_is_a_stall(monkeypatch: pytest.Mon
     last_fetch = 1_000_000.0
     for _ in range(4):  # nothing waits as far as it knows, but fetches stopped coming back
         clock[0] += 20
-        health.observe(position=7, backlog=0, fetched_at=last_fetch)
+        health.observe({"s/0": (7, 0)}, fetched_at=last_fetch)
     assert not health.alive and health.stalled_for == 60  # idle counted only while heard (30 s)
-    health.observe(position=7, backlog=0, fetched_at=1_000_000 + clock[0])
+    health.observe({"s/0": (7, 0)}, fetched_at=1_000_000 + clock[0])
     assert health.alive
+
+
+def test_one_blocked_partition_stalls_the_worker_while_the_others_flow(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from prometheus_client import CollectorRegistry
+
+    clock = [0.0]
+    monkeypatch.setattr(ops.time, "monotonic", lambda: clock[0])
+    health = Health(stall_after=60)
+    registry = CollectorRegistry()
+    health.register(registry, "w")
+    for step in range(1, 8):
+        clock[0] += 10
+        health.observe({"s/0": (100 * step, 5), "s/1": (40, 5), "s/2": (9, 0)})
+    assert health.stalled() == {"s/0": 0.0, "s/1": 60.0, "s/2": 0.0}
+    assert not health.alive and health.stalled_for == 60
+    stalled = registry.get_sample_value("w_partition_seconds_since_progress", {"partition": "s/1"})
+    assert stalled == 60
+    assert registry.get_sample_value("w_seconds_since_progress") == 60
+    health.observe({"s/0": (800, 5), "s/2": (9, 0)})  # s/1 revoked: no longer this worker's
+    assert health.alive and set(health.stalled()) == {"s/0", "s/2"}
 
 
 def test_observe_many_counts_what_observe_counts() -> None:

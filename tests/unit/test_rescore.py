@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import yaml
 
 from services.scorer.rescore import AccountEntry, rescore
@@ -27,6 +29,7 @@ def score(entry: AccountEntry, at: float, models: dict[str, Model]):  # type: ig
         signal_ids=["s1"],
         history_min_delta=5.0,
         changes_topic="changes",
+        recorded_at=datetime.fromtimestamp(at, UTC),
     )[0]
 
 

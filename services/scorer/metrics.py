@@ -1,0 +1,120 @@
+"""The scorer's Prometheus metrics, one object per process (tests pass their own registry)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+FRESHNESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600, 86400)
+
+
+class ScorerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.applied = Counter(
+            "healthscore_scorer_signals_applied_total",
+            "Signals folded into account state",
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "healthscore_scorer_duplicates_dropped_total",
+            "Signals dropped as duplicates (same signal id)",
+            registry=registry,
+        )
+        self.dead_lettered = Counter(
+            "healthscore_scorer_dead_lettered_total",
+            "Signals the scorer dead-lettered, by reason (invalid_signal: undecodable; "
+            "refused_by_database, scoring_failed: isolated from a failing batch)",
+            ["reason"],
+            registry=registry,
+        )
+        self.isolations = Counter(
+            "healthscore_scorer_isolations_total",
+            "Batches split to isolate the records a non-retriable error came from",
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "healthscore_scorer_batch_signals",
+            "Signals per batch",
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000),
+            registry=registry,
+        )
+        self.transaction = Histogram(
+            "healthscore_scorer_transaction_duration_seconds",
+            "Duration of one batch's PostgreSQL transaction",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.freshness = Histogram(
+            "healthscore_scorer_freshness_seconds",
+            "Commit time minus event time of applied signals",
+            buckets=FRESHNESS_BUCKETS,
+            registry=registry,
+        )
+        self.accounts = Gauge(
+            "healthscore_scorer_accounts",
+            "Accounts per band",
+            ["objective", "model_role", "band"],
+            registry=registry,
+        )
+        self.outbox_backlog = Gauge(
+            "healthscore_scorer_outbox_backlog_events",
+            "Change events not yet published",
+            registry=registry,
+        )
+        self.published = Counter(
+            "healthscore_scorer_change_events_published_total",
+            "Change events published to the changes topic",
+            registry=registry,
+        )
+        self.history = Counter(
+            "healthscore_scorer_history_rows_total",
+            "History rows written, by cause",
+            ["cause"],
+            registry=registry,
+        )
+        self.sweeps = Counter(
+            "healthscore_scorer_sweep_runs_total", "Sweep runs", registry=registry
+        )
+        self.swept = Counter(
+            "healthscore_scorer_sweep_rescored_total",
+            "Accounts re-scored by the sweep",
+            registry=registry,
+        )
+        self.rebalances = Counter(
+            "healthscore_scorer_rebalances_total",
+            "Rebalances: partition assignments received from the group",
+            registry=registry,
+        )
+        self.fenced = Counter(
+            "healthscore_scorer_fenced_batches_total",
+            "Batches rolled back because another scorer owns the partition",
+            registry=registry,
+        )
+        self.retries = Counter(
+            "healthscore_scorer_retries_total",
+            "Batches rolled back and read again after a retriable error",
+            registry=registry,
+        )
+        self.model = Gauge(
+            "healthscore_scorer_model_info",
+            "The model version serving each role (value 1)",
+            ["model_role", "version"],
+            registry=registry,
+        )
+        self.model_reloads = Counter(
+            "healthscore_scorer_model_reloads_total",
+            "Model reloads (SIGHUP), by result",
+            ["result"],
+            registry=registry,
+        )
+        self.model_rescheduled = Counter(
+            "healthscore_scorer_model_change_accounts_total",
+            "Accounts scheduled for re-scoring because their scores came from another model",
+            registry=registry,
+        )
+        self.lag = Gauge(
+            "healthscore_scorer_consumer_lag_records",
+            "Signals behind the partition high-water mark, from the committed position",
+            ["partition"],
+            registry=registry,
+        )

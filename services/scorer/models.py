@@ -1,0 +1,66 @@
+"""The models the scorer serves (active, and shadow when configured), and switching them.
+
+A switch (SIGHUP) re-reads the model files without stopping consumption: an invalid file
+changes nothing; a valid one takes effect for the next batch, and every account whose scores
+came from another version is made due for the sweep, which re-scores it from stored state.
+"""
+
+from __future__ import annotations
+
+import structlog
+
+from services.scorer.metrics import ScorerMetrics
+from shared.config import ScorerSettings
+from shared.errors import ConfigurationError
+from shared.scoring.model import Model, load_model
+from shared.scoring.state import KindIndex, kind_index
+
+log = structlog.get_logger(__name__)
+
+
+class ModelSet:
+    def __init__(
+        self, cfg: ScorerSettings, metrics: ScorerMetrics, models: dict[str, Model] | None = None
+    ) -> None:
+        self.cfg = cfg
+        self.metrics = metrics
+        self.models: dict[str, Model] = {}
+        self.kinds: KindIndex = {}
+        self._use(models or self._configured())
+
+    def _configured(self) -> dict[str, Model]:
+        models = {"active": load_model(self.cfg.model_path)}
+        if self.cfg.shadow_model_path is not None:
+            models["shadow"] = load_model(self.cfg.shadow_model_path)
+        return models
+
+    def _use(self, models: dict[str, Model]) -> None:
+        kinds = kind_index(list(models.values()))  # raises if the models' aggregates clash
+        for role, model in self.models.items():
+            self.metrics.model.remove(role, model.version)
+        self.models, self.kinds = models, kinds
+        for role, model in models.items():
+            self.metrics.model.labels(role, model.version).set(1)
+
+    def versions(self) -> dict[str, str]:
+        return {role: model.version for role, model in self.models.items()}
+
+    def expected(self) -> list[tuple[str, str, str]]:
+        """(role, objective, version) of every score row an account should have."""
+        return [
+            (role, objective, model.version)
+            for role, model in self.models.items()
+            for objective in model.objectives
+        ]
+
+    def reload(self) -> bool:
+        """Switch to the configured files; False (and nothing changed) if one is invalid."""
+        try:
+            self._use(self._configured())
+        except ConfigurationError as exc:
+            self.metrics.model_reloads.labels("invalid").inc()
+            log.error("scorer.model_reload_failed", error=str(exc))
+            return False
+        self.metrics.model_reloads.labels("ok").inc()
+        log.info("scorer.models_loaded", models=self.versions())
+        return True

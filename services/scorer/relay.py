@@ -1,0 +1,81 @@
+"""The outbox relay: change events from PostgreSQL to the changes topic (at-least-once).
+
+Rows are claimed with FOR UPDATE SKIP LOCKED, published, and marked sent in the same
+transaction, so two scorers never publish one row at once, and a crash before the mark means
+the row is published again with the same CloudEvent id (consumers de-duplicate by it). Every
+few seconds it also refreshes the outbox and band gauges and prunes rows sent long ago.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import structlog
+from aiokafka import AIOKafkaProducer
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.scorer import store
+from services.scorer.metrics import ScorerMetrics
+
+log = structlog.get_logger(__name__)
+
+STATS_EVERY_SECONDS = 10
+KEEP_SENT = timedelta(days=7)
+
+
+class Relay:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        metrics: ScorerMetrics,
+        clock: Callable[[], datetime],
+        interval: float,
+    ) -> None:
+        self.engine = engine
+        self.metrics = metrics
+        self.clock = clock
+        self.interval = interval
+
+    async def run(self, producer: AIOKafkaProducer, stop: asyncio.Event) -> None:
+        last_stats = 0.0
+        while not stop.is_set():
+            try:
+                sent = await self.relay_once(producer)
+                if time.monotonic() - last_stats > STATS_EVERY_SECONDS:
+                    last_stats = time.monotonic()
+                    await self.refresh_stats()
+                if not sent:
+                    await asyncio.sleep(self.interval)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the rows stay unsent: published on the next turn
+                log.warning("scorer.relay_retry", error=repr(exc)[:300])
+                await asyncio.sleep(1.0)
+
+    async def relay_once(self, producer: AIOKafkaProducer, limit: int = 500) -> int:
+        async with self.engine.begin() as conn:
+            rows = await store.claim_outbox(conn, limit)
+            if not rows:
+                return 0
+            futures = [
+                await producer.send(
+                    row.topic,
+                    value=row.payload,
+                    key=row.key.encode(),
+                    headers=[("content-type", row.content_type.encode())],
+                )
+                for row in rows
+            ]
+            await asyncio.gather(*futures)
+            await store.mark_sent(conn, [row.id for row in rows], self.clock())
+        self.metrics.published.inc(len(rows))
+        return len(rows)
+
+    async def refresh_stats(self) -> None:
+        self.metrics.outbox_backlog.set(await store.outbox_backlog(self.engine))
+        for objective, role, band, count in await store.band_counts(self.engine):
+            self.metrics.accounts.labels(objective, role, band).set(count)
+        await store.prune_outbox(self.engine, self.clock() - KEEP_SENT)

@@ -1,0 +1,288 @@
+"""The batch writer: polled signals -> rows -> ONE PostgreSQL transaction, and poison isolation.
+
+`prepare` folds a batch's signals into the cached account state and builds every row to write
+(state, scores, history, outbox) and the batch's fences; `commit` writes them in one statement
+(`store.write_batch`). `sweep` does the same for accounts whose scores move with time alone.
+
+When a batch fails for a reason that is not retriable (`shared.errors.classify`), `isolate` finds
+the records it came from by halving: each half is prepared afresh from stored state and committed
+on its own; a single record that still fails is dead-lettered with the reason and the database's
+message, and its offset committed. The partition moves on, and every other signal of the batch
+is applied exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaProducer, TopicPartition
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.scorer import store
+from services.scorer.batching import Records, count, halves
+from services.scorer.cache import StateCache
+from services.scorer.metrics import ScorerMetrics
+from services.scorer.models import ModelSet
+from services.scorer.partitions import Partitions
+from services.scorer.rescore import AccountEntry, account_row, rescore
+from services.scorer.store import Batch
+from shared.config import Settings
+from shared.errors import HealthScoreError, RecordRefused, classify
+from shared.events import decode_signal
+from shared.kafka import dead_letter_headers
+from shared.ops import observe_many
+from shared.scoring.state import DedupPolicy, Fact
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Prepared:
+    """A batch ready to commit, the records it was made from, and what to count once it is
+    committed."""
+
+    records: Records
+    batch: Batch
+    generation: int
+    applied: int = 0
+    duplicates: int = 0
+    event_times: list[float] = field(default_factory=list)
+
+
+class BatchWriter:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: AsyncEngine,
+        models: ModelSet,
+        cache: StateCache,
+        partitions: Partitions,
+        metrics: ScorerMetrics,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.settings = settings
+        self.cfg = settings.scorer
+        self.engine = engine
+        self.models = models
+        self.cache = cache
+        self.partitions = partitions
+        self.metrics = metrics
+        self.clock = clock
+        self.dedup = DedupPolicy(
+            self.cfg.dedup_horizon_hours * 3600, self.cfg.dedup_max_ids_per_account
+        )
+
+    # --- a batch ------------------------------------------------------------------------
+
+    async def prepare(self, records: Records, producer: AIOKafkaProducer) -> Prepared:
+        """Fold a polled batch into the cached account state and build the rows to write. The
+        batch's fences chain on from the batch before it, which may still be committing. An
+        error of the scoring core on an account's signals is that record's, not the batch's:
+        it is raised as RecordRefused, for `isolate` to find."""
+        now = self.clock()
+        generation = self.partitions.generation
+        facts: dict[str, list[Fact]] = defaultdict(list)
+        partition_of: dict[str, int] = {}
+        invalid: list[Any] = []
+        ends: dict[TopicPartition, int] = {}
+        for tp, messages in records.items():
+            if tp not in self.partitions or not messages:
+                continue  # revoked while we were polling
+            ends[tp] = messages[-1].offset + 1
+            for message in messages:
+                try:
+                    signal = decode_signal(message.value)
+                except (ValidationError, ValueError, TypeError):
+                    invalid.append(message)
+                    continue
+                facts[signal.account_id].append(Fact.from_signal(signal))
+                partition_of[signal.account_id] = tp.partition
+        prepared = Prepared(records, Batch(fences=self.partitions.fences(ends)), generation)
+        if invalid:
+            await self.dead_letter(producer, invalid, "invalid_signal", "not a valid signal")
+        entries = await self.cache.get(partition_of, self.partitions)
+        self.partitions.still(generation)
+        kinds = self.models.kinds
+        for i, (account_id, account_facts) in enumerate(facts.items()):
+            if i % 50 == 49:
+                await asyncio.sleep(0)  # lets the commit of the batch before make progress
+            entry = entries[account_id]
+            try:
+                fresh = [f for f in account_facts if entry.state.apply(kinds, f, self.dedup)]
+                prepared.duplicates += len(account_facts) - len(fresh)
+                if not fresh:
+                    continue
+                prepared.applied += len(fresh)
+                prepared.event_times += [f.t for f in fresh]
+                cause = (
+                    "override" if any(f.kind.startswith("override_") for f in fresh) else "signals"
+                )
+                signal_ids = [f.signal_id for f in fresh]
+                self._rescore_into(prepared.batch, account_id, entry, now, cause, signal_ids)
+            except HealthScoreError:
+                raise
+            except Exception as exc:  # a bug the record brings out: isolate it, move on
+                raise RecordRefused("scoring_failed", f"{type(exc).__name__}: {exc}") from exc
+        self.partitions.still(generation)
+        self.partitions.prepared_to(prepared.batch.fences)
+        return prepared
+
+    async def commit(self, prepared: Prepared) -> None:
+        """Write a prepared batch in one transaction; a rebalance since it was prepared voids it
+        (its records are read again from the stored offsets)."""
+        self.partitions.still(prepared.generation)
+        started = time.perf_counter()
+        await store.write_batch(self.engine, self.cfg.group_id, prepared.batch, self.clock())
+        self.metrics.transaction.observe(time.perf_counter() - started)
+        self.partitions.committed_to(prepared.batch.fences, prepared.generation)
+        self.observe(prepared)
+
+    def observe(self, prepared: Prepared) -> None:
+        """Count a committed batch."""
+        self.metrics.applied.inc(prepared.applied)
+        self.metrics.duplicates.inc(prepared.duplicates)
+        self.metrics.batch_size.observe(prepared.applied + prepared.duplicates)
+        committed = self.clock().timestamp()
+        times = prepared.event_times
+        observe_many(self.metrics.freshness, [max(committed - t, 0.0) for t in times])
+        self._record_history(prepared.batch)
+
+    # --- isolating what a batch cannot take -----------------------------------------------
+
+    async def isolate(self, records: Records, producer: AIOKafkaProducer) -> None:
+        """Apply `records`, a batch that failed for a non-retriable reason, halving it until
+        every part commits or is a single record, which is dead-lettered. The stored offsets
+        must be where `records` start (the caller rewinds first). A retriable error is raised:
+        the caller backs off and reads the batch again."""
+        self.metrics.isolations.inc()
+        log.warning("scorer.isolating", records=count(records))
+        pending = [records]
+        while pending:
+            part = pending.pop()
+            self.cache.clear()  # prepared afresh from what is stored
+            try:
+                await self.commit(await self.prepare(part, producer))
+                continue
+            except Exception as exc:
+                failure = classify(exc)
+                if failure.retriable:
+                    raise
+            self.partitions.prepared.update(self.partitions.committed)
+            if count(part) > 1:
+                first, second = halves(part)
+                pending += [second, first]  # first is popped first: offsets stay in order
+                continue
+            if not isinstance(failure, RecordRefused):
+                raise failure  # a defect no record is to blame for
+            ((tp, (record,)),) = [(tp, rs) for tp, rs in part.items() if rs]
+            if tp not in self.partitions:
+                continue  # revoked meanwhile: its new owner isolates it
+            await self.dead_letter(producer, [record], failure.reason, failure.detail)
+            fences = self.partitions.fences({tp: record.offset + 1})
+            generation = self.partitions.generation
+            await store.write_batch(self.engine, self.cfg.group_id, Batch(fences), self.clock())
+            self.partitions.committed_to(fences, generation)
+            self.partitions.prepared_to(fences)
+        self.cache.clear()
+
+    async def dead_letter(
+        self, producer: AIOKafkaProducer, records: list[Any], reason: str, detail: str
+    ) -> None:
+        now = self.clock()
+        topic = self.settings.kafka.topics.dlq
+        futures = [
+            await producer.send(
+                topic,
+                value=r.value,
+                key=r.key,
+                headers=dead_letter_headers(r, reason, detail, now),
+            )
+            for r in records
+        ]
+        await asyncio.gather(*futures)
+        self.metrics.dead_lettered.labels(reason).inc(len(records))
+        for r in records:
+            log.error(
+                "scorer.dead_lettered",
+                reason=reason,
+                detail=detail[:300],
+                partition=r.partition,
+                offset=r.offset,
+                key=r.key.decode("utf-8", "replace")[:128] if r.key else None,
+            )
+
+    # --- time alone -----------------------------------------------------------------------
+
+    async def sweep(self) -> int:
+        """Re-score accounts whose scores are due to move with time alone; between batches
+        (nothing in flight). Returns how many; `sweep_batch_size` of them means more are due."""
+        now = self.clock()
+        generation = self.partitions.generation
+        fences = self.partitions.hold()
+        partitions = sorted({p for _, p in fences})
+        due = await store.due_for_review(self.engine, partitions, now, self.cfg.sweep_batch_size)
+        self.partitions.still(generation)
+        self.metrics.sweeps.inc()
+        if not due:
+            return 0
+        entries = await self.cache.get(dict(due), self.partitions)
+        batch = Batch(fences=fences)
+        for account_id, _ in due:
+            self._rescore_into(batch, account_id, entries[account_id], now, "time", [])
+        await store.write_batch(self.engine, self.cfg.group_id, batch, now)
+        self.metrics.swept.inc(len(due))
+        self._record_history(batch)
+        return len(due)
+
+    # --- rows -----------------------------------------------------------------------------
+
+    def _rescore_into(
+        self,
+        batch: Batch,
+        account_id: str,
+        entry: AccountEntry,
+        now: datetime,
+        cause: str,
+        signal_ids: list[str],
+    ) -> None:
+        rows, evaluation = rescore(
+            models=self.models.models,
+            account_id=account_id,
+            entry=entry,
+            at=now.timestamp(),
+            recorded_at=now,
+            cause=cause,
+            signal_ids=signal_ids,
+            history_min_delta=self.cfg.history_min_delta,
+            changes_topic=self.settings.kafka.topics.changes,
+        )
+        batch.accounts.append(
+            account_row(account_id, entry, now, evaluation.next_review_at, evaluation)
+        )
+        batch.scores += rows.scores
+        batch.history += rows.history
+        batch.outbox += rows.outbox
+
+    def _record_history(self, batch: Batch) -> None:
+        for row in batch.history:
+            self.metrics.history.labels(row["cause"]).inc()
+            if row["old_band"] is not None and row["old_band"] != row["new_band"]:
+                log.info(
+                    "scorer.band_changed",
+                    account_id=row["account_id"],
+                    objective=row["objective"],
+                    model_role=row["model_role"],
+                    old_band=row["old_band"],
+                    new_band=row["new_band"],
+                    score=row["new_score"],
+                    cause=row["cause"],
+                    signal_ids=row["signal_ids"][:5],
+                )
