@@ -189,10 +189,13 @@ def _positions(offsets: list[str]) -> set[tuple[int, int]] | None:
         raise typer.BadParameter("--offset takes PARTITION:OFFSET of the DLQ topic") from exc
 
 
+FROM_TOPIC = "only from this topic (a raw topic, or the signals topic)"
+
+
 @dlq_app.command("list")
 def dlq_list(
     reason: Annotated[str | None, typer.Option(help="only this reason")] = None,
-    source_topic: Annotated[str | None, typer.Option(help="only from this raw topic")] = None,
+    source_topic: Annotated[str | None, typer.Option(help=FROM_TOPIC)] = None,
     limit: Annotated[int, typer.Option(help="at most this many (newest last)")] = 100,
 ) -> None:
     """Print dead letters as JSON lines: reason, detail, origin, preview."""
@@ -212,13 +215,13 @@ def dlq_list(
 @dlq_app.command("replay")
 def dlq_replay(
     reason: Annotated[str | None, typer.Option(help="only this reason")] = None,
-    source_topic: Annotated[str | None, typer.Option(help="only from this raw topic")] = None,
+    source_topic: Annotated[str | None, typer.Option(help=FROM_TOPIC)] = None,
     offset: Annotated[
         list[str] | None, typer.Option(help="DLQ PARTITION:OFFSET (repeatable)")
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", help="really send (else: dry run)")] = False,
 ) -> None:
-    """Re-produce matching dead letters, unchanged, to the raw topic they came from."""
+    """Re-produce matching dead letters, unchanged, to the topic they came from."""
     from services.ingest.dlq import dead_letters, replay
 
     settings = _settings("dlq")

@@ -116,6 +116,11 @@ class Health:
             registry=registry,
         ).set_function(lambda: round(self.stalled_for, 3))
         registry.register(_PartitionProgress(self, f"{prefix}_partition_seconds_since_progress"))
+        Gauge(
+            f"{prefix}_stall_after_seconds",
+            "Seconds without progress after which /healthz answers 503 (the stall alert's bar)",
+            registry=registry,
+        ).set(self.stall_after)
 
     def stalled(self) -> dict[str, float]:
         """Seconds since each owned partition last progressed."""

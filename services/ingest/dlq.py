@@ -3,8 +3,9 @@
 `list` reads account-health.dlq from the beginning (no consumer group, nothing committed) and
 describes each record: reason, detail, field path, where it came from and a preview of its
 bytes. `replay` re-produces the selected records, byte for byte with their original key, to
-the raw topic they came from, so that ingest validates them again after a fix (a schema
-upgrade, a corrected limit). Replayed records carry a `replayed_from` header.
+the topic they came from, so that ingest (or, for what the scorer dead-lettered, the scorer)
+takes them again after a fix (a schema upgrade, a corrected limit). Replayed records carry a
+`replayed_from` header.
 """
 
 from __future__ import annotations
@@ -78,11 +79,12 @@ async def dead_letters(
 
 
 async def replay(settings: KafkaSettings, letters: list[DeadLetter]) -> int:
-    """Re-produce each dead letter to its source topic; returns how many were sent."""
-    raw_topics = set(settings.topics.raw)
-    unknown = {d.source_topic for d in letters} - raw_topics
+    """Re-produce each dead letter to its source topic (a raw topic, or the signals topic for
+    what the scorer dead-lettered); returns how many were sent."""
+    inputs = {*settings.topics.raw, settings.topics.signals}
+    unknown = {d.source_topic for d in letters} - inputs
     if unknown:
-        raise ValueError(f"not raw topics of this deployment: {sorted(unknown)}")
+        raise ValueError(f"not input topics of this deployment: {sorted(unknown)}")
     producer = make_producer(settings)
     await producer.start()
     try:

@@ -166,6 +166,10 @@ def validate(
         first = exc.errors(include_url=False)[0]
         return Rejection("schema_violation", first["msg"][:200], _path(first["loc"]))
 
+    for name, value in parsed:  # PostgreSQL text cannot hold NUL: refused here, with its field
+        if isinstance(value, str) and "\x00" in value:
+            return Rejection("schema_violation", "NUL characters are not allowed in text", name)
+
     if parsed.occurred_at > now + limits.max_future_skew:
         return Rejection(
             "occurred_at_in_future",

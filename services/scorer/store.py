@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy import LargeBinary, delete, func, select, text, tuple_, update
+from sqlalchemy import LargeBinary, String, delete, func, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSON
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -259,7 +259,13 @@ def _write_sql() -> str:
 
 
 def _cast(column: Any, value: str, dialect: Any) -> str:
-    type_ = column.type.compile(dialect=dialect)
+    """The value cast to its column's type, without a length: an explicit cast to VARCHAR(n)
+    silently truncates, where storing into the column refuses a value too long (SQLSTATE
+    22001), as it must: a truncated account id would be another account's."""
+    column_type = column.type
+    if isinstance(column_type, String) and column_type.length is not None:
+        column_type = String()
+    type_ = column_type.compile(dialect=dialect)
     if _is_json(column):  # a JSON null is SQL NULL
         return f"(CASE WHEN json_typeof({value}) = 'null' THEN NULL ELSE {value} END)::{type_}"
     if isinstance(column.type, LargeBinary):  # sent as hex

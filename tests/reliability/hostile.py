@@ -83,7 +83,23 @@ def _variants() -> list[Variant]:
         field("amount", "-10.00"),
         field("currency", "DOLLARS"),
         field("text", "x" * 25_000),
+        _nul_in_a_text_field,
     ]
+
+
+# Every event type's free-text and attribute fields (those a valid event of the type carries
+# as strings), besides the envelope's identifiers that the variants above cover.
+_NOT_TEXT = frozenset({"type", "occurred_at", "schema_version"})
+
+
+def _nul_in_a_text_field(rng: random.Random, event: dict[str, Any]) -> bytes:
+    """A NUL character inside one of the event's string fields, chosen at random: PostgreSQL
+    cannot hold it in text, so ingest must refuse it."""
+    names = sorted(k for k, v in event.items() if isinstance(v, str) and k not in _NOT_TEXT)
+    name = rng.choice(names)
+    value = event[name]
+    cut = rng.randrange(len(value) + 1)
+    return _dumps({**event, name: value[:cut] + "\u0000" + value[cut:]})
 
 
 def _nasty_but_valid(rng: random.Random, event: dict[str, Any]) -> bytes:

@@ -123,3 +123,24 @@ def test_a_validator_that_raises_dead_letters_the_record_instead_of_stopping_ing
     assert counted == "dlq:validator_error"
     assert dict(headers)["reason"] == b"validator_error"
     assert dict(headers)["source_offset"] == b"41"
+
+
+def _string_fields() -> list[tuple[str, str]]:
+    return [
+        (kind, name)
+        for kind, event in sorted(valid_events(NOW).items())
+        for name, value in event.items()
+        if isinstance(value, str) and name not in {"type", "occurred_at"}
+    ]
+
+
+@pytest.mark.parametrize(("kind", "name"), _string_fields())
+def test_a_nul_character_in_any_text_or_attribute_field_is_refused_with_its_path(
+    kind: str, name: str
+) -> None:
+    """PostgreSQL text cannot hold NUL: a record carrying one would be refused downstream."""
+    event = valid_events(NOW)[kind]
+    event[name] = event[name][:1] + "\x00" + event[name][1:]
+    outcome = validate(orjson.dumps(event), source=EVENT_TYPE_SOURCE[kind], now=NOW)
+    assert isinstance(outcome, Rejection)
+    assert outcome.reason == "schema_violation" and outcome.path == name

@@ -1,0 +1,163 @@
+"""The scorer meeting records the database refuses, and a partition whose writes hang."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import asyncpg
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.scorer.consume import Scorer
+from shared.config import Settings
+from shared.events import Signal
+from shared.ops import Health, ops_app
+from tests.integration.scorer_support import (
+    consumed,
+    mismatches,
+    produce_signals,
+    simulated_signals,
+    wait_consumed,
+)
+from tests.kafka_io import header, read_topic
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@contextlib.asynccontextmanager
+async def running(scorer: Scorer) -> AsyncIterator[Scorer]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(scorer.run(stop))
+    try:
+        yield scorer
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+def poison(template: Signal, n: int) -> list[Signal]:
+    """Signals the scorer decodes but PostgreSQL refuses to store, one of each kind: NUL in each
+    attribute that lands in a text column (as the account's newest profile, so that it is the
+    current value), NUL in an id that lands in JSONB history (an account's first signal is
+    always history), values longer than their columns."""
+    newest = template.occurred_at + timedelta(days=30)
+
+    def like(suffix: str, **changes: object) -> Signal:
+        return template.model_copy(update={"signal_id": f"poison-{n}-{suffix}", **changes})
+
+    def profile(suffix: str, **data: str) -> Signal:
+        update = {"kind": "account_profile_updated", "source": "billing", "data": data}
+        return like(suffix, occurred_at=newest + timedelta(seconds=n), **update)
+
+    return [
+        profile("name", name="Acme\x00Corp"),
+        profile("industry", industry="soft\x00ware"),
+        profile("region", region="emea\x00"),
+        profile("tier", tier="x" * 40),
+        profile("stage", lifecycle_stage="\x00"),
+        like("id\x00nul", account_id=f"poison-new-{n}"),
+        like("long-account", account_id="a" * 200),
+        like("nul-account", account_id="acc\x00nul"),
+    ]
+
+
+async def test_poison_signals_are_dead_lettered_and_the_partitions_move_on(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    """Poison in the middle of a stream: every offset is committed (no partition stalls), each
+    poison signal is on the dead-letter topic with the database's reason, and every other
+    signal is applied exactly once (the state equals the offline reference without them)."""
+    good = simulated_signals(40, 20, seed=21, duplicate_share=0.02)
+    rng = random.Random(5)
+    stream = list(good)
+    bad: list[Signal] = []
+    for n in range(3):  # three rounds of every kind, at random places in the middle
+        for signal in poison(rng.choice(good), n):
+            stream.insert(rng.randrange(len(stream) // 4, 3 * len(stream) // 4), signal)
+            bad.append(signal)
+    total = await produce_signals(settings, stream)
+    scorer = Scorer(settings, engine, registry=CollectorRegistry())
+    async with running(scorer):
+        await wait_consumed(engine, settings, total)
+        dead = await read_topic(settings, settings.kafka.topics.dlq, expect=len(bad))
+    assert sorted(d.value for d in dead) == sorted(s.model_dump_json().encode() for s in bad)
+    for record in dead:
+        assert header(record, "reason") == "refused_by_database"
+        assert (header(record, "detail") or "").startswith("SQLSTATE 22")
+        assert header(record, "source_topic") == settings.kafka.topics.signals
+        assert header(record, "source_offset") is not None
+    refused = scorer.metrics.dead_lettered.labels("refused_by_database")._value.get()
+    assert refused == len(bad)
+    assert scorer.metrics.isolations._value.get() >= 1
+    assert await mismatches(engine, good) == []
+
+
+async def test_a_partition_whose_writes_hang_shows_in_healthz_and_the_metric(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    """The offsets row of one partition is locked by another session: the scorer's batches
+    wait on it. Within the stall window /healthz answers 503 naming the partition, and the
+    per-partition gauge passes the threshold the alert compares it with; once the lock goes,
+    everything is committed and /healthz is 200 again."""
+    settings = settings.model_copy(
+        update={"scorer": settings.scorer.model_copy(update={"stall_after_seconds": 3})}
+    )
+    registry = CollectorRegistry()
+    health = Health(stall_after=3)
+    health.register(registry, "healthscore_scorer")
+    scorer = Scorer(settings, engine, registry=registry, health=health)
+    signals = simulated_signals(40, 10, seed=22)
+    half = len(signals) // 2
+    db = settings.database
+    async with running(scorer), httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=ops_app(registry, health)), base_url="http://ops"
+    ) as ops:
+        first = await produce_signals(settings, signals[:half])
+        await wait_consumed(engine, settings, first)
+        assert (await ops.get("/healthz")).status_code == 200
+        blocker = await asyncpg.connect(
+            host=db.host,
+            port=db.port,
+            user=db.user,
+            password=db.password.get_secret_value(),
+            database=db.name,
+        )
+        try:
+            tx = blocker.transaction()
+            await tx.start()
+            await blocker.execute(
+                "SELECT 1 FROM consumer_offsets WHERE topic = $1 AND partition = 1 FOR UPDATE",
+                settings.kafka.topics.signals,
+            )
+            total = first + await produce_signals(settings, signals[half:])
+            stuck = f"{settings.kafka.topics.signals}/1"
+            response = await ops.get("/healthz")
+            for _ in range(100):  # the stall window is 3 s; look for up to 10
+                if response.status_code == 503:
+                    break
+                await asyncio.sleep(0.1)
+                response = await ops.get("/healthz")
+            assert response.status_code == 503, response.json()
+            assert stuck in response.json()["stalled_partitions"]
+            gauge = registry.get_sample_value(
+                "healthscore_scorer_partition_seconds_since_progress", {"partition": stuck}
+            )
+            threshold = registry.get_sample_value("healthscore_scorer_stall_after_seconds")
+            assert gauge is not None and threshold == 3 and gauge > threshold  # the alert's expr
+            assert await consumed(engine, settings) < total
+            await tx.rollback()
+        finally:
+            await blocker.close()
+        await wait_consumed(engine, settings, total)
+        for _ in range(50):
+            if (await ops.get("/healthz")).status_code == 200:
+                break
+            await asyncio.sleep(0.1)
+        assert (await ops.get("/healthz")).json()["status"] == "ok"
+    assert await mismatches(engine, signals) == []
