@@ -6,6 +6,7 @@ WORKDIR /src
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 COPY pyproject.toml constraints.txt README.md ./
+COPY healthscore ./healthscore
 COPY shared ./shared
 COPY services ./services
 RUN pip install --no-cache-dir -c constraints.txt .

@@ -27,8 +27,8 @@ from common import infrastructure, report, run
 
 from services.api.auth import hash_token
 from shared.db import create_engine
-from tests.conftest import settings_env
-from tests.integration.scorer_support import score_and_store, simulated_signals
+from tests.support.infra import settings_env
+from tests.support.signals import score_and_store, simulated_signals
 
 ACCOUNTS = 10_000
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,7 +113,7 @@ async def main() -> None:
                 [{"name": "bench", "sha256": hash_token(TOKEN), "scopes": ["read"]}]
             ),
         )
-        command = [sys.executable, "-m", "shared.cli", "api"]
+        command = [sys.executable, "-m", "healthscore", "api"]
         api = serve(command, {**env, "HEALTHSCORE_API__PORT": str(api_port)}, api_port)
         uncached = serve(
             command,

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shared.config import Settings
 from shared.db import migrate
-from tests.conftest import admin_sql, isolated_settings, running_infrastructure
+from tests.support.infra import admin_sql, isolated_settings, running_infrastructure
 
 
 @contextlib.contextmanager

@@ -36,9 +36,9 @@ from shared.config import Settings
 from shared.db import create_engine
 from shared.events import Signal, decode_signal, encode_signal
 from shared.ops import STREAM_YOUNG_GC_THRESHOLD, settle_heap
-from tests.conftest import settings_env
-from tests.integration.scorer_support import consumed, simulated_signals
-from tests.kafka_io import produce
+from tests.support.infra import settings_env
+from tests.support.kafka_io import produce
+from tests.support.signals import consumed, simulated_signals
 
 ROUNDS = 3
 SCORER_TABLES = ("accounts", "scores", "score_history", "outbox", "consumer_offsets")
@@ -220,7 +220,7 @@ async def rss_at(settings: Settings, accounts: int) -> float:
     env = settings_env(rss_settings)
     env.update(os.environ)  # e.g. HEALTHSCORE_SCORER__STATE_CACHE_SIZE to see its effect
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "scorer"], env=env, stderr=subprocess.DEVNULL
+        [sys.executable, "-m", "healthscore", "scorer"], env=env, stderr=subprocess.DEVNULL
     )
     try:
         while await consumed(engine, rss_settings) < total:

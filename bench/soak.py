@@ -23,8 +23,8 @@ import httpx
 from common import infrastructure, report, run
 
 from services.api.auth import hash_token
-from tests.conftest import healthscore_argv
-from tests.reliability.pipeline import Pipeline, Service
+from tests.support.infra import healthscore_argv
+from tests.support.pipeline import Pipeline, Service
 
 MINUTES = float(os.environ.get("SOAK_MINUTES", "30"))
 RATE = float(os.environ.get("SOAK_RATE", "500"))

@@ -23,12 +23,12 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
-from services.ingest.validate import Limits, Rejection, Sentiment, validate
 from shared.config import Settings
-from shared.errors import classify
 from shared.events import Signal, Source, encode_signal, utcnow
+from shared.failures import classify
 from shared.kafka import dead_letter_headers, make_consumer, make_producer
 from shared.ops import Health
+from shared.validate import Limits, Rejection, Sentiment, validate
 
 log = structlog.get_logger(__name__)
 # The dead-letter reason of a record whose validation raised instead of deciding: one poisonous

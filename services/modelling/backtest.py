@@ -25,6 +25,7 @@ import numpy as np
 from services.modelling.metrics import ScoreMetrics, score_metrics
 from services.modelling.replay import History, replay
 from shared.scoring.engine import evaluate
+from shared.scoring.kinds import kinds_of
 from shared.scoring.model import Model
 
 DAY = 86_400.0
@@ -46,7 +47,7 @@ def collect(
 ) -> list[Sample]:
     """One sample per (as-of time, live account) under `model`."""
     samples = []
-    for cut, states in replay(history, model.kinds, as_of):
+    for cut, states in replay(history, kinds_of(model), as_of):
         for account_id, state in states.items():
             churn = churn_at.get(account_id)
             if churn is not None and churn <= cut:
@@ -80,7 +81,7 @@ def lead_times(
     previous: dict[str, dict[str, str]] = defaultdict(dict)  # account -> objective -> band
     since: dict[tuple[str, str], float | None] = {}
     watching = sorted(churn_at.items(), key=lambda item: item[1])
-    for tick, states in replay(history, model.kinds, ticks):
+    for tick, states in replay(history, kinds_of(model), ticks):
         for account_id, churn in watching:
             if not tick < churn <= tick + lookback_days * DAY or account_id not in states:
                 continue

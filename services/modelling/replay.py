@@ -2,7 +2,7 @@
 
 Reads the simulator's files (or any export in the same shape): `events.jsonl`, one raw v1 event
 per line, and `outcomes.csv` (`account_id,churned_at`, more columns ignored). Every line goes
-through `services.ingest.validate` exactly as a raw record on its source topic would, and every
+through `shared.validate` exactly as a raw record on its source topic would, and every
 signal is folded into per-account `AccountState`s with the same `apply` the scorer uses, in event
 time. `replay` then yields the states at each requested cut, so a score computed here is the
 score the live service would have shown at that moment (it has seen every event up to then).
@@ -20,10 +20,11 @@ from pathlib import Path
 
 import orjson
 
-from services.ingest.validate import Limits, Rejection, Sentiment, validate
 from shared.errors import ConfigurationError
 from shared.events import EVENT_TYPE_SOURCE, Source
-from shared.scoring.state import AccountState, DedupPolicy, Fact, KindIndex
+from shared.scoring.kinds import KindIndex
+from shared.scoring.state import AccountState, DedupPolicy, Fact
+from shared.validate import Limits, Rejection, Sentiment, validate
 
 # A backtest replays old events on purpose: event times are judged against the cuts, not the
 # wall clock, so the ingest age and skew limits are opened up.

@@ -39,8 +39,9 @@ from services.scorer.partitions import Partitions
 from services.scorer.relay import Relay
 from services.scorer.writer import BatchWriter, Prepared
 from shared.config import Settings
-from shared.errors import FencedOut, HealthScoreError, classify
+from shared.errors import FencedOut, HealthScoreError
 from shared.events import utcnow
+from shared.failures import classify
 from shared.kafka import make_consumer, make_producer
 from shared.ops import Health, gc_paused
 from shared.scoring.model import Model

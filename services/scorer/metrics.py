@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+# Why the scorer dead-letters a signal (the `reason` header and label).
+DEAD_LETTER_REASONS = ("invalid_signal", "refused_by_database", "scoring_failed")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 FRESHNESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600, 86400)
 
@@ -27,6 +29,8 @@ class ScorerMetrics:
             ["reason"],
             registry=registry,
         )
+        for reason in DEAD_LETTER_REASONS:  # exported at 0 from the start, so rates are 0
+            self.dead_lettered.labels(reason)
         self.isolations = Counter(
             "healthscore_scorer_isolations_total",
             "Batches split to isolate the records a non-retriable error came from",

@@ -12,8 +12,8 @@ import structlog
 from services.scorer.metrics import ScorerMetrics
 from shared.config import ScorerSettings
 from shared.errors import ConfigurationError
+from shared.scoring.kinds import KindIndex, kind_index
 from shared.scoring.model import Model, load_model
-from shared.scoring.state import KindIndex, kind_index
 
 log = structlog.get_logger(__name__)
 

@@ -35,8 +35,9 @@ from services.scorer.partitions import Partitions
 from services.scorer.rescore import AccountEntry, account_row, rescore
 from services.scorer.store import Batch
 from shared.config import Settings
-from shared.errors import HealthScoreError, RecordRefused, classify
+from shared.errors import HealthScoreError, RecordRefused
 from shared.events import decode_signal
+from shared.failures import classify
 from shared.kafka import dead_letter_headers
 from shared.ops import observe_many
 from shared.scoring.state import DedupPolicy, Fact

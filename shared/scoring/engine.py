@@ -214,12 +214,17 @@ class _FactorPlan(NamedTuple):
     share: float  # weight / total weight of the objective, as shown
 
 
+# (model version, objective, segment) -> the objective's plan. A version names the model's
+# content exactly, so the plans of equal models are shared and never go stale.
+_PLANS: dict[tuple[str, str, str | None], list[_FactorPlan]] = {}
+
+
 def _plan(
     model: Model, name: str, objective: Objective, segment: Segment | None
 ) -> list[_FactorPlan]:
     """What one objective needs per evaluation, derived once per (objective, segment)."""
-    key = (name, segment.name if segment else None)
-    cached: list[_FactorPlan] | None = model.plans.get(key)
+    key = (model.version, name, segment.name if segment else None)
+    cached = _PLANS.get(key)
     if cached is not None:
         return cached
     weights = _weights(objective, segment.objectives.get(name) if segment else None, model)
@@ -258,7 +263,7 @@ def _plan(
                 round(weight / total, 6) if total else 0.0,
             )
         )
-    model.plans[key] = plan
+    _PLANS[key] = plan
     return plan
 
 

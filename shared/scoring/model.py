@@ -19,16 +19,13 @@ import math
 from functools import cached_property
 from itertools import pairwise
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shared.errors import ConfigurationError
-
-if TYPE_CHECKING:
-    from shared.scoring.state import KindIndex
 
 Group = Literal["usage", "support", "billing", "sentiment"]
 SOURCES = ("usage", "support", "billing", "api")
@@ -245,18 +242,6 @@ class Model(_Strict):
     def version(self) -> str:
         canonical = orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
         return f"{self.name}@{hashlib.sha256(canonical).hexdigest()[:12]}"
-
-    @cached_property
-    def plans(self) -> dict[Any, Any]:
-        """Memo of what the engine derives once per (objective, segment): see engine.py."""
-        return {}
-
-    @cached_property
-    def kinds(self) -> KindIndex:
-        """signal kind -> the aggregates it feeds."""
-        from shared.scoring.state import kind_index
-
-        return kind_index([self])
 
     def segment_for(self, attributes: dict[str, Any]) -> Segment | None:
         for segment in self.segments:

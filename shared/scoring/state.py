@@ -23,30 +23,14 @@ import math
 import struct
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 import orjson
 
 from shared.scoring import decay
-from shared.scoring.model import Aggregate, Model
+from shared.scoring.kinds import KindIndex, kinds_of
+from shared.scoring.model import Model
 
-
-class Feed(NamedTuple):
-    """What one aggregate takes from one signal kind: its definition flattened for `apply`,
-    which runs for every signal."""
-
-    name: str
-    kind: str  # the aggregate's kind
-    where: tuple[tuple[str, Any], ...]
-    by_kind: bool  # a fixed value per signal kind (`fixed`) instead of a field
-    fixed: float | None
-    field: str | None
-    weight_by: str | None
-    weights: dict[str, float]
-    half_life_days: float
-
-
-KindIndex = dict[str, tuple[Feed, ...]]
 _NEVER = -math.inf
 
 ATTRIBUTES = ("name", "industry", "region", "tier", "lifecycle_stage")
@@ -118,7 +102,7 @@ class AccountState:
     ) -> bool:
         """Fold one signal into the aggregates of `model` (or of a kind index covering several
         models); False, and no change, if it is a duplicate."""
-        kinds = model.kinds if isinstance(model, Model) else model
+        kinds = kinds_of(model) if isinstance(model, Model) else model
         digest = id_digest(fact.signal_id)
         if digest in self.seen:
             return False
@@ -273,34 +257,3 @@ def _keep_latest(table: dict[str, Latest], name: str, entry: Latest) -> None:
     current = table.get(name)
     if current is None or (entry[0], entry[1]) > (current[0], current[1]):
         table[name] = entry
-
-
-def kind_index(models: list[Model]) -> KindIndex:
-    """The aggregates every model needs, by signal kind. Models sharing an aggregate name must
-    define it identically, since they share the state."""
-    from shared.errors import ConfigurationError
-
-    merged: dict[str, Aggregate] = {}
-    for model in models:
-        for name, agg in model.aggregates.items():
-            if merged.setdefault(name, agg) != agg:
-                raise ConfigurationError(
-                    f"aggregate {name!r} differs between models {[m.version for m in models]}"
-                )
-    index: dict[str, list[Feed]] = {}
-    for name, agg in merged.items():
-        for kind in agg.signals:
-            index.setdefault(kind, []).append(
-                Feed(
-                    name,
-                    agg.kind,
-                    tuple(agg.where.items()),
-                    bool(agg.by_kind),
-                    agg.by_kind.get(kind),
-                    agg.field,
-                    agg.weight_by,
-                    agg.weights,
-                    agg.half_life_days or 0.0,
-                )
-            )
-    return {kind: tuple(feeds) for kind, feeds in index.items()}

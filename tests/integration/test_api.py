@@ -17,22 +17,13 @@ from services.api.app import create_app
 from services.api.auth import hash_token
 from shared.config import ApiToken, Settings
 from shared.db import NOTIFY_CHANGED
-from tests.integration.scorer_support import MODEL, score_and_store, simulated_signals
-from tests.reliability.pipeline import wait_for
+from tests.support.pipeline import wait_for
+from tests.support.signals import MODEL, score_and_store, seed, simulated_signals
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 READ, WRITE, BOTH = "reader-token", "writer-token", "admin-token"
 AUTH = {"Authorization": f"Bearer {BOTH}"}
-
-
-async def seed(settings: Settings, engine: AsyncEngine, accounts: int = 40) -> list[str]:
-    """A simulated customer base scored twice, 20 days apart, so there is history to page."""
-    now = datetime.now(UTC)
-    signals = simulated_signals(accounts, 40, seed=5, end=now - timedelta(hours=1))
-    return await score_and_store(
-        engine, signals, [now - timedelta(days=20), now], history_min_delta=0.0
-    )
 
 
 def api_settings(settings: Settings) -> Settings:
@@ -461,9 +452,8 @@ async def test_request_metrics_use_route_templates(api) -> None:  # type: ignore
 async def test_an_override_goes_through_broker_and_scorer_and_comes_back(
     settings: Settings, engine: AsyncEngine
 ) -> None:
-    from tests.integration.scorer_support import produce_signals, wait_consumed
-    from tests.integration.test_scorer import running_scorer
-    from tests.kafka_io import read_topic
+    from tests.support.kafka_io import read_topic
+    from tests.support.signals import produce_signals, running_scorer, wait_consumed
 
     signals = simulated_signals(5, 30, seed=8)
     total = await produce_signals(settings, signals)

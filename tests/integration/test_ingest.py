@@ -10,7 +10,7 @@ import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import orjson
 import pytest
@@ -20,12 +20,12 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from services.ingest.consume import Ingest
-from services.ingest.validate import REASONS
 from shared.config import Settings
 from shared.events import EVENT_TYPE_SOURCE, Signal, decode_signal
-from tests.conftest import healthscore_argv, settings_env
-from tests.kafka_io import header, produce, read_topic
-from tests.samples import valid_events
+from shared.validate import REASONS
+from tests.support.infra import healthscore_argv, settings_env
+from tests.support.kafka_io import header, produce, read_topic
+from tests.support.samples import crafted_rejections, valid_events
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -88,29 +88,6 @@ async def test_every_event_type_becomes_its_signal(settings: Settings) -> None:
         "region": "emea",
         "tier": "enterprise",
         "lifecycle_stage": "mature",
-    }
-
-
-def crafted_rejections(now: datetime) -> dict[str, tuple[str, bytes]]:
-    """One raw record per DLQ reason: (source, bytes)."""
-    good = valid_events(now)["session_started"]
-    return {
-        "too_large": ("usage", orjson.dumps({**good, "padding": "x" * 300_000})),
-        "invalid_utf8": ("usage", b'{"type": "\xff\xfe"}'),
-        "invalid_json": ("usage", b'{"event_id": "e1", '),
-        "not_an_object": ("usage", b"[1, 2, 3]"),
-        "unknown_event_type": ("usage", orjson.dumps({**good, "type": "ticket_opened"})),
-        "unsupported_schema_version": ("usage", orjson.dumps({**good, "schema_version": 7})),
-        "missing_account_id": ("usage", orjson.dumps({**good, "account_id": "  "})),
-        "schema_violation": ("usage", orjson.dumps({**good, "duration_seconds": "long"})),
-        "occurred_at_in_future": (
-            "usage",
-            orjson.dumps({**good, "occurred_at": (now + timedelta(days=2)).isoformat()}),
-        ),
-        "occurred_at_too_old": (
-            "usage",
-            orjson.dumps({**good, "occurred_at": (now - timedelta(days=900)).isoformat()}),
-        ),
     }
 
 

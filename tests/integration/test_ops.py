@@ -14,12 +14,12 @@ import orjson
 import pytest
 import yaml
 
+from healthscore.devstack import free_port
 from shared.config import Settings
-from shared.devstack import free_port
-from tests.conftest import healthscore_argv, run_cli, settings_env
-from tests.integration.scorer_support import produce_signals, simulated_signals
-from tests.kafka_io import header, produce, read_topic
-from tests.samples import valid_events
+from tests.support.infra import healthscore_argv, run_cli, settings_env
+from tests.support.kafka_io import header, produce, read_topic
+from tests.support.samples import valid_events
+from tests.support.signals import produce_signals, simulated_signals
 
 SESSION_LOOP = pytest.mark.asyncio(loop_scope="session")
 ROOT = Path(__file__).resolve().parents[2]
@@ -213,7 +213,7 @@ async def test_migration_0002_moves_freshness_and_keeps_explanations(infra) -> N
 
     from services.api.routes.accounts import HEALTH_SQL
     from shared.db import alembic_config
-    from tests.conftest import admin_sql
+    from tests.support.infra import admin_sql
 
     name = f"migrate_{time.monotonic_ns()}"
     await admin_sql(infra.database, f'CREATE DATABASE "{name}"')

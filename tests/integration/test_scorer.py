@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,48 +13,32 @@ import pytest
 import yaml
 from cloudevents.core.bindings.kafka import KafkaMessage, from_structured
 from cloudevents.core.formats.json import JSONFormat
-from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.scorer import store
-from services.scorer.consume import Scorer
 from shared.config import DEFAULT_MODEL_PATH, Settings
 from shared.db import create_engine, ensure_migrated
 from shared.errors import DatabaseNotMigrated, FencedOut
 from shared.events import Signal
 from shared.scoring.model import Model
-from tests.conftest import healthscore_argv, settings_env
-from tests.integration.scorer_support import (
+from tests.support.infra import healthscore_argv, settings_env
+from tests.support.kafka_io import read_topic
+from tests.support.signals import (
     MODEL,
     consumed,
     mismatches,
     produce_signals,
+    running_scorer,
     simulated_signals,
     wait_consumed,
 )
-from tests.kafka_io import read_topic
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-@contextlib.asynccontextmanager
-async def running_scorer(
-    settings: Settings, engine: AsyncEngine, clock: Callable[[], datetime] | None = None
-) -> AsyncIterator[Scorer]:
-    kwargs = {"clock": clock} if clock else {}
-    scorer = Scorer(settings, engine, registry=CollectorRegistry(), **kwargs)
-    stop = asyncio.Event()
-    task = asyncio.create_task(scorer.run(stop))
-    try:
-        yield scorer
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
-
-
 async def test_refuses_an_unmigrated_database(settings: Settings, infra) -> None:  # type: ignore[no-untyped-def]
-    from tests.conftest import admin_sql
+    from tests.support.infra import admin_sql
 
     await admin_sql(infra.database, f'CREATE DATABASE "{settings.database.name}_empty"')
     empty = create_engine(settings.database, name=f"{settings.database.name}_empty")

@@ -18,14 +18,14 @@ from services.scorer.consume import Scorer
 from shared.config import Settings
 from shared.events import Signal
 from shared.ops import Health, ops_app
-from tests.integration.scorer_support import (
+from tests.support.kafka_io import header, read_topic
+from tests.support.signals import (
     consumed,
     mismatches,
     produce_signals,
     simulated_signals,
     wait_consumed,
 )
-from tests.kafka_io import header, read_topic
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

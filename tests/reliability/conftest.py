@@ -22,8 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.config import Settings
 from shared.db import create_engine
-from tests.conftest import Infra, create_template, fresh_settings, running_infrastructure
-from tests.reliability.pipeline import Outcome
+from tests.support.infra import Infra, create_template, fresh_settings, running_infrastructure
+from tests.support.pipeline import Outcome
 
 
 @dataclass(frozen=True)

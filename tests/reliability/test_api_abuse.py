@@ -27,14 +27,14 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from healthscore.devstack import free_port
 from services.api.auth import hash_token
 from shared.config import Settings
-from shared.devstack import free_port
-from tests.conftest import healthscore_argv, settings_env
-from tests.integration.test_api import seed
 from tests.reliability.conftest import Scale
-from tests.reliability.hostile import INJECTIONS
-from tests.reliability.pipeline import Outcome
+from tests.support.hostile import INJECTIONS
+from tests.support.infra import healthscore_argv, settings_env
+from tests.support.pipeline import Outcome
+from tests.support.signals import seed
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

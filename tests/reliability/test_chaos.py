@@ -18,9 +18,8 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.config import Settings
-from tests.integration.scorer_support import consumed
 from tests.reliability.conftest import Controlled, Scale
-from tests.reliability.pipeline import (
+from tests.support.pipeline import (
     Outcome,
     Pipeline,
     Service,
@@ -29,6 +28,7 @@ from tests.reliability.pipeline import (
     settle_and_check,
     wait_for,
 )
+from tests.support.signals import consumed
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.slow]
 

@@ -9,7 +9,7 @@ import yaml
 from services.scorer.rescore import AccountEntry, rescore
 from shared.config import DEFAULT_MODEL_PATH
 from shared.scoring.model import Model
-from tests.unit.test_scoring import DAY, MODEL, NOW, active_account
+from tests.support.facts import DAY, MODEL, NOW, active_account
 
 
 def shadow_model() -> Model:

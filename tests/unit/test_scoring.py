@@ -4,52 +4,17 @@ from __future__ import annotations
 
 import math
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.ingest.validate import validate
-from shared.config import DEFAULT_MODEL_PATH
-from shared.events import EVENT_TYPE_SOURCE, Signal
 from shared.scoring.engine import band_for, contributions, evaluate, top_movers
-from shared.scoring.model import Band, load_model
+from shared.scoring.model import Band
 from shared.scoring.state import AccountState, DedupPolicy, Fact
-from tests.samples import valid_events
-
-MODEL = load_model(DEFAULT_MODEL_PATH)
-NOW = datetime(2026, 11, 1, tzinfo=UTC)
-DAY = 86_400.0
-TEMPLATES = valid_events(NOW)
-KINDS = sorted(TEMPLATES)
-
-
-def make_fact(
-    kind: str, n: int, age_days: float, variant: int = 0, account_id: str = "acc-1"
-) -> Fact:
-    event = dict(TEMPLATES[kind])
-    event.update(
-        event_id=f"{kind}-{n}",
-        account_id=account_id,
-        occurred_at=(NOW - timedelta(days=age_days)).isoformat(),
-    )
-    if kind == "nps_submitted":
-        event["score"] = variant % 11
-    if kind == "csat_submitted":
-        event["rating"] = 1 + variant % 5
-    if kind == "seats_used_reported":
-        event["seats_in_use"] = variant % 60
-    signal = validate(
-        orjson.dumps(event),
-        source=EVENT_TYPE_SOURCE[kind],
-        now=NOW,
-        sentiment=lambda text: round((len(text) % 7 - 3) / 3, 3),
-    )
-    assert isinstance(signal, Signal), signal
-    return Fact.from_signal(signal)
-
+from tests.support.facts import DAY, KINDS, MODEL, NOW, active_account, fold, make_fact
 
 facts_strategy = st.lists(
     st.builds(
@@ -61,13 +26,6 @@ facts_strategy = st.lists(
     min_size=1,
     max_size=40,
 ).map(lambda items: [make_fact(k, i, age, v) for i, (k, age, v) in enumerate(items)])
-
-
-def fold(facts: list[Fact], state: AccountState | None = None) -> AccountState:
-    state = state or AccountState()
-    for fact in facts:
-        state.apply(MODEL, fact)
-    return state
 
 
 def scores(state: AccountState, at: float) -> dict[str, tuple[float | None, float]]:
@@ -140,20 +98,6 @@ def test_hysteresis_holds_a_band_for_a_score_wobbling_around_its_edge(wobble: li
     assert band_for(73.0, BANDS, "neutral", 3.0) == "healthy"
     assert band_for(10.0, BANDS, "healthy", 3.0) == "at_risk"  # big moves jump bands
     assert band_for(None, BANDS, "healthy", 3.0) == "unknown"
-
-
-def active_account(days: int = 60) -> AccountState:
-    facts = []
-    n = 0
-    for day in range(days):
-        for _ in range(4):
-            n += 1
-            facts.append(make_fact("session_started", n, day + 0.1))
-            facts.append(make_fact("feature_used", n, day + 0.2))
-    facts.append(make_fact("subscription_created", 0, days))
-    facts.append(make_fact("seats_used_reported", 0, 1, variant=45))
-    facts.append(make_fact("nps_submitted", 0, 5, variant=9))
-    return fold(facts)
 
 
 def test_silence_decays_the_score_into_at_risk() -> None:

@@ -5,10 +5,9 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from services.ingest.validate import REASONS, Limits, Rejection, validate
 from shared.events import EVENT_TYPE_SOURCE, Signal
-from tests.integration.test_ingest import crafted_rejections
-from tests.samples import valid_events
+from shared.validate import REASONS, Limits, Rejection, validate
+from tests.support.samples import crafted_rejections, valid_events
 
 NOW = datetime(2026, 11, 1, 12, tzinfo=UTC)
 

@@ -4,9 +4,9 @@ from datetime import UTC, datetime
 
 import orjson
 
-from services.ingest.validate import validate
 from services.simulator.world import World
 from shared.events import EVENT_TYPE_SOURCE, Signal
+from shared.validate import validate
 
 START = datetime(2026, 5, 1, tzinfo=UTC)
 

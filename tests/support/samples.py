@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
+
 
 def valid_events(now: datetime, account_id: str = "acc-1") -> dict[str, dict[str, Any]]:
     at = (now - timedelta(hours=1)).isoformat()
@@ -66,3 +68,26 @@ def valid_events(now: datetime, account_id: str = "acc-1") -> dict[str, dict[str
         },
     }
     return {kind: {**base(kind, i), **fields} for i, (kind, fields) in enumerate(events.items())}
+
+
+def crafted_rejections(now: datetime) -> dict[str, tuple[str, bytes]]:
+    """One raw record per DLQ reason: (source, bytes)."""
+    good = valid_events(now)["session_started"]
+    return {
+        "too_large": ("usage", orjson.dumps({**good, "padding": "x" * 300_000})),
+        "invalid_utf8": ("usage", b'{"type": "\xff\xfe"}'),
+        "invalid_json": ("usage", b'{"event_id": "e1", '),
+        "not_an_object": ("usage", b"[1, 2, 3]"),
+        "unknown_event_type": ("usage", orjson.dumps({**good, "type": "ticket_opened"})),
+        "unsupported_schema_version": ("usage", orjson.dumps({**good, "schema_version": 7})),
+        "missing_account_id": ("usage", orjson.dumps({**good, "account_id": "  "})),
+        "schema_violation": ("usage", orjson.dumps({**good, "duration_seconds": "long"})),
+        "occurred_at_in_future": (
+            "usage",
+            orjson.dumps({**good, "occurred_at": (now + timedelta(days=2)).isoformat()}),
+        ),
+        "occurred_at_too_old": (
+            "usage",
+            orjson.dumps({**good, "occurred_at": (now - timedelta(days=900)).isoformat()}),
+        ),
+    }

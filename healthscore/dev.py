@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from shared.devstack import Broker, ManagedProcess, Postgres, free_port, spawn
+from healthscore.devstack import Broker, ManagedProcess, Postgres, free_port, spawn
 
 SERVICES = ("ingest", "scorer", "api")
 
@@ -76,7 +76,7 @@ def run_dev(*, accounts: int, data_dir: Path, with_simulator: bool) -> None:
             env["HEALTHSCORE_API__TOKENS"] = orjson.dumps(
                 [{"name": "dev", "sha256": digest, "scopes": ["read", "write"]}]
             ).decode()
-        command = [sys.executable, "-m", "shared.cli"]
+        command = [sys.executable, "-m", "healthscore"]
         migrate = spawn("migrate", [*command, "migrate"], log_path=logs / "migrate.log", env=env)
         if migrate.process.wait(120) != 0:
             raise SystemExit(f"migration failed: see {logs / 'migrate.log'}")

@@ -422,7 +422,7 @@ def dev(
     simulate: Annotated[bool, typer.Option(help="run the simulator too")] = True,
 ) -> None:
     """Run the whole system locally: broker, database, services and simulator."""
-    from shared.runner import run_dev
+    from healthscore.dev import run_dev
 
     run_dev(accounts=accounts, data_dir=data_dir.resolve(), with_simulator=simulate)
 

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 import orjson
+from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.ingest.validate import Sentiment, validate
 from services.scorer import store
+from services.scorer.consume import Scorer
 from services.scorer.rescore import AccountEntry, account_row, rescore
 from services.simulator.world import World
 from shared.config import DEFAULT_MODEL_PATH, Settings
@@ -21,7 +24,8 @@ from shared.events import EVENT_TYPE_SOURCE, Signal, encode_signal
 from shared.scoring.engine import evaluate
 from shared.scoring.model import Model, load_model
 from shared.scoring.state import AccountState, Fact
-from tests.kafka_io import produce
+from shared.validate import Sentiment, validate
+from tests.support.kafka_io import produce
 
 MODEL = load_model(DEFAULT_MODEL_PATH)
 _SENTIMENT = Sentiment()
@@ -158,3 +162,27 @@ async def score_and_store(
             batch.accounts.append(account_row(account_id, entry, now, now.timestamp(), evaluation))
         await store.write_batch(engine, "seed", batch, now)
     return [account_id for account_id, _ in items]
+
+
+@contextlib.asynccontextmanager
+async def running_scorer(
+    settings: Settings, engine: AsyncEngine, clock: Callable[[], datetime] | None = None
+) -> AsyncIterator[Scorer]:
+    kwargs = {"clock": clock} if clock else {}
+    scorer = Scorer(settings, engine, registry=CollectorRegistry(), **kwargs)
+    stop = asyncio.Event()
+    task = asyncio.create_task(scorer.run(stop))
+    try:
+        yield scorer
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+async def seed(settings: Settings, engine: AsyncEngine, accounts: int = 40) -> list[str]:
+    """A simulated customer base scored twice, 20 days apart, so there is history to page."""
+    now = datetime.now(UTC)
+    signals = simulated_signals(accounts, 40, seed=5, end=now - timedelta(hours=1))
+    return await score_and_store(
+        engine, signals, [now - timedelta(days=20), now], history_min_delta=0.0
+    )

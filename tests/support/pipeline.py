@@ -32,16 +32,16 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.ingest.validate import Rejection, Sentiment, validate
+from healthscore.devstack import free_port
 from services.simulator.world import World
 from shared.config import Settings
-from shared.devstack import free_port
 from shared.events import EVENT_TYPE_SOURCE, Signal, decode_signal
 from shared.kafka import ensure_topics, make_producer
-from tests.conftest import healthscore_argv, settings_env
-from tests.integration.scorer_support import consumed, mismatches
-from tests.kafka_io import header, read_topic
-from tests.reliability.hostile import hostile_record
+from shared.validate import Rejection, Sentiment, validate
+from tests.support.hostile import hostile_record
+from tests.support.infra import healthscore_argv, settings_env
+from tests.support.kafka_io import header, read_topic
+from tests.support.signals import consumed, mismatches
 
 # --- processes ---------------------------------------------------------------------------------
 

@@ -1,0 +1,3 @@
+from healthscore.cli import app
+
+app()
