@@ -9,9 +9,10 @@ batches, the sweep re-scores accounts whose score is due to move because time pa
 What goes wrong is classified once (`shared.errors.classify`): a retriable failure rolls back,
 backs off (growing, with jitter, reset only by a commit) and reads again from the stored
 offsets; a batch that fails for any other reason is isolated record by record, so one poison
-signal is dead-lettered and never stalls its partition. The parts: `batching` (pure cutting),
-`partitions` (ownership and positions), `cache` (account state), `writer` (rows, commit,
-isolation, sweep), `relay` (outbox -> changes topic), `models` (the served models).
+signal is dead-lettered and never stalls its partition. The parts: `poll` and `batching`
+(collecting, and pure cutting), `partitions` (ownership and positions), `cache` (account
+state), `writer` (rows, commit, isolation, sweep), `relay` (outbox -> changes topic), `models`
+(the served models).
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from prometheus_client import REGISTRY, CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.scorer import batching, store
+from services.scorer import store
 from services.scorer.batching import Records
 from services.scorer.cache import StateCache
 from services.scorer.metrics import ScorerMetrics
 from services.scorer.models import ModelSet
 from services.scorer.partitions import Partitions
+from services.scorer.poll import Poller
 from services.scorer.relay import Relay
 from services.scorer.writer import BatchWriter, Prepared
 from shared.config import Settings
@@ -98,8 +100,8 @@ class Scorer:
             settings, engine, self.models, self.cache, self.partitions, self.metrics, clock
         )
         self.relay = Relay(engine, self.metrics, clock, self.cfg.relay_interval_seconds)
+        self.poller = Poller(self.cfg, self.partitions)
         self.consumer: AIOKafkaConsumer | None = None
-        self._carry: Records = {}  # polled, left for the next batch
         self._inflight: asyncio.Task[None] | None = None  # the commit of the last batch
         self._failures = 0  # retriable failures since the last commit: the back-off's exponent
         self._reload_requested = False
@@ -111,7 +113,7 @@ class Scorer:
     def forget(self, revoked: list[TopicPartition]) -> None:
         self.partitions.forget(revoked)
         for tp in revoked:
-            self._carry.pop(tp, None)
+            self.poller.carry.pop(tp, None)
             with contextlib.suppress(KeyError):
                 self.metrics.lag.remove(str(tp.partition))
         self.cache.clear()  # other scorers may write these accounts from now on
@@ -119,7 +121,7 @@ class Scorer:
     async def adopt(self, assigned: list[TopicPartition]) -> None:
         """Own `assigned` from the offsets stored in PostgreSQL (the beginning if none)."""
         self.cache.clear()
-        self._carry.clear()  # the consumer is repositioned at the stored offsets
+        self.poller.carry.clear()  # the consumer is repositioned at the stored offsets
         stored = await store.load_offsets(
             self.engine, self.cfg.group_id, [(tp.topic, tp.partition) for tp in assigned]
         )
@@ -173,6 +175,7 @@ class Scorer:
         await producer.start()
         self.consumer = make_consumer(kafka, self.cfg.group_id)
         self.consumer.subscribe([kafka.topics.signals], listener=_Rebalance(self))
+        self.poller.consumer = self.consumer
         relay = asyncio.create_task(self.relay.run(producer, stop))
         try:
             await self.consumer.start()
@@ -196,7 +199,7 @@ class Scorer:
         stay in order: a batch is committed only after the one before it."""
         while not stop.is_set():
             try:
-                records = await self._poll()
+                records = await self.poller.poll()
                 if records:
                     try:
                         with gc_paused():
@@ -278,45 +281,6 @@ class Scorer:
     async def _rewind(self) -> None:
         """Forget what is in memory and read again from the offsets stored in PostgreSQL."""
         await self.adopt(self.partitions.owned())
-
-    async def _poll(self) -> Records:
-        """One batch: wait up to batch_timeout for the first records, then collect more until
-        the batch holds batch_max_records or more than batch_max_accounts distinct accounts,
-        and cut it (`batching.cut`; what is cut off, in order, starts the next batch). Bigger
-        batches under load mean each busy account is re-scored once for many signals, in one
-        transaction; the account cap bounds the memory and the size of that transaction.
-
-        While records keep arriving, it collects for up to batch_timeout_ms (a broker may
-        answer each fetch with a single producer batch) and stops at the first quiet moment,
-        unless the broker said it holds more than is in hand: then the scorer is catching up,
-        and waiting for the next fetch makes a bigger batch."""
-        consumer = self.consumer
-        assert consumer is not None
-        limit, cap = self.cfg.batch_max_records, self.cfg.batch_max_accounts
-        batch, self._carry = self._carry, {}
-        if not batch:
-            batch = await consumer.getmany(timeout_ms=self.cfg.batch_timeout_ms, max_records=limit)
-        total = batching.count(batch)
-        accounts = {record.key for records in batch.values() for record in records}
-        deadline = time.monotonic() + self.cfg.batch_timeout_ms / 1000
-        while (
-            batch
-            and total < limit
-            and len(accounts) <= cap
-            and (left := deadline - time.monotonic()) > 0
-        ):
-            behind = batching.behind(batch, self.partitions.prepared, consumer.highwater)
-            more = await consumer.getmany(
-                timeout_ms=max(int(left * 1000), 1) if behind else 2, max_records=limit - total
-            )
-            if not more:
-                break
-            for tp, records in more.items():
-                batch.setdefault(tp, []).extend(records)
-                accounts.update(record.key for record in records)
-                total += len(records)
-        taken, self._carry = batching.cut(batch, cap)
-        return taken
 
     def _observe_progress(self) -> None:
         """Lag and progress of each owned partition, from its committed position only."""
