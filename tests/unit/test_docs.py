@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr, TypeAdapter
 
 from shared.config import Settings
 from shared.events import json_schemas
@@ -14,19 +16,79 @@ from shared.events import json_schemas
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def option_names(model: type[BaseModel] = Settings, prefix: str = "HEALTHSCORE_") -> Iterator[str]:
+def options(
+    model: type[BaseModel] = Settings, prefix: str = "HEALTHSCORE_"
+) -> Iterator[tuple[str, Any, Any]]:
+    """(environment name, field annotation, default) of every option."""
     for name, field in model.model_fields.items():
         default = field.get_default(call_default_factory=True)
         if isinstance(default, BaseModel):
-            yield from option_names(type(default), f"{prefix}{name.upper()}__")
+            yield from options(type(default), f"{prefix}{name.upper()}__")
         else:
-            yield f"{prefix}{name.upper()}"
+            yield f"{prefix}{name.upper()}", field.annotation, default
+
+
+def option_names() -> list[str]:
+    return [name for name, _, _ in options()]
+
+
+def _as_configured(annotation: Any, text: str) -> Any:
+    """A value as the settings would read it from the environment."""
+    if text.startswith(("[", "{")):
+        return orjson.loads(text)
+    return TypeAdapter(annotation).validate_python(text)
+
+
+def _comparable(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, Path) and value.is_absolute():
+        return value.relative_to(ROOT)
+    return value
+
+
+def test_env_example_and_readme_give_the_defaults_the_code_has() -> None:
+    """Each option's value in .env.example (commented out where it has no literal default) and
+    its default in the README's table are the code's default."""
+    example = {}
+    for line in (ROOT / ".env.example").read_text().splitlines():
+        match = re.fullmatch(r"#? ?(HEALTHSCORE_\w+)=(.*)", line)
+        if match:
+            example[match[1]] = match[2]
+    readme = {
+        m[1]: m[2]
+        for m in re.finditer(r"^\| `(HEALTHSCORE_\w+)` \| `([^`]*)` \|", read("README.md"), re.M)
+    }
+    wrong = []
+    for name, annotation, default in options():
+        expected = _comparable(default)
+        for where, values in ((".env.example", example), ("README.md", readme)):
+            if name in values:
+                text = values[name]
+                if default is None and text == "":
+                    continue
+                if _comparable(_as_configured(annotation, text)) != expected:
+                    wrong.append(f"{where}: {name}={text}, the default is {expected!r}")
+    assert wrong == []
+    assert len(readme) > 40 and len(example) == len(option_names())
+
+
+def read(name: str) -> str:
+    return (ROOT / name).read_text()
+
+
+def test_the_readme_is_for_users_and_stays_short() -> None:
+    """Benchmark narrative and decisions live in docs/, linked from it."""
+    readme = read("README.md")
+    assert len(readme.encode()) < 25 * 1024
+    for linked in ("docs/performance.md", "docs/scoring-model.md", "docs/adr/", "docs/runbook.md"):
+        assert linked in readme and (ROOT / linked).exists(), linked
 
 
 def test_every_option_is_in_the_readme_and_env_example() -> None:
     readme = (ROOT / "README.md").read_text()
     example = (ROOT / ".env.example").read_text()
-    names = list(option_names())
+    names = option_names()
     assert len(names) > 40
     for name in names:
         assert f"`{name}`" in readme, name
