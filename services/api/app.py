@@ -120,7 +120,7 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, capture)
         finally:
-            key = (scope["method"], getattr(scope.get("route"), "path", "unmatched"), status)
+            key = (scope["method"], _route(scope), status)
             children = self._children.get(key)
             if children is None:  # labels() is slow-ish: resolve each label set once
                 method, template, code = key
@@ -131,6 +131,16 @@ class RequestMetrics:
                 self._children[key] = children
             children[0].inc()
             children[1].observe(time.perf_counter() - started)
+
+
+def _route(scope: Scope) -> str:
+    """The route template a request matched: FastAPI's routes name themselves in the scope;
+    the plain routes it adds (/docs, /openapi.json, /redoc) only set an endpoint, and have no
+    parameters, so their path is their template."""
+    route = scope.get("route")
+    if route is not None:
+        return str(route.path)
+    return str(scope["path"]) if scope.get("endpoint") is not None else "unmatched"
 
 
 async def _no_reset(connection: asyncpg.Connection) -> None:

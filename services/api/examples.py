@@ -12,7 +12,7 @@ FACTOR = {
     "weight": 0.12,
     "contribution": 11.3,
     "status": "ok",
-    "last_data_at": 1795500000.0,
+    "last_data_at": "2026-11-24T09:12:00Z",
 }
 OVERRIDE = {
     "override_id": "3f1c8c1e-5b7a-4d5e-9a51-0d7c3c1b2a10",

@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field, model_validator
 
+from shared.health import Explanation, SourceFreshness
+
 _ISO = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]")
 # PostgreSQL text cannot hold NUL, and control characters have no business in these fields.
 NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
@@ -25,50 +27,15 @@ IsoDatetime = Annotated[AwareDatetime, BeforeValidator(_iso_only)]
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-&.]+$")]
 
 
-class FactorResponse(BaseModel):
-    factor: str = Field(examples=["login_frequency"])
-    group: str = Field(examples=["usage"])
-    raw: float | None = Field(description="the factor's raw value", examples=[27.4])
-    sub_score: float | None = Field(description="0-100", examples=[84.6])
-    weight: float = Field(description="share of the objective's weight", examples=[0.12])
-    contribution: float = Field(
-        description="points of the weighted score this factor contributes", examples=[11.3]
-    )
-    status: Literal["ok", "missing", "stale"]
-    last_data_at: float | None = Field(description="epoch seconds of its newest data")
+class ObjectiveHealthResponse(Explanation):
+    """An objective's score and, from the shared definition, its explanation."""
 
-
-class CapResponse(BaseModel):
-    factor: str
-    max: float
-    reason: str
-
-
-class AppliedOverrideResponse(BaseModel):
-    override_id: str
-    action: Literal["pin", "adjust", "sentiment"]
-    value: float
-    author: str
-    reason: str
-    expires_at: str
-
-
-class SourceFreshnessResponse(BaseModel):
-    last_data_at: datetime | None
-    stale: bool
-
-
-class ObjectiveHealthResponse(BaseModel):
     objective: str = Field(examples=["churn_risk"])
     model_role: Literal["active", "shadow"]
     model_version: str = Field(examples=["default@5ea8e56d6c7e"])
     score: float | None = Field(description="0-100, higher is healthier", examples=[72.5])
     band: str = Field(examples=["healthy"])
     confidence: float = Field(description="share of weight backed by data", examples=[0.9])
-    weighted_score: float | None = Field(description="before caps and overrides")
-    factors: list[FactorResponse]
-    caps: list[CapResponse]
-    overrides: list[AppliedOverrideResponse]
     evaluated_at: datetime
     changed_at: datetime
 
@@ -99,7 +66,7 @@ class AccountHealthResponse(BaseModel):
     segment: str | None = Field(examples=["enterprise"])
     last_event_at: datetime | None
     updated_at: datetime
-    freshness: dict[str, SourceFreshnessResponse]
+    freshness: dict[str, SourceFreshness]
     objectives: list[ObjectiveHealthResponse]
     active_overrides: list[OverrideResponse] = Field(
         description="overrides in force or awaiting application by the scorer"
@@ -138,7 +105,9 @@ class AccountSummaryResponse(BaseModel):
     score: float | None
     band: str
     confidence: float
-    change: float | None = Field(description="size of the last recorded change")
+    change: float | None = Field(
+        description="points the score moved at its last recorded change (4 decimals, like scores)"
+    )
     changed_at: datetime
     stale_sources: list[str]
 

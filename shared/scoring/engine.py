@@ -17,7 +17,7 @@ import math
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
 
 from shared.events import EVENT_TYPE_SOURCE
@@ -39,7 +39,10 @@ class FactorResult(NamedTuple):
     status: Status
     last_data_at: float | None
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, times: dict[float, datetime]) -> dict[str, Any]:
+        """In the health document's shape (shared/health.py); `times` memoises the datetimes
+        of the evaluation's few distinct data times."""
+        last = self[7]
         return {
             "factor": self[0],
             "group": self[1],
@@ -48,7 +51,9 @@ class FactorResult(NamedTuple):
             "weight": self[4],
             "contribution": self[5],
             "status": self[6],
-            "last_data_at": self[7],
+            "last_data_at": None
+            if last is None
+            else times.get(last) or times.setdefault(last, datetime.fromtimestamp(last, UTC)),
         }
 
 
@@ -64,9 +69,12 @@ class ObjectiveScore:
     caps: tuple[dict[str, Any], ...] = ()
 
     def explanation(self) -> dict[str, Any]:
+        """How the score was made, in the health document's shape (shared/health.py); times
+        are datetimes, which the scorer's JSON encoding writes as RFC 3339."""
+        times: dict[float, datetime] = {}
         return {
             "weighted_score": self.model_score,
-            "factors": [f.as_dict() for f in self.factors],
+            "factors": [f.as_dict(times) for f in self.factors],
             "caps": list(self.caps),
             "overrides": list(self.overrides),
         }

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.api.app import create_app
 from services.api.auth import hash_token
+from services.api.schemas import AccountHealthResponse
 from shared.config import ApiToken, Settings
 from shared.db import NOTIFY_CHANGED
 from tests.support.pipeline import wait_for
@@ -90,6 +91,25 @@ async def test_health_has_every_objective_with_its_explanation(api) -> None:  # 
             objective["weighted_score"], abs=1e-3
         )
     assert_problem(await client.get("/v1/accounts/nope/health", headers=AUTH), 404)
+
+
+async def test_the_stored_health_document_is_exactly_the_response_schema(api) -> None:  # type: ignore[no-untyped-def]
+    """What the scorer stored, spliced by PostgreSQL into the answer, validates against the
+    response model with no field missing or extra, every time in RFC 3339."""
+    client, accounts = api
+    for account_id in accounts[:10]:
+        response = await client.get(f"/v1/accounts/{account_id}/health", headers=AUTH)
+        body = response.json()
+        AccountHealthResponse.model_validate(body, extra="forbid")
+        times = [body["updated_at"], body["last_event_at"]]
+        times += [s["last_data_at"] for s in body["freshness"].values()]
+        for objective in body["objectives"]:
+            times += [objective["evaluated_at"], objective["changed_at"]]
+            times += [f["last_data_at"] for f in objective["factors"]]
+        assert all(datetime.fromisoformat(t).tzinfo is not None for t in times if t is not None), (
+            times
+        )
+        assert any(f["last_data_at"] for o in body["objectives"] for f in o["factors"])
 
 
 async def test_history_pages_newest_first_within_a_range(api) -> None:  # type: ignore[no-untyped-def]
@@ -447,6 +467,12 @@ async def test_request_metrics_use_route_templates(api) -> None:  # type: ignore
         'route="/v1/accounts/{account_id}/health",status="200"} 3.0'
     ) in metrics
     assert accounts[0] not in metrics
+    for path in ("/docs", "/openapi.json", "/no/such/page"):
+        await client.get(path)
+    metrics = (await client.get("/metrics")).text
+    for route, status in (("/docs", 200), ("/openapi.json", 200), ("unmatched", 404)):
+        line = f'healthscore_api_requests_total{{method="GET",route="{route}",status="{status}"}}'
+        assert f"{line} 1.0" in metrics, route
 
 
 async def test_an_override_goes_through_broker_and_scorer_and_comes_back(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -109,12 +110,37 @@ async def test_every_service_exposes_lint_clean_metrics_that_rules_and_dashboard
 def test_alert_rules_are_valid_and_their_unit_tests_pass() -> None:
     check = _promtool("check", "rules", "deploy/prometheus/alerts.yml")
     assert check.returncode == 0, check.stdout + check.stderr
-    assert b"SUCCESS: 10 rules found" in check.stdout
+    assert b"SUCCESS: 12 rules found" in check.stdout
     unit = _promtool("test", "rules", "tests/promtool/alerts_test.yml")
     assert unit.returncode == 0, unit.stdout + unit.stderr
     assert b"SUCCESS" in unit.stdout
     config = _promtool("check", "config", "deploy/prometheus/prometheus.yml")
     assert config.returncode == 0, config.stdout + config.stderr
+
+
+def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
+    """Each panel's query, as a recording rule, through promtool's parser."""
+    dashboard = json.loads((ROOT / "deploy/grafana/dashboards/account-health.json").read_text())
+    exprs = [
+        target["expr"].replace("$__rate_interval", "1m")
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", ())
+    ]
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [
+                    {"record": f"dashboard:query_{i}", "expr": expr} for i, expr in enumerate(exprs)
+                ],
+            }
+        ]
+    }
+    path = tmp_path / "dashboard_rules.yml"
+    path.write_text(yaml.safe_dump(rules))
+    check = _promtool("check", "rules", str(path))
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert f"SUCCESS: {len(exprs)} rules found".encode() in check.stdout
 
 
 def test_compose_file_is_valid_and_has_the_production_shape() -> None:
@@ -203,7 +229,7 @@ async def test_dead_letters_can_be_listed_and_replayed(settings: Settings) -> No
 
 
 @SESSION_LOOP
-async def test_migration_0002_moves_freshness_and_keeps_explanations(infra) -> None:  # type: ignore[no-untyped-def]
+async def test_migrations_0002_and_0005_make_documents_the_api_reads_as_they_are(infra) -> None:  # type: ignore[no-untyped-def]
     """A database scored under revision 0001 upgrades to documents the API reads as they are,
     and downgrades back."""
     import asyncio
@@ -231,7 +257,10 @@ async def test_migration_0002_moves_freshness_and_keeps_explanations(infra) -> N
         try:
             old = {
                 "model_score": 61.5,
-                "factors": [{"factor": "nps", "contribution": 61.5, "status": "ok"}],
+                "factors": [
+                    {"factor": "nps", "contribution": 61.5, "status": "ok"},
+                    {"factor": "csat", "contribution": 0.0, "last_data_at": 1795000000.5},
+                ],
                 "caps": [],
                 "overrides": [],
                 "segment": "default",
@@ -261,7 +290,12 @@ async def test_migration_0002_moves_freshness_and_keeps_explanations(infra) -> N
             )
             [objective] = health["objectives"]
             assert objective["weighted_score"] == 61.5
-            assert objective["factors"] == old["factors"]
+            nps, csat = objective["factors"]
+            assert nps == old["factors"][0]  # 0005: factor times become RFC 3339
+            assert datetime.fromisoformat(csat.pop("last_data_at")) == datetime.fromtimestamp(
+                1795000000.5, UTC
+            )
+            assert csat == {"factor": "csat", "contribution": 0.0}
             assert objective["band"] == "neutral" and "freshness" not in objective
             await asyncio.to_thread(command.downgrade, config, "0001")
             back = orjson.loads(await conn.fetchval("SELECT explanation::text FROM scores"))

@@ -115,9 +115,12 @@ async def test_a_partition_whose_writes_hang_shows_in_healthz_and_the_metric(
     signals = simulated_signals(40, 10, seed=22)
     half = len(signals) // 2
     db = settings.database
-    async with running(scorer), httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=ops_app(registry, health)), base_url="http://ops"
-    ) as ops:
+    async with (
+        running(scorer),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=ops_app(registry, health)), base_url="http://ops"
+        ) as ops,
+    ):
         first = await produce_signals(settings, signals[:half])
         await wait_consumed(engine, settings, first)
         assert (await ops.get("/healthz")).status_code == 200

@@ -68,3 +68,24 @@ def test_a_model_change_is_recorded_as_such() -> None:
     switched = score(entry, NOW.timestamp() + 60, {"active": shadow_model()})
     causes = {h["cause"] for h in switched.history}
     assert causes == {"model_change"}  # a config change is never mistaken for a customer's
+
+
+def test_what_the_scorer_stores_is_the_health_documents_definition() -> None:
+    """The explanation and the freshness, as the scorer encodes them, validate against
+    shared/health.py with no field missing or extra; their times are RFC 3339."""
+    import orjson
+
+    from services.scorer.rescore import account_row
+    from shared.health import Explanation, SourceFreshness
+    from shared.scoring.engine import evaluate
+
+    entry = AccountEntry(active_account(), 0)
+    evaluation = evaluate(MODEL, entry.state, NOW.timestamp())
+    for objective in evaluation.scores.values():
+        stored = orjson.loads(orjson.dumps(objective.explanation()))
+        Explanation.model_validate(stored, extra="forbid")
+        times = [f["last_data_at"] for f in stored["factors"] if f["last_data_at"]]
+        assert times and all(datetime.fromisoformat(t).tzinfo is not None for t in times)
+    row = account_row("acc-1", entry, NOW, NOW.timestamp(), evaluation)
+    for source in orjson.loads(row["freshness"]).values():
+        SourceFreshness.model_validate(source, extra="forbid")

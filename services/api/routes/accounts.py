@@ -290,7 +290,13 @@ async def list_accounts(
         rows = list(await conn.execute(stmt))
     items = [
         AccountSummaryResponse(
-            **{k: v for k, v in row._mapping.items() if k not in ("freshness", "sort_value")},
+            **{
+                k: v
+                for k, v in row._mapping.items()
+                if k not in ("freshness", "sort_value", "change")
+            },
+            # a difference of two scores of 4 decimals, to 4 decimals (not -41.64149999999999)
+            change=None if row.change is None else round(row.change, 4),
             stale_sources=sorted(s for s, f in (row.freshness or {}).items() if f["stale"]),
         )
         for row in rows[:limit]

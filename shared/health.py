@@ -1,0 +1,57 @@
+"""The health document: one definition of what the scorer stores and the API serves.
+
+The scoring core writes each objective's explanation (`ObjectiveScore.explanation`) and the
+scorer each account's per-source freshness in exactly these shapes; `GET .../health` splices
+the stored documents into its answer as they are, and its response models
+(services/api/schemas.py) are built from these classes. Tests validate what the engine and
+the scorer write against them, so the three cannot drift apart. Times are RFC 3339.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class FactorExplanation(BaseModel):
+    factor: str = Field(examples=["login_frequency"])
+    group: str = Field(examples=["usage"])
+    raw: float | None = Field(description="the factor's raw value", examples=[27.4])
+    sub_score: float | None = Field(description="0-100", examples=[84.6])
+    weight: float = Field(description="share of the objective's weight", examples=[0.12])
+    contribution: float = Field(
+        description="points of the weighted score this factor contributes", examples=[11.3]
+    )
+    status: Literal["ok", "missing", "stale"]
+    last_data_at: datetime | None = Field(description="time of its newest data")
+
+
+class Cap(BaseModel):
+    factor: str
+    max: float
+    reason: str
+
+
+class AppliedOverride(BaseModel):
+    override_id: str
+    action: Literal["pin", "adjust", "sentiment"]
+    value: float
+    author: str
+    reason: str
+    expires_at: datetime
+
+
+class Explanation(BaseModel):
+    """How one objective's score was made."""
+
+    weighted_score: float | None = Field(description="before caps and overrides")
+    factors: list[FactorExplanation]
+    caps: list[Cap]
+    overrides: list[AppliedOverride]
+
+
+class SourceFreshness(BaseModel):
+    last_data_at: datetime | None
+    stale: bool
