@@ -33,7 +33,8 @@ from shared.scoring.state import AccountState
 
 EVENT_NAMESPACE = uuid.UUID("5b0c6c1e-4f4e-4a39-9d3e-6f0c2a9a1d57")
 EVENT_SOURCE = "/account-health/scorer"
-EVENT_TYPES = {
+# What a change is -> its CloudEvents type.
+CHANGE_TYPES = {
     "band_changed": "io.account-health.band.changed",
     "score_dropped": "io.account-health.score.dropped",
     "override": "io.account-health.override.applied",
@@ -114,7 +115,7 @@ def change_event(
     objective: str,
     model_version: str,
     at: datetime,
-    kind: str,
+    change: str,
     old: StoredScore | None,
     new: ObjectiveScore,
     cause: str,
@@ -132,7 +133,7 @@ def change_event(
                     objective,
                     model_version,
                     at.isoformat(),
-                    kind,
+                    change,
                     str(new.score),
                     new.band,
                 ]
@@ -143,7 +144,7 @@ def change_event(
         attributes={
             "id": event_id,
             "source": EVENT_SOURCE,
-            "type": EVENT_TYPES[kind],
+            "type": CHANGE_TYPES[change],
             "subject": account_id,
             "time": at,
             "datacontenttype": "application/json",
@@ -204,8 +205,8 @@ def rescore(
                 and baseline is not None
                 and abs(new.score - baseline) >= history_min_delta
             ) or ((new.score is None) != (baseline is None))
-            kind = _event_kind(model, objective, old, new, why)
-            record = band_changed or moved or kind is not None or why == "model_change"
+            change = _change(model, objective, old, new, why)
+            record = band_changed or moved or change is not None or why == "model_change"
             changed_at = old.changed_at if old else when
             recorded = old.recorded_score if old else None
             previous_score = old.previous_score if old else None
@@ -233,15 +234,15 @@ def rescore(
                     }
                 )
                 changed_at, previous_score, recorded = when, (old.score if old else None), new.score
-                if kind is not None:
+                if change is not None:
                     baseline_alert = new.score
-                if role == "active" and kind is not None:
+                if role == "active" and change is not None:
                     event_id, payload = change_event(
                         account_id=account_id,
                         objective=objective,
                         model_version=model.version,
                         at=when,
-                        kind=kind,
+                        change=change,
                         old=old,
                         new=new,
                         cause=why,
@@ -293,7 +294,7 @@ def rescore(
     return rows, active
 
 
-def _event_kind(
+def _change(
     model: Model, objective: str, old: StoredScore | None, new: ObjectiveScore, cause: str
 ) -> str | None:
     if cause == "override":

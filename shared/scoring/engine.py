@@ -107,7 +107,7 @@ class _Read(NamedTuple):
     """One aggregate a factor reads, as `_value` needs it."""
 
     name: str
-    kind: str
+    aggregation: str  # the aggregate's `kind` in the model file
     decayed: bool
     half_life_days: float  # 1 where the kind has none
     source: str
@@ -118,9 +118,9 @@ def _value(state: AccountState, read: _Read, at: float) -> float | None:
     if last is None:
         # Nothing counted yet: zero if we hear from the source at all, unknown otherwise.
         return 0.0 if read.decayed and read.source in state.sources else None
-    if read.kind == "latest":
+    if read.aggregation == "latest":
         return float(state.latest[read.name][2])
-    if read.kind == "last_seen":
+    if read.aggregation == "last_seen":
         return max(at - last, 0.0) / DAY
     return decay.value(state.decayed.get(read.name, 0), at, read.half_life_days)
 

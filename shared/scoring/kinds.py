@@ -16,7 +16,7 @@ class Feed(NamedTuple):
     which runs for every signal."""
 
     name: str
-    kind: str  # the aggregate's kind
+    aggregation: str  # the aggregate's `kind` in the model file: latest, decayed_sum, ...
     where: tuple[tuple[str, Any], ...]
     by_kind: bool  # a fixed value per signal kind (`fixed`) instead of a field
     fixed: float | None

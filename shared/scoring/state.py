@@ -120,7 +120,7 @@ class AccountState:
             if value not in (None, ""):
                 _keep_latest(self.attributes, name, (t, fact.signal_id, value))
         for feed in kinds.get(kind, ()):
-            name, agg_kind, where, by_kind, fixed, fed_by, weight_by, weights, half_life = feed
+            name, aggregation, where, by_kind, fixed, fed_by, weight_by, weights, half_life = feed
             if where and any(data.get(k) != v for k, v in where):
                 continue
             if by_kind:
@@ -133,10 +133,10 @@ class AccountState:
                 continue
             if t > self.last.get(name, _NEVER):
                 self.last[name] = t
-            if agg_kind == "latest":
+            if aggregation == "latest":
                 _keep_latest(self.latest, name, (t, fact.signal_id, raw))
-            elif agg_kind in ("decayed_count", "decayed_sum"):
-                weight = 1.0 if agg_kind == "decayed_count" else float(raw)
+            elif aggregation in ("decayed_count", "decayed_sum"):
+                weight = 1.0 if aggregation == "decayed_count" else float(raw)
                 if weight_by:
                     weight *= weights.get(str(data.get(weight_by)), 1.0)
                 self.decayed[name] = self.decayed.get(name, 0) + decay.term(weight, t, half_life)
