@@ -126,6 +126,9 @@ class Scorer:
             self.engine, self.cfg.group_id, [(tp.topic, tp.partition) for tp in assigned]
         )
         positions = {tp: stored.get((tp.topic, tp.partition)) for tp in assigned}
+        # owned before the seeks: a poll during them may return records fetched before a seek,
+        # from where the consumer stood; the writer takes them from the stored offset on, and
+        # drops them when the seek brings them again (already read)
         self.partitions.adopt(positions)
         assert self.consumer is not None
         for tp, offset in positions.items():

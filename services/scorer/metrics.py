@@ -84,6 +84,11 @@ class ScorerMetrics:
             "Accounts re-scored by the sweep",
             registry=registry,
         )
+        self.sweep_refused = Counter(
+            "healthscore_scorer_sweep_refused_total",
+            "Accounts the sweep could not re-score (left due; the log says why)",
+            registry=registry,
+        )
         self.rebalances = Counter(
             "healthscore_scorer_rebalances_total",
             "Rebalances: partition assignments received from the group",

@@ -14,9 +14,10 @@ is applied exactly once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -31,7 +32,7 @@ from services.scorer.batching import Records, count, halves
 from services.scorer.cache import StateCache
 from services.scorer.metrics import ScorerMetrics
 from services.scorer.models import ModelSet
-from services.scorer.partitions import Partitions
+from services.scorer.partitions import Fences, Partitions
 from services.scorer.rescore import AccountEntry, account_row, rescore
 from services.scorer.store import Batch
 from shared.config import Settings
@@ -43,6 +44,18 @@ from shared.ops import observe_many
 from shared.scoring.state import DedupPolicy, Fact
 
 log = structlog.get_logger(__name__)
+
+
+@contextlib.contextmanager
+def _scoring_errors_refuse() -> Iterator[None]:
+    """An error of the scoring core on an account's signals or state is that account's, not
+    the batch's: raised as RecordRefused, for the caller to isolate."""
+    try:
+        yield
+    except HealthScoreError:
+        raise
+    except Exception as exc:
+        raise RecordRefused("scoring_failed", f"{type(exc).__name__}: {exc}") from exc
 
 
 @dataclass
@@ -86,8 +99,8 @@ class BatchWriter:
     async def prepare(self, records: Records, producer: AIOKafkaProducer) -> Prepared:
         """Fold a polled batch into the cached account state and build the rows to write. The
         batch's fences chain on from the batch before it, which may still be committing. An
-        error of the scoring core on an account's signals is that record's, not the batch's:
-        it is raised as RecordRefused, for `isolate` to find."""
+        error of the scoring core on an account's signals is raised as RecordRefused, for
+        `isolate` to find."""
         now = self.clock()
         generation = self.partitions.generation
         facts: dict[str, list[Fact]] = defaultdict(list)
@@ -95,8 +108,15 @@ class BatchWriter:
         invalid: list[Any] = []
         ends: dict[TopicPartition, int] = {}
         for tp, messages in records.items():
-            if tp not in self.partitions or not messages:
+            if tp not in self.partitions:
                 continue  # revoked while we were polling
+            start = self.partitions.prepared[tp]
+            if start is not None and messages and messages[0].offset < start:
+                # read before this scorer's seek to `start`, or again after it: what is before
+                # `start` is stored already, or was prepared by the batch before
+                messages = [m for m in messages if m.offset >= start]
+            if not messages:
+                continue
             ends[tp] = messages[-1].offset + 1
             for message in messages:
                 try:
@@ -116,7 +136,7 @@ class BatchWriter:
             if i % 50 == 49:
                 await asyncio.sleep(0)  # lets the commit of the batch before make progress
             entry = entries[account_id]
-            try:
+            with _scoring_errors_refuse():
                 fresh = [f for f in account_facts if entry.state.apply(kinds, f, self.dedup)]
                 prepared.duplicates += len(account_facts) - len(fresh)
                 if not fresh:
@@ -128,10 +148,6 @@ class BatchWriter:
                 )
                 signal_ids = [f.signal_id for f in fresh]
                 self._rescore_into(prepared.batch, account_id, entry, now, cause, signal_ids)
-            except HealthScoreError:
-                raise
-            except Exception as exc:  # a bug the record brings out: isolate it, move on
-                raise RecordRefused("scoring_failed", f"{type(exc).__name__}: {exc}") from exc
         self.partitions.still(generation)
         self.partitions.prepared_to(prepared.batch.fences)
         return prepared
@@ -154,7 +170,7 @@ class BatchWriter:
         committed = self.clock().timestamp()
         times = prepared.event_times
         observe_many(self.metrics.freshness, [max(committed - t, 0.0) for t in times])
-        self._record_history(prepared.batch)
+        record_history(self.metrics, prepared.batch)
 
     # --- isolating what a batch cannot take -----------------------------------------------
 
@@ -234,14 +250,36 @@ class BatchWriter:
         self.metrics.sweeps.inc()
         if not due:
             return 0
-        entries = await self.cache.get(dict(due), self.partitions)
-        batch = Batch(fences=fences)
-        for account_id, _ in due:
-            self._rescore_into(batch, account_id, entries[account_id], now, "time", [])
-        await store.write_batch(self.engine, self.cfg.group_id, batch, now)
+        try:
+            await self._sweep_write(dict(due), fences, now)
+        except Exception as exc:
+            if classify(exc).retriable:
+                raise
+            # one account at a time: one that is refused stays due, and is counted and logged
+            for account_id, partition in due:
+                try:
+                    await self._sweep_write({account_id: partition}, fences, now)
+                except Exception as one:
+                    failure = classify(one)
+                    if not isinstance(failure, RecordRefused):
+                        raise failure from one
+                    self.metrics.sweep_refused.inc()
+                    log.error("scorer.sweep_refused", account_id=account_id, error=str(failure))
         self.metrics.swept.inc(len(due))
-        self._record_history(batch)
         return len(due)
+
+    async def _sweep_write(self, accounts: dict[str, int], fences: Fences, now: datetime) -> None:
+        entries = await self.cache.get(accounts, self.partitions)
+        batch = Batch(fences=fences)
+        try:
+            for account_id in accounts:
+                with _scoring_errors_refuse():
+                    self._rescore_into(batch, account_id, entries[account_id], now, "time", [])
+            await store.write_batch(self.engine, self.cfg.group_id, batch, now)
+        except Exception:
+            self.cache.clear()  # the entries hold scores that were not stored
+            raise
+        record_history(self.metrics, batch)
 
     # --- rows -----------------------------------------------------------------------------
 
@@ -272,18 +310,20 @@ class BatchWriter:
         batch.history += rows.history
         batch.outbox += rows.outbox
 
-    def _record_history(self, batch: Batch) -> None:
-        for row in batch.history:
-            self.metrics.history.labels(row["cause"]).inc()
-            if row["old_band"] is not None and row["old_band"] != row["new_band"]:
-                log.info(
-                    "scorer.band_changed",
-                    account_id=row["account_id"],
-                    objective=row["objective"],
-                    model_role=row["model_role"],
-                    old_band=row["old_band"],
-                    new_band=row["new_band"],
-                    score=row["new_score"],
-                    cause=row["cause"],
-                    signal_ids=row["signal_ids"][:5],
-                )
+
+def record_history(metrics: ScorerMetrics, batch: Batch) -> None:
+    """Count a stored batch's history rows, and log its band changes."""
+    for row in batch.history:
+        metrics.history.labels(row["cause"]).inc()
+        if row["old_band"] is not None and row["old_band"] != row["new_band"]:
+            log.info(
+                "scorer.band_changed",
+                account_id=row["account_id"],
+                objective=row["objective"],
+                model_role=row["model_role"],
+                old_band=row["old_band"],
+                new_band=row["new_band"],
+                score=row["new_score"],
+                cause=row["cause"],
+                signal_ids=row["signal_ids"][:5],
+            )

@@ -6,12 +6,14 @@ import asyncio
 import contextlib
 import random
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 from prometheus_client import CollectorRegistry
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.scorer.consume import Scorer
@@ -164,3 +166,37 @@ async def test_a_partition_whose_writes_hang_shows_in_healthz_and_the_metric(
             await asyncio.sleep(0.1)
         assert (await ops.get("/healthz")).json()["status"] == "ok"
     assert await mismatches(engine, signals) == []
+
+
+async def test_the_sweep_leaves_an_account_it_cannot_store_and_scores_the_others(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    """A state stored before ingest refused NUL (json holds it; a text column does not): the
+    sweep re-scores every other due account and counts the one it could not store."""
+    now = [datetime.now(UTC)]
+    signals = simulated_signals(20, 30, seed=23, end=now[0])
+    total = await produce_signals(settings, signals)
+    scorer = Scorer(settings, engine, registry=CollectorRegistry(), clock=lambda: now[0])
+    async with running(scorer):
+        await wait_consumed(engine, settings, total)
+        async with engine.begin() as conn:
+            state = await conn.scalar(
+                text("SELECT state::text FROM accounts WHERE account_id = 'acc-000003'")
+            )
+            poisoned = orjson.loads(state)
+            poisoned["attributes"]["name"] = [now[0].timestamp(), "old-import", "Acme\x00Corp"]
+            await conn.execute(
+                text(
+                    "UPDATE accounts SET state = CAST(:s AS json) WHERE account_id = 'acc-000003'"
+                ),
+                {"s": orjson.dumps(poisoned).decode()},
+            )
+            await conn.execute(text("UPDATE accounts SET next_review_at = now() - interval '1 h'"))
+        scorer.cache.clear()
+        now[0] += timedelta(days=1)
+        assert await scorer.sweep() == 20
+        assert scorer.metrics.sweep_refused._value.get() == 1
+        async with engine.connect() as conn:
+            rows = await conn.execute(text("SELECT account_id, updated_at FROM accounts"))
+            swept = {r.account_id for r in rows if r.updated_at >= now[0]}
+    assert swept == {s.account_id for s in signals} - {"acc-000003"}
