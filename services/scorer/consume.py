@@ -222,8 +222,8 @@ class Scorer:
                     await self.reload_models()
                 if sweep_due:
                     self._last_sweep = time.monotonic()
-                    await self.sweep()
-                    self._failures = 0
+                    if await self.sweep():
+                        self._failures = 0  # it committed
                 self._observe_progress()
             except Exception as exc:
                 await self._recover(exc, producer)
