@@ -13,7 +13,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict
 
 import orjson
 from cloudevents.core.bindings.kafka import to_structured
@@ -65,11 +65,72 @@ class AccountEntry:
     scores: dict[tuple[str, str], StoredScore] = field(default_factory=dict)
 
 
+# The rows the scorer writes, by column (shared/db.py names the tables): what crosses from
+# here to the store. Documents travel already serialised (bytes), to hold less memory.
+class AccountValues(TypedDict):
+    account_id: str
+    name: str | None
+    industry: str | None
+    region: str | None
+    tier: str | None
+    lifecycle_stage: str | None
+    segment: str
+    freshness: bytes
+    partition: int
+    state: bytes
+    last_event_at: datetime | None
+    next_review_at: datetime
+    updated_at: datetime
+
+
+class ScoreValues(TypedDict):
+    account_id: str
+    objective: str
+    model_role: str
+    model_version: str
+    score: float | None
+    band: str
+    confidence: float
+    explanation: bytes
+    recorded_score: float | None
+    previous_score: float | None
+    alert_baseline: float | None
+    evaluated_at: datetime
+    changed_at: datetime
+    updated_at: datetime
+
+
+class HistoryValues(TypedDict):
+    account_id: str
+    objective: str
+    model_role: str
+    model_version: str
+    at: datetime
+    old_score: float | None
+    new_score: float | None
+    old_band: str | None
+    new_band: str
+    cause: str
+    top_movers: list[dict[str, Any]]
+    signal_ids: list[str]
+    recorded_at: datetime
+
+
+class OutboxValues(TypedDict):
+    event_id: str
+    topic: str
+    key: str
+    payload: bytes
+    content_type: str
+    created_at: datetime
+    sent_at: datetime | None
+
+
 @dataclass
 class Rows:
-    scores: list[dict[str, Any]] = field(default_factory=list)
-    history: list[dict[str, Any]] = field(default_factory=list)
-    outbox: list[dict[str, Any]] = field(default_factory=list)
+    scores: list[ScoreValues] = field(default_factory=list)
+    history: list[HistoryValues] = field(default_factory=list)
+    outbox: list[OutboxValues] = field(default_factory=list)
 
 
 def _ts(t: float) -> datetime:
@@ -78,7 +139,7 @@ def _ts(t: float) -> datetime:
 
 def account_row(
     account_id: str, entry: AccountEntry, now: datetime, next_review: float, active: Evaluation
-) -> dict[str, Any]:
+) -> AccountValues:
     """The `accounts` row: attributes for filtering, segment, the sources' freshness, partition
     and state."""
     state = entry.state

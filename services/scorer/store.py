@@ -12,7 +12,7 @@ that update also serialises two writers of one partition until the first commits
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,7 +24,13 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSON
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.scorer.rescore import StoredScore
+from services.scorer.rescore import (
+    AccountValues,
+    HistoryValues,
+    OutboxValues,
+    ScoreValues,
+    StoredScore,
+)
 from shared.db import (
     NOTIFY_CHANGED,
     AccountRow,
@@ -45,10 +51,10 @@ class Batch:
     whose scores are written has its account row written too (which the API's caches hear)."""
 
     fences: dict[tuple[str, int], tuple[int | None, int]] = field(default_factory=dict)
-    accounts: list[dict[str, Any]] = field(default_factory=list)
-    scores: list[dict[str, Any]] = field(default_factory=list)
-    history: list[dict[str, Any]] = field(default_factory=list)
-    outbox: list[dict[str, Any]] = field(default_factory=list)
+    accounts: list[AccountValues] = field(default_factory=list)
+    scores: list[ScoreValues] = field(default_factory=list)
+    history: list[HistoryValues] = field(default_factory=list)
+    outbox: list[OutboxValues] = field(default_factory=list)
 
 
 async def load_offsets(
@@ -285,7 +291,7 @@ def _embed(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} into a batch")
 
 
-def _arrays(table: Any, rows: list[dict[str, Any]]) -> list[bytes]:
+def _arrays(table: Any, rows: Sequence[Mapping[str, Any]]) -> list[bytes]:
     """One JSON array per column, as UTF-8 bytes; a column a row leaves out is NULL, as in an
     INSERT."""
     return [
@@ -307,7 +313,12 @@ async def write_batch(engine: AsyncEngine, group_id: str, batch: Batch, now: dat
     fences = sorted(batch.fences.items())
     fence_arrays = [[t for (t, _), _ in fences], [p for (_, p), _ in fences]]
     fence_arrays += [[e for _, (e, _) in fences], [n for _, (_, n) in fences]]
-    rows = (batch.accounts, batch.scores, batch.history, batch.outbox)
+    rows: tuple[Sequence[Mapping[str, Any]], ...] = (
+        batch.accounts,
+        batch.scores,
+        batch.history,
+        batch.outbox,
+    )
     arrays = [a for (table, _), r in zip(_TARGETS, rows, strict=True) for a in _arrays(table, r)]
     async with engine.connect() as conn:
         raw: Any = (await conn.get_raw_connection()).driver_connection  # asyncpg's connection
