@@ -34,6 +34,7 @@ pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.slow]
 
 
 def assert_nothing_lost(outcome: Outcome) -> None:
+    assert outcome.incomplete is None, f"timed out: {outcome.incomplete}"
     assert outcome.lost == 0, outcome.notes
     assert outcome.mismatches == 0, outcome.notes
     assert outcome.unplanned_exits == 0, outcome.notes

@@ -247,6 +247,7 @@ class Outcome:
     unplanned_exits: int = 0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    incomplete: str | None = None  # why the check gave up before it could compare
 
     def row(self) -> dict[str, Any]:
         recovery = sorted(self.recovery_seconds)
@@ -264,7 +265,7 @@ class Outcome:
                 f"{recovery[len(recovery) // 2]:.1f} / {recovery[-1]:.1f}" if recovery else "–"
             ),
             "unplanned exits": self.unplanned_exits,
-            "seconds": round(self.seconds),
+            "seconds": round(self.seconds) if self.incomplete is None else "gave up",
         }
 
 
@@ -307,7 +308,11 @@ async def settle_and_check(
         outcome.notes.append(f"{unexpected} records that should not exist")
     outcome.mismatches += unexpected
     total_signals = sum(got_signals.values())
-    while await consumed(engine, settings) < total_signals and time.monotonic() < deadline:
+    while (done := await consumed(engine, settings)) < total_signals:
+        if time.monotonic() > deadline:  # a timeout, not a wrong result: say which
+            outcome.incomplete = f"the scorer had consumed {done} of {total_signals} signals"
+            outcome.notes.append(f"gave up after {timeout:.0f} s: {outcome.incomplete}")
+            return outcome
         await asyncio.sleep(1)
     outcome.duplicates_dropped = total_signals - len(got_signals)
     bad = await mismatches(engine, stream.signals)
