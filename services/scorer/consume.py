@@ -36,6 +36,7 @@ from services.scorer.batching import Records
 from services.scorer.cache import StateCache
 from services.scorer.metrics import ScorerMetrics
 from services.scorer.models import ModelSet
+from services.scorer.offsets import within_the_log
 from services.scorer.partitions import Partitions
 from services.scorer.poll import Poller
 from services.scorer.relay import Relay
@@ -125,7 +126,15 @@ class Scorer:
         stored = await store.load_offsets(
             self.engine, self.cfg.group_id, [(tp.topic, tp.partition) for tp in assigned]
         )
-        positions = {tp: stored.get((tp.topic, tp.partition)) for tp in assigned}
+        assert self.consumer is not None
+        positions = await within_the_log(
+            self.consumer,
+            self.engine,
+            self.cfg.group_id,
+            {tp: stored.get((tp.topic, tp.partition)) for tp in assigned},
+            self.metrics,
+            self.clock(),
+        )
         # owned before the seeks: a poll during them may return records fetched before a seek,
         # from where the consumer stood; the writer takes them from the stored offset on, and
         # drops them when the seek brings them again (already read)

@@ -89,6 +89,16 @@ class ScorerMetrics:
             "Accounts the sweep could not re-score (left due; the log says why)",
             registry=registry,
         )
+        self.offset_resets = Counter(
+            "healthscore_scorer_offset_resets_total",
+            "Partitions whose stored offset the broker's log no longer held, started again "
+            "from its earliest record, by reason (beyond_end: topic recreated; before_start: "
+            "retention passed)",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in ("beyond_end", "before_start"):
+            self.offset_resets.labels(reason)
         self.rebalances = Counter(
             "healthscore_scorer_rebalances_total",
             "Rebalances: partition assignments received from the group",

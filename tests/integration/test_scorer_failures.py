@@ -1,4 +1,5 @@
-"""The scorer meeting records the database refuses, and a partition whose writes hang."""
+"""The scorer meeting records the database refuses, a partition whose writes hang, a sweep
+that cannot store an account, and stored offsets the broker no longer has."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.scorer.consume import Scorer
 from shared.config import Settings
 from shared.events import Signal
+from shared.kafka import ensure_topics
 from shared.ops import Health, ops_app
 from tests.support.kafka_io import header, read_topic
 from tests.support.signals import (
@@ -200,3 +202,61 @@ async def test_the_sweep_leaves_an_account_it_cannot_store_and_scores_the_others
             rows = await conn.execute(text("SELECT account_id, updated_at FROM accounts"))
             swept = {r.account_id for r in rows if r.updated_at >= now[0]}
     assert swept == {s.account_id for s in signals} - {"acc-000003"}
+
+
+async def test_offsets_the_recreated_topic_never_had_are_reset_and_nothing_is_skipped(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    """PostgreSQL holds offsets past the end of the signals topic (as after the topic was
+    deleted and created again, or a new cluster): the scorer starts each partition again from
+    its earliest record, counts the reset, and scores every signal, including an override sent
+    right after it started."""
+    signals = simulated_signals(30, 10, seed=24)
+    await ensure_topics(settings.kafka, [settings.kafka.topics.signals])
+    async with engine.begin() as conn:
+        for partition in range(settings.kafka.partitions):
+            await conn.execute(
+                text(
+                    "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset,"
+                    " updated_at) VALUES (:g, :t, :p, 311769, now())"
+                ),
+                {"g": settings.scorer.group_id, "t": settings.kafka.topics.signals, "p": partition},
+            )
+    total = await produce_signals(settings, signals[: len(signals) // 2])
+    scorer = Scorer(settings, engine, registry=CollectorRegistry())
+    async with running(scorer):
+        override = signals[0].model_copy(
+            update={
+                "signal_id": "override-after-restart",
+                "source": "api",
+                "kind": "override_set",
+                "occurred_at": datetime.now(UTC),
+                "data": {
+                    "override_id": "o-1",
+                    "action": "pin",
+                    "objective": "churn_risk",
+                    "value": 12.0,
+                    "author": "csm@example.com",
+                    "reason": "renewal call went badly",
+                    "expires_at": (datetime.now(UTC) + timedelta(days=7)).isoformat(),
+                },
+            }
+        )
+        rest = [*signals[len(signals) // 2 :], override]
+        total += await produce_signals(settings, rest)
+        deadline = asyncio.get_running_loop().time() + 60
+        while (done := await consumed(engine, settings)) != total:  # the stored sum starts high
+            assert asyncio.get_running_loop().time() < deadline, f"offsets sum {done} of {total}"
+            await asyncio.sleep(0.2)
+    resets = scorer.metrics.offset_resets.labels("beyond_end")._value.get()
+    assert resets == settings.kafka.partitions
+    assert await mismatches(engine, [*signals, override]) == []
+    async with engine.connect() as conn:
+        pinned = await conn.scalar(
+            text(
+                "SELECT score FROM scores WHERE account_id = :a AND objective = 'churn_risk'"
+                " AND model_role = 'active'"
+            ),
+            {"a": signals[0].account_id},
+        )
+    assert pinned == 12.0
