@@ -92,6 +92,8 @@ class ScorerSettings(BaseModel):
     sweep_batch_size: int = Field(default=2_000, ge=1)
     sweep_interval_seconds: float = Field(default=60.0, gt=0)
     relay_interval_seconds: float = Field(default=0.2, gt=0)
+    # a change event whose newest signal is older than this is marked replay
+    replay_after_seconds: float = Field(default=600.0, gt=0)
     stall_after_seconds: float = Field(default=120.0, gt=0)
     metrics_port: int = 9102
 

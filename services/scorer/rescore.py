@@ -183,8 +183,14 @@ def change_event(
     movers: list[dict[str, Any]],
     signal_ids: list[str],
     confidence: float,
+    reflects: datetime,
+    replay: bool,
 ) -> tuple[str, bytes]:
-    """A stable id (the same inputs always give the same id) and the structured payload."""
+    """A stable id (the same inputs always give the same id) and the structured payload.
+    `time` is the event time the change reflects (its newest signal's, or the scoring time for
+    a change of time alone); the extension attributes say when it was scored (`scoredat`) and
+    whether it reflects the past being caught up on (`replay`), so that an alerting consumer can
+    tell news from a back-fill or the end of an outage."""
     event_id = str(
         uuid.uuid5(
             EVENT_NAMESPACE,
@@ -207,8 +213,10 @@ def change_event(
             "source": EVENT_SOURCE,
             "type": CHANGE_TYPES[change],
             "subject": account_id,
-            "time": at,
+            "time": reflects,
             "datacontenttype": "application/json",
+            "scoredat": at,
+            "replay": replay,
         },
         data={
             "account_id": account_id,
@@ -239,12 +247,16 @@ def rescore(
     history_min_delta: float,
     changes_topic: str,
     recorded_at: datetime,
+    reflects: float | None = None,
+    replay: bool = False,
 ) -> tuple[Rows, Evaluation]:
     """Evaluate every model role for one account and build the rows to write.
 
     `cause` is why we are here: "signals", "override" or "time" (the sweep); it becomes
     "model_change" for a role whose stored score came from another model version. `at` is the
-    scoring time (epoch seconds), `recorded_at` when the rows are written."""
+    scoring time (epoch seconds), `recorded_at` when the rows are written, `reflects` the event
+    time of the newest signal behind the change (default: `at`) and `replay` whether that is
+    the past being caught up on."""
     rows = Rows()
     when = _ts(at)
     written = recorded_at
@@ -310,6 +322,8 @@ def rescore(
                         movers=movers,
                         signal_ids=signal_ids[:50],
                         confidence=new.confidence,
+                        reflects=when if reflects is None else _ts(reflects),
+                        replay=replay,
                     )
                     rows.outbox.append(
                         {

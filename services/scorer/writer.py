@@ -147,7 +147,11 @@ class BatchWriter:
                     "override" if any(f.kind.startswith("override_") for f in fresh) else "signals"
                 )
                 signal_ids = [f.signal_id for f in fresh]
-                self._rescore_into(prepared.batch, account_id, entry, now, cause, signal_ids)
+                newest = max(f.t for f in fresh)
+                replay = now.timestamp() - newest > self.cfg.replay_after_seconds
+                self._rescore_into(
+                    prepared.batch, account_id, entry, now, cause, signal_ids, newest, replay
+                )
         self.partitions.still(generation)
         self.partitions.prepared_to(prepared.batch.fences)
         return prepared
@@ -291,6 +295,8 @@ class BatchWriter:
         now: datetime,
         cause: str,
         signal_ids: list[str],
+        reflects: float | None = None,
+        replay: bool = False,
     ) -> None:
         rows, evaluation = rescore(
             models=self.models.models,
@@ -302,6 +308,8 @@ class BatchWriter:
             signal_ids=signal_ids,
             history_min_delta=self.cfg.history_min_delta,
             changes_topic=self.settings.kafka.topics.changes,
+            reflects=reflects,
+            replay=replay,
         )
         batch.accounts.append(
             account_row(account_id, entry, now, evaluation.next_review_at, evaluation)

@@ -126,8 +126,12 @@ async def test_signals_become_scores_history_and_cloudevents(
         for e in events
     ]
     assert len({e.get_id() for e in parsed}) == len(parsed)
+    newest = max(s.occurred_at for s in signals)
     for record, event in zip(events, parsed, strict=True):
         assert event.get_specversion() == "1.0"
+        # the stream ended an hour ago: every change reflects the past, and says so
+        assert event.get_extension("replay") is True
+        assert event.get_time() <= newest < datetime.fromisoformat(event.get_extension("scoredat"))
         assert event.get_type() in {
             "io.account-health.band.changed",
             "io.account-health.score.dropped",
@@ -216,10 +220,11 @@ async def test_silence_alone_moves_an_account_to_at_risk(
         assert row.band == "at_risk"
         assert (last.cause, last.old_band, last.new_band) == ("time", "healthy", "at_risk")
         events = await read_topic(settings, settings.kafka.topics.changes, settle=2.0)
-    changes = [
-        from_structured(KafkaMessage(headers={}, key=e.key, value=e.value), JSONFormat()).get_data()
+    parsed = [
+        from_structured(KafkaMessage(headers={}, key=e.key, value=e.value), JSONFormat())
         for e in events
     ]
+    changes = [e.get_data() for e in parsed]
     assert any(
         isinstance(c, dict)
         and c["cause"] == "time"
@@ -227,6 +232,13 @@ async def test_silence_alone_moves_an_account_to_at_risk(
         and c["account_id"] == "acc-000000"
         for c in changes
     )
+    silence = [
+        e
+        for e in parsed
+        if isinstance(e.get_data(), dict) and e.get_data()["cause"] == "time"  # type: ignore[index]
+    ]
+    assert silence and all(e.get_extension("replay") is False for e in silence)  # news
+    assert all(e.get_time() == now[0] for e in silence)  # a change of time alone: when scored
 
 
 def _start_scorer(settings: Settings) -> subprocess.Popen[bytes]:
