@@ -3,11 +3,14 @@
 Starts (unless the environment points at existing ones) a tansu broker and a PostgreSQL whose
 data lives under .data/ (so scores survive a restart; the broker is memory-only, so topics do
 not), migrates, then starts every service as its own process plus the simulator. Each child
-runs in its own process group; on SIGINT/SIGTERM they are stopped by PID, newest first.
+runs in its own process group; on SIGINT/SIGTERM they are stopped by PID, newest first. Every
+run comes back on the ports and with the API token of the first (kept in .data/ until
+`make clean`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -20,13 +23,62 @@ from healthscore.devstack import Broker, ManagedProcess, Postgres, free_port, sp
 SERVICES = ("ingest", "scorer", "api")
 
 
-def _port_or_free(preferred: int) -> int:
+# What `make run` listens on the first time, when free; later runs come back on the same ports.
+PREFERRED_PORTS = {"broker": 9092, "postgres": 5432, "ingest": 9101, "scorer": 9102, "api": 8000}
+
+
+def port_is_free(port: int) -> bool:
+    """Whether a server could listen on `port` now. SO_REUSEADDR as servers set it: a port
+    whose last connections linger in TIME_WAIT after the previous run is free to them."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind(("127.0.0.1", preferred))
+            sock.bind(("127.0.0.1", port))
         except OSError:
-            return free_port()
-    return preferred
+            return False
+    return True
+
+
+def stable_ports(data_dir: Path, names: list[str], wait: float = 15.0) -> dict[str, int]:
+    """The port of each of `names`: the one it had last time (kept in `data_dir`/ports.json
+    until `make clean`), waited for up to `wait` seconds; the first time, its preferred port if
+    free, else any free one. A port that stays taken is an error naming it, never a silent
+    move: clients and bookmarks of the last run would reach something else."""
+    path = data_dir / "ports.json"
+    saved: dict[str, int] = json.loads(path.read_text()) if path.exists() else {}
+    ports = {}
+    for name in names:
+        if name not in saved:
+            preferred = PREFERRED_PORTS[name]
+            ports[name] = preferred if port_is_free(preferred) else free_port()
+            continue
+        port = saved[name]
+        deadline = time.monotonic() + wait
+        while not port_is_free(port):
+            if time.monotonic() > deadline:
+                raise SystemExit(
+                    f"{name}: port {port} (used by the last `make run`) is taken by another "
+                    f"process; stop it, or `make clean` to start afresh on new ports"
+                )
+            time.sleep(0.5)
+        ports[name] = port
+    path.write_text(json.dumps({**saved, **ports}))
+    return ports
+
+
+def dev_token(data_dir: Path) -> tuple[str, str]:
+    """The read+write token of `make run` and its SHA-256: issued once and kept in
+    `data_dir`/dev-token (readable by its owner only) until `make clean`."""
+    from services.api.auth import hash_token, issue_token
+
+    path = data_dir / "dev-token"
+    if path.exists():
+        token = path.read_text().strip()
+        return token, hash_token(token)
+    token, digest = issue_token()
+    path.touch(mode=0o600)
+    path.write_text(token + "\n")
+    return token, digest
 
 
 def run_dev(*, accounts: int, data_dir: Path, with_simulator: bool) -> None:
@@ -47,8 +99,14 @@ def run_dev(*, accounts: int, data_dir: Path, with_simulator: bool) -> None:
     signal.signal(signal.SIGTERM, request_stop)
     began = time.monotonic()
     try:
+        ours = [
+            *(["broker"] if "HEALTHSCORE_KAFKA__BOOTSTRAP_SERVERS" not in env else []),
+            *(["postgres"] if "HEALTHSCORE_DATABASE__HOST" not in env else []),
+            *SERVICES,
+        ]
+        fixed = stable_ports(data_dir, ours)
         if "HEALTHSCORE_KAFKA__BOOTSTRAP_SERVERS" not in env:
-            broker = Broker(port=_port_or_free(9092), log_path=logs / "broker.log").start()
+            broker = Broker(port=fixed["broker"], log_path=logs / "broker.log").start()
             env["HEALTHSCORE_KAFKA__BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
             print(
                 f"broker     tansu on {broker.bootstrap_servers} (pid {broker.proc.pid})"
@@ -57,7 +115,7 @@ def run_dev(*, accounts: int, data_dir: Path, with_simulator: bool) -> None:
             )
         if "HEALTHSCORE_DATABASE__HOST" not in env:
             postgres = Postgres(
-                data_dir / "pg", port=_port_or_free(5432), log_path=logs / "postgres.log"
+                data_dir / "pg", port=fixed["postgres"], log_path=logs / "postgres.log"
             ).start()
             postgres.create_database("healthscore")
             env["HEALTHSCORE_DATABASE__HOST"] = "127.0.0.1"
@@ -66,25 +124,21 @@ def run_dev(*, accounts: int, data_dir: Path, with_simulator: bool) -> None:
                 f"database   postgresql://healthscore@127.0.0.1:{postgres.port}/healthscore"
                 f" (data in {postgres.datadir})"
             )
-        dev_token = None
+        token = None
         if "HEALTHSCORE_API__TOKENS" not in env:
-            import orjson
-
-            from services.api.auth import issue_token
-
-            dev_token, digest = issue_token()
-            env["HEALTHSCORE_API__TOKENS"] = orjson.dumps(
+            token, digest = dev_token(data_dir)
+            env["HEALTHSCORE_API__TOKENS"] = json.dumps(
                 [{"name": "dev", "sha256": digest, "scopes": ["read", "write"]}]
-            ).decode()
+            )
         command = [sys.executable, "-m", "healthscore"]
         migrate = spawn("migrate", [*command, "migrate"], log_path=logs / "migrate.log", env=env)
         if migrate.process.wait(120) != 0:
             raise SystemExit(f"migration failed: see {logs / 'migrate.log'}")
 
         ports = {
-            "ingest": ("HEALTHSCORE_INGEST__METRICS_PORT", _port_or_free(9101)),
-            "scorer": ("HEALTHSCORE_SCORER__METRICS_PORT", _port_or_free(9102)),
-            "api": ("HEALTHSCORE_API__PORT", _port_or_free(8000)),
+            "ingest": ("HEALTHSCORE_INGEST__METRICS_PORT", fixed["ingest"]),
+            "scorer": ("HEALTHSCORE_SCORER__METRICS_PORT", fixed["scorer"]),
+            "api": ("HEALTHSCORE_API__PORT", fixed["api"]),
         }
         for name in SERVICES:
             var, port = ports[name]
@@ -114,10 +168,10 @@ def run_dev(*, accounts: int, data_dir: Path, with_simulator: bool) -> None:
                     f"{name:<10} metrics http://127.0.0.1:{port}/metrics   "
                     f"health http://127.0.0.1:{port}/healthz"
                 )
-        if dev_token:
+        if token:
             print(
-                f"API token  {dev_token}  (read+write; e.g. curl -H 'Authorization: Bearer "
-                f"{dev_token}' http://127.0.0.1:{ports['api'][1]}/v1/accounts)"
+                f"API token  {token}  (read+write, kept in {data_dir / 'dev-token'}; e.g. curl "
+                f"-H 'Authorization: Bearer {token}' http://127.0.0.1:{ports['api'][1]}/v1/accounts)"
             )
         print("Ctrl-C stops everything.", flush=True)
         reported: set[str] = set()
