@@ -27,6 +27,10 @@ class DatabaseNotMigrated(HealthScoreError):
     """The database is not at the migration head this build needs."""
 
 
+class StartupTimedOut(HealthScoreError):
+    """A start-up step did not finish in time: the process stops, its supervisor restarts it."""
+
+
 class InfrastructureUnavailable(HealthScoreError):
     """Broker or database unreachable, or a conflict a retry resolves: back off, commit
     nothing, try again."""

@@ -16,9 +16,10 @@ import gc
 import time
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
+import structlog
 import uvicorn
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -33,6 +34,10 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from shared.errors import StartupTimedOut
+
+log = structlog.get_logger(__name__)
 
 STREAM_YOUNG_GC_THRESHOLD = 50_000  # measured by bench/scorer.py: about 15% more signals/s
 
@@ -89,7 +94,32 @@ class Health:
 
     stall_after: float = 120.0
     ready: bool = False
+    step: str | None = None  # the start-up step under way, if any
     _progress: dict[str, tuple[int, float]] = field(default_factory=dict)  # position, when
+
+    @contextlib.asynccontextmanager
+    async def starting(self, step: str) -> AsyncIterator[None]:
+        """One start-up step (connecting to the database, to the broker, joining the group):
+        logged when it begins and ends, named by /healthz while it runs, and bounded by
+        `stall_after`: a step that takes longer fails the start loudly (StartupTimedOut), so
+        that a supervisor starts the process again instead of it waiting unseen."""
+        self.step = step
+        began = time.monotonic()
+        log.info("startup.step", step=step)
+        bound = asyncio.timeout(self.stall_after)
+        try:
+            async with bound:
+                yield
+        except TimeoutError as exc:
+            if bound.expired():
+                log.error("startup.step_timed_out", step=step, seconds=self.stall_after)
+                raise StartupTimedOut(
+                    f"start-up step {step!r} took longer than {self.stall_after:.0f} s"
+                ) from exc
+            raise
+        finally:
+            self.step = None
+        log.info("startup.step_done", step=step, seconds=round(time.monotonic() - began, 3))
 
     def observe(
         self, partitions: Mapping[str, tuple[int, int]], fetched_at: float | None = None
@@ -157,6 +187,8 @@ class _PartitionProgress(Collector):
 
 def ops_app(registry: CollectorRegistry, health: Health) -> Starlette:
     async def healthz(_: Request) -> JSONResponse:
+        if health.step is not None:  # bounded by StartupTimedOut, so alive meanwhile
+            return JSONResponse({"status": "starting", "step": health.step}, status_code=200)
         body = {
             "status": "ok" if health.alive else "stalled",
             "seconds_since_progress": round(health.stalled_for, 3),

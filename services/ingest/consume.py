@@ -226,9 +226,11 @@ class Ingest:
         kafka = self.settings.kafka
         consumer = make_consumer(kafka, self.settings.ingest.group_id, *kafka.topics.raw)
         producer = make_producer(kafka)
-        await producer.start()
+        async with self.health.starting("producer"):
+            await producer.start()
         try:
-            await consumer.start()
+            async with self.health.starting("consumer"):
+                await consumer.start()
             try:
                 self.health.ready = True
                 log.info("ingest.started", topics=list(kafka.topics.raw))
@@ -282,10 +284,11 @@ async def serve(settings: Settings, stop: asyncio.Event, **kwargs: Any) -> None:
     ops = OpsServer(
         "0.0.0.0", settings.ingest.metrics_port, kwargs.get("registry", REGISTRY), health
     )
-    await ops.start()
+    await ops.start()  # first: /healthz and /metrics answer while the rest starts
     try:
-        topics = settings.kafka.topics
-        await ensure_topics(settings.kafka, [*topics.raw, topics.signals, topics.dlq])
+        async with health.starting("topics"):
+            topics = settings.kafka.topics
+            await ensure_topics(settings.kafka, [*topics.raw, topics.signals, topics.dlq])
         settle_heap(STREAM_YOUNG_GC_THRESHOLD)
         await ingest.run(stop)
     finally:

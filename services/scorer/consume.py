@@ -184,13 +184,15 @@ class Scorer:
     async def run(self, stop: asyncio.Event) -> None:
         kafka = self.settings.kafka
         producer = make_producer(kafka)
-        await producer.start()
+        async with self.health.starting("producer"):
+            await producer.start()
         self.consumer = make_consumer(kafka, self.cfg.group_id)
         self.consumer.subscribe([kafka.topics.signals], listener=_Rebalance(self))
         self.poller.consumer = self.consumer
         relay = asyncio.create_task(self.relay.run(producer, stop))
         try:
-            await self.consumer.start()
+            async with self.health.starting("consumer"):
+                await self.consumer.start()
             self.health.ready = True
             log.info("scorer.started", models=self.models.versions())
             await self._loop(producer, stop)
@@ -320,22 +322,22 @@ async def serve(settings: Settings, stop: asyncio.Event, **kwargs: Any) -> None:
     from shared.ops import STREAM_YOUNG_GC_THRESHOLD, OpsServer, settle_heap
 
     engine = create_engine(settings.database)
+    health = Health(stall_after=settings.scorer.stall_after_seconds)
+    health.register(kwargs.get("registry", REGISTRY), "healthscore_scorer")
+    ops = OpsServer(
+        "0.0.0.0", settings.scorer.metrics_port, kwargs.get("registry", REGISTRY), health
+    )
+    await ops.start()  # first: /healthz and /metrics answer while the rest starts
     try:
-        await ensure_migrated(engine)
-        health = Health(stall_after=settings.scorer.stall_after_seconds)
-        health.register(kwargs.get("registry", REGISTRY), "healthscore_scorer")
+        async with health.starting("database"):
+            await ensure_migrated(engine)
         scorer = Scorer(settings, engine, health=health, **kwargs)
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, scorer.request_reload)
-        ops = OpsServer(
-            "0.0.0.0", settings.scorer.metrics_port, kwargs.get("registry", REGISTRY), health
-        )
-        await ops.start()
-        try:
+        async with health.starting("topics"):
             topics = settings.kafka.topics
             await ensure_topics(settings.kafka, [topics.signals, topics.changes, topics.dlq])
-            settle_heap(STREAM_YOUNG_GC_THRESHOLD)
-            await scorer.run(stop)
-        finally:
-            await ops.stop()
+        settle_heap(STREAM_YOUNG_GC_THRESHOLD)
+        await scorer.run(stop)
     finally:
+        await ops.stop()
         await engine.dispose()

@@ -114,3 +114,28 @@ def test_gc_paused_pauses_collection_and_restores_what_it_found() -> None:
         assert not gc.isenabled()  # not turned on behind the back of whoever turned it off
     finally:
         gc.enable()
+
+
+async def test_a_start_up_step_is_shown_while_it_runs_and_fails_loudly_past_its_bound() -> None:
+    import asyncio
+
+    import httpx
+    from prometheus_client import CollectorRegistry
+
+    from shared.errors import StartupTimedOut
+    from shared.ops import ops_app
+
+    health = Health(stall_after=0.2)
+    transport = httpx.ASGITransport(app=ops_app(CollectorRegistry(), health))
+    async with httpx.AsyncClient(transport=transport, base_url="http://ops") as ops:
+        async with health.starting("database"):
+            during = (await ops.get("/healthz")).json()
+        assert during == {"status": "starting", "step": "database"}
+        assert (await ops.get("/healthz")).json()["status"] == "ok"
+        with pytest.raises(StartupTimedOut, match="'consumer' took longer than 0 s"):
+            async with health.starting("consumer"):
+                await asyncio.sleep(5)  # a join that never completes
+        assert health.step is None
+        with pytest.raises(TimeoutError):  # a time-out of the step's own is not the bound's
+            async with health.starting("topics"):
+                raise TimeoutError("the broker did not answer")
