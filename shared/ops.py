@@ -95,26 +95,31 @@ class Health:
     stall_after: float = 120.0
     ready: bool = False
     step: str | None = None  # the start-up step under way, if any
+    # the bound of each start-up step: at least a minute, since a broker or database that is
+    # starting too can take that long to answer, whatever the stall bar once running
+    startup_timeout: float | None = None
     _progress: dict[str, tuple[int, float]] = field(default_factory=dict)  # position, when
 
     @contextlib.asynccontextmanager
     async def starting(self, step: str) -> AsyncIterator[None]:
         """One start-up step (connecting to the database, to the broker, joining the group):
         logged when it begins and ends, named by /healthz while it runs, and bounded by
-        `stall_after`: a step that takes longer fails the start loudly (StartupTimedOut), so
-        that a supervisor starts the process again instead of it waiting unseen."""
+        `startup_timeout` (default: `stall_after`, at least 60 s): a step that takes longer
+        fails the start loudly (StartupTimedOut), so that a supervisor starts the process
+        again instead of it waiting unseen."""
         self.step = step
         began = time.monotonic()
         log.info("startup.step", step=step)
-        bound = asyncio.timeout(self.stall_after)
+        limit = self.startup_timeout or max(self.stall_after, 60.0)
+        bound = asyncio.timeout(limit)
         try:
             async with bound:
                 yield
         except TimeoutError as exc:
             if bound.expired():
-                log.error("startup.step_timed_out", step=step, seconds=self.stall_after)
+                log.error("startup.step_timed_out", step=step, seconds=limit)
                 raise StartupTimedOut(
-                    f"start-up step {step!r} took longer than {self.stall_after:.0f} s"
+                    f"start-up step {step!r} took longer than {limit:.0f} s"
                 ) from exc
             raise
         finally:

@@ -31,12 +31,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from prometheus_client import REGISTRY, CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.scorer import store
+from services.scorer import offsets, store
 from services.scorer.batching import Records
 from services.scorer.cache import StateCache
 from services.scorer.metrics import ScorerMetrics
 from services.scorer.models import ModelSet
-from services.scorer.offsets import within_the_log
 from services.scorer.partitions import Partitions
 from services.scorer.poll import Poller
 from services.scorer.relay import Relay
@@ -106,6 +105,7 @@ class Scorer:
         self._inflight: asyncio.Task[None] | None = None  # the commit of the last batch
         self._failures = 0  # retriable failures since the last commit: the back-off's exponent
         self._reload_requested = False
+        self._taken_at: dict[TopicPartition, float] = {}  # epoch ms each partition was taken
         self._sweep_backlog = False
         self._last_sweep = 0.0
 
@@ -127,14 +127,10 @@ class Scorer:
             self.engine, self.cfg.group_id, [(tp.topic, tp.partition) for tp in assigned]
         )
         assert self.consumer is not None
-        positions = await within_the_log(
-            self.consumer,
-            self.engine,
-            self.cfg.group_id,
-            {tp: stored.get((tp.topic, tp.partition)) for tp in assigned},
-            self.metrics,
-            self.clock(),
-        )
+        positions = {tp: stored.get((tp.topic, tp.partition)) for tp in assigned}
+        if passed := await offsets.before_start(self.consumer, positions):
+            positions.update(await self._reset(passed))
+        self._taken_at.update({tp: time.time() * 1000 for tp in assigned})
         # owned before the seeks: a poll during them may return records fetched before a seek,
         # from where the consumer stood; the writer takes them from the stored offset on, and
         # drops them when the seek brings them again (already read)
@@ -155,6 +151,13 @@ class Scorer:
     def request_reload(self) -> None:
         """SIGHUP: re-read the model files before the next batch."""
         self._reload_requested = True
+
+    async def _reset(self, outside: offsets.Outside) -> dict[TopicPartition, int]:
+        assert self.consumer is not None
+        engine, group = self.engine, self.cfg.group_id
+        return await offsets.reset(
+            self.consumer, engine, group, outside, self.metrics, self.clock()
+        )
 
     async def reload_models(self) -> bool:
         self._reload_requested = False
@@ -229,6 +232,12 @@ class Scorer:
                 )
                 if not records or self._reload_requested or sweep_due:
                     await self._settle()
+                if beyond := offsets.beyond_end(
+                    self.consumer, self.partitions.committed, self._taken_at
+                ):
+                    await self._settle()
+                    await self._reset(beyond)
+                    await self._rewind()
                 if self._reload_requested:
                     await self.reload_models()
                 if sweep_due:

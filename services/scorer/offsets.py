@@ -1,13 +1,19 @@
-"""Stored offsets checked against the broker's log when the scorer takes a partition.
+"""Stored offsets checked against the broker's log: never followed outside it, silently.
 
 PostgreSQL holds where the scorer is in each partition (docs/adr/0002); the broker may no longer
-have that place: a topic deleted and created again, a new cluster, or retention that passed
-records never scored. Following such an offset would skip records silently (a fetch past the
-end returns nothing until the new log grows past it), so it is reset, logged and counted.
+have that place. Past the log's end (the topic was deleted and created again, or the cluster is
+new) a fetch returns nothing until the new log grows past the stored offset, so everything
+below it would be skipped; before the log's start, retention removed records never scored. An
+offset before the start is seen when a partition is taken (the log's beginning offset); one past
+the end by the high-water mark of the first fetch after it (the broker's end-offset answer is
+not trusted: the dev broker's is stale). Either way the partition starts again from its earliest
+record (re-sent signals are dropped by id), its stored offset is moved there, and the reset is
+logged and counted (`healthscore_scorer_offset_resets_total`, an alert).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 import structlog
@@ -21,43 +27,58 @@ from services.scorer.store import Batch
 
 log = structlog.get_logger(__name__)
 
+Outside = dict[TopicPartition, tuple[int, str]]  # partition -> (stored offset, reason)
 
-async def within_the_log(
+
+async def before_start(
+    consumer: AIOKafkaConsumer, stored: Mapping[TopicPartition, int | None]
+) -> Outside:
+    """Stored offsets that retention has passed."""
+    known = {tp: offset for tp, offset in stored.items() if offset is not None}
+    if not known:
+        return {}
+    starts = await consumer.beginning_offsets(list(known))
+    return {tp: (offset, "before_start") for tp, offset in known.items() if offset < starts[tp]}
+
+
+def beyond_end(
+    consumer: AIOKafkaConsumer,
+    committed: Mapping[TopicPartition, int | None],
+    taken_at: Mapping[TopicPartition, float],
+) -> Outside:
+    """Stored offsets past the end of the log, by the high-water mark of a fetch made after the
+    partition was taken (`taken_at`, epoch ms): an older one may be another owner's past."""
+    outside: Outside = {}
+    for tp, offset in committed.items():
+        highwater, polled = consumer.highwater(tp), consumer.last_poll_timestamp(tp)
+        if offset is None or highwater is None or polled is None:
+            continue
+        if polled > taken_at.get(tp, float("inf")) and highwater < offset:
+            outside[tp] = (offset, "beyond_end")
+    return outside
+
+
+async def reset(
     consumer: AIOKafkaConsumer,
     engine: AsyncEngine,
     group_id: str,
-    stored: dict[TopicPartition, int | None],
+    outside: Outside,
     metrics: ScorerMetrics,
     now: datetime,
-) -> dict[TopicPartition, int | None]:
-    """The stored offsets, each checked against the partition's log on the broker. One
-    past its end (the topic was deleted and created again, or the cluster is new) or
-    before its start (retention removed what was never scored) is never followed
-    silently: the partition starts again from its earliest record (re-delivered signals
-    are dropped by id), its stored offset is moved there in PostgreSQL, and the reset is
-    logged and counted (`healthscore_scorer_offset_resets_total`, an alert)."""
-    known = {tp: offset for tp, offset in stored.items() if offset is not None}
-    if not known:
-        return stored
-    starts = await consumer.beginning_offsets(list(known))
-    ends = await consumer.end_offsets(list(known))
+) -> dict[TopicPartition, int]:
+    """Move each partition's stored offset to the start of its log; the new positions."""
+    starts = await consumer.beginning_offsets(list(outside))
     fences: Fences = {}
-    for tp, offset in known.items():
-        start, end = starts[tp], ends[tp]
-        reason = "beyond_end" if offset > end else "before_start" if offset < start else None
-        if reason is None:
-            continue
-        fences[(tp.topic, tp.partition)] = (offset, start)
+    for tp, (offset, reason) in outside.items():
+        fences[(tp.topic, tp.partition)] = (offset, starts[tp])
         metrics.offset_resets.labels(reason).inc()
         log.error(
             "scorer.offset_reset",
             partition=tp.partition,
             reason=reason,
             stored=offset,
-            log_start=start,
-            log_end=end,
-            now_from=start,
+            highwater=consumer.highwater(tp),
+            now_from=starts[tp],
         )
-    if fences:
-        await store.write_batch(engine, group_id, Batch(fences), now)
-    return {**stored, **{TopicPartition(t, p): new for (t, p), (_, new) in fences.items()}}
+    await store.write_batch(engine, group_id, Batch(fences), now)
+    return {tp: starts[tp] for tp in outside}

@@ -23,7 +23,7 @@ from services.ingest.consume import Ingest
 from shared.config import Settings
 from shared.events import EVENT_TYPE_SOURCE, Signal, decode_signal
 from shared.validate import REASONS
-from tests.support.infra import healthscore_argv, settings_env
+from tests.support.infra import healthscore_argv, running, settings_env
 from tests.support.kafka_io import header, produce, read_topic
 from tests.support.samples import crafted_rejections, valid_events
 
@@ -36,14 +36,8 @@ def topic_for(settings: Settings, kind: str) -> str:
 
 @contextlib.asynccontextmanager
 async def running_ingest(settings: Settings) -> AsyncIterator[Ingest]:
-    ingest = Ingest(settings, registry=CollectorRegistry())
-    stop = asyncio.Event()
-    task = asyncio.create_task(ingest.run(stop))
-    try:
+    async with running(Ingest(settings, registry=CollectorRegistry())) as ingest:
         yield ingest
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
 
 
 async def test_every_event_type_becomes_its_signal(settings: Settings) -> None:

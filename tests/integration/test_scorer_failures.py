@@ -4,12 +4,9 @@ that cannot store an account, and stored offsets the broker no longer has."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
 import httpx
 import orjson
 import pytest
@@ -22,6 +19,7 @@ from shared.config import Settings
 from shared.events import Signal
 from shared.kafka import ensure_topics
 from shared.ops import Health, ops_app
+from tests.support.infra import connect, running
 from tests.support.kafka_io import header, read_topic
 from tests.support.signals import (
     consumed,
@@ -32,17 +30,6 @@ from tests.support.signals import (
 )
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-@contextlib.asynccontextmanager
-async def running(scorer: Scorer) -> AsyncIterator[Scorer]:
-    stop = asyncio.Event()
-    task = asyncio.create_task(scorer.run(stop))
-    try:
-        yield scorer
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
 
 
 def poison(template: Signal, n: int) -> list[Signal]:
@@ -118,7 +105,6 @@ async def test_a_partition_whose_writes_hang_shows_in_healthz_and_the_metric(
     scorer = Scorer(settings, engine, registry=registry, health=health)
     signals = simulated_signals(40, 10, seed=22)
     half = len(signals) // 2
-    db = settings.database
     async with (
         running(scorer),
         httpx.AsyncClient(
@@ -128,13 +114,7 @@ async def test_a_partition_whose_writes_hang_shows_in_healthz_and_the_metric(
         first = await produce_signals(settings, signals[:half])
         await wait_consumed(engine, settings, first)
         assert (await ops.get("/healthz")).status_code == 200
-        blocker = await asyncpg.connect(
-            host=db.host,
-            port=db.port,
-            user=db.user,
-            password=db.password.get_secret_value(),
-            database=db.name,
-        )
+        blocker = await connect(settings.database)
         try:
             tx = blocker.transaction()
             await tx.start()

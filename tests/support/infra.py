@@ -8,6 +8,7 @@ migrated once), so tests are independent and run in any order.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import subprocess
@@ -16,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.engine import make_url
 
@@ -99,20 +101,44 @@ def create_template(database: DatabaseSettings) -> None:
     migrate(database, name=TEMPLATE_DB)
 
 
-async def admin_sql(database: DatabaseSettings, sql: str) -> None:
+async def connect(database: DatabaseSettings) -> Any:
+    """A plain asyncpg connection to `database` (close it)."""
     import asyncpg
 
-    conn = await asyncpg.connect(
+    return await asyncpg.connect(
         host=database.host,
         port=database.port,
         user=database.user,
         password=database.password.get_secret_value(),
         database=database.name,
     )
+
+
+async def admin_sql(database: DatabaseSettings, sql: str) -> None:
+    conn = await connect(database)
     try:
         await conn.execute(sql)
     finally:
         await conn.close()
+
+
+class Worker(Protocol):
+    async def run(self, stop: asyncio.Event) -> None: ...
+
+
+W = TypeVar("W", bound=Worker)
+
+
+@contextlib.asynccontextmanager
+async def running(worker: W) -> AsyncIterator[W]:
+    """A service's worker (ingest, scorer) running in this event loop until the block ends."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    try:
+        yield worker
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
 
 
 @contextlib.asynccontextmanager

@@ -25,6 +25,7 @@ from shared.scoring.engine import evaluate
 from shared.scoring.model import Model, load_model
 from shared.scoring.state import AccountState, Fact
 from shared.validate import Sentiment, validate
+from tests.support.infra import running
 from tests.support.kafka_io import produce
 
 MODEL = load_model(DEFAULT_MODEL_PATH)
@@ -169,14 +170,8 @@ async def running_scorer(
     settings: Settings, engine: AsyncEngine, clock: Callable[[], datetime] | None = None
 ) -> AsyncIterator[Scorer]:
     kwargs = {"clock": clock} if clock else {}
-    scorer = Scorer(settings, engine, registry=CollectorRegistry(), **kwargs)
-    stop = asyncio.Event()
-    task = asyncio.create_task(scorer.run(stop))
-    try:
+    async with running(Scorer(settings, engine, registry=CollectorRegistry(), **kwargs)) as scorer:
         yield scorer
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 30)
 
 
 async def seed(settings: Settings, engine: AsyncEngine, accounts: int = 40) -> list[str]:

@@ -125,7 +125,7 @@ async def test_a_start_up_step_is_shown_while_it_runs_and_fails_loudly_past_its_
     from shared.errors import StartupTimedOut
     from shared.ops import ops_app
 
-    health = Health(stall_after=0.2)
+    health = Health(stall_after=60, startup_timeout=0.2)
     transport = httpx.ASGITransport(app=ops_app(CollectorRegistry(), health))
     async with httpx.AsyncClient(transport=transport, base_url="http://ops") as ops:
         async with health.starting("database"):
