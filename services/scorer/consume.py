@@ -135,7 +135,6 @@ class Scorer:
         # from where the consumer stood; the writer takes them from the stored offset on, and
         # drops them when the seek brings them again (already read)
         self.partitions.adopt(positions)
-        assert self.consumer is not None
         for tp, offset in positions.items():
             if offset is None:
                 await self.consumer.seek_to_beginning(tp)
@@ -153,10 +152,10 @@ class Scorer:
         self._reload_requested = True
 
     async def _reset(self, outside: offsets.Outside) -> dict[TopicPartition, int]:
+        """Start these partitions again from the start of their logs (offsets.py)."""
         assert self.consumer is not None
-        engine, group = self.engine, self.cfg.group_id
         return await offsets.reset(
-            self.consumer, engine, group, outside, self.metrics, self.clock()
+            self.consumer, self.engine, self.cfg.group_id, outside, self.metrics, self.clock()
         )
 
     async def reload_models(self) -> bool:
