@@ -31,11 +31,11 @@ test-unit: $(STAMP) ## run the fast unit tests of the pure core only
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy on services/ and shared/
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check services shared
+	$(BIN)/ruff format --check healthscore services shared
 	$(BIN)/mypy
 
 fmt: $(STAMP) ## format and auto-fix
-	$(BIN)/ruff format services shared
+	$(BIN)/ruff format healthscore services shared
 	$(BIN)/ruff check --fix .
 
 migrate: $(STAMP) ## apply database migrations to the configured database
