@@ -16,8 +16,9 @@ import gc
 import time
 from bisect import bisect_left
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 import uvicorn
@@ -67,6 +68,25 @@ def gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+
+
+async def unless_stopped(step: Awaitable[Any], stop: asyncio.Event) -> bool:
+    """Await `step` unless `stop` is set first (SIGTERM while joining a group that does not
+    answer): then `step` is cancelled and False returned, so that the process can exit at once
+    instead of after the step's own time-outs."""
+    task = asyncio.ensure_future(step)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if task.done():
+        task.result()  # its error, if any
+        return True
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    return False
 
 
 def observe_many(histogram: Histogram, values: Iterable[float]) -> None:

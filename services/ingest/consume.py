@@ -11,6 +11,7 @@ signal id). Broker errors back off and retry without committing; SIGTERM drains 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter as Tally
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -27,7 +28,7 @@ from shared.config import Settings
 from shared.events import Signal, Source, encode_signal, utcnow
 from shared.failures import classify
 from shared.kafka import dead_letter_headers, make_consumer, make_producer
-from shared.ops import Health
+from shared.ops import Health, unless_stopped
 from shared.validate import Limits, Rejection, Sentiment, validate
 
 log = structlog.get_logger(__name__)
@@ -230,14 +231,16 @@ class Ingest:
             await producer.start()
         try:
             async with self.health.starting("consumer"):
-                await consumer.start()
+                started = await unless_stopped(consumer.start(), stop)
             try:
-                self.health.ready = True
-                log.info("ingest.started", topics=list(kafka.topics.raw))
-                await self._loop(consumer, producer, stop)
+                if started:
+                    self.health.ready = True
+                    log.info("ingest.started", topics=list(kafka.topics.raw))
+                    await self._loop(consumer, producer, stop)
             finally:
                 self.health.ready = False
-                await consumer.stop()
+                with contextlib.suppress(Exception):  # leaving the group: bounded, best effort
+                    await asyncio.wait_for(consumer.stop(), 10.0)
         finally:
             await producer.stop()
         log.info("ingest.stopped")

@@ -45,12 +45,13 @@ from shared.errors import FencedOut, HealthScoreError
 from shared.events import utcnow
 from shared.failures import classify
 from shared.kafka import make_consumer, make_producer
-from shared.ops import Health, gc_paused
+from shared.ops import Health, gc_paused, unless_stopped
 from shared.scoring.model import Model
 
 log = structlog.get_logger(__name__)
 
 BACKOFF_FIRST, BACKOFF_CAP = 0.2, 30.0
+CLIENT_STOP_SECONDS = 10.0
 
 
 class BatchFailed(Exception):
@@ -194,15 +195,17 @@ class Scorer:
         relay = asyncio.create_task(self.relay.run(producer, stop))
         try:
             async with self.health.starting("consumer"):
-                await self.consumer.start()
-            self.health.ready = True
-            log.info("scorer.started", models=self.models.versions())
-            await self._loop(producer, stop)
+                started = await unless_stopped(self.consumer.start(), stop)
+            if started:
+                self.health.ready = True
+                log.info("scorer.started", models=self.models.versions())
+                await self._loop(producer, stop)
         finally:
             self.health.ready = False
             if self._inflight is not None:
                 self._inflight.cancel()
-            await self.consumer.stop()
+            with contextlib.suppress(Exception):  # leaving the group: bounded, best effort
+                await asyncio.wait_for(self.consumer.stop(), CLIENT_STOP_SECONDS)
             relay.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await relay

@@ -139,3 +139,30 @@ async def test_a_start_up_step_is_shown_while_it_runs_and_fails_loudly_past_its_
         with pytest.raises(TimeoutError):  # a time-out of the step's own is not the bound's
             async with health.starting("topics"):
                 raise TimeoutError("the broker did not answer")
+
+
+async def test_a_stop_during_a_start_up_step_ends_it_at_once() -> None:
+    import asyncio
+
+    from shared.ops import unless_stopped
+
+    stop = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def join_that_never_answers() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    asyncio.get_running_loop().call_later(0.05, stop.set)  # SIGTERM while joining
+    assert await asyncio.wait_for(unless_stopped(join_that_never_answers(), stop), 5) is False
+    assert cancelled.is_set()
+    assert await unless_stopped(asyncio.sleep(0), asyncio.Event()) is True
+    with pytest.raises(ValueError, match="refused"):  # a step's own error is the step's
+        await unless_stopped(_raises(), asyncio.Event())
+
+
+async def _raises() -> None:
+    raise ValueError("refused")
