@@ -8,6 +8,7 @@ output is acknowledged; the scorer stores its offsets in PostgreSQL with its wri
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Iterable
@@ -53,6 +54,14 @@ def make_consumer(
     }
     options.update(overrides)
     return AIOKafkaConsumer(*topics, **options)
+
+
+async def leave(client: AIOKafkaConsumer | AIOKafkaProducer, seconds: float = 10.0) -> None:
+    """Stop a client when its worker stops, bounded: leaving a group the broker does not answer
+    for must not keep the process from exiting (its partitions are reassigned after the
+    session timeout anyway)."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(client.stop(), seconds)
 
 
 def dead_letter_headers(

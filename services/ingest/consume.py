@@ -11,7 +11,6 @@ signal id). Broker errors back off and retry without committing; SIGTERM drains 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import Counter as Tally
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -27,7 +26,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from shared.config import Settings
 from shared.events import Signal, Source, encode_signal, utcnow
 from shared.failures import classify
-from shared.kafka import dead_letter_headers, make_consumer, make_producer
+from shared.kafka import dead_letter_headers, leave, make_consumer, make_producer
 from shared.ops import Health, unless_stopped
 from shared.validate import Limits, Rejection, Sentiment, validate
 
@@ -239,8 +238,7 @@ class Ingest:
                     await self._loop(consumer, producer, stop)
             finally:
                 self.health.ready = False
-                with contextlib.suppress(Exception):  # leaving the group: bounded, best effort
-                    await asyncio.wait_for(consumer.stop(), 10.0)
+                await leave(consumer)
         finally:
             await producer.stop()
         log.info("ingest.stopped")

@@ -6,7 +6,7 @@ committed: on partition assignment the scorer seeks to the offsets stored in Pos
 crash at any point replays exactly the signals whose effects were not committed. Between
 batches, the sweep re-scores accounts whose score is due to move because time passed.
 
-What goes wrong is classified once (`shared.errors.classify`): a retriable failure rolls back,
+What goes wrong is classified once (`shared.failures.classify`): a retriable failure rolls back,
 backs off (growing, with jitter, reset only by a commit) and reads again from the stored
 offsets; a batch that fails for any other reason is isolated record by record, so one poison
 signal is dead-lettered and never stalls its partition. The parts: `poll` and `batching`
@@ -44,14 +44,13 @@ from shared.config import Settings
 from shared.errors import FencedOut, HealthScoreError
 from shared.events import utcnow
 from shared.failures import classify
-from shared.kafka import make_consumer, make_producer
+from shared.kafka import leave, make_consumer, make_producer
 from shared.ops import Health, gc_paused, unless_stopped
 from shared.scoring.model import Model
 
 log = structlog.get_logger(__name__)
 
 BACKOFF_FIRST, BACKOFF_CAP = 0.2, 30.0
-CLIENT_STOP_SECONDS = 10.0
 
 
 class BatchFailed(Exception):
@@ -204,8 +203,7 @@ class Scorer:
             self.health.ready = False
             if self._inflight is not None:
                 self._inflight.cancel()
-            with contextlib.suppress(Exception):  # leaving the group: bounded, best effort
-                await asyncio.wait_for(self.consumer.stop(), CLIENT_STOP_SECONDS)
+            await leave(self.consumer)
             relay.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await relay

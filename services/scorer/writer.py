@@ -4,7 +4,7 @@
 (state, scores, history, outbox) and the batch's fences; `commit` writes them in one statement
 (`store.write_batch`). `sweep` does the same for accounts whose scores move with time alone.
 
-When a batch fails for a reason that is not retriable (`shared.errors.classify`), `isolate` finds
+When a batch fails for a reason that is not retriable (`shared.failures.classify`), `isolate` finds
 the records it came from by halving: each half is prepared afresh from stored state and committed
 on its own; a single record that still fails is dead-lettered with the reason and the database's
 message, and its offset committed. The partition moves on, and every other signal of the batch
