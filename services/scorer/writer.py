@@ -131,12 +131,12 @@ class BatchWriter:
             await self.dead_letter(producer, invalid, "invalid_signal", "not a valid signal")
         entries = await self.cache.get(partition_of, self.partitions)
         self.partitions.still(generation)
-        kinds = self.models.kinds
-        for i, (account_id, account_facts) in enumerate(facts.items()):
-            if i % 50 == 49:
-                await asyncio.sleep(0)  # lets the commit of the batch before make progress
-            entry = entries[account_id]
-            with _scoring_errors_refuse():
+        kinds, at = self.models.kinds, now.timestamp()
+        with _scoring_errors_refuse():  # once around the loop: nothing per account on the way
+            for i, (account_id, account_facts) in enumerate(facts.items()):
+                if i % 50 == 49:
+                    await asyncio.sleep(0)  # lets the commit of the batch before make progress
+                entry = entries[account_id]
                 fresh = [f for f in account_facts if entry.state.apply(kinds, f, self.dedup)]
                 prepared.duplicates += len(account_facts) - len(fresh)
                 if not fresh:
@@ -148,7 +148,7 @@ class BatchWriter:
                 )
                 signal_ids = [f.signal_id for f in fresh]
                 newest = max(f.t for f in fresh)
-                replay = now.timestamp() - newest > self.cfg.replay_after_seconds
+                replay = at - newest > self.cfg.replay_after_seconds
                 self._rescore_into(
                     prepared.batch, account_id, entry, now, cause, signal_ids, newest, replay
                 )
@@ -276,8 +276,8 @@ class BatchWriter:
         entries = await self.cache.get(accounts, self.partitions)
         batch = Batch(fences=fences)
         try:
-            for account_id in accounts:
-                with _scoring_errors_refuse():
+            with _scoring_errors_refuse():
+                for account_id in accounts:
                     self._rescore_into(batch, account_id, entries[account_id], now, "time", [])
             await store.write_batch(self.engine, self.cfg.group_id, batch, now)
         except Exception:
