@@ -53,7 +53,7 @@ class Partitions:
     def hold(self) -> Fences:
         """Fences that move nothing, for a write of time alone (the sweep), between batches."""
         return {
-            (tp.topic, tp.partition): (position, position or 0)
+            (tp.topic, tp.partition): (position, position)
             for tp, position in self.committed.items()
             if position is not None
         }
