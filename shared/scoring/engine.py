@@ -122,7 +122,7 @@ def _value(state: AccountState, read: _Read, at: float) -> float | None:
         return float(state.latest[read.name][2])
     if read.aggregation == "last_seen":
         return max(at - last, 0.0) / DAY
-    return decay.value(state.decayed.get(read.name, 0), at, read.half_life_days)
+    return decay.value(state.decayed.get(read.name), at, read.half_life_days)
 
 
 def _raw_value(

@@ -1,9 +1,10 @@
 """Per-account rolling state and how one signal updates it.
 
-Every update is commutative: decayed aggregates add exact integers (see decay.py); latest values
-and attributes keep the maximum by (event time, signal id); last-seen times keep the maximum;
-override revocations are remembered even if they arrive before the override. So the same set of
-signals gives the same state in any order, batching, or with restarts in between.
+Every update is commutative: decayed aggregates add exact integers against a landmark of their
+own (see decay.py); latest values and attributes keep the maximum by (event time, signal id);
+last-seen times keep the maximum; override revocations are remembered even if they arrive
+before the override. So the same set of signals gives the same state in any order, batching, or
+with restarts in between.
 
 The de-duplication memory (`seen`) is the one part that is not a function of the set alone: it
 remembers the ids of signals ingested within `horizon` of the newest one (at most `max_ids`),
@@ -80,7 +81,7 @@ Latest = tuple[float, str, Any]
 
 @dataclass
 class AccountState:
-    decayed: dict[str, int] = field(default_factory=dict)
+    decayed: dict[str, decay.Sum] = field(default_factory=dict)
     latest: dict[str, Latest] = field(default_factory=dict)
     last: dict[str, float] = field(default_factory=dict)  # aggregate -> newest event time
     sources: dict[str, float] = field(default_factory=dict)  # source -> newest event time
@@ -139,7 +140,8 @@ class AccountState:
                 weight = 1.0 if aggregation == "decayed_count" else float(raw)
                 if weight_by:
                     weight *= weights.get(str(data.get(weight_by)), 1.0)
-                self.decayed[name] = self.decayed.get(name, 0) + decay.term(weight, t, half_life)
+                if weight:
+                    self.decayed[name] = decay.add(self.decayed.get(name), weight, t, half_life)
         return True
 
     def _override(self, fact: Fact) -> None:
@@ -196,7 +198,7 @@ class AccountState:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "v": 2,
+            "v": 3,
             "decayed": {k: decay.encode(v) for k, v in sorted(self.decayed.items())},
             "latest": {k: list(v) for k, v in sorted(self.latest.items())},
             "last": dict(sorted(self.last.items())),

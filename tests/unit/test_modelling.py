@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -201,3 +201,40 @@ def test_backtest_and_fit_commands_write_reports_and_a_valid_model(
         "summary.json", "report.md", "churn_risk.png", "expansion.png"
     }  # fmt: skip
     assert "| default `default@" in (out / "report.md").read_text()
+
+
+def _shifted(source: Path, target: Path, by: timedelta) -> None:
+    """The events and outcomes of `source` with every time moved by `by`."""
+    target.mkdir()
+    lines = []
+    for line in (source / "events.jsonl").read_bytes().splitlines():
+        event = orjson.loads(line)
+        for key, value in event.items():
+            if key.endswith("_at") and isinstance(value, str):
+                event[key] = (datetime.fromisoformat(value) + by).isoformat()
+        lines.append(orjson.dumps(event))
+    (target / "events.jsonl").write_bytes(b"\n".join(lines) + b"\n")
+    with (source / "outcomes.csv").open() as fh, (target / "outcomes.csv").open("w") as out:
+        reader = csv.DictReader(fh)
+        writer = csv.DictWriter(out, reader.fieldnames or [])
+        writer.writeheader()
+        for row in reader:
+            if row["churned_at"]:
+                row["churned_at"] = (datetime.fromisoformat(row["churned_at"]) + by).isoformat()
+            writer.writerow(row)
+
+
+@pytest.mark.parametrize("years", [-30, 45])
+def test_scores_do_not_depend_on_the_decade(world_files: Path, tmp_path: Path, years: int) -> None:
+    # a shift that is no whole number of any half-life, into the 1990s and the 2070s
+    by = timedelta(days=365.25 * years, hours=5, seconds=17)
+    _shifted(world_files, tmp_path / "shifted", by)
+    cuts = [START.timestamp() + d * DAY for d in (40, 90, 140)]
+    samples = {}
+    for folder, move in ((world_files, 0.0), (tmp_path / "shifted", by.total_seconds())):
+        history = load_events(folder / "events.jsonl")
+        churn_at = load_outcomes(folder / "outcomes.csv")
+        taken = collect(history, churn_at, MODEL, [c + move for c in cuts], 30 * DAY)
+        samples[move] = [(s.account_id, s.churned, s.scores, s.bands, s.sub_scores) for s in taken]
+    here, there = samples.values()
+    assert len(here) > 500 and here == there
