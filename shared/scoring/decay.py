@@ -37,7 +37,7 @@ def add(current: Sum | None, weight: float, t: float, half_life_days: float) -> 
     added. An event of weight 0 is no event: leave it out rather than add it, or it would move
     the landmark."""
     whole, rest = divmod(t - ORIGIN, half_life_days * DAY)
-    fraction, bits = math.frexp(weight * 2.0 ** (rest / (half_life_days * DAY)))
+    fraction, bits = math.frexp(weight * math.exp2(rest / (half_life_days * DAY)))
     mantissa = int(math.ldexp(fraction, _FLOAT_BITS))
     at = int(whole) + bits - _FLOAT_BITS
     if current is None:
@@ -56,8 +56,8 @@ def value(current: Sum | None, t: float, half_life_days: float) -> float:
     whole, rest = divmod(t - ORIGIN, half_life_days * DAY)
     excess = max(abs(total).bit_length() - 62, 0)
     head = total >> excess if total > 0 else -((-total) >> excess)
-    return math.ldexp(float(head), excess + landmark - int(whole)) * 2.0 ** -(
-        rest / (half_life_days * DAY)
+    return math.ldexp(float(head), excess + landmark - int(whole)) * math.exp2(
+        -rest / (half_life_days * DAY)
     )
 
 
