@@ -92,8 +92,10 @@ class ScorerSettings(BaseModel):
     sweep_batch_size: int = Field(default=2_000, ge=1)
     sweep_interval_seconds: float = Field(default=60.0, gt=0)
     relay_interval_seconds: float = Field(default=0.2, gt=0)
-    # a change event whose newest signal is older than this is marked replay
+    # a change whose newest signal is older than this is a replay: band changes and drops
+    # are held, and one net change is sent once the account has been quiet for the hold
     replay_after_seconds: float = Field(default=600.0, gt=0)
+    replay_hold_seconds: float = Field(default=30.0, gt=0)
     stall_after_seconds: float = Field(default=120.0, gt=0)
     metrics_port: int = 9102
 

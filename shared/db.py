@@ -97,6 +97,9 @@ class ScoreRow(Base):
     previous_score: Mapped[float | None] = mapped_column(Float)
     # peak score since the last change event: a fall of alert_drop below it is news
     alert_baseline: Mapped[float | None] = mapped_column(Float)
+    # while changes are held during a catch-up: what subscribers last heard (score, band,
+    # alert baseline) and the newest event time held; the net change is sent from it
+    held: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     evaluated_at: Mapped[datetime] = mapped_column(Timestamp)
     changed_at: Mapped[datetime] = mapped_column(Timestamp)
     updated_at: Mapped[datetime] = mapped_column(Timestamp)

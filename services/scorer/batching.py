@@ -19,6 +19,19 @@ def count(records: Records) -> int:
     return sum(len(rs) for rs in records.values())
 
 
+def onward(records: list[Any], start: int | None) -> tuple[list[Any], int]:
+    """(kept, dropped): the records at or after `start` (the partition's next offset to
+    prepare; None: anything) whose offsets keep rising. A batch is collected from several
+    fetches, and a consumer may hand out records again (after a seek, or a fetch that timed out
+    and was retried): what it hands out again is stored already, or in this batch."""
+    kept: list[Any] = []
+    for record in records:
+        if start is None or record.offset >= start:
+            kept.append(record)
+            start = record.offset + 1
+    return kept, len(records) - len(kept)
+
+
 def cut(polled: Records, cap: int) -> tuple[Records, Records]:
     """(taken, carried): keep a batch within `cap` distinct accounts, taking whole partitions'
     records while they fit. Records are interleaved in time, so a prefix of a partition already

@@ -19,7 +19,13 @@ class ScorerMetrics:
         )
         self.duplicates = Counter(
             "healthscore_scorer_duplicates_dropped_total",
-            "Signals dropped as duplicates (same signal id)",
+            "Signals dropped as duplicates (same signal id, or older than an imported history)",
+            registry=registry,
+        )
+        self.redelivered = Counter(
+            "healthscore_scorer_records_redelivered_total",
+            "Records the consumer handed out again within a batch or before the position "
+            "prepared (dropped by offset)",
             registry=registry,
         )
         self.dead_lettered = Counter(

@@ -6,12 +6,19 @@ moved by at least `history_min_delta` since the last history row, on an override
 model version changes; never once per event. A change event (CloudEvents 1.0, structured JSON)
 goes to the outbox on band transitions, on drops of at least the objective's `alert_drop`
 points, and on overrides; shadow models never emit change events.
+
+Catching up on the past (`replay`: the newest signal behind a change is older than the
+scorer's `replay_after_seconds`), band changes and drops are held, not sent: the stored score
+keeps what subscribers last heard (`Held`), and the first rescore that is not a replay (a live
+signal, or the sweep once the account has been quiet for `replay_hold_seconds`) sends one net
+change from it, or none if the account ended where it was. Overrides are sent at once. History
+rows are written as always, so what happened when stays visible.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
@@ -42,6 +49,38 @@ CHANGE_TYPES = {
 _FORMAT = JSONFormat()
 
 
+# Changes that wait for the end of a catch-up; an override is a person's act, sent at once.
+_HELD_CHANGES = ("band_changed", "score_dropped")
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """What subscribers last heard of a score whose changes are held during a catch-up."""
+
+    score: float | None
+    band: str
+    alert_baseline: float | None
+    factors: list[dict[str, Any]]  # as an explanation stores them: factor, contribution, sub_score
+    reflects: float  # the newest event time held (epoch seconds)
+    signal_ids: list[str]  # the newest (at most 50) behind the held changes
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "score": self.score,
+                "band": self.band,
+                "alert_baseline": self.alert_baseline,
+                "factors": self.factors,
+                "reflects": self.reflects,
+                "signal_ids": self.signal_ids,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Held:
+        return cls(**doc)
+
+
 @dataclass
 class StoredScore:
     """What the scorer keeps of an account's current score for one (objective, role)."""
@@ -54,6 +93,7 @@ class StoredScore:
     alert_baseline: float | None
     model_version: str
     changed_at: datetime
+    held: Held | None = None
 
 
 @dataclass
@@ -95,6 +135,7 @@ class ScoreValues(TypedDict):
     recorded_score: float | None
     previous_score: float | None
     alert_baseline: float | None
+    held: bytes | None
     evaluated_at: datetime
     changed_at: datetime
     updated_at: datetime
@@ -284,11 +325,12 @@ def rescore(
             recorded = old.recorded_score if old else None
             previous_score = old.previous_score if old else None
             baseline_alert = _peak(old.alert_baseline if old else None, new.score)
+            held = old.held if old else None
             # serialised now: as JSON it is a tenth of the memory it takes as Python objects,
             # and a batch's rows are held until its commit
             explanation = orjson.dumps(new.explanation())
+            movers = top_movers(old.factors if old else None, new) if record else []
             if record:
-                movers = top_movers(old.factors if old else None, new)
                 rows.history.append(
                     {
                         "account_id": account_id,
@@ -307,35 +349,48 @@ def rescore(
                     }
                 )
                 changed_at, previous_score, recorded = when, (old.score if old else None), new.score
-                if change is not None:
-                    baseline_alert = new.score
-                if role == "active" and change is not None:
-                    event_id, payload = change_event(
-                        account_id=account_id,
-                        objective=objective,
-                        model_version=model.version,
-                        at=when,
-                        change=change,
-                        old=old,
-                        new=new,
-                        cause=why,
-                        movers=movers,
-                        signal_ids=signal_ids[:50],
-                        confidence=new.confidence,
-                        reflects=when if reflects is None else _ts(reflects),
-                        replay=replay,
-                    )
-                    rows.outbox.append(
-                        {
-                            "event_id": event_id,
-                            "topic": changes_topic,
-                            "key": account_id,
-                            "payload": payload,
-                            "content_type": "application/cloudevents+json",
-                            "created_at": written,
-                            "sent_at": None,
-                        }
-                    )
+            heard, ids, news_of, past = old, signal_ids, reflects, replay  # for the event
+            if role != "active":
+                change = None  # shadow models never emit change events
+            elif old is not None and replay and change in _HELD_CHANGES:
+                held = _hold(held, old, reflects if reflects is not None else at, signal_ids)
+                change, baseline_alert = None, new.score  # as if sent; `held` has the one heard
+            elif held is not None and not replay:  # the catch-up is over: the net change
+                heard = _heard(held, old)
+                if change in _HELD_CHANGES or change is None:
+                    change = _change(model, objective, heard, new, why)
+                movers, ids = top_movers(heard.factors, new), signal_ids or held.signal_ids
+                if reflects is None:  # the sweep: the net of past events, sent now
+                    news_of, past = held.reflects, True
+                held = None
+            if change is not None:
+                baseline_alert = new.score
+                event_id, payload = change_event(
+                    account_id=account_id,
+                    objective=objective,
+                    model_version=model.version,
+                    at=when,
+                    change=change,
+                    old=heard,
+                    new=new,
+                    cause=why,
+                    movers=movers,
+                    signal_ids=ids[:50],
+                    confidence=new.confidence,
+                    reflects=when if news_of is None else _ts(news_of),
+                    replay=past,
+                )
+                rows.outbox.append(
+                    {
+                        "event_id": event_id,
+                        "topic": changes_topic,
+                        "key": account_id,
+                        "payload": payload,
+                        "content_type": "application/cloudevents+json",
+                        "created_at": written,
+                        "sent_at": None,
+                    }
+                )
             stored = StoredScore(
                 new.score,
                 new.band,
@@ -345,6 +400,7 @@ def rescore(
                 baseline_alert,
                 model.version,
                 changed_at,
+                held,
             )
             entry.scores[(objective, role)] = stored
             rows.scores.append(
@@ -360,6 +416,7 @@ def rescore(
                     "recorded_score": recorded,
                     "previous_score": previous_score,
                     "alert_baseline": baseline_alert,
+                    "held": held.to_json() if held else None,
                     "evaluated_at": when,
                     "changed_at": changed_at,
                     "updated_at": written,
@@ -386,6 +443,37 @@ def _change(
     ):
         return "score_dropped"
     return None
+
+
+def _hold(held: Held | None, old: StoredScore, reflects: float, signal_ids: list[str]) -> Held:
+    """`held`, or what subscribers heard before this catch-up (`old`), now holding one more
+    change."""
+    if held is None:
+        factors = [
+            {"factor": name, "contribution": c, "sub_score": sub}
+            for name in old.factors.names
+            if (got := old.factors.get(name)) is not None
+            for c, sub in [got]
+        ]
+        held = Held(old.score, old.band, old.alert_baseline, factors, reflects, [])
+    return replace(
+        held,
+        reflects=max(held.reflects, reflects),
+        signal_ids=(held.signal_ids + signal_ids)[-50:],
+    )
+
+
+def _heard(held: Held, current: StoredScore | None) -> StoredScore:
+    """The score subscribers last heard, to measure the net change from."""
+    assert current is not None  # only a stored score holds changes
+    return replace(
+        current,
+        score=held.score,
+        band=held.band,
+        alert_baseline=held.alert_baseline,
+        factors=contributions(held.factors),
+        held=None,
+    )
 
 
 def _peak(baseline: float | None, score: float | None) -> float | None:

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.scorer.rescore import (
     AccountValues,
+    Held,
     HistoryValues,
     OutboxValues,
     ScoreValues,
@@ -103,6 +104,7 @@ async def load_accounts(
                 ScoreRow.alert_baseline,
                 ScoreRow.model_version,
                 ScoreRow.changed_at,
+                ScoreRow.held,
             ).where(ScoreRow.account_id.in_(account_ids))
         )
         for r in rows:
@@ -115,6 +117,7 @@ async def load_accounts(
                 r.alert_baseline,
                 r.model_version,
                 r.changed_at,
+                Held.from_json(r.held) if r.held else None,
             )
     return states, scores
 

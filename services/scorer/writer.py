@@ -27,7 +27,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.scorer import store
+from services.scorer import batching, store
 from services.scorer.batching import Records, count, halves
 from services.scorer.cache import StateCache
 from services.scorer.metrics import ScorerMetrics
@@ -110,11 +110,9 @@ class BatchWriter:
         for tp, messages in records.items():
             if tp not in self.partitions:
                 continue  # revoked while we were polling
-            start = self.partitions.prepared[tp]
-            if start is not None and messages and messages[0].offset < start:
-                # read before this scorer's seek to `start`, or again after it: what is before
-                # `start` is stored already, or was prepared by the batch before
-                messages = [m for m in messages if m.offset >= start]
+            messages, again = batching.onward(messages, self.partitions.prepared[tp])
+            if again:
+                self.metrics.redelivered.inc(again)
             if not messages:
                 continue
             ends[tp] = messages[-1].offset + 1
@@ -311,9 +309,10 @@ class BatchWriter:
             reflects=reflects,
             replay=replay,
         )
-        batch.accounts.append(
-            account_row(account_id, entry, now, evaluation.next_review_at, evaluation)
-        )
+        next_review = evaluation.next_review_at
+        if any(score.held for score in entry.scores.values()):  # the sweep sends them
+            next_review = min(next_review, now.timestamp() + self.cfg.replay_hold_seconds)
+        batch.accounts.append(account_row(account_id, entry, now, next_review, evaluation))
         batch.scores += rows.scores
         batch.history += rows.history
         batch.outbox += rows.outbox

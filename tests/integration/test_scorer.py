@@ -9,6 +9,7 @@ import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 import yaml
 from cloudevents.core.bindings.kafka import KafkaMessage, from_structured
@@ -20,8 +21,9 @@ from services.scorer import store
 from shared.config import DEFAULT_MODEL_PATH, Settings
 from shared.db import create_engine, ensure_migrated
 from shared.errors import DatabaseNotMigrated, FencedOut
-from shared.events import Signal
+from shared.events import EVENT_TYPE_SOURCE, Signal
 from shared.scoring.model import Model
+from shared.validate import Sentiment, validate
 from tests.support.infra import healthscore_argv, settings_env
 from tests.support.kafka_io import read_topic
 from tests.support.signals import (
@@ -30,6 +32,7 @@ from tests.support.signals import (
     mismatches,
     produce_signals,
     running_scorer,
+    score_and_store,
     simulated_signals,
     wait_consumed,
 )
@@ -57,9 +60,14 @@ async def test_signals_become_scores_history_and_cloudevents(
 ) -> None:
     signals = simulated_signals(60, 45, seed=2, duplicate_share=0.05)
     total = await produce_signals(settings, signals)
+    settings = settings.model_copy(
+        update={"scorer": settings.scorer.model_copy(update={"replay_hold_seconds": 1})}
+    )
     async with running_scorer(settings, engine) as scorer:
         await wait_consumed(engine, settings, total)
         assert await mismatches(engine, signals) == []
+        await asyncio.sleep(1.5)
+        await scorer.sweep()  # sends the changes held while catching up on the past
         unique = len({s.signal_id for s in signals})
         assert scorer.metrics.applied._value.get() == unique
         assert scorer.metrics.duplicates._value.get() == total - unique
@@ -117,7 +125,7 @@ async def test_signals_become_scores_history_and_cloudevents(
     first = [h for h in history if h.old_band is None]
     assert len(first) == len(scores)  # every account's first score is recorded once
     moved = [h for h in history if h.old_band is not None]
-    assert moved and all(h.top_movers and h.signal_ids for h in moved)
+    assert moved and [h for h in moved if not (h.top_movers and h.signal_ids)] == []
 
     events = await read_topic(settings, settings.kafka.topics.changes, expect=outbox)
     assert outbox > 0 and len(events) == outbox
@@ -129,7 +137,7 @@ async def test_signals_become_scores_history_and_cloudevents(
     newest = max(s.occurred_at for s in signals)
     for record, event in zip(events, parsed, strict=True):
         assert event.get_specversion() == "1.0"
-        # the stream ended an hour ago: every change reflects the past, and says so
+        # the stream ended an hour ago: every change is the net of a catch-up, and says so
         assert event.get_extension("replay") is True
         assert event.get_time() <= newest < datetime.fromisoformat(event.get_extension("scoredat"))
         assert event.get_type() in {
@@ -370,3 +378,122 @@ async def _accounts_with_scores(engine: AsyncEngine, version: str) -> set[str]:
             {"v": version},
         )
         return {r.account_id for r in rows}
+
+
+def _outage_signals(accounts: list[str], now: datetime) -> list[Signal]:
+    """An hour of signals that waited out an outage, in event-time order: every account keeps
+    using the product; a third cancel and subscribe again (flip and come back), a third only
+    cancel (a net change)."""
+    raw: list[dict[str, object]] = []
+
+    def emit(account_id: str, minutes_ago: float, kind: str, **fields: object) -> None:
+        at = now - timedelta(minutes=minutes_ago)
+        raw.append(
+            {
+                "event_id": f"outage-{account_id}-{kind}-{minutes_ago}",
+                "account_id": account_id,
+                "occurred_at": at.isoformat(),
+                "type": kind,
+                "schema_version": 1,
+                **fields,
+            }
+        )
+
+    for i, account_id in enumerate(accounts):
+        for minute in range(15, 65, 2):
+            emit(account_id, minute + i / 100, "session_started", user_id=f"u{i}")
+        if i % 3 < 2:
+            emit(account_id, 55, "subscription_cancelled", reason="outage test")
+        if i % 3 == 0:
+            emit(
+                account_id,
+                30,
+                "subscription_created",
+                plan="growth-annual",
+                tier="growth",
+                mrr="1000",
+                currency="USD",
+                seats_purchased=10,
+            )
+    raw.sort(key=lambda e: str(e["occurred_at"]))
+    return [
+        validate(
+            orjson.dumps(event),
+            source=EVENT_TYPE_SOURCE[str(event["type"])],
+            now=now,
+            sentiment=Sentiment(),
+        )  # type: ignore[misc]
+        for event in raw
+    ]
+
+
+async def test_an_outage_sends_one_net_change_per_account_marked_replay(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    """An hour's signals waited out an outage. Caught up on in batches of a few accounts each
+    (so an account's cancel and its new subscription land in different batches), the changes
+    topic hears one net change per account whose band moved, none for an account that came
+    back, every one marked replay; the history keeps every step."""
+    now = datetime.now(UTC)
+    before = simulated_signals(60, 30, seed=12, end=now - timedelta(minutes=70))
+    accounts = await score_and_store(engine, before, [now - timedelta(minutes=70)])
+    async with engine.connect() as conn:
+        heard = {
+            (r.account_id, r.objective): r.band
+            for r in await conn.execute(text("SELECT account_id, objective, band FROM scores"))
+        }
+    outage = _outage_signals(accounts, now)
+    assert len(outage) > 1500
+    total = await produce_signals(settings, outage)
+    settings = settings.model_copy(
+        update={
+            "scorer": settings.scorer.model_copy(
+                update={"batch_max_accounts": 7, "replay_hold_seconds": 1}
+            )
+        }
+    )
+    async with running_scorer(settings, engine) as scorer:
+        await wait_consumed(engine, settings, total)
+        await asyncio.sleep(1.5)  # every account has been quiet for the hold
+        await scorer.sweep()
+        async with engine.connect() as conn:
+            final = {
+                (r.account_id, r.objective): r.band
+                for r in await conn.execute(
+                    text("SELECT account_id, objective, band FROM scores WHERE held IS NULL")
+                )
+            }
+            steps = await conn.scalar(
+                text(
+                    "SELECT count(*) FROM score_history WHERE old_band <> new_band "
+                    "AND recorded_at > :t"
+                ),
+                {"t": now},
+            )
+            outbox = await conn.scalar(text("SELECT count(*) FROM outbox"))
+        assert await mismatches(engine, [*before, *outage]) == []
+        events = await read_topic(settings, settings.kafka.topics.changes, expect=outbox)
+    assert len(final) == len(heard)  # nothing is still held
+    moved = {key for key in heard if heard[key] != final[key]}
+    flipped_back = {(a, "churn_risk") for a in accounts[::3]}
+    assert len(moved & {(a, "churn_risk") for a in accounts[1::3]}) >= 10
+    parsed = [
+        from_structured(KafkaMessage(headers={}, key=e.key, value=e.value), JSONFormat())
+        for e in events
+    ]
+    assert all(e.get_extension("replay") is True for e in parsed)
+    band_changes: dict[tuple[str, str], list[dict[str, object]]] = {}
+    for event in parsed:
+        data = event.get_data()
+        assert isinstance(data, dict)
+        assert event.get_time() < now - timedelta(minutes=10)  # the event time it reflects
+        if event.get_type() == "io.account-health.band.changed":
+            band_changes.setdefault((data["account_id"], data["objective"]), []).append(data)
+    assert set(band_changes) == moved
+    for key, changes in band_changes.items():
+        assert [(c["old_band"], c["new_band"]) for c in changes] == [(heard[key], final[key])]
+        assert changes[0]["top_movers"] and changes[0]["signal_ids"]
+    # the accounts that came back sent nothing, though their history shows both steps
+    came_back = {k for k in flipped_back if heard[k] == final[k] != "at_risk"}
+    assert len(came_back) >= 10 and not came_back & set(band_changes)
+    assert steps >= 2 * len(came_back)

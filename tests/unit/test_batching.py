@@ -9,7 +9,7 @@ import pytest
 from aiokafka import TopicPartition
 
 from services.scorer import store
-from services.scorer.batching import behind, count, cut, halves
+from services.scorer.batching import behind, count, cut, halves, onward
 from services.scorer.cache import StateCache
 from services.scorer.partitions import Partitions
 from shared.errors import FencedOut
@@ -116,3 +116,12 @@ def test_positions_chain_from_prepared_and_progress_follows_committed() -> None:
     partitions.forget([P0])
     partitions.committed_to({("s", 1): (9, 20)}, generation)  # voided by the rebalance
     assert partitions.committed == {P1: 9}
+
+
+def test_records_handed_out_again_are_dropped_by_offset() -> None:
+    fetched = [SimpleNamespace(key=b"a", offset=o) for o in (5, 6, 7, 6, 7, 8, 3, 9)]
+    kept, dropped = onward(fetched, 4)
+    assert [r.offset for r in kept] == [5, 6, 7, 8, 9] and dropped == 3
+    kept, dropped = onward(fetched, 8)  # before the position prepared: stored already
+    assert [r.offset for r in kept] == [8, 9] and dropped == 6
+    assert onward(fetched[:3], None) == (fetched[:3], 0)

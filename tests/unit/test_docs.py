@@ -81,7 +81,13 @@ def test_the_readme_is_for_users_and_stays_short() -> None:
     """Benchmark narrative and decisions live in docs/, linked from it."""
     readme = read("README.md")
     assert len(readme.encode()) < 25 * 1024
-    for linked in ("docs/performance.md", "docs/scoring-model.md", "docs/adr/", "docs/runbook.md"):
+    for linked in (
+        "docs/performance.md",
+        "docs/scoring-model.md",
+        "docs/adr/",
+        "docs/runbook.md",
+        "docs/metrics.md",
+    ):
         assert linked in readme and (ROOT / linked).exists(), linked
 
 
