@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: help install run test test-unit lint fmt migrate schemas bench-ingest bench-scorer bench-api backtest-demo chaos soak clean
+.PHONY: help install run test test-unit lint fmt migrate schemas bench-ingest bench-scorer bench-import bench-api backtest-demo chaos soak clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ bench-ingest: $(STAMP) ## ingest throughput vs raw produce (bench/ingest.py)
 
 bench-scorer: $(STAMP) ## scorer durable throughput vs raw consume, freshness, RSS (bench/scorer.py)
 	$(BIN)/python bench/scorer.py
+
+bench-import: $(STAMP) ## history import of 20,000 accounts and 500,000 events (bench/import_history.py)
+	$(BIN)/python bench/import_history.py
 
 bench-api: $(STAMP) ## GET .../health vs a bare FastAPI endpoint under wrk (bench/api.py)
 	@command -v wrk >/dev/null || { echo "bench-api needs wrk: apt-get install wrk"; exit 2; }

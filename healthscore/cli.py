@@ -293,7 +293,8 @@ def _instant(text: str) -> float:
 
 
 def _replay_inputs(events: Path, outcomes: Path) -> tuple[Any, dict[str, float]]:
-    from services.modelling.replay import load_events, load_outcomes
+    from services.modelling.replay import load_outcomes
+    from shared.history import load_events
 
     return load_events(events), load_outcomes(outcomes)
 
@@ -352,6 +353,50 @@ def backtest(
             }
         ).decode()
     )
+
+
+@app.command("import")
+def import_(
+    events: Annotated[
+        list[Path], typer.Argument(help="raw event files, one event per line (as ingest takes)")
+    ],
+    chunk: Annotated[int, typer.Option(help="accounts per transaction")] = 500,
+    until: Annotated[
+        str | None,
+        typer.Option(help="import only events before this time, where the live stream takes over"),
+    ] = None,
+) -> None:
+    """Load history before go-live: score it in event time, write history as of then, send no
+    change events. Run it with the scorer stopped; run it again to resume after a crash."""
+    import orjson
+
+    from services.scorer.imports import import_history
+    from shared.db import create_engine, ensure_migrated
+    from shared.scoring.model import load_model
+
+    settings = _settings("import")
+    models = {"active": load_model(settings.scorer.model_path)}
+    if settings.scorer.shadow_model_path is not None:
+        models["shadow"] = load_model(settings.scorer.shadow_model_path)
+
+    async def main(stop: asyncio.Event) -> Any:
+        engine = create_engine(settings.database)
+        try:
+            await ensure_migrated(engine)
+            return await import_history(
+                settings,
+                engine,
+                events,
+                models,
+                chunk_accounts=chunk,
+                until=_instant(until) if until else None,
+                stop=stop,
+            )
+        finally:
+            await engine.dispose()
+
+    result = run_until_signalled(main)
+    typer.echo(orjson.dumps(result.__dict__ | {"seconds": round(result.seconds, 1)}).decode())
 
 
 @app.command()

@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 
 from services.modelling.metrics import ScoreMetrics, score_metrics
-from services.modelling.replay import History, replay
+from services.modelling.replay import replay
+from shared.history import History
 from shared.scoring.engine import evaluate
 from shared.scoring.kinds import kinds_of
 from shared.scoring.model import Model

@@ -26,7 +26,7 @@ import yaml
 from sklearn.linear_model import LogisticRegression
 
 from services.modelling.backtest import DAY, Sample, collect, iso, measure
-from services.modelling.replay import History
+from shared.history import History
 from shared.scoring.model import Model
 
 WEIGHT_SCALE = 20.0  # fitted factor weights are scaled to sum to this (readable numbers)

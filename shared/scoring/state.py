@@ -8,12 +8,13 @@ with restarts in between.
 
 The de-duplication memory (`seen`) is the one part that is not a function of the set alone: it
 remembers the ids of signals ingested within `horizon` of the newest one (at most `max_ids`),
-which is how re-deliveries are dropped. It is left out of `fingerprint()`. It holds a 64-bit
-digest of each id (a false match among 512 ids of one account: about 1 in 3e16) and the
-ingestion time in whole seconds, stored packed: 12 bytes an id instead of some 50 as JSON,
-which halves the state document the scorer writes with every batch. The packed form is kept
-alongside and grows as ids are added, so writing the document does not re-pack up to 512 ids
-each time (~30 µs); it is rebuilt only when old ids are let go.
+which is how re-deliveries are dropped; `floor`, set by a history import, drops every signal
+older than the imported history's end, which the import has counted already. Both are left out
+of `fingerprint()`. `seen` holds a 64-bit digest of each id (a false match among 512 ids of
+one account: about 1 in 3e16) and the ingestion time in whole seconds, stored packed: 12 bytes
+an id instead of some 50 as JSON, which halves the state document the scorer writes with every
+batch. The packed form is kept alongside and grows as ids are added, so writing the document
+does not re-pack up to 512 ids each time (~30 µs); it is rebuilt only when old ids are let go.
 """
 
 from __future__ import annotations
@@ -89,6 +90,8 @@ class AccountState:
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     seen: dict[int, int] = field(default_factory=dict)  # id digest -> ingested at (s)
     newest: float | None = None
+    # signals with an older event time were imported (services/scorer/imports.py): drop them
+    floor: float | None = None
     # `seen` as stored (_SEEN records, in its order); only `_remember` changes either
     _packed: bytearray = field(default_factory=bytearray, repr=False, compare=False)
 
@@ -105,7 +108,7 @@ class AccountState:
         models); False, and no change, if it is a duplicate."""
         kinds = kinds_of(model) if isinstance(model, Model) else model
         digest = id_digest(fact.signal_id)
-        if digest in self.seen:
+        if digest in self.seen or (self.floor is not None and fact.t < self.floor):
             return False
         self._remember(digest, fact, dedup)
         t, kind, data = fact.t, fact.kind, fact.data
@@ -207,6 +210,7 @@ class AccountState:
             "overrides": dict(sorted(self.overrides.items())),
             "seen": base64.b64encode(self._packed).decode(),
             "newest": self.newest,
+            "floor": self.floor,
         }
 
     @classmethod
@@ -221,13 +225,14 @@ class AccountState:
             overrides=dict(doc["overrides"]),
             seen=seen,
             newest=doc["newest"],
+            floor=doc.get("floor"),
             _packed=packed,
         )
 
     def fingerprint(self) -> bytes:
-        """Canonical bytes of everything but the de-duplication memory."""
+        """Canonical bytes of everything but the de-duplication memory (`seen`, `floor`)."""
         doc = self.to_json()
-        del doc["seen"]
+        del doc["seen"], doc["floor"]
         return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
 
 

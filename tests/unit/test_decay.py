@@ -82,10 +82,13 @@ def test_sum_is_exactly_order_independent_for_any_dates(events, half_life, rnd) 
     assert forward is not None and decay.decode(decay.encode(forward)) == forward
 
 
+# whole seconds: a float epoch time near 2096 cannot hold microseconds, whatever the decay does
 @given(
-    st.lists(st.tuples(st.floats(0.01, 1000), st.floats(0, 60 * DAY)), min_size=1, max_size=20),
+    st.lists(
+        st.tuples(st.floats(0.01, 1000), st.integers(0, 60 * 86_400)), min_size=1, max_size=20
+    ),
     st.sampled_from([1.0, 7.0, 30.0]),
-    st.floats(-2e9, 4e9),  # shift the whole history: 1906 to 2096
+    st.integers(-2_000_000_000, 4_000_000_000),  # shift the whole history: 1906 to 2096
 )
 def test_value_depends_on_distances_not_dates(events, half_life, shift) -> None:  # type: ignore[no-untyped-def]
     at = max(t for _, t in events) + DAY

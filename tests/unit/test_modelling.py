@@ -18,10 +18,11 @@ from healthscore.cli import app
 from services.modelling.backtest import DAY, Sample, collect
 from services.modelling.fit import dump_model, fit_model
 from services.modelling.metrics import score_metrics
-from services.modelling.replay import load_events, load_outcomes
+from services.modelling.replay import load_outcomes
 from services.simulator.produce import write_files
 from services.simulator.world import World
 from shared.config import DEFAULT_MODEL_PATH
+from shared.history import load_events
 from shared.scoring.engine import evaluate
 from shared.scoring.model import Model, load_model
 from shared.scoring.state import AccountState

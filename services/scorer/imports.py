@@ -1,0 +1,222 @@
+"""Importing history: months or years of raw events scored in event time before go-live.
+
+`import_history` validates every line as ingest would (shared.history), folds each
+account's signals in event time with the scorer's own `apply`, and scores it at the end of
+every day that had signals (and weekly through a silence), writing history rows as of those
+times with the live recording rule at a threshold of 0: a point for every such day on which
+the score moved. It sends no change events: the past is not news. The account's state, current
+score (scored now, as the live scorer would show it) and history are then written as the
+scorer writes them, so the scorer carries on from them.
+
+Accounts go in chunks, in account-id order, each chunk one transaction together with a fence
+(`consumer_offsets`, group `healthscore-import`, topic `import/<digest of the input>`) that
+counts the accounts done: a crashed import run again skips what was committed and writes the
+rest, exactly once; two imports of the same input fence each other out.
+
+Handing over to the live stream: the history is taken to be complete up to its end (the newest
+event imported, or `until`), and every imported account remembers that end as its `floor`:
+the scorer drops a live signal older than it as one the import has counted. Signals at the end
+itself are told apart by id, as re-deliveries are (imported signals are remembered with their
+event time as ingestion time). So the live stream may start any time before the history ends,
+and overlap it by any amount, without a gap or a double count. Imported signals are folded into
+whatever state an account already has (an import of older history later goes under the floor).
+The scorer must not be running while an import writes: it would overwrite imported accounts
+from its cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import structlog
+from aiokafka.partitioner import DefaultPartitioner
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.scorer import store
+from services.scorer.rescore import AccountEntry, HistoryValues, account_row, rescore
+from shared.config import Settings
+from shared.errors import ConfigurationError
+from shared.history import load_events
+from shared.scoring.kinds import KindIndex, kind_index
+from shared.scoring.model import Model
+from shared.scoring.state import AccountState, DedupPolicy, Fact
+
+log = structlog.get_logger(__name__)
+
+GROUP = "healthscore-import"
+DAY = 86_400.0
+QUIET_EVERY_DAYS = 7  # how often an account without signals is scored, for bands time moves
+
+
+@dataclass
+class ImportResult:
+    events: int  # valid events read
+    rejected: dict[str, int]  # reason -> lines refused by validation
+    accounts: int
+    skipped_accounts: int  # committed by an earlier run of the same import
+    history_rows: int
+    seconds: float
+
+
+def partition_of(account_id: str, partitions: int) -> int:
+    """The signals topic's partition of an account, as ingest's producer chooses it."""
+    choices = list(range(partitions))
+    return int(DefaultPartitioner()(account_id.encode(), choices, choices))
+
+
+def digest(paths: Iterable[Path]) -> str:
+    h = hashlib.sha256()
+    for path in paths:
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                h.update(chunk)
+    return h.hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How `score_in_event_time` scores: the models, their kind index and the policies."""
+
+    models: dict[str, Model]
+    kinds: KindIndex
+    dedup: DedupPolicy
+    changes_topic: str
+
+
+def score_in_event_time(
+    how: Scoring, account_id: str, entry: AccountEntry, facts: list[Fact], until: float, now: float
+) -> list[HistoryValues]:
+    """Fold `facts` (in event time) into `entry` a day at a time, scoring it at the end of each
+    day that had signals and of every QUIET_EVERY_DAYS-th day without, up to `until`: the
+    history rows (recorded at `now`). Change events are computed as live and dropped."""
+    history: list[HistoryValues] = []
+    recorded_at = datetime.fromtimestamp(now, UTC)
+    i, day_end, quiet = 0, _day_end(facts[0].t), 0
+    while i < len(facts) or day_end - DAY < until:
+        ids = []
+        while i < len(facts) and facts[i].t < day_end:
+            if entry.state.apply(how.kinds, facts[i], how.dedup):
+                ids.append(facts[i].signal_id)
+            i += 1
+        quiet = 0 if ids else quiet + 1
+        if ids or quiet % QUIET_EVERY_DAYS == 0:
+            rows, _ = rescore(
+                models=how.models,
+                account_id=account_id,
+                entry=entry,
+                at=min(day_end, until),
+                cause="signals" if ids else "time",
+                signal_ids=ids,
+                history_min_delta=0.0,
+                changes_topic=how.changes_topic,
+                recorded_at=recorded_at,
+            )
+            history += rows.history
+        day_end += DAY
+    return history
+
+
+def _day_end(t: float) -> float:
+    return (t // DAY + 1) * DAY
+
+
+async def import_history(
+    settings: Settings,
+    engine: AsyncEngine,
+    paths: list[Path],
+    models: dict[str, Model],
+    *,
+    chunk_accounts: int = 500,
+    until: float | None = None,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    stop: asyncio.Event | None = None,
+) -> ImportResult:
+    """Import the raw events of `paths` (those before `until`, if given), or what an earlier
+    run of the same import left; a `stop` ends it after the chunk under way (run it again to go
+    on)."""
+    started = time.monotonic()
+    facts: dict[str, list[Fact]] = defaultdict(list)
+    events, rejected = 0, Counter[str]()
+    for path in paths:
+        history = load_events(path)
+        events += len(history.facts)
+        for reason, n in history.rejected.items():
+            rejected[reason] += n
+        for fact in history.facts:
+            if until is not None and fact.t >= until:
+                continue
+            fact.ingested = fact.t  # remembered as of its event time: see the module's doc
+            facts[fact.account_id].append(fact)
+    for account_facts in facts.values():
+        account_facts.sort(key=lambda f: (f.t, f.signal_id))
+    accounts = sorted(facts)
+    if not accounts:
+        raise ConfigurationError(f"no events to import in {', '.join(map(str, paths))}")
+    end = max(f[-1].t for f in facts.values()) if until is None else until
+    cfg = settings.scorer
+    how = Scoring(
+        models,
+        kind_index(list(models.values())),
+        DedupPolicy(cfg.dedup_horizon_hours * 3600, cfg.dedup_max_ids_per_account),
+        settings.kafka.topics.changes,
+    )
+    fence = (f"import/{digest(paths)}", 0)
+    done = (await store.load_offsets(engine, GROUP, [fence])).get(fence, 0)
+    log.info("import.started", events=events, accounts=len(accounts), already_done=done)
+    history_rows = 0
+    for start in range(done, len(accounts), chunk_accounts):
+        if stop is not None and stop.is_set():
+            log.warning("import.stopped", accounts_done=start, of=len(accounts))
+            break
+        now = clock()
+        chunk = accounts[start : start + chunk_accounts]
+        states, scores = await store.load_accounts(engine, chunk)
+        batch = store.Batch(fences={fence: (start or None, start + len(chunk))})
+        for account_id in chunk:
+            doc = states.get(account_id)
+            state = AccountState.from_json(doc) if doc else AccountState()
+            floor, state.floor = state.floor, None
+            entry = AccountEntry(
+                state,
+                partition_of(account_id, settings.kafka.partitions),
+                scores.get(account_id, {}),
+            )
+            batch.history += score_in_event_time(
+                how, account_id, entry, facts[account_id], end, now.timestamp()
+            )
+            state.floor = end if floor is None else max(floor, end)
+            # and now, as the live scorer would show it
+            final, evaluation = rescore(
+                models=models,
+                account_id=account_id,
+                entry=entry,
+                at=now.timestamp(),
+                cause="time",
+                signal_ids=[],
+                history_min_delta=0.0,
+                changes_topic=how.changes_topic,
+                recorded_at=now,
+            )
+            batch.history += final.history
+            batch.scores += final.scores
+            batch.accounts.append(
+                account_row(account_id, entry, now, evaluation.next_review_at, evaluation)
+            )
+        await store.write_batch(engine, GROUP, batch, now)
+        history_rows += len(batch.history)
+        log.info("import.progress", accounts_done=start + len(chunk), of=len(accounts))
+    return ImportResult(
+        events=events,
+        rejected=dict(rejected),
+        accounts=len(accounts),
+        skipped_accounts=done,
+        history_rows=history_rows,
+        seconds=time.monotonic() - started,
+    )
