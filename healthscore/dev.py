@@ -1,8 +1,9 @@
 """`healthscore dev` / `make run`: the whole system on one machine, stopped cleanly by Ctrl-C.
 
 Starts (unless the environment points at existing ones) a tansu broker and a PostgreSQL whose
-data lives under .data/ (so scores survive a restart; the broker is memory-only, so topics do
-not), migrates, then starts every service as its own process plus the simulator. Each child
+data live under .data/ (the broker's in an S3 endpoint, copied to .data/broker on stop and back
+on start), so topics, offsets and scores survive a restart; migrates, then starts every service
+as its own process plus the simulator. Each child
 runs in its own process group; on SIGINT/SIGTERM they are stopped by PID, newest first. Every
 run comes back on the ports and with the API token of the first (kept in .data/ until
 `make clean`).
@@ -18,13 +19,20 @@ import sys
 import time
 from pathlib import Path
 
-from healthscore.devstack import Broker, ManagedProcess, Postgres, free_port, spawn
+from healthscore.devstack import Broker, ManagedProcess, ObjectStore, Postgres, free_port, spawn
 
 SERVICES = ("ingest", "scorer", "api")
 
 
 # What `make run` listens on the first time, when free; later runs come back on the same ports.
-PREFERRED_PORTS = {"broker": 9092, "postgres": 5432, "ingest": 9101, "scorer": 9102, "api": 8000}
+PREFERRED_PORTS = {
+    "s3": 9000,
+    "broker": 9092,
+    "postgres": 5432,
+    "ingest": 9101,
+    "scorer": 9102,
+    "api": 8000,
+}
 
 
 def port_is_free(port: int) -> bool:
@@ -88,6 +96,7 @@ def run_dev(*, accounts: int, data_dir: Path, with_simulator: bool) -> None:
     logs.mkdir(parents=True, exist_ok=True)
     started: list[ManagedProcess] = []
     broker: Broker | None = None
+    store: ObjectStore | None = None
     postgres: Postgres | None = None
     stopping = False
 
@@ -100,18 +109,22 @@ def run_dev(*, accounts: int, data_dir: Path, with_simulator: bool) -> None:
     began = time.monotonic()
     try:
         ours = [
-            *(["broker"] if "HEALTHSCORE_KAFKA__BOOTSTRAP_SERVERS" not in env else []),
+            *(["s3", "broker"] if "HEALTHSCORE_KAFKA__BOOTSTRAP_SERVERS" not in env else []),
             *(["postgres"] if "HEALTHSCORE_DATABASE__HOST" not in env else []),
             *SERVICES,
         ]
         fixed = stable_ports(data_dir, ours)
         if "HEALTHSCORE_KAFKA__BOOTSTRAP_SERVERS" not in env:
-            broker = Broker(port=fixed["broker"], log_path=logs / "broker.log").start()
+            # the broker keeps its data in an S3 endpoint, copied to data_dir/broker on stop and
+            # back on start: topics, records and offsets survive Ctrl-C and `make run` again
+            store = ObjectStore(port=fixed["s3"], log_path=logs / "s3.log").start()
+            restored = store.load(data_dir / "broker")
+            broker = Broker(port=fixed["broker"], log_path=logs / "broker.log", store=store)
+            broker.start()
             env["HEALTHSCORE_KAFKA__BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
             print(
-                f"broker     tansu on {broker.bootstrap_servers} (pid {broker.proc.pid})"
-                if broker.proc
-                else ""
+                f"broker     tansu on {broker.bootstrap_servers}, data in S3 at {store.endpoint}"
+                f" ({restored} objects restored from {data_dir / 'broker'})"
             )
         if "HEALTHSCORE_DATABASE__HOST" not in env:
             postgres = Postgres(
@@ -193,4 +206,10 @@ def run_dev(*, accounts: int, data_dir: Path, with_simulator: bool) -> None:
             postgres.stop()
         if broker is not None:
             broker.stop()
+        if store is not None:
+            try:
+                print(f"broker data: {store.save(data_dir / 'broker')} objects saved", flush=True)
+            except OSError as exc:  # the copy of the last run stays as it was
+                print(f"broker data not saved: {exc}", flush=True)
+            store.stop()
         print("stopped.", flush=True)
