@@ -2,7 +2,8 @@
 
 RELIABILITY_SCALE=reduced (the default, run by `make test`) uses a deterministic seed and a
 stream small enough for CI; RELIABILITY_SCALE=full (`make chaos`) is the full suite: 200k raw
-events, 20 kills of each service, 10,000 hostile records, many schemathesis examples. Every
+events, 20 kills of each service, 10 of the broker, 10,000 hostile records, many schemathesis
+examples. Every
 scenario adds its row to the table printed at the end of the session and written to
 reports/reliability.md.
 """
@@ -36,12 +37,13 @@ class Scale:
     rate: float  # raw records produced per second
     rebalances: int
     schemathesis_examples: int
+    broker_kills: int  # kill -9 of the (durable) broker, started again each time
     seed: int = 20261124
 
 
 SCALES = {
-    "reduced": Scale("reduced", 200, 20, 3, 2_000, 1_000, 2, 25),
-    "full": Scale("full", 1_950, 25, 20, 10_000, 1_000, 8, 300),
+    "reduced": Scale("reduced", 200, 20, 3, 2_000, 1_000, 2, 25, 3),
+    "full": Scale("full", 1_950, 25, 20, 10_000, 1_000, 8, 300, 10),
 }
 OUTCOMES: list[Outcome] = []
 

@@ -17,8 +17,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from healthscore.devstack import Broker, ObjectStore
 from shared.config import Settings
+from shared.db import create_engine
 from tests.reliability.conftest import Controlled, Scale
+from tests.support.infra import Infra, fresh_settings
 from tests.support.pipeline import (
     Outcome,
     Pipeline,
@@ -169,6 +172,87 @@ async def test_a_frozen_broker_is_noticed_and_survived(
     outcome.notes += [] if seen_stalled else ["no /healthz reported the stall"]
     assert seen_stalled, "a frozen broker with records waiting must show as a stall"
     assert_nothing_lost(outcome)
+
+
+async def test_the_broker_killed_and_started_again_under_load(
+    infra: Infra, scale: Scale, report, tmp_path: Path
+) -> None:
+    """kill -9 the broker (its data in S3, so it survives) and start it again, under load.
+    Ingest and the scorer must come back by themselves. A process whose client hangs after the
+    broker's return (a known aiokafka failure) must say so on /healthz; the test then acts as
+    its supervisor and replaces it, and reports how often that was needed."""
+    outcome = report(Outcome(f"broker kill -9 ×{scale.broker_kills}"))
+    started = time.monotonic()
+    store = ObjectStore(log_path=tmp_path / "s3.log").start()
+    broker = Broker(log_path=tmp_path / "broker.log", store=store).start()
+    durable = Infra(broker.bootstrap_servers, infra.database, infra.postgres, broker)
+    rng = random.Random(scale.seed + 5)
+    try:
+        async with fresh_settings(durable) as settings:
+            engine = create_engine(settings.database)
+            stream = raw_stream(settings, accounts=scale.accounts // 2, days=scale.days,
+                                hostile=0, seed=scale.seed + 5)  # fmt: skip
+            stall = {"HEALTHSCORE_INGEST__STALL_AFTER_SECONDS": "20",
+                     "HEALTHSCORE_SCORER__STALL_AFTER_SECONDS": "20"}  # fmt: skip
+            pipeline = Pipeline(settings, tmp_path, **stall)
+            services = [pipeline.ingest(), pipeline.scorer()]
+            rate = len(stream.records) / (scale.broker_kills * 8 + 10)
+            producing = asyncio.create_task(produce_stream(settings, stream, rate))
+            replaced: list[str] = []
+            try:
+                await wait_for(lambda: consumed(engine, settings), timeout=90)
+                for _ in range(scale.broker_kills):
+                    await asyncio.sleep(rng.uniform(1.0, 4.0))
+                    await asyncio.to_thread(broker.kill)
+                    outcome.faults["broker kill -9 + start"] += 1
+                    await asyncio.sleep(rng.uniform(0.2, 2.0))
+                    await asyncio.to_thread(broker.start)
+                    outcome.recovery_seconds.append(
+                        await supervised_recovery(services, settings, engine, producing, replaced)
+                    )
+                await producing
+                await settle_and_check(settings, engine, stream, outcome)
+                outcome.unplanned_exits = len(pipeline.unplanned_exits())
+            finally:
+                producing.cancel()
+                pipeline.stop()
+                await engine.dispose()
+    finally:
+        broker.stop()
+        store.stop()
+    outcome.seconds = time.monotonic() - started
+    if replaced:
+        outcome.faults["hung client replaced after /healthz 503"] = len(replaced)
+    # replacing a hung process is the supervisor's job, done only after liveness said so
+    assert all(s.starts == 1 + replaced.count(s.name) for s in services)
+    assert_nothing_lost(outcome)
+
+
+async def supervised_recovery(
+    services: list[Service],
+    settings: Settings,
+    engine: AsyncEngine,
+    producing: asyncio.Task[None],
+    replaced: list[str],
+) -> float:
+    """Seconds until the scorer commits again after a broker restart (end to end: records flow
+    through ingest into it), acting as a supervisor meanwhile: a service whose /healthz says
+    503 (no progress for STALL_AFTER_SECONDS) is killed and started again, as Kubernetes'
+    liveness probe would, and named in `replaced`."""
+    baseline = await consumed(engine, settings)
+    began = time.monotonic()
+    while time.monotonic() - began < 300:
+        if await consumed(engine, settings) > baseline:
+            return time.monotonic() - began
+        if producing.done() and all(s.healthz() == 200 for s in services):
+            return time.monotonic() - began
+        for service in services:
+            if service.healthz() == 503:
+                service.kill()
+                service.start()
+                replaced.append(service.name)
+        await asyncio.sleep(0.2)
+    raise TimeoutError("no progress within 300 s of the broker's return")
 
 
 async def test_scorers_joining_and_leaving_under_load(

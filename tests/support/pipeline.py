@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 import orjson
+from aiokafka.errors import KafkaError
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -206,7 +207,10 @@ def raw_stream(
 
 
 async def produce_stream(settings: Settings, stream: RawStream, rate: float) -> None:
-    """Produce the stream at about `rate` records/s, recording where each record landed."""
+    """Produce the stream at about `rate` records/s, recording where each record landed. A
+    chunk the broker fails to take (it is being restarted) is sent again, whole, for up to
+    two minutes: records it had taken are then there twice, as a producer without
+    idempotence leaves them, for ingest and the scorer to de-duplicate."""
     await ensure_topics(settings.kafka, [*settings.kafka.topics.raw])
     producer = make_producer(settings.kafka)
     await producer.start()
@@ -214,12 +218,20 @@ async def produce_stream(settings: Settings, stream: RawStream, rate: float) -> 
     try:
         chunk = max(int(rate / 10), 1)
         for i in range(0, len(stream.records), chunk):
-            futures = [
-                await producer.send(topic, value=value, key=key)
-                for topic, key, value in stream.records[i : i + chunk]
-            ]
-            for meta in await asyncio.gather(*futures):
-                stream.positions.append((meta.topic, meta.partition, meta.offset))
+            give_up = time.monotonic() + 120
+            while True:
+                try:
+                    futures = [
+                        await producer.send(topic, value=value, key=key)
+                        for topic, key, value in stream.records[i : i + chunk]
+                    ]
+                    landed = await asyncio.gather(*futures)
+                    break
+                except KafkaError:
+                    if time.monotonic() > give_up:
+                        raise
+                    await asyncio.sleep(0.5)
+            stream.positions += [(m.topic, m.partition, m.offset) for m in landed]
             ahead = (i + chunk) / rate - (time.monotonic() - started)
             if ahead > 0:
                 await asyncio.sleep(ahead)
