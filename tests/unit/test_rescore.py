@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import orjson
 import yaml
 
 from services.scorer.rescore import AccountEntry, rescore
 from shared.config import DEFAULT_MODEL_PATH
 from shared.scoring.model import Model
-from tests.support.facts import DAY, MODEL, NOW, active_account
+from tests.support.facts import DAY, MODEL, NOW, active_account, make_fact
 
 
 def shadow_model() -> Model:
@@ -89,3 +90,70 @@ def test_what_the_scorer_stores_is_the_health_documents_definition() -> None:
     row = account_row("acc-1", entry, NOW, NOW.timestamp(), evaluation)
     for source in orjson.loads(row["freshness"]).values():
         SourceFreshness.model_validate(source, extra="forbid")
+
+
+def replayed(entry: AccountEntry, fact_kind: str, n: int, *, replay: bool = True):  # type: ignore[no-untyped-def]
+    """Fold one signal of an hour ago into `entry` and rescore it as the scorer would."""
+    fact = make_fact(fact_kind, n, 1 / 24)
+    entry.state.apply(MODEL, fact)
+    return rescore(
+        models={"active": MODEL},
+        account_id="acc-1",
+        entry=entry,
+        at=NOW.timestamp(),
+        cause="signals",
+        signal_ids=[fact.signal_id],
+        history_min_delta=5.0,
+        changes_topic="changes",
+        recorded_at=NOW,
+        reflects=fact.t,
+        replay=replay,
+    )[0]
+
+
+def churn_band(entry: AccountEntry) -> str:
+    return entry.scores[("churn_risk", "active")].band
+
+
+def test_a_catch_up_holds_its_changes_and_sends_the_net_one() -> None:
+    entry = AccountEntry(active_account(), 0)
+    score(entry, NOW.timestamp(), {"active": MODEL})
+    assert churn_band(entry) == "healthy"
+    cancelled = replayed(entry, "subscription_cancelled", 1)
+    assert churn_band(entry) == "at_risk" and cancelled.outbox == []  # held
+    assert [h["new_band"] for h in cancelled.history if h["objective"] == "churn_risk"] == [
+        "at_risk"
+    ]
+    held = entry.scores[("churn_risk", "active")].held
+    assert held is not None and held.band == "healthy"
+    # the sweep, once the account is quiet: one event from what was heard, marked replay
+    swept = rescore(
+        models={"active": MODEL},
+        account_id="acc-1",
+        entry=entry,
+        at=NOW.timestamp() + 60,
+        cause="time",
+        signal_ids=[],
+        history_min_delta=5.0,
+        changes_topic="changes",
+        recorded_at=NOW,
+    )[0]
+    events = [orjson.loads(row["payload"]) for row in swept.outbox]
+    churn = [e for e in events if e["data"]["objective"] == "churn_risk"]
+    assert [(e["data"]["old_band"], e["data"]["new_band"], e["replay"]) for e in churn] == [
+        ("healthy", "at_risk", True)
+    ]
+    assert churn[0]["data"]["signal_ids"] == ["subscription_cancelled-1"]
+    assert churn[0]["data"]["top_movers"]
+    assert entry.scores[("churn_risk", "active")].held is None
+
+
+def test_an_account_that_flips_and_comes_back_during_a_catch_up_sends_nothing() -> None:
+    entry = AccountEntry(active_account(), 0)
+    score(entry, NOW.timestamp(), {"active": MODEL})
+    assert replayed(entry, "subscription_cancelled", 1).outbox == []
+    back = replayed(entry, "subscription_created", 2)
+    assert churn_band(entry) == "healthy" and back.outbox == []
+    live = replayed(entry, "session_started", 999_999, replay=False)  # news again
+    assert [o for o in live.outbox if b"churn_risk" in o["payload"]] == []
+    assert entry.scores[("churn_risk", "active")].held is None
