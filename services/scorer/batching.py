@@ -22,8 +22,9 @@ def count(records: Records) -> int:
 def onward(records: list[Any], start: int | None) -> tuple[list[Any], int]:
     """(kept, dropped): the records at or after `start` (the partition's next offset to
     prepare; None: anything) whose offsets keep rising. A batch is collected from several
-    fetches, and a consumer may hand out records again (after a seek, or a fetch that timed out
-    and was retried): what it hands out again is stored already, or in this batch."""
+    fetches, and a consumer may hand out records again: what it hands out again is stored
+    already, or in this batch. (A poll that spans a rebalance is voided before this: records
+    fetched before a seek would otherwise start past `start`.)"""
     kept: list[Any] = []
     for record in records:
         if start is None or record.offset >= start:

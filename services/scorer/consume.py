@@ -131,9 +131,8 @@ class Scorer:
         if passed := await offsets.before_start(self.consumer, positions):
             positions.update(await self._reset(passed))
         self._taken_at.update({tp: time.time() * 1000 for tp in assigned})
-        # owned before the seeks: a poll during them may return records fetched before a seek,
-        # from where the consumer stood; the writer takes them from the stored offset on, and
-        # drops them when the seek brings them again (already read)
+        # owned before the seeks; a poll that spans this (a new generation) is voided
+        # (Poller.poll), and the scorer reads again from here
         self.partitions.adopt(positions)
         for tp, offset in positions.items():
             if offset is None:

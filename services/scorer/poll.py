@@ -34,10 +34,15 @@ class Poller:
         While records keep arriving, it collects for up to batch_timeout_ms (a broker may
         answer each fetch with a single producer batch) and stops at the first quiet moment,
         unless the broker said it holds more than is in hand: then the scorer is catching up,
-        and waiting for the next fetch makes a bigger batch."""
+        and waiting for the next fetch makes a bigger batch.
+
+        Nothing if a rebalance came meanwhile: records fetched before its seeks to the stored
+        offsets may be among those collected, so none is used, and the consumer is put back at
+        the positions the scorer adopted."""
         consumer = self.consumer
         assert consumer is not None
         limit, cap = self.cfg.batch_max_records, self.cfg.batch_max_accounts
+        generation = self.partitions.generation
         batch, self.carry = self.carry, {}
         if not batch:
             batch = await consumer.getmany(timeout_ms=self.cfg.batch_timeout_ms, max_records=limit)
@@ -60,5 +65,15 @@ class Poller:
                 batch.setdefault(tp, []).extend(records)
                 accounts.update(record.key for record in records)
                 total += len(records)
+        if self.partitions.generation != generation:
+            await self._reposition(consumer)
+            return {}
         taken, self.carry = batching.cut(batch, cap)
         return taken
+
+    async def _reposition(self, consumer: AIOKafkaConsumer) -> None:
+        for tp in self.partitions.owned():
+            if (position := self.partitions.prepared[tp]) is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, position)

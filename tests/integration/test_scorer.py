@@ -6,6 +6,7 @@ import asyncio
 import random
 import signal
 import subprocess
+import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -249,12 +250,18 @@ async def test_silence_alone_moves_an_account_to_at_risk(
     assert all(e.get_time() == now[0] for e in silence)  # a change of time alone: when scored
 
 
+SCORER_LOGS = Path(tempfile.gettempdir()) / "healthscore-test-scorers"
+
+
 def _start_scorer(settings: Settings) -> subprocess.Popen[bytes]:
+    """A `healthscore scorer` process, its log in SCORER_LOGS (named by its pid)."""
     env = settings_env(settings)
     env["HEALTHSCORE_SCORER__BATCH_MAX_RECORDS"] = "1000"
-    return subprocess.Popen(
-        healthscore_argv("scorer"), env=env, stderr=subprocess.DEVNULL, start_new_session=True
-    )
+    SCORER_LOGS.mkdir(exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=SCORER_LOGS, suffix=".log", delete=False) as log:
+        return subprocess.Popen(
+            healthscore_argv("scorer"), env=env, stderr=log, start_new_session=True
+        )
 
 
 @pytest.mark.slow
