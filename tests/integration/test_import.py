@@ -31,6 +31,7 @@ from tests.support.signals import (
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 DAYS = 60
+SENTIMENT = Sentiment()  # its lexicon takes a while to load: once
 
 
 def _world_events(end: datetime) -> list[dict[str, object]]:
@@ -49,7 +50,7 @@ def _signal(event: dict[str, object], ingested: datetime) -> Signal:
         orjson.dumps(event),
         source=EVENT_TYPE_SOURCE[str(event["type"])],
         now=ingested,
-        sentiment=Sentiment(),
+        sentiment=SENTIMENT,
     )
     assert isinstance(result, Signal)
     return result

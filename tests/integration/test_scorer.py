@@ -423,12 +423,13 @@ def _outage_signals(accounts: list[str], now: datetime) -> list[Signal]:
                 seats_purchased=10,
             )
     raw.sort(key=lambda e: str(e["occurred_at"]))
+    sentiment = Sentiment()
     return [
         validate(
             orjson.dumps(event),
             source=EVENT_TYPE_SOURCE[str(event["type"])],
             now=now,
-            sentiment=Sentiment(),
+            sentiment=sentiment,
         )  # type: ignore[misc]
         for event in raw
     ]
