@@ -371,13 +371,11 @@ def import_(
     import orjson
 
     from services.scorer.imports import import_history
+    from services.scorer.models import configured
     from shared.db import create_engine, ensure_migrated
-    from shared.scoring.model import load_model
 
     settings = _settings("import")
-    models = {"active": load_model(settings.scorer.model_path)}
-    if settings.scorer.shadow_model_path is not None:
-        models["shadow"] = load_model(settings.scorer.shadow_model_path)
+    models = configured(settings.scorer)
 
     async def main(stop: asyncio.Event) -> Any:
         engine = create_engine(settings.database)

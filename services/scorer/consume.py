@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from prometheus_client import REGISTRY, CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.scorer import offsets, store
+from services.scorer import offsets, poll, store
 from services.scorer.batching import Records
 from services.scorer.cache import StateCache
 from services.scorer.metrics import ScorerMetrics
@@ -134,11 +134,7 @@ class Scorer:
         # owned before the seeks; a poll that spans this (a new generation) is voided
         # (Poller.poll), and the scorer reads again from here
         self.partitions.adopt(positions)
-        for tp, offset in positions.items():
-            if offset is None:
-                await self.consumer.seek_to_beginning(tp)
-            else:
-                self.consumer.seek(tp, offset)
+        await poll.seek(self.consumer, positions)
         log.info(
             "scorer.assigned",
             partitions=sorted(tp.partition for tp in assigned),

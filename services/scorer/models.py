@@ -18,6 +18,14 @@ from shared.scoring.model import Model, load_model
 log = structlog.get_logger(__name__)
 
 
+def configured(cfg: ScorerSettings) -> dict[str, Model]:
+    """The models the settings name, by role: active, and shadow when configured."""
+    models = {"active": load_model(cfg.model_path)}
+    if cfg.shadow_model_path is not None:
+        models["shadow"] = load_model(cfg.shadow_model_path)
+    return models
+
+
 class ModelSet:
     def __init__(
         self, cfg: ScorerSettings, metrics: ScorerMetrics, models: dict[str, Model] | None = None
@@ -26,13 +34,7 @@ class ModelSet:
         self.metrics = metrics
         self.models: dict[str, Model] = {}
         self.kinds: KindIndex = {}
-        self._use(models or self._configured())
-
-    def _configured(self) -> dict[str, Model]:
-        models = {"active": load_model(self.cfg.model_path)}
-        if self.cfg.shadow_model_path is not None:
-            models["shadow"] = load_model(self.cfg.shadow_model_path)
-        return models
+        self._use(models or configured(cfg))
 
     def _use(self, models: dict[str, Model]) -> None:
         kinds = kind_index(list(models.values()))  # raises if the models' aggregates clash
@@ -56,7 +58,7 @@ class ModelSet:
     def reload(self) -> bool:
         """Switch to the configured files; False (and nothing changed) if one is invalid."""
         try:
-            self._use(self._configured())
+            self._use(configured(self.cfg))
         except ConfigurationError as exc:
             self.metrics.model_reloads.labels("invalid").inc()
             log.error("scorer.model_reload_failed", error=str(exc))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.scorer import batching
 from services.scorer.batching import Records
@@ -66,14 +66,17 @@ class Poller:
                 accounts.update(record.key for record in records)
                 total += len(records)
         if self.partitions.generation != generation:
-            await self._reposition(consumer)
+            owned = self.partitions.owned()
+            await seek(consumer, {tp: self.partitions.prepared[tp] for tp in owned})
             return {}
         taken, self.carry = batching.cut(batch, cap)
         return taken
 
-    async def _reposition(self, consumer: AIOKafkaConsumer) -> None:
-        for tp in self.partitions.owned():
-            if (position := self.partitions.prepared[tp]) is None:
-                await consumer.seek_to_beginning(tp)
-            else:
-                consumer.seek(tp, position)
+
+async def seek(consumer: AIOKafkaConsumer, positions: dict[TopicPartition, int | None]) -> None:
+    """Put the consumer at these offsets (None: the start of the partition's log)."""
+    for tp, offset in positions.items():
+        if offset is None:
+            await consumer.seek_to_beginning(tp)
+        else:
+            consumer.seek(tp, offset)

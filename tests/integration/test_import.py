@@ -18,20 +18,18 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.scorer.imports import GROUP, partition_of
 from services.simulator.world import World
 from shared.config import Settings
-from shared.events import EVENT_TYPE_SOURCE, Signal
-from shared.validate import Sentiment, validate
 from tests.support.infra import healthscore_argv, run_cli, settings_env
 from tests.support.signals import (
     mismatches,
     produce_signals,
     running_scorer,
+    signal_of,
     wait_consumed,
 )
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 DAYS = 60
-SENTIMENT = Sentiment()  # its lexicon takes a while to load: once
 
 
 def _world_events(end: datetime) -> list[dict[str, object]]:
@@ -43,17 +41,6 @@ def _world_events(end: datetime) -> list[dict[str, object]]:
         for event in world.day_events(account, day)
     ]
     return sorted(events, key=lambda e: str(e["occurred_at"]))
-
-
-def _signal(event: dict[str, object], ingested: datetime) -> Signal:
-    result = validate(
-        orjson.dumps(event),
-        source=EVENT_TYPE_SOURCE[str(event["type"])],
-        now=ingested,
-        sentiment=SENTIMENT,
-    )
-    assert isinstance(result, Signal)
-    return result
 
 
 async def _imported(engine: AsyncEngine) -> int:
@@ -133,13 +120,13 @@ async def test_import_resumes_after_kill_9_and_hands_over_to_the_live_stream(
 
     # the live stream: overlapping the history's last day, each signal ingested as it happened
     signals = [
-        _signal(e, datetime.fromisoformat(str(e["occurred_at"])) + timedelta(seconds=5))
+        signal_of(e, datetime.fromisoformat(str(e["occurred_at"])) + timedelta(seconds=5))
         for e in live
     ]
     total = await produce_signals(settings, signals)
     async with running_scorer(settings, engine) as scorer:
         await wait_consumed(engine, settings, total)
         overlap = sum(datetime.fromisoformat(str(e["occurred_at"])) < go_live for e in live)
-        everything = [_signal(e, now) for e in history] + signals[overlap:]
+        everything = [signal_of(e, now) for e in history] + signals[overlap:]
         assert await mismatches(engine, everything) == []  # nor missed
         assert overlap > 50 and scorer.metrics.duplicates._value.get() == overlap  # nor twice

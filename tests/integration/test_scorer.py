@@ -10,7 +10,6 @@ import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import orjson
 import pytest
 import yaml
 from cloudevents.core.bindings.kafka import KafkaMessage, from_structured
@@ -22,9 +21,8 @@ from services.scorer import store
 from shared.config import DEFAULT_MODEL_PATH, Settings
 from shared.db import create_engine, ensure_migrated
 from shared.errors import DatabaseNotMigrated, FencedOut
-from shared.events import EVENT_TYPE_SOURCE, Signal
+from shared.events import Signal
 from shared.scoring.model import Model
-from shared.validate import Sentiment, validate
 from tests.support.infra import healthscore_argv, settings_env
 from tests.support.kafka_io import read_topic
 from tests.support.signals import (
@@ -34,6 +32,7 @@ from tests.support.signals import (
     produce_signals,
     running_scorer,
     score_and_store,
+    signal_of,
     simulated_signals,
     wait_consumed,
 )
@@ -423,16 +422,7 @@ def _outage_signals(accounts: list[str], now: datetime) -> list[Signal]:
                 seats_purchased=10,
             )
     raw.sort(key=lambda e: str(e["occurred_at"]))
-    sentiment = Sentiment()
-    return [
-        validate(
-            orjson.dumps(event),
-            source=EVENT_TYPE_SOURCE[str(event["type"])],
-            now=now,
-            sentiment=sentiment,
-        )  # type: ignore[misc]
-        for event in raw
-    ]
+    return [signal_of(event, now) for event in raw]
 
 
 async def test_an_outage_sends_one_net_change_per_account_marked_replay(

@@ -8,6 +8,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 from prometheus_client import CollectorRegistry
@@ -32,6 +33,18 @@ MODEL = load_model(DEFAULT_MODEL_PATH)
 _SENTIMENT = Sentiment()
 
 
+def signal_of(event: dict[str, Any], ingested: datetime) -> Signal:
+    """A raw v1 event as ingest makes it a signal, ingested at `ingested`."""
+    signal = validate(
+        orjson.dumps(event),
+        source=EVENT_TYPE_SOURCE[event["type"]],
+        now=ingested,
+        sentiment=_SENTIMENT,
+    )
+    assert isinstance(signal, Signal), signal
+    return signal
+
+
 def simulated_signals(
     accounts: int,
     days: int,
@@ -48,14 +61,7 @@ def simulated_signals(
     for day in range(days):
         for account in world.accounts:
             for event in world.day_events(account, day):
-                signal = validate(
-                    orjson.dumps(event),
-                    source=EVENT_TYPE_SOURCE[event["type"]],
-                    now=end + timedelta(days=1),
-                    sentiment=_SENTIMENT,
-                )
-                assert isinstance(signal, Signal)
-                signals.append(signal)
+                signals.append(signal_of(event, end + timedelta(days=1)))
     rng = random.Random(seed)
     for _ in range(int(len(signals) * duplicate_share)):
         signals.insert(rng.randrange(len(signals)), rng.choice(signals))
