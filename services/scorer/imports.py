@@ -57,7 +57,7 @@ QUIET_EVERY_DAYS = 7  # how often an account without signals is scored, for band
 
 @dataclass
 class ImportResult:
-    events: int  # valid events read
+    events: int  # valid events imported (before `until`, if given)
     rejected: dict[str, int]  # reason -> lines refused by validation
     accounts: int
     skipped_accounts: int  # committed by an earlier run of the same import
@@ -146,7 +146,6 @@ async def import_history(
     events, rejected = 0, Counter[str]()
     for path in paths:
         history = load_events(path)
-        events += len(history.facts)
         for reason, n in history.rejected.items():
             rejected[reason] += n
         for fact in history.facts:
@@ -154,6 +153,7 @@ async def import_history(
                 continue
             fact.ingested = fact.t  # remembered as of its event time: see the module's doc
             facts[fact.account_id].append(fact)
+            events += 1
     for account_facts in facts.values():
         account_facts.sort(key=lambda f: (f.t, f.signal_id))
     accounts = sorted(facts)
