@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -25,10 +25,19 @@ class TopicSettings(BaseModel):
     signals: str = "account-health.signals"
     dlq: str = "account-health.dlq"
     changes: str = "account-health.changes"
+    # raw topics in a vendor's format, and the format of each: segment, stripe, zendesk,
+    # mapping:NAME (a mapping of ingest.mappings_path) or v1
+    sources: dict[
+        str, Annotated[str, Field(pattern=r"^(v1|segment|stripe|zendesk|mapping:[\w.-]+)$")]
+    ] = {}
 
     @property
-    def raw(self) -> tuple[str, str, str]:
-        return (self.usage, self.support, self.billing)
+    def raw(self) -> tuple[str, ...]:
+        """Every raw topic: the three v1 topics and the configured sources."""
+        return tuple(dict.fromkeys((self.usage, self.support, self.billing, *self.sources)))
+
+    def format_of(self, topic: str) -> str:
+        return self.sources.get(topic, "v1")
 
 
 class KafkaSettings(BaseModel):
@@ -76,6 +85,28 @@ class IngestSettings(BaseModel):
     # records wait
     stall_after_seconds: float = Field(default=120.0, gt=0)
     metrics_port: int = 9101
+    # the YAML file of the mappings that `mapping:NAME` topics name
+    mappings_path: Path | None = None
+    # Segment: the track/page property (or identify trait) naming the account, and the track
+    # event names that are sessions rather than feature use
+    segment_account_property: str | None = None
+    segment_session_events: list[str] = [
+        "Signed In",
+        "Logged In",
+        "Session Started",
+        "Application Opened",
+    ]
+    # Stripe: the metadata key holding the account id (unset: the customer id is the account
+    # id), and the metadata key holding the tier on subscriptions, prices or products
+    stripe_account_metadata_key: str | None = None
+    stripe_tier_metadata_key: str = "tier"
+    # Zendesk: the ticket tag prefix naming the account (unset: the organization id)
+    zendesk_account_tag_prefix: str | None = None
+    # user/charge/ticket -> account links: kept in PostgreSQL this many days after last
+    # seen, and cached per process (entries, and seconds before one is read again)
+    links_retention_days: int = Field(default=400, ge=1)
+    links_cache_size: int = Field(default=100_000, ge=0)
+    links_cache_seconds: float = Field(default=300.0, ge=0)
 
 
 class ScorerSettings(BaseModel):

@@ -203,6 +203,21 @@ class OverrideAuditRow(Base):
 HEALTH_CHANNEL = "account_health"
 
 
+class LinkRow(Base):
+    """What ingest learned: a user, charge or ticket of a source belongs to an account. The
+    association with the latest event time wins; rows unseen for the retention are pruned."""
+
+    __tablename__ = "source_links"
+
+    namespace: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(128))
+    at: Mapped[datetime] = mapped_column(Timestamp)  # event time of the association
+    seen_at: Mapped[datetime] = mapped_column(Timestamp)  # last taught, for pruning
+
+    __table_args__ = (Index("ix_source_links_seen_at", "seen_at"),)
+
+
 def notify_changed(ids: str) -> str:
     """A SELECT notifying HEALTH_CHANNEL of the account ids in the SQL array `ids`."""
     return f"""SELECT pg_notify('{HEALTH_CHANNEL}', json_agg(id)::text)

@@ -26,7 +26,7 @@ from pydantic import (
 
 SCHEMA_VERSION = 1
 
-Source = Literal["usage", "support", "billing", "api"]
+Source = Literal["usage", "support", "billing", "engagement", "api"]
 
 
 def _lower(value: Any) -> Any:
@@ -44,10 +44,35 @@ def _to_utc(value: datetime) -> datetime:
         raise ValueError("date is out of range once converted to UTC") from exc
 
 
+def _without_nul(value: Any) -> Any:
+    return value.replace("\x00", "") if isinstance(value, str) else value
+
+
 Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f]+$")]
-Text = Annotated[str, Field(max_length=20_000)]
+# Free text (what people wrote): NUL, which PostgreSQL text cannot hold, is removed. Every
+# other string refuses it (ids and enums by their patterns, the rest in shared.validate).
+Text = Annotated[str, BeforeValidator(_without_nul), Field(max_length=20_000)]
+ShortText = Annotated[str, BeforeValidator(_without_nul), Field(max_length=500)]
+Label = Annotated[str, BeforeValidator(_without_nul), Field(max_length=200)]
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 Money = Annotated[Decimal, Field(ge=0, le=Decimal("1e12"), max_digits=16, decimal_places=4)]
+# Currencies whose minor unit is not a hundredth, as Stripe counts them (ISO 4217 otherwise).
+MINOR_UNIT_DIGITS: dict[str, int] = {
+    **dict.fromkeys(("BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA"), 0),
+    **dict.fromkeys(("PYG", "RWF", "UGX", "VND", "VUV", "XAF", "XOF", "XPF"), 0),
+    **dict.fromkeys(("BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"), 3),
+}
+
+
+def minor_units(amount: Decimal, currency: str) -> int:
+    """An amount in major units as an integer of the currency's minor unit."""
+    return int(amount.scaleb(MINOR_UNIT_DIGITS.get(currency, 2)).to_integral_value())
+
+
+def major_units(minor: int, currency: str) -> Decimal:
+    return Decimal(minor).scaleb(-MINOR_UNIT_DIGITS.get(currency.upper(), 2))
+
+
 Currency = Annotated[
     str,
     BeforeValidator(lambda v: v.strip().upper() if isinstance(v, str) else v),
@@ -103,6 +128,14 @@ class ActiveUsersReported(RawEvent):
     active_users: Count
 
 
+class PageViewed(RawEvent):
+    """A user viewed a page or a screen of the product."""
+
+    type: Literal["page_viewed"]
+    user_id: Identifier
+    name: Label = ""
+
+
 class SeatsUsedReported(RawEvent):
     """Seats currently assigned to users."""
 
@@ -117,7 +150,7 @@ class TicketOpened(RawEvent):
     type: Literal["ticket_opened"]
     ticket_id: Identifier
     priority: Priority = "normal"
-    subject: Annotated[str, Field(max_length=500)] = ""
+    subject: ShortText = ""
     text: Text = ""
 
 
@@ -158,7 +191,7 @@ class NpsSubmitted(RawEvent):
 
 class _Subscription(RawEvent):
     plan: Annotated[str, BeforeValidator(_lower), Field(min_length=1, max_length=64)]
-    tier: Tier
+    tier: Tier | None = None
     mrr: Money = Field(description="monthly recurring revenue, in major units of currency")
     currency: Currency = "USD"
     seats_purchased: Annotated[int, Field(ge=0, le=10_000_000)]
@@ -175,7 +208,7 @@ class SubscriptionChanged(_Subscription):
 
 class SubscriptionCancelled(RawEvent):
     type: Literal["subscription_cancelled"]
-    reason: Annotated[str, Field(max_length=500)] = ""
+    reason: ShortText = ""
     effective_at: UtcDatetime | None = None
 
 
@@ -200,29 +233,67 @@ class PaymentFailed(RawEvent):
     invoice_id: Identifier | None = None
     amount: Money
     currency: Currency = "USD"
-    reason: Annotated[str, Field(max_length=500)] = ""
+    reason: ShortText = ""
 
 
 class RefundIssued(RawEvent):
     type: Literal["refund_issued"]
     amount: Money
     currency: Currency = "USD"
-    reason: Annotated[str, Field(max_length=500)] = ""
+    reason: ShortText = ""
 
 
 class AccountProfileUpdated(RawEvent):
     """CRM attributes of the account; they select the scoring segment."""
 
     type: Literal["account_profile_updated"]
-    name: Annotated[str, Field(max_length=200)] = ""
-    industry: Industry
-    region: Region
-    tier: Tier
-    lifecycle_stage: LifecycleStage
+    name: Label = ""
+    industry: Industry | None = None
+    region: Region | None = None
+    tier: Tier | None = None
+    lifecycle_stage: LifecycleStage | None = None
+
+
+class PaymentDisputed(RawEvent):
+    """The customer disputed a payment with their bank (a chargeback)."""
+
+    type: Literal["payment_disputed"]
+    amount: Money
+    currency: Currency = "USD"
+    reason: ShortText = ""
+
+
+# --- engagement.events --------------------------------------------------------------------
+
+
+class SocialMentioned(RawEvent):
+    """The account was mentioned on a public channel (a post, a review, a thread)."""
+
+    type: Literal["social_mentioned"]
+    channel: Annotated[str, BeforeValidator(_lower), Field(min_length=1, max_length=64)]
+    text: Text = ""
+    url: Annotated[str, Field(max_length=2_000)] = ""
+    reach: Count | None = Field(default=None, description="followers or views, when known")
+
+
+class MarketingEngaged(RawEvent):
+    """Someone at the account engaged with marketing: opened or clicked an email, registered
+    for or attended a webinar or an event."""
+
+    type: Literal["marketing_engaged"]
+    channel: Annotated[
+        Literal["email", "webinar", "event", "ad", "content"], BeforeValidator(_lower)
+    ]
+    action: Annotated[
+        Literal["delivered", "opened", "clicked", "registered", "attended", "unsubscribed"],
+        BeforeValidator(_lower),
+    ]
+    campaign: Label = ""
+    user_id: Identifier | None = None
 
 
 UsageEvent = Annotated[
-    SessionStarted | FeatureUsed | ActiveUsersReported | SeatsUsedReported,
+    SessionStarted | FeatureUsed | PageViewed | ActiveUsersReported | SeatsUsedReported,
     Field(discriminator="type"),
 ]
 SupportEvent = Annotated[
@@ -237,12 +308,14 @@ BillingEvent = Annotated[
     | InvoiceOverdue
     | PaymentFailed
     | RefundIssued
+    | PaymentDisputed
     | AccountProfileUpdated,
     Field(discriminator="type"),
 ]
+EngagementEvent = Annotated[SocialMentioned | MarketingEngaged, Field(discriminator="type")]
 
 EVENT_TYPES: dict[Source, tuple[type[RawEvent], ...]] = {
-    "usage": (SessionStarted, FeatureUsed, ActiveUsersReported, SeatsUsedReported),
+    "usage": (SessionStarted, FeatureUsed, PageViewed, ActiveUsersReported, SeatsUsedReported),
     "support": (TicketOpened, TicketUpdated, TicketResolved, CsatSubmitted, NpsSubmitted),
     "billing": (
         SubscriptionCreated,
@@ -252,13 +325,16 @@ EVENT_TYPES: dict[Source, tuple[type[RawEvent], ...]] = {
         InvoiceOverdue,
         PaymentFailed,
         RefundIssued,
+        PaymentDisputed,
         AccountProfileUpdated,
     ),
+    "engagement": (SocialMentioned, MarketingEngaged),
 }
 SOURCE_ADAPTERS: dict[Source, TypeAdapter[Any]] = {
     "usage": TypeAdapter(UsageEvent),
     "support": TypeAdapter(SupportEvent),
     "billing": TypeAdapter(BillingEvent),
+    "engagement": TypeAdapter(EngagementEvent),
 }
 
 
@@ -268,6 +344,9 @@ def event_type_name(model: type[RawEvent]) -> str:
 
 EVENT_TYPE_SOURCE: dict[str, Source] = {
     event_type_name(model): source for source, models in EVENT_TYPES.items() for model in models
+}
+EVENT_MODEL: dict[str, type[RawEvent]] = {
+    event_type_name(model): model for models in EVENT_TYPES.values() for model in models
 }
 
 
@@ -340,6 +419,7 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         "usage.events.v1": SOURCE_ADAPTERS["usage"].json_schema(),
         "support.events.v1": SOURCE_ADAPTERS["support"].json_schema(),
         "billing.events.v1": SOURCE_ADAPTERS["billing"].json_schema(),
+        "engagement.events.v1": SOURCE_ADAPTERS["engagement"].json_schema(),
         "signal.v1": Signal.model_json_schema(),
         "override_set.v1": OverrideSet.model_json_schema(),
         "override_revoked.v1": OverrideRevoked.model_json_schema(),

@@ -1,8 +1,8 @@
 """Raw event history from files: every line validated exactly as ingest validates a record.
 
-Reads one raw event per line (JSON Lines), as exports of a source give them: each line goes
-through `shared.validate` on the topic its type would have arrived on, so what a backtest or a
-history import takes is what the live service would have taken. Old events are expected here:
+Reads one raw v1 event per line (JSON Lines), as exports of a source give them: each line goes
+through `shared.validate` as ingest would take it, so what a backtest or a history import
+takes is what the live service would have taken. Old events are expected here:
 the ingest age and skew limits are opened up.
 """
 
@@ -13,10 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import orjson
-
 from shared.errors import ConfigurationError
-from shared.events import EVENT_TYPE_SOURCE, Source
 from shared.scoring.state import Fact
 from shared.validate import Limits, Rejection, Sentiment, validate
 
@@ -42,7 +39,7 @@ class History:
 
 
 def load_events(path: Path) -> History:
-    """Validate every line of a raw-event JSONL file as ingest would on the event's topic."""
+    """Validate every line of a raw-event JSONL file as ingest would."""
     sentiment = Sentiment()
     now = datetime.now(UTC)
     facts: list[Fact] = []
@@ -59,7 +56,6 @@ def load_events(path: Path) -> History:
             lines += 1
             result = validate(
                 line.rstrip(b"\r\n"),
-                source=_source_of(line),
                 now=now,
                 limits=REPLAY_LIMITS,
                 sentiment=sentiment,
@@ -72,12 +68,3 @@ def load_events(path: Path) -> History:
         raise ConfigurationError(f"{path}: no valid events in {lines} lines")
     facts.sort(key=lambda f: (f.t, f.signal_id))
     return History(facts, lines, rejected)
-
-
-def _source_of(line: bytes) -> Source:
-    """The topic this event would have arrived on (validation refuses a mismatch anyway)."""
-    try:
-        kind = orjson.loads(line).get("type")
-    except (orjson.JSONDecodeError, AttributeError):
-        return "usage"  # validate gives the precise reason
-    return EVENT_TYPE_SOURCE.get(kind, "usage") if isinstance(kind, str) else "usage"

@@ -1,8 +1,16 @@
 """Raw record bytes -> one canonical Signal, or one Rejection with a machine-readable reason.
 
-Pure and synchronous: no I/O, the clock is an argument. `consume.py` calls `validate` for every
-raw record and produces whatever it returns. The checks run cheapest first, so that hostile
-input (huge, not UTF-8, not JSON, nested a thousand deep) is refused before any real parsing.
+Pure and synchronous: no I/O, the clock is an argument. Two steps: `parse` turns bytes into a
+JSON object (the checks run cheapest first, so that hostile input, huge, not UTF-8, not JSON,
+is refused before any real parsing); `to_signal` turns one event in this project's own v1 form
+into a signal. Every source format (shared/sources/) ends in `to_signal`: a Segment call or a
+Stripe event is translated into v1 events first, so the limits, the text rules and the
+normalisation are the same whatever the source. `validate` is both steps for a v1 record.
+
+Text: PostgreSQL cannot store NUL, and JSON can carry it only escaped. In free text (subjects,
+ticket text, comments, reasons, names) NUL is removed, since what a person wrote is still worth
+its sentiment; any other string holding one (ids, enums, features) is refused with its field.
+Unpaired surrogates cannot get past `parse`: the JSON parser refuses them (`invalid_json`).
 """
 
 from __future__ import annotations
@@ -17,12 +25,12 @@ import orjson
 from pydantic import ValidationError
 
 from shared.events import (
+    EVENT_MODEL,
     EVENT_TYPE_SOURCE,
     SCHEMA_VERSION,
-    SOURCE_ADAPTERS,
     RawEvent,
     Signal,
-    Source,
+    minor_units,
 )
 
 # Every reason a raw record can be dead-lettered for (the `reason` header on the DLQ).
@@ -37,6 +45,8 @@ REASONS: Final = (
     "schema_violation",
     "occurred_at_in_future",
     "occurred_at_too_old",
+    "unattributed",
+    "mapping_failed",
 )
 
 ENVELOPE: Final = frozenset({"event_id", "account_id", "occurred_at", "type", "schema_version"})
@@ -89,11 +99,7 @@ class Sentiment:
 
 
 def _path(loc: tuple[int | str, ...]) -> str:
-    # Discriminated unions put the tag first in loc ("ticket_opened", "priority"): drop it.
-    parts = [str(p) for p in loc]
-    if parts and parts[0] in EVENT_TYPE_SOURCE:
-        parts = parts[1:]
-    return ".".join(parts) or "$"
+    return ".".join(str(p) for p in loc) or "$"
 
 
 @cache
@@ -102,24 +108,17 @@ def _text_fields(model: type[RawEvent]) -> tuple[str, ...]:
 
 
 def _normalised_data(event: RawEvent) -> dict[str, Any]:
-    """The type's own fields in JSON form; money as integer minor units."""
+    """The type's own fields in JSON form; money as integer minor units of its currency."""
     data: dict[str, Any] = event.model_dump(mode="json", exclude=set(ENVELOPE))
     for name, renamed in MONEY_FIELDS.items():
         if name in data:
             del data[name]
-            data[renamed] = int((getattr(event, name) * 100).to_integral_value())
+            data[renamed] = minor_units(getattr(event, name), data.get("currency", "USD"))
     return data
 
 
-def validate(
-    raw: bytes | None,
-    *,
-    source: Source,
-    now: datetime,
-    limits: Limits = Limits(),
-    sentiment: Callable[[str], float] | None = None,
-) -> Signal | Rejection:
-    """Decide what one raw record becomes."""
+def parse(raw: bytes | None, limits: Limits = Limits()) -> dict[str, Any] | Rejection:
+    """The JSON object a raw record holds, or why it holds none."""
     if raw is None:
         return Rejection("invalid_json", "record has no value (tombstone)")
     if len(raw) > limits.max_record_bytes:
@@ -134,11 +133,23 @@ def validate(
         return Rejection("invalid_json", str(exc)[:200])
     if not isinstance(event, dict):
         return Rejection("not_an_object", f"top-level JSON is {type(event).__name__}", "$")
+    return event
 
+
+def to_signal(
+    event: dict[str, Any],
+    *,
+    now: datetime,
+    limits: Limits = Limits(),
+    sentiment: Callable[[str], float] | None = None,
+    may_hold_nul: bool = True,
+) -> Signal | Rejection:
+    """Decide what one v1 event becomes. `may_hold_nul=False` (the record's bytes hold no
+    escaped NUL) skips looking for one."""
     kind = event.get("type")
-    if not isinstance(kind, str) or EVENT_TYPE_SOURCE.get(kind) != source:
-        shown = repr(kind)[:64]
-        return Rejection("unknown_event_type", f"type {shown} is not a {source} event", "type")
+    model = EVENT_MODEL.get(kind) if isinstance(kind, str) else None
+    if model is None or not isinstance(kind, str):
+        return Rejection("unknown_event_type", f"type {repr(kind)[:64]} is not known", "type")
 
     version = event.get("schema_version")
     if isinstance(version, bool) or not isinstance(version, int):
@@ -161,17 +172,15 @@ def validate(
         return Rejection("missing_account_id", "account_id is absent or empty", "account_id")
 
     try:
-        parsed: RawEvent = SOURCE_ADAPTERS[source].validate_python(event)
+        parsed: RawEvent = model.model_validate(event)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         return Rejection("schema_violation", first["msg"][:200], _path(first["loc"]))
 
-    # PostgreSQL text cannot hold NUL: refused here, with its field. JSON can carry NUL only
-    # escaped, so a record without the escape needs no look at its fields.
-    if b"\\u0000" in raw:
+    if may_hold_nul:  # free text lost its NUL in validation; any other string is refused
         for name, value in parsed:
             if isinstance(value, str) and "\x00" in value:
-                return Rejection("schema_violation", "NUL characters are not allowed in text", name)
+                return Rejection("schema_violation", "NUL characters are not allowed here", name)
 
     if parsed.occurred_at > now + limits.max_future_skew:
         return Rejection(
@@ -188,7 +197,7 @@ def validate(
         )
 
     score = None
-    text_fields = _text_fields(type(parsed))
+    text_fields = _text_fields(model)
     if sentiment is not None and text_fields:
         text = " ".join(t for f in text_fields if (t := getattr(parsed, f)))
         if text.strip():
@@ -199,9 +208,26 @@ def validate(
         signal_id=parsed.event_id,
         account_id=parsed.account_id,
         occurred_at=parsed.occurred_at,
-        source=source,
+        source=EVENT_TYPE_SOURCE[kind],
         kind=kind,
         data=_normalised_data(parsed),
         sentiment=score,
         ingested_at=now,
+    )
+
+
+def validate(
+    raw: bytes | None,
+    *,
+    now: datetime,
+    limits: Limits = Limits(),
+    sentiment: Callable[[str], float] | None = None,
+) -> Signal | Rejection:
+    """Decide what one raw record in the v1 format becomes."""
+    event = parse(raw, limits)
+    if isinstance(event, Rejection):
+        return event
+    assert raw is not None
+    return to_signal(
+        event, now=now, limits=limits, sentiment=sentiment, may_hold_nul=b"\\u0000" in raw
     )

@@ -1,16 +1,19 @@
 """The ingest loop: raw topics -> account-health.signals or account-health.dlq.
 
-Reads usage/support/billing events in batches in one consumer group; for every raw record
-produces exactly one signal (keyed by account id) or one DLQ record (original key and bytes,
-headers with reason, detail, field path, source topic/partition/offset and rejection time).
-Raw offsets are committed only after every record produced from the batch is acknowledged, so a
-crash re-reads at most the batch in flight (at-least-once; the scorer drops duplicates by
-signal id). Broker errors back off and retry without committing; SIGTERM drains the batch.
+Reads every raw topic in batches in one consumer group, each topic in its configured format
+(shared/sources/). Every message a raw record holds becomes one signal (keyed by account id),
+one DLQ record (the message's bytes with the record's key; headers with reason, detail, field
+path, source topic/partition/offset and rejection time) or, for message types that carry no
+signal (a Segment identify, a Stripe customer.created), nothing but a count. Raw offsets are
+committed only after every record produced from the batch is acknowledged, so a crash re-reads
+at most the batch in flight (at-least-once; the scorer drops duplicates by signal id). Broker
+errors back off and retry without committing; SIGTERM drains the batch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter as Tally
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -24,16 +27,16 @@ from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from shared.config import Settings
-from shared.events import Signal, Source, encode_signal, utcnow
+from shared.events import encode_signal, utcnow
 from shared.failures import classify
 from shared.kafka import dead_letter_headers, leave, make_consumer, make_producer
 from shared.ops import Health, unless_stopped
-from shared.validate import Limits, Rejection, Sentiment, validate
+from shared.sources import formats_for
+from shared.sources.decode import Decoder, Skipped
+from shared.sources.links import Links, MemoryLinks
+from shared.validate import Limits, Rejection, Sentiment
 
 log = structlog.get_logger(__name__)
-# The dead-letter reason of a record whose validation raised instead of deciding: one poisonous
-# record must not stop the stream.
-VALIDATOR_ERROR = "validator_error"
 
 Outgoing = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
 
@@ -54,8 +57,15 @@ class IngestMetrics:
         )
         self.dead_lettered = Counter(
             "healthscore_ingest_dlq_records_total",
-            "Raw records dead-lettered, by reason",
+            "Raw records (or messages of a batch) dead-lettered, by reason",
             ["reason"],
+            registry=registry,
+        )
+        self.skipped = Counter(
+            "healthscore_ingest_messages_skipped_total",
+            "Messages that carry no signal (not_scored: a type the format does not score; "
+            "link_only: it only ties a user to an account), by topic",
+            ["topic", "reason"],
             registry=registry,
         )
         self.batch_size = Histogram(
@@ -93,6 +103,7 @@ class Ingest:
         registry: CollectorRegistry = REGISTRY,
         health: Health | None = None,
         clock: Callable[[], datetime] = utcnow,
+        links: Links | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = IngestMetrics(registry)
@@ -105,40 +116,69 @@ class Ingest:
             max_future_skew=timedelta(seconds=cfg.max_future_skew_seconds),
             max_age=timedelta(days=cfg.max_age_days),
         )
-        topics = settings.kafka.topics
-        self.sources: dict[str, Source] = {
-            topics.usage: "usage",
-            topics.support: "support",
-            topics.billing: "billing",
-        }
-        self.sentiment = Sentiment()
+        self.decoder = Decoder(
+            formats_for(settings),
+            links or MemoryLinks(cfg.links_cache_size),
+            limits=self.limits,
+            sentiment=Sentiment(),
+        )
 
-    def route(self, record: ConsumerRecord[bytes, bytes], now: datetime) -> tuple[Outgoing, str]:
-        """The one outgoing record for a raw record (a signal or a DLQ record), and what it
-        counts as in the metrics: the signal's source or the rejection reason."""
+    async def route(
+        self, records: Sequence[ConsumerRecord[bytes, bytes]], now: datetime
+    ) -> tuple[list[Outgoing], Tally[tuple[str, ...]]]:
+        """The outgoing records for raw records (signals and DLQ records), and what they count
+        as in the metrics."""
         topics = self.settings.kafka.topics
-        source = self.sources[record.topic]
-        try:
-            outcome: Signal | Rejection = validate(
-                record.value, source=source, now=now, limits=self.limits, sentiment=self.sentiment
-            )
-        except Exception as exc:  # a bug in validation: dead-letter, replay after the fix
-            log.exception("ingest.validator_error", topic=record.topic, offset=record.offset)
-            outcome = Rejection(VALIDATOR_ERROR, repr(exc)[:500])
-        if isinstance(outcome, Rejection):
-            headers = dead_letter_headers(record, outcome.reason, outcome.detail, now, outcome.path)
-            log.info(
-                "ingest.rejected",
-                topic=record.topic,
-                partition=record.partition,
-                offset=record.offset,
-                reason=outcome.reason,
-                path=outcome.path,
-                key=record.key.decode("utf-8", "replace")[:128] if record.key else None,
-            )
-            return (topics.dlq, record.key, record.value, headers), "dlq:" + outcome.reason
-        signal: Outgoing = (topics.signals, outcome.account_id.encode(), encode_signal(outcome), [])
-        return signal, "signal:" + source
+        decoded = await self.decoder.decode([(r.topic, r.value) for r in records], now)
+        outgoing: list[Outgoing] = []
+        counted: Tally[tuple[str, ...]] = Tally()
+        for record, outcomes in zip(records, decoded, strict=True):
+            for outcome in outcomes:
+                result = outcome.result
+                if isinstance(result, Skipped):
+                    counted[("skipped", record.topic, result.reason)] += 1
+                elif isinstance(result, Rejection):
+                    headers = dead_letter_headers(
+                        record, result.reason, result.detail, now, result.path
+                    )
+                    log.info(
+                        "ingest.rejected",
+                        topic=record.topic,
+                        partition=record.partition,
+                        offset=record.offset,
+                        reason=result.reason,
+                        path=result.path,
+                        key=record.key.decode("utf-8", "replace")[:128] if record.key else None,
+                    )
+                    outgoing.append((topics.dlq, record.key, outcome.value, headers))
+                    counted[("dlq", result.reason)] += 1
+                else:
+                    key = result.account_id.encode()
+                    outgoing.append((topics.signals, key, encode_signal(result), []))
+                    counted[("signal", result.source)] += 1
+        return outgoing, counted
+
+    async def _route(
+        self,
+        consumer: AIOKafkaConsumer,
+        records: list[ConsumerRecord[bytes, bytes]],
+        now: datetime,
+        stop: asyncio.Event,
+    ) -> tuple[list[Outgoing], Tally[tuple[str, ...]]] | None:
+        """`route`, retried while the link store (PostgreSQL) is away; None: stopping."""
+        delay = 0.2
+        while True:
+            try:
+                return await self.route(records, now)
+            except Exception as exc:
+                if not classify(exc).retriable:
+                    raise
+                log.warning("ingest.links_retry", error=repr(exc), delay=delay)
+                self._observe_progress(consumer)
+                if stop.is_set():
+                    return None  # nothing delivered, nothing committed: read again on start
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
     async def _send_all(self, producer: AIOKafkaProducer, outgoing: Sequence[Outgoing]) -> None:
         """Send as whole batches per partition (far less per-record overhead than send()),
@@ -191,22 +231,23 @@ class Ingest:
     ) -> None:
         started = asyncio.get_running_loop().time()
         now = self.clock()
-        outgoing: list[Outgoing] = []
-        outcomes: Tally[str] = Tally()
         commit: dict[TopicPartition, int] = {}
         for tp, records in batch.items():
             self.metrics.consumed.labels(tp.topic).inc(len(records))
-            for record in records:
-                out, outcome = self.route(record, now)
-                outgoing.append(out)
-                outcomes[outcome] += 1
             commit[tp] = records[-1].offset + 1
+        routed = await self._route(consumer, [r for rs in batch.values() for r in rs], now, stop)
+        if routed is None:
+            return
+        outgoing, counted = routed
         if not await self._deliver(producer, outgoing, stop):
             return
-        for outcome, count in outcomes.items():
-            kind, label = outcome.split(":", 1)
-            counter = self.metrics.signals if kind == "signal" else self.metrics.dead_lettered
-            counter.labels(label).inc(count)
+        for (what, *labels), count in counted.items():
+            if what == "signal":
+                self.metrics.signals.labels(*labels).inc(count)
+            elif what == "dlq":
+                self.metrics.dead_lettered.labels(*labels).inc(count)
+            else:
+                self.metrics.skipped.labels(*labels).inc(count)
         try:
             await consumer.commit(commit)
         except (CommitFailedError, IllegalStateError) as exc:
@@ -276,21 +317,47 @@ class Ingest:
 
 async def serve(settings: Settings, stop: asyncio.Event, **kwargs: Any) -> None:
     """Entry point body: the ops endpoint plus the ingest loop."""
+    from services.ingest.links import PostgresLinks
+    from shared.db import create_engine, ensure_migrated
     from shared.kafka import ensure_topics
     from shared.ops import STREAM_YOUNG_GC_THRESHOLD, OpsServer, settle_heap
+    from shared.sources import uses_links
 
-    health = Health(stall_after=settings.ingest.stall_after_seconds)
+    cfg = settings.ingest
+    health = Health(stall_after=cfg.stall_after_seconds)
     health.register(kwargs.get("registry", REGISTRY), "healthscore_ingest")
-    ingest = Ingest(settings, health=health, **kwargs)
-    ops = OpsServer(
-        "0.0.0.0", settings.ingest.metrics_port, kwargs.get("registry", REGISTRY), health
+    # only the vendor formats tie users, charges and tickets to accounts: a deployment of v1
+    # topics and mappings needs no database
+    engine = create_engine(settings.database) if uses_links(settings) else None
+    links = (
+        PostgresLinks(
+            engine,
+            cache_size=cfg.links_cache_size,
+            cache_seconds=cfg.links_cache_seconds,
+            retention_days=cfg.links_retention_days,
+        )
+        if engine is not None
+        else None
     )
+    ingest = Ingest(settings, health=health, links=links, **kwargs)
+    ops = OpsServer("0.0.0.0", cfg.metrics_port, kwargs.get("registry", REGISTRY), health)
     await ops.start()  # first: /healthz and /metrics answer while the rest starts
+    pruning: asyncio.Task[None] | None = None
     try:
+        if engine is not None and links is not None:
+            async with health.starting("database"):
+                await ensure_migrated(engine)
+            pruning = asyncio.create_task(links.prune_forever(stop))
         async with health.starting("topics"):
             topics = settings.kafka.topics
             await ensure_topics(settings.kafka, [*topics.raw, topics.signals, topics.dlq])
         settle_heap(STREAM_YOUNG_GC_THRESHOLD)
         await ingest.run(stop)
     finally:
+        if pruning is not None:
+            pruning.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pruning
+        if engine is not None:
+            await engine.dispose()
         await ops.stop()

@@ -11,6 +11,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import orjson
 import pytest
@@ -23,15 +24,24 @@ from services.ingest.consume import Ingest
 from shared.config import Settings
 from shared.events import EVENT_TYPE_SOURCE, Signal, decode_signal
 from shared.validate import REASONS
-from tests.support.infra import healthscore_argv, running, settings_env
+from tests.support.infra import (
+    healthscore_argv,
+    running,
+    settings_env,
+    source_topic,
+    with_sources,
+)
 from tests.support.kafka_io import header, produce, read_topic
 from tests.support.samples import crafted_rejections, valid_events
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
+EXAMPLE_MAPPINGS = Path(__file__).parents[2] / "docs" / "examples" / "mappings.yaml"
 
 
 def topic_for(settings: Settings, kind: str) -> str:
-    return getattr(settings.kafka.topics, EVENT_TYPE_SOURCE[kind])
+    """Any v1 topic takes every v1 type: each goes to the one named after its source."""
+    topics = settings.kafka.topics
+    return str(getattr(topics, EVENT_TYPE_SOURCE[kind], topics.usage))
 
 
 @contextlib.asynccontextmanager
@@ -90,8 +100,12 @@ async def test_every_rejection_reason_lands_in_the_dlq_with_the_original_bytes(
 ) -> None:
     crafted = crafted_rejections(datetime.now(UTC))
     assert set(crafted) == set(REASONS)
-    for reason, (source, raw) in crafted.items():
-        await produce(settings, getattr(settings.kafka.topics, source), [(reason.encode(), raw)])
+    formats = sorted({fmt for fmt, _ in crafted.values()} - {"v1"})
+    settings = with_sources(settings, formats, mappings_path=EXAMPLE_MAPPINGS)
+    topic_of = {fmt: source_topic(settings, fmt) for fmt in formats}
+    topic_of["v1"] = settings.kafka.topics.usage
+    for reason, (fmt, raw) in crafted.items():
+        await produce(settings, topic_of[fmt], [(reason.encode(), raw)])
     async with running_ingest(settings) as ingest:
         dead = await read_topic(settings, settings.kafka.topics.dlq, expect=len(crafted))
         signals = await read_topic(settings, settings.kafka.topics.signals, settle=0.5)
@@ -101,11 +115,13 @@ async def test_every_rejection_reason_lands_in_the_dlq_with_the_original_bytes(
     for reason, record in by_key.items():
         assert header(record, "reason") == reason
         assert record.value == crafted[reason][1], reason
-        assert header(record, "source_topic") == settings.kafka.topics.usage
+        assert header(record, "source_topic") == topic_of[crafted[reason][0]]
         assert header(record, "source_offset") is not None
         assert int(header(record, "source_partition") or -1) >= 0
         assert datetime.fromisoformat(header(record, "rejected_at") or "").tzinfo is not None
     assert header(by_key["schema_violation"], "path") == "duration_seconds"
+    assert header(by_key["unattributed"], "path") == "userId"
+    assert header(by_key["mapping_failed"], "path") == "$.contact.company_id"
     assert ingest.metrics.dead_lettered.labels("too_large")._value.get() == 1
 
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 
 from shared.config import DEFAULT_MODEL_PATH
-from shared.events import EVENT_TYPE_SOURCE, Signal
+from shared.events import Signal
 from shared.scoring.model import load_model
 from shared.scoring.state import AccountState, Fact
 from shared.validate import validate
@@ -37,7 +37,6 @@ def make_fact(
         event["seats_in_use"] = variant % 60
     signal = validate(
         orjson.dumps(event),
-        source=EVENT_TYPE_SOURCE[kind],
         now=NOW,
         sentiment=lambda text: round((len(text) % 7 - 3) / 3, 3),
     )

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import orjson
 from sqlalchemy.engine import make_url
 
 from healthscore.devstack import PG_SUPERUSER, Broker, Postgres
@@ -77,7 +78,8 @@ def isolated_settings(
     infra: Infra, tag: str, database_name: str, **sections: dict[str, object]
 ) -> Settings:
     """Settings with topics and consumer groups of their own (suffixed with `tag`)."""
-    topics = TopicSettings(**{name: f"{name}-{tag}" for name in TopicSettings.model_fields})
+    names = [name for name in TopicSettings.model_fields if name != "sources"]
+    topics = TopicSettings(**{name: f"{name}-{tag}" for name in names})
     return Settings(
         environment="test",
         kafka=KafkaSettings(
@@ -180,13 +182,36 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "HEALTHSCORE_DATABASE__NAME": settings.database.name,
     }
     for name, value in settings.kafka.topics.model_dump().items():
-        flat[f"HEALTHSCORE_KAFKA__TOPICS__{name.upper()}"] = value
+        flat[f"HEALTHSCORE_KAFKA__TOPICS__{name.upper()}"] = _env_value(value)
     for section in ("ingest", "scorer"):
         for name, value in getattr(settings, section).model_dump().items():
             if value is not None:
-                flat[f"HEALTHSCORE_{section.upper()}__{name.upper()}"] = str(value)
+                flat[f"HEALTHSCORE_{section.upper()}__{name.upper()}"] = _env_value(value)
     env.update(flat)
     return env
+
+
+def _env_value(value: object) -> str:
+    return orjson.dumps(value).decode() if isinstance(value, list | dict) else str(value)
+
+
+def with_sources(settings: Settings, formats: list[str], **ingest: object) -> Settings:
+    """`settings` with one more raw topic per format (named after it, with the test's suffix),
+    and these ingest options."""
+    topics = settings.kafka.topics
+    tag = topics.usage.removeprefix("usage-")
+    sources = {f"{fmt.replace(':', '-')}-{tag}": fmt for fmt in formats}
+    kafka = settings.kafka.model_copy(
+        update={"topics": topics.model_copy(update={"sources": sources})}
+    )
+    return settings.model_copy(
+        update={"kafka": kafka, "ingest": settings.ingest.model_copy(update=ingest)}
+    )
+
+
+def source_topic(settings: Settings, fmt: str) -> str:
+    """The raw topic `with_sources` gave format `fmt`."""
+    return next(t for t, f in settings.kafka.topics.sources.items() if f == fmt)
 
 
 def healthscore_argv(*args: str) -> list[str]:

@@ -189,14 +189,13 @@ def raw_stream(
     for _ in range(hostile):
         key, value = hostile_record(rng, rng.choice(events))
         records.insert(rng.randrange(len(records) + 1), (rng.choice(topics.raw), key, value))
-    source_of = {topic: source for source, topic in by_source.items()}
     sentiment = Sentiment()
     now = datetime.now(UTC)
     expected: list[str | None] = []
     reasons: Counter[str] = Counter()
     signals: list[Signal] = []
-    for topic, _, value in records:
-        outcome = validate(value, source=source_of[topic], now=now, sentiment=sentiment)
+    for _, _, value in records:
+        outcome = validate(value, now=now, sentiment=sentiment)
         if isinstance(outcome, Rejection):
             expected.append(None)
             reasons[outcome.reason] += 1

@@ -21,7 +21,7 @@ from services.scorer.rescore import AccountEntry, account_row, rescore
 from services.simulator.world import World
 from shared.config import DEFAULT_MODEL_PATH, Settings
 from shared.db import ConsumerOffsetRow
-from shared.events import EVENT_TYPE_SOURCE, Signal, encode_signal
+from shared.events import Signal, encode_signal
 from shared.scoring.engine import evaluate
 from shared.scoring.model import Model, load_model
 from shared.scoring.state import AccountState, Fact
@@ -37,7 +37,6 @@ def signal_of(event: dict[str, Any], ingested: datetime) -> Signal:
     """A raw v1 event as ingest makes it a signal, ingested at `ingested`."""
     signal = validate(
         orjson.dumps(event),
-        source=EVENT_TYPE_SOURCE[event["type"]],
         now=ingested,
         sentiment=_SENTIMENT,
     )
