@@ -355,6 +355,53 @@ def backtest(
     )
 
 
+@app.command("validate")
+def validate_files(
+    files: Annotated[list[Path], typer.Argument(help="raw records: JSON lines or a JSON array")],
+    format: Annotated[
+        str, typer.Option("--format", help="v1, segment, stripe, zendesk or mapping:NAME")
+    ] = "v1",
+    mapping: Annotated[
+        Path | None, typer.Option(help="the mappings file that mapping:NAME refers to")
+    ] = None,
+    any_age: Annotated[
+        bool, typer.Option(help="accept events of any date (history), as `import` does")
+    ] = False,
+) -> None:
+    """Dry-run ingest on files: print what each record becomes, then a JSON summary line."""
+    import orjson
+
+    from shared.errors import ConfigurationError
+    from shared.history import REPLAY_LIMITS
+    from shared.sources.dryrun import dry_run
+    from shared.validate import Limits
+
+    settings = _settings("validate")
+    if mapping is not None:
+        ingest = settings.ingest.model_copy(update={"mappings_path": mapping})
+        settings = settings.model_copy(update={"ingest": ingest})
+    cfg = settings.ingest
+    limits = (
+        REPLAY_LIMITS
+        if any_age
+        else Limits(
+            max_record_bytes=cfg.max_record_bytes,
+            max_future_skew=timedelta(seconds=cfg.max_future_skew_seconds),
+            max_age=timedelta(days=cfg.max_age_days),
+        )
+    )
+
+    async def main() -> None:
+        async for line in dry_run(format, files, settings, limits):
+            typer.echo(orjson.dumps(line).decode())
+
+    try:
+        asyncio.run(main())
+    except ConfigurationError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
 @app.command("import")
 def import_(
     events: Annotated[

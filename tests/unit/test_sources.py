@@ -605,3 +605,44 @@ def test_decimal_amounts_are_exact() -> None:
         for minor in (0, 1, 99, 123456789):
             assert minor_units(major_units(minor, currency), currency) == minor
     assert major_units(1500, "usd") == Decimal("15.00")
+
+
+# --- healthscore validate -----------------------------------------------------------------
+
+
+def test_validate_command_dry_runs_a_vendor_export_with_earlier_records_attributing_later(
+    tmp_path: Path,
+) -> None:
+    from typer.testing import CliRunner
+
+    from healthscore.cli import app
+
+    track, group = sample("segment", "track"), sample("segment", "group")
+    later = {**track, "userId": group["userId"], "messageId": "m-2"}
+    export = tmp_path / "export.json"  # a JSON array, as vendors' exports give them
+    export.write_bytes(orjson.dumps([track, group, later, {"type": "wat"}]))
+    result = CliRunner().invoke(app, ["validate", "--format", "segment", "--any-age", str(export)])
+    assert result.exit_code == 0, result.output
+    lines = [orjson.loads(line) for line in result.output.splitlines()]
+    assert lines[0]["dead_letter"]["reason"] == "unattributed"
+    assert lines[2]["signal"]["account_id"] == group["groupId"]
+    assert lines[-1] == {
+        "records": 4,
+        "signals": 2,
+        "dead_letters": {"unattributed": 1, "unknown_event_type": 1},
+        "skipped": {},
+    }
+
+    lines_file = tmp_path / "events.jsonl"
+    lines_file.write_bytes(b"\n".join(orjson.dumps(e) for e in valid_events(NOW).values()))
+    result = CliRunner().invoke(app, ["validate", str(lines_file)])
+    summary = orjson.loads(result.output.splitlines()[-1])
+    assert summary["signals"] == len(valid_events(NOW))  # v1 by default, live limits
+
+    broken = tmp_path / "bad.yaml"
+    broken.write_text(MAPPING.replace("kind: marketing_engaged", "kind: nope"))
+    result = CliRunner().invoke(
+        app,
+        ["validate", "--format", "mapping:hubspot_email", "--mapping", str(broken), str(export)],
+    )
+    assert result.exit_code == 2 and "bad.yaml:5:" in result.output
