@@ -137,12 +137,25 @@ def simulate(
         str | None,
         typer.Option(help="first day (ISO date) with --out; default: `days` before today"),
     ] = None,
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="v1, or vendors' formats to send what they carry in: segment,stripe,zendesk",
+        ),
+    ] = "v1",
 ) -> None:
     """Produce realistic raw events for N accounts (or write them to files)."""
     from services.simulator.produce import midnight, produce_live, write_files
+    from services.simulator.vendors import Vendors
     from services.simulator.world import World
 
     settings = _settings("simulate")
+    wanted = {f.strip() for f in format.split(",") if f.strip()} - {"v1"}
+    try:
+        vendors = Vendors(wanted) if wanted else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--format") from exc
     today = midnight(datetime.now(UTC))
     if out is not None:
         first = (
@@ -151,7 +164,7 @@ def simulate(
             else (today - timedelta(days=days))
         )
         world = World(seed, accounts, start=first, days=days, intensity=intensity)
-        events, churned = write_files(world, out)
+        events, churned = write_files(world, out, vendors)
         typer.echo(f"wrote {events} events for {accounts} accounts ({churned} churned) to {out}")
         return
     world = World(
@@ -171,6 +184,7 @@ def simulate(
             malformed_fraction=malformed_fraction,
             max_events=max_events,
             stop=stop,
+            vendors=vendors,
         )
     )
     typer.echo(f"produced {produced} events")
@@ -510,11 +524,15 @@ def dev(
     accounts: Annotated[int, typer.Option(help="simulated accounts")] = 2000,
     data_dir: Annotated[Path, typer.Option(help="PostgreSQL data and logs")] = Path(".data"),
     simulate: Annotated[bool, typer.Option(help="run the simulator too")] = True,
+    format: Annotated[
+        str,
+        typer.Option("--format", help="what the simulator sends: v1, or vendors' formats"),
+    ] = "segment,stripe,zendesk",
 ) -> None:
     """Run the whole system locally: broker, database, services and simulator."""
     from healthscore.dev import run_dev
 
-    run_dev(accounts=accounts, data_dir=data_dir.resolve(), with_simulator=simulate)
+    run_dev(accounts=accounts, data_dir=data_dir.resolve(), with_simulator=simulate, formats=format)
 
 
 if __name__ == "__main__":

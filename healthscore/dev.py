@@ -89,9 +89,14 @@ def dev_token(data_dir: Path) -> tuple[str, str]:
     return token, digest
 
 
-def run_dev(*, accounts: int, data_dir: Path, with_simulator: bool) -> None:
+def run_dev(*, accounts: int, data_dir: Path, with_simulator: bool, formats: str = "v1") -> None:
     env = dict(os.environ)
     env.setdefault("HEALTHSCORE_LOG__FORMAT", "console")
+    vendors = [f.strip() for f in formats.split(",") if f.strip() not in ("", "v1")]
+    if vendors:  # one raw topic per vendor format, beside the three v1 topics
+        env.setdefault(
+            "HEALTHSCORE_KAFKA__TOPICS__SOURCES", json.dumps({f"{f}.events": f for f in vendors})
+        )
     logs = data_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     started: list[ManagedProcess] = []
@@ -161,7 +166,7 @@ def run_dev(*, accounts: int, data_dir: Path, with_simulator: bool) -> None:
             started.append(
                 spawn(
                     "simulate",
-                    [*command, "simulate", "--accounts", str(accounts)],
+                    [*command, "simulate", "--accounts", str(accounts), "--format", formats],
                     log_path=logs / "simulate.log",
                     env=env,
                 )
@@ -186,6 +191,8 @@ def run_dev(*, accounts: int, data_dir: Path, with_simulator: bool) -> None:
                 f"API token  {token}  (read+write, kept in {data_dir / 'dev-token'}; e.g. curl "
                 f"-H 'Authorization: Bearer {token}' http://127.0.0.1:{ports['api'][1]}/v1/accounts)"
             )
+        if vendors:
+            print(f"sources    {env['HEALTHSCORE_KAFKA__TOPICS__SOURCES']} beside the v1 topics")
         print("Ctrl-C stops everything.", flush=True)
         reported: set[str] = set()
         while not stopping:

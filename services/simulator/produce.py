@@ -23,8 +23,10 @@ from typing import Any
 import orjson
 import structlog
 
+from services.simulator.vendors import Vendors
 from services.simulator.world import World, malformed
 from shared.config import Settings
+from shared.errors import ConfigurationError
 from shared.events import EVENT_TYPE_SOURCE
 from shared.kafka import ensure_topics, make_producer
 
@@ -41,14 +43,20 @@ def history(world: World, days: range) -> Iterator[dict[str, Any]]:
             yield from world.day_events(account, day)
 
 
-def write_files(world: World, out_dir: Path) -> tuple[int, int]:
-    """events.jsonl (one raw v1 event per line, time order per day) and outcomes.csv."""
+def write_files(world: World, out_dir: Path, vendors: Vendors | None = None) -> tuple[int, int]:
+    """events.jsonl (one raw v1 event per line, time order per day) and outcomes.csv; with
+    `vendors`, what they carry goes to segment.jsonl, stripe.jsonl, zendesk.jsonl instead."""
     out_dir.mkdir(parents=True, exist_ok=True)
     events = 0
-    with (out_dir / "events.jsonl").open("wb") as fh:
+    with contextlib.ExitStack() as files:
+        handles: dict[str, Any] = {}
         for event in history(world, range(world.days)):
-            fh.write(orjson.dumps(event) + b"\n")
-            events += 1
+            for fmt, _, record in vendors.convert(event) if vendors else [("v1", "", event)]:
+                name = "events" if fmt == "v1" else fmt
+                if name not in handles:
+                    handles[name] = files.enter_context((out_dir / f"{name}.jsonl").open("wb"))
+                handles[name].write(orjson.dumps(record) + b"\n")
+                events += 1
     churned = 0
     with (out_dir / "outcomes.csv").open("w", newline="") as fh:
         writer = csv.writer(fh)
@@ -92,9 +100,16 @@ async def produce_live(
     malformed_fraction: float,
     max_events: int | None,
     stop: asyncio.Event,
+    vendors: Vendors | None = None,
 ) -> int:
     topics = settings.kafka.topics
     by_source = {"usage": topics.usage, "support": topics.support, "billing": topics.billing}
+    by_format = {fmt: topic for topic, fmt in topics.sources.items()}
+    missing = (vendors.formats if vendors else set()) - set(by_format)
+    if missing:
+        raise ConfigurationError(
+            f"no raw topic has format {sorted(missing)}: set HEALTHSCORE_KAFKA__TOPICS__SOURCES"
+        )
     await ensure_topics(settings.kafka, [*topics.raw])
     producer = make_producer(settings.kafka)
     await producer.start()
@@ -107,13 +122,21 @@ async def produce_live(
         nonlocal produced
         if occurred_at is not None:
             event = {**event, "occurred_at": occurred_at.isoformat()}
-        topic = by_source[EVENT_TYPE_SOURCE[event["type"]]]
-        if malformed_fraction and rng.random() < malformed_fraction:
-            value = malformed(rng, event)
-        else:
-            value = orjson.dumps(event)
-        pending.append(await producer.send(topic, value, key=event["account_id"].encode()))
-        produced += 1
+        converted = vendors.convert(event) if vendors else [("v1", "", event)]
+        for fmt, key, record in converted:
+            if fmt == "v1":
+                topic = by_source.get(EVENT_TYPE_SOURCE[event["type"]], topics.usage)
+                key = event["account_id"]
+            else:
+                topic = by_format[fmt]
+            # the event's own record may be broken; a group call tying a user stays intact
+            own = record is converted[-1][2]
+            if own and malformed_fraction and rng.random() < malformed_fraction:
+                value = malformed(rng, record)
+            else:
+                value = orjson.dumps(record)
+            pending.append(await producer.send(topic, value, key=key.encode()))
+            produced += 1
         if len(pending) >= 1000:
             await asyncio.gather(*pending)
             pending.clear()

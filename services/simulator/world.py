@@ -142,10 +142,12 @@ class World:
         counter = 0
         date = day_start.date().isoformat()  # ids stay the same when a run is repeated
 
-        def emit(kind: str, **fields: Any) -> None:
+        def emit(kind: str, not_before: datetime | None = None, **fields: Any) -> datetime:
             nonlocal counter
             counter += 1
             at = day_start + timedelta(seconds=rng.randint(0, 86_399))
+            if not_before is not None and at <= not_before:  # a ticket's events in order
+                at = not_before + timedelta(seconds=1)
             events.append(
                 (
                     at.isoformat(),
@@ -159,6 +161,7 @@ class World:
                     },
                 )
             )
+            return at
 
         if day == 0:
             emit(
@@ -214,29 +217,33 @@ class World:
                 ticket = f"{account.account_id}-t{day}"
                 bad = rng.random() > h
                 priority = rng.choice(("high", "urgent") if bad else ("low", "normal"))
-                emit(
+                opened = emit(
                     "ticket_opened",
                     ticket_id=ticket,
                     priority=priority,
                     subject="Problem" if bad else "Question",
                     text=rng.choice(BAD_TEXT if bad else GOOD_TEXT),
                 )
+                last = opened
                 if bad and rng.random() < 0.5:
-                    emit(
+                    last = emit(
                         "ticket_updated",
+                        not_before=last,
                         ticket_id=ticket,
                         priority="urgent",
                         escalated=True,
                         text="Escalating: still not fixed.",
                     )
-                emit(
+                last = emit(
                     "ticket_resolved",
+                    not_before=last,
                     ticket_id=ticket,
                     resolution_hours=round(rng.uniform(1, 24 if not bad else 120), 1),
                 )
                 if rng.random() < 0.4:
                     emit(
                         "csat_submitted",
+                        not_before=last,
                         ticket_id=ticket,
                         rating=min(5, max(1, round(1 + 4 * h + rng.gauss(0, 0.7)))),
                         comment=rng.choice(BAD_TEXT if bad else GOOD_TEXT),

@@ -43,3 +43,54 @@ def test_every_simulated_event_is_valid_and_churners_cancel() -> None:
     assert len(kinds) >= 14
     trajectories = {a.trajectory for a in world.accounts}
     assert trajectories == {"healthy", "declining", "shock", "recovering", "silent"}
+
+
+async def test_the_world_in_vendor_formats_reads_back_as_the_same_signals() -> None:
+    """`simulate --format segment,stripe,zendesk`: every record ingest takes, attributed to the
+    same account, one signal per v1 event for every kind a vendor carries one to one."""
+    from collections import Counter
+
+    from services.simulator.vendors import Vendors
+    from shared.sources.decode import Skipped
+    from shared.sources.links import MemoryLinks
+    from tests.support.vendor import decode, decoder
+
+    world = World(5, 40, start=START, days=60)
+    now = datetime(2026, 7, 15, tzinfo=UTC)
+    vendors = Vendors({"segment", "stripe", "zendesk"})
+    links = MemoryLinks()
+    decoders = {f: decoder(f, links=links) for f in ("v1", "segment", "stripe", "zendesk")}
+    v1: Counter[tuple[str, str]] = Counter()
+    read: Counter[tuple[str, str]] = Counter()
+    for day in range(60):
+        for account in world.accounts:
+            for event in world.day_events(account, day):
+                v1[(event["account_id"], event["type"])] += 1
+                for fmt, _, record in vendors.convert(event):
+                    for outcome in await decode(decoders[fmt], record, now=now):
+                        result = outcome.result
+                        assert isinstance(result, Signal) or result == Skipped("link_only"), (
+                            fmt,
+                            record,
+                            result,
+                        )
+                        if isinstance(result, Signal):
+                            read[(result.account_id, result.kind)] += 1
+    one_to_one = {
+        "session_started",
+        "feature_used",
+        "subscription_created",
+        "subscription_cancelled",
+        "invoice_paid",
+        "invoice_overdue",
+        "payment_failed",
+        "ticket_opened",
+        "ticket_resolved",
+        "csat_submitted",
+        "account_profile_updated",
+        "active_users_reported",
+    }
+    assert {k: n for k, n in v1.items() if k[1] in one_to_one} == {
+        k: n for k, n in read.items() if k[1] in one_to_one
+    }
+    assert sum(read.values()) >= sum(v1.values())
