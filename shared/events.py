@@ -413,16 +413,35 @@ def decode_signal(raw: bytes) -> Signal:
     return SIGNAL_ADAPTER.validate_json(raw)
 
 
+_REFS = "#/definitions/{model}"
+
+
+def _draft7(node: Any) -> Any:
+    """A pydantic schema as JSON Schema draft 7, which AsyncAPI's Schema Object extends:
+    definitions instead of $defs, and `discriminator` as the property name (an OpenAPI-style
+    discriminator object is invalid there)."""
+    if isinstance(node, list):
+        return [_draft7(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {("definitions" if k == "$defs" else k): _draft7(v) for k, v in node.items()}
+    if isinstance(out.get("discriminator"), dict):
+        out["discriminator"] = out["discriminator"]["propertyName"]
+    return out
+
+
 def json_schemas() -> dict[str, dict[str, Any]]:
     """JSON Schema documents for every raw event source and the signal, by file stem."""
+    schemas: dict[str, dict[str, Any]] = {
+        f"{source}.events.v1": adapter.json_schema(ref_template=_REFS)
+        for source, adapter in SOURCE_ADAPTERS.items()
+    }
+    schemas["signal.v1"] = Signal.model_json_schema(ref_template=_REFS)
+    schemas["override_set.v1"] = OverrideSet.model_json_schema(ref_template=_REFS)
+    schemas["override_revoked.v1"] = OverrideRevoked.model_json_schema(ref_template=_REFS)
     return {
-        "usage.events.v1": SOURCE_ADAPTERS["usage"].json_schema(),
-        "support.events.v1": SOURCE_ADAPTERS["support"].json_schema(),
-        "billing.events.v1": SOURCE_ADAPTERS["billing"].json_schema(),
-        "engagement.events.v1": SOURCE_ADAPTERS["engagement"].json_schema(),
-        "signal.v1": Signal.model_json_schema(),
-        "override_set.v1": OverrideSet.model_json_schema(),
-        "override_revoked.v1": OverrideRevoked.model_json_schema(),
+        stem: {"$schema": "http://json-schema.org/draft-07/schema#", **_draft7(schema)}
+        for stem, schema in schemas.items()
     }
 
 

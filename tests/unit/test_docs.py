@@ -12,6 +12,7 @@ from pydantic import BaseModel, SecretStr, TypeAdapter
 
 from shared.config import Settings
 from shared.events import json_schemas
+from shared.validate import REASONS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -124,10 +125,15 @@ def test_openapi_document_in_docs_is_current() -> None:
                 assert any("example" in b for b in bodies), ("no example", method, path, status)
 
 
-def test_asyncapi_document_names_every_topic() -> None:
+def _asyncapi_document() -> dict[str, Any]:
     import yaml
 
-    document = yaml.safe_load((ROOT / "docs" / "asyncapi.yaml").read_text())
+    document: dict[str, Any] = yaml.safe_load((ROOT / "docs" / "asyncapi.yaml").read_text())
+    return document
+
+
+def test_asyncapi_document_names_every_topic() -> None:
+    document = _asyncapi_document()
     assert document["asyncapi"].startswith("3.")
     addresses = {c["address"] for c in document["channels"].values()}
     topics = Settings().kafka.topics
@@ -138,4 +144,72 @@ def test_asyncapi_document_names_every_topic() -> None:
         topics.signals,
         topics.dlq,
         topics.changes,
+        "segment.events",
+        "stripe.events",
+        "zendesk.events",
+        "{topic}",
     }
+    reasons = document["channels"]["dlq"]["messages"]["deadLetter"]["headers"]["properties"]
+    assert set(REASONS) <= set(reasons["reason"]["enum"])
+
+
+def _inlined(node: Any, base: Path) -> Any:
+    """The document with every reference to a file replaced by the file, as a parser sees it."""
+    if isinstance(node, list):
+        return [_inlined(item, base) for item in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref")
+    if isinstance(ref, str) and not ref.startswith("#"):
+        return orjson.loads((base / ref).read_bytes())
+    return {key: _inlined(value, base) for key, value in node.items()}
+
+
+def test_asyncapi_document_is_valid_against_the_official_asyncapi_3_schema() -> None:
+    """tests/data/asyncapi/3.0.0.schema.json is the AsyncAPI specs package's own schema; with
+    the payload files inlined, this also checks every payload as an AsyncAPI Schema Object."""
+    import jsonschema
+
+    spec = orjson.loads((ROOT / "tests" / "data" / "asyncapi" / "3.0.0.schema.json").read_bytes())
+    document = _inlined(_asyncapi_document(), ROOT / "docs")
+    deepest = (
+        jsonschema.exceptions.best_match([e])
+        for e in jsonschema.Draft7Validator(spec).iter_errors(document)
+    )
+    errors = sorted(
+        f"{'/'.join(str(p) for p in e.absolute_path)}: {e.message[:200]}"
+        for e in deepest
+        if e is not None
+    )
+    assert errors == []
+
+
+def test_payload_schemas_accept_what_ingest_accepts() -> None:
+    """Every v1 sample and every vendor sample validates against its payload schema."""
+    import jsonschema
+
+    from tests.support.samples import valid_events
+    from tests.support.vendor import sample, sample_names
+
+    schemas = {
+        path.name.removesuffix(".schema.json"): orjson.loads(path.read_bytes())
+        for path in (ROOT / "docs" / "schemas").glob("*.schema.json")
+    }
+    for schema in schemas.values():
+        jsonschema.Draft7Validator.check_schema(schema)
+    from datetime import UTC, datetime
+
+    from shared.events import EVENT_MODEL, EVENT_TYPE_SOURCE
+
+    for kind, event in valid_events(datetime.now(UTC)).items():
+        # in the form a producer is asked for (ingest also takes upper case and padding)
+        canonical = EVENT_MODEL[kind].model_validate(event).model_dump(mode="json")
+        schema = schemas[f"{EVENT_TYPE_SOURCE[kind]}.events.v1"]
+        jsonschema.validate(canonical, schema, format_checker=jsonschema.FormatChecker())
+    for vendor, stem in (
+        ("segment", "segment.message"),
+        ("stripe", "stripe.event"),
+        ("zendesk", "zendesk.event"),
+    ):
+        for name in sample_names(vendor):
+            jsonschema.validate(sample(vendor, name), schemas[stem])
