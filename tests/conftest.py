@@ -38,3 +38,13 @@ async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(settings.database)
     yield engine
     await engine.dispose()
+
+
+@pytest.fixture
+def cli_logging() -> Iterator[None]:
+    """Commands configure structlog onto CliRunner's stream; undo that afterwards."""
+    import structlog
+
+    yield
+    structlog.reset_defaults()
+    structlog.contextvars.clear_contextvars()

@@ -46,14 +46,14 @@ class Vendors:
             and EVENT_TYPE_SOURCE[kind] == "billing"
             and kind != "account_profile_updated"
         ):
-            return [("stripe", event["account_id"], self._stripe(event))]
+            return [("stripe", event["account_id"], stripe_event(event))]
         if "zendesk" in self.formats and kind in (
             "ticket_opened",
             "ticket_updated",
             "ticket_resolved",
             "csat_submitted",
         ):
-            return [("zendesk", event["account_id"], e) for e in self._zendesk(event)]
+            return [("zendesk", event["account_id"], e) for e in zendesk_events(event)]
         return [("v1", event["account_id"], event)]
 
     # --- Segment ------------------------------------------------------------------------
@@ -96,186 +96,186 @@ class Vendors:
         out.append(("segment", user, call))
         return out
 
-    # --- Stripe -------------------------------------------------------------------------
 
-    @staticmethod
-    def _stripe(event: dict[str, Any]) -> dict[str, Any]:
-        kind, account, created = event["type"], event["account_id"], _epoch(event["occurred_at"])
-        currency = event.get("currency", "USD")
+# --- Stripe -----------------------------------------------------------------------------
 
-        def cents(field: str) -> int:
-            return minor_units(Decimal(str(event[field])), currency)
 
-        if kind in ("subscription_created", "subscription_changed"):
-            seats = max(event["seats_purchased"], 1)
-            renews = (
-                int(datetime.fromisoformat(event["renewal_date"] + "T00:00:00+00:00").timestamp())
-                if event.get("renewal_date")
-                else None
-            )
-            obj: dict[str, Any] = {
-                "id": f"sub_{account}",
-                "object": "subscription",
-                "customer": account,
-                "currency": currency.lower(),
-                "status": "active",
-                "current_period_end": renews,
-                "metadata": {"tier": event["tier"]},
-                "items": {
-                    "object": "list",
-                    "data": [
-                        {
-                            "object": "subscription_item",
-                            "quantity": seats,
-                            "price": {
-                                "object": "price",
-                                "id": f"price_{event['plan']}",
-                                "nickname": event["plan"],
-                                "currency": currency.lower(),
-                                "unit_amount_decimal": str(Decimal(cents("mrr")) / seats),
-                                "recurring": {"interval": "month", "interval_count": 1},
-                            },
-                        }
-                    ],
-                },
-            }
-            stripe_type = "customer.subscription." + (
-                "created" if kind.endswith("created") else "updated"
-            )
-        elif kind == "subscription_cancelled":
-            obj = {
-                "id": f"sub_{account}",
-                "object": "subscription",
-                "customer": account,
-                "status": "canceled",
-                "ended_at": created,
-                "cancellation_details": {
-                    "reason": "cancellation_requested",
-                    "feedback": event.get("reason"),
-                },
-            }
-            stripe_type = "customer.subscription.deleted"
-        elif kind in ("invoice_paid", "invoice_overdue", "payment_failed"):
-            days_late = event.get("days_late", 0)
-            due = created - 86_400 * (event.get("days_overdue", days_late))
-            obj = {
-                "id": event.get("invoice_id") or f"in_{event['event_id']}",
-                "object": "invoice",
-                "customer": account,
-                "currency": currency.lower(),
-                "due_date": due,
-                "amount_due": cents("amount"),
-                "amount_paid": cents("amount") if kind == "invoice_paid" else 0,
-                "amount_remaining": 0 if kind == "invoice_paid" else cents("amount"),
-                "status_transitions": {"paid_at": created if kind == "invoice_paid" else None},
-            }
-            stripe_type = {
-                "invoice_paid": "invoice.paid",
-                "invoice_overdue": "invoice.overdue",
-                "payment_failed": "invoice.payment_failed",
-            }[kind]
-        elif kind == "refund_issued":
-            obj = {
-                "id": f"ch_{event['event_id']}",
-                "object": "charge",
-                "customer": account,
-                "currency": currency.lower(),
-                "amount_refunded": cents("amount"),
-                "refunds": {
-                    "object": "list",
-                    "data": [
-                        {
-                            "object": "refund",
-                            "amount": cents("amount"),
-                            "reason": event.get("reason") or None,
-                        }
-                    ],
-                },
-            }
-            stripe_type = "charge.refunded"
-        else:  # payment_disputed
-            obj = {
-                "id": f"du_{event['event_id']}",
-                "object": "dispute",
-                "amount": cents("amount"),
-                "currency": currency.lower(),
-                "metadata": {},
-                "charge": None,
-                "reason": event.get("reason", "general"),
-                "customer": account,
-            }
-            stripe_type = "charge.dispute.created"
-        return {
-            "id": f"evt_{event['event_id']}",
-            "object": "event",
-            "api_version": "2024-06-20",
-            "created": created,
-            "data": {"object": obj},
-            "livemode": False,
-            "type": stripe_type,
-        }
+def stripe_event(event: dict[str, Any]) -> dict[str, Any]:
+    kind, account, created = event["type"], event["account_id"], _epoch(event["occurred_at"])
+    currency = event.get("currency", "USD")
 
-    # --- Zendesk ------------------------------------------------------------------------
+    def cents(field: str) -> int:
+        return minor_units(Decimal(str(event[field])), currency)
 
-    @staticmethod
-    def _zendesk(event: dict[str, Any]) -> list[dict[str, Any]]:
-        kind, at = event["type"], event["occurred_at"]
-        if kind == "csat_submitted":
-            if not event.get("ticket_id"):
-                return [event]  # a rating of no ticket: Zendesk has none; it stays v1
-            return [
-                {
-                    "satisfaction_rating": {
-                        "id": event["event_id"],
-                        "ticket_id": event["ticket_id"],
-                        "score": "good" if event["rating"] >= 4 else "bad",
-                        "comment": event.get("comment", ""),
-                        "created_at": at,
-                        "updated_at": at,
+    if kind in ("subscription_created", "subscription_changed"):
+        seats = max(event["seats_purchased"], 1)
+        renews = (
+            int(datetime.fromisoformat(event["renewal_date"] + "T00:00:00+00:00").timestamp())
+            if event.get("renewal_date")
+            else None
+        )
+        obj: dict[str, Any] = {
+            "id": f"sub_{account}",
+            "object": "subscription",
+            "customer": account,
+            "currency": currency.lower(),
+            "status": "active",
+            "current_period_end": renews,
+            "metadata": {"tier": event["tier"]},
+            "items": {
+                "object": "list",
+                "data": [
+                    {
+                        "object": "subscription_item",
+                        "quantity": seats,
+                        "price": {
+                            "object": "price",
+                            "id": f"price_{event['plan']}",
+                            "nickname": event["plan"],
+                            "currency": currency.lower(),
+                            "unit_amount_decimal": str(Decimal(cents("mrr")) / seats),
+                            "recurring": {"interval": "month", "interval_count": 1},
+                        },
                     }
+                ],
+            },
+        }
+        stripe_type = "customer.subscription." + (
+            "created" if kind.endswith("created") else "updated"
+        )
+    elif kind == "subscription_cancelled":
+        obj = {
+            "id": f"sub_{account}",
+            "object": "subscription",
+            "customer": account,
+            "status": "canceled",
+            "ended_at": created,
+            "cancellation_details": {
+                "reason": "cancellation_requested",
+                "feedback": event.get("reason"),
+            },
+        }
+        stripe_type = "customer.subscription.deleted"
+    elif kind in ("invoice_paid", "invoice_overdue", "payment_failed"):
+        days_late = event.get("days_late", 0)
+        due = created - 86_400 * (event.get("days_overdue", days_late))
+        obj = {
+            "id": event.get("invoice_id") or f"in_{event['event_id']}",
+            "object": "invoice",
+            "customer": account,
+            "currency": currency.lower(),
+            "due_date": due,
+            "amount_due": cents("amount"),
+            "amount_paid": cents("amount") if kind == "invoice_paid" else 0,
+            "amount_remaining": 0 if kind == "invoice_paid" else cents("amount"),
+            "status_transitions": {"paid_at": created if kind == "invoice_paid" else None},
+        }
+        stripe_type = {
+            "invoice_paid": "invoice.paid",
+            "invoice_overdue": "invoice.overdue",
+            "payment_failed": "invoice.payment_failed",
+        }[kind]
+    elif kind == "refund_issued":
+        obj = {
+            "id": f"ch_{event['event_id']}",
+            "object": "charge",
+            "customer": account,
+            "currency": currency.lower(),
+            "amount_refunded": cents("amount"),
+            "refunds": {
+                "object": "list",
+                "data": [
+                    {
+                        "object": "refund",
+                        "amount": cents("amount"),
+                        "reason": event.get("reason") or None,
+                    }
+                ],
+            },
+        }
+        stripe_type = "charge.refunded"
+    else:  # payment_disputed
+        obj = {
+            "id": f"du_{event['event_id']}",
+            "object": "dispute",
+            "amount": cents("amount"),
+            "currency": currency.lower(),
+            "metadata": {},
+            "charge": None,
+            "reason": event.get("reason", "general"),
+            "customer": account,
+        }
+        stripe_type = "charge.dispute.created"
+    return {
+        "id": f"evt_{event['event_id']}",
+        "object": "event",
+        "api_version": "2024-06-20",
+        "created": created,
+        "data": {"object": obj},
+        "livemode": False,
+        "type": stripe_type,
+    }
+
+
+# --- Zendesk ----------------------------------------------------------------------------
+
+
+def zendesk_events(event: dict[str, Any]) -> list[dict[str, Any]]:
+    kind, at = event["type"], event["occurred_at"]
+    if kind == "csat_submitted":
+        if not event.get("ticket_id"):
+            return [event]  # a rating of no ticket: Zendesk has none; it stays v1
+        return [
+            {
+                "satisfaction_rating": {
+                    "id": event["event_id"],
+                    "ticket_id": event["ticket_id"],
+                    "score": "good" if event["rating"] >= 4 else "bad",
+                    "comment": event.get("comment", ""),
+                    "created_at": at,
+                    "updated_at": at,
                 }
-            ]
-        detail = {
-            "id": event["ticket_id"],
-            "organization_id": event["account_id"],
-            "created_at": at,
-            "priority": (event.get("priority") or "normal").upper(),
-            "status": "OPEN",
-            "subject": event.get("subject", ""),
-            "description": event.get("text", ""),
+            }
+        ]
+    detail = {
+        "id": event["ticket_id"],
+        "organization_id": event["account_id"],
+        "created_at": at,
+        "priority": (event.get("priority") or "normal").upper(),
+        "status": "OPEN",
+        "subject": event.get("subject", ""),
+        "description": event.get("text", ""),
+    }
+
+    def webhook(name: str, suffix: str, change: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "type": f"zen:event-type:ticket.{name}",
+            "id": f"{event['event_id']}{suffix}",
+            "time": at,
+            "subject": f"zen:ticket:{event['ticket_id']}",
+            "zendesk_event_version": "2022-11-06",
+            "detail": detail,
+            "event": change,
         }
 
-        def webhook(name: str, suffix: str, change: dict[str, Any]) -> dict[str, Any]:
-            return {
-                "type": f"zen:event-type:ticket.{name}",
-                "id": f"{event['event_id']}{suffix}",
-                "time": at,
-                "subject": f"zen:ticket:{event['ticket_id']}",
-                "zendesk_event_version": "2022-11-06",
-                "detail": detail,
-                "event": change,
-            }
-
-        if kind == "ticket_opened":
-            return [webhook("created", "", {})]
-        if kind == "ticket_resolved":
-            opened = datetime.fromisoformat(at) - timedelta(
-                hours=event.get("resolution_hours") or 0
+    if kind == "ticket_opened":
+        return [webhook("created", "", {})]
+    if kind == "ticket_resolved":
+        opened = datetime.fromisoformat(at) - timedelta(hours=event.get("resolution_hours") or 0)
+        detail["created_at"] = opened.isoformat()
+        detail["status"] = "SOLVED"
+        return [webhook("status_changed", "", {"current": "SOLVED", "previous": "OPEN"})]
+    out = []
+    if event.get("priority"):
+        previous = "NORMAL" if event.get("escalated") else event["priority"].upper()
+        out.append(
+            webhook(
+                "priority_changed",
+                "",
+                {"current": event["priority"].upper(), "previous": previous},
             )
-            detail["created_at"] = opened.isoformat()
-            detail["status"] = "SOLVED"
-            return [webhook("status_changed", "", {"current": "SOLVED", "previous": "OPEN"})]
-        out = []
-        if event.get("priority"):
-            previous = "NORMAL" if event.get("escalated") else event["priority"].upper()
-            out.append(
-                webhook(
-                    "priority_changed",
-                    "",
-                    {"current": event["priority"].upper(), "previous": previous},
-                )
-            )
-        if event.get("text"):
-            comment = {"body": event["text"], "is_public": True, "author": {"is_staff": False}}
-            out.append(webhook("comment_added", "-comment", {"comment": comment}))
-        return out
+        )
+    if event.get("text"):
+        comment = {"body": event["text"], "is_public": True, "author": {"is_staff": False}}
+        out.append(webhook("comment_added", "-comment", {"comment": comment}))
+    return out

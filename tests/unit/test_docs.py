@@ -48,22 +48,22 @@ def _comparable(value: Any) -> Any:
     return value
 
 
-def test_env_example_and_readme_give_the_defaults_the_code_has() -> None:
+def test_env_example_and_the_configuration_table_give_the_defaults_the_code_has() -> None:
     """Each option's value in .env.example (commented out where it has no literal default) and
-    its default in the README's table are the code's default."""
+    its default in docs/configuration.md are the code's default."""
     example = {}
     for line in (ROOT / ".env.example").read_text().splitlines():
         match = re.fullmatch(r"#? ?(HEALTHSCORE_\w+)=(.*)", line)
         if match:
             example[match[1]] = match[2]
+    table = read("docs/configuration.md")
     readme = {
-        m[1]: m[2]
-        for m in re.finditer(r"^\| `(HEALTHSCORE_\w+)` \| `([^`]*)` \|", read("README.md"), re.M)
+        m[1]: m[2] for m in re.finditer(r"^\| `(HEALTHSCORE_\w+)` \| `([^`]*)` \|", table, re.M)
     }
     wrong = []
     for name, annotation, default in options():
         expected = _comparable(default)
-        for where, values in ((".env.example", example), ("README.md", readme)):
+        for where, values in ((".env.example", example), ("docs/configuration.md", readme)):
             if name in values:
                 text = values[name]
                 if default is None and text == "":
@@ -88,12 +88,14 @@ def test_the_readme_is_for_users_and_stays_short() -> None:
         "docs/adr/",
         "docs/runbook.md",
         "docs/metrics.md",
+        "docs/configuration.md",
+        "docs/sources.md",
     ):
         assert linked in readme and (ROOT / linked).exists(), linked
 
 
-def test_every_option_is_in_the_readme_and_env_example() -> None:
-    readme = (ROOT / "README.md").read_text()
+def test_every_option_is_in_the_configuration_table_and_env_example() -> None:
+    readme = (ROOT / "docs" / "configuration.md").read_text()
     example = (ROOT / ".env.example").read_text()
     names = option_names()
     assert len(names) > 40

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import orjson
 import pytest
-import structlog
 import yaml
 from typer.testing import CliRunner
 
@@ -156,14 +154,6 @@ def test_a_fitted_model_weighs_what_predicts_churn_and_round_trips(tmp_path: Pat
     # segments without enough data fall back to the fitted base weights
     assert all("churn_risk" not in s.objectives for s in reloaded.segments)
     assert reloaded.objectives["churn_risk"].caps == MODEL.objectives["churn_risk"].caps
-
-
-@pytest.fixture
-def cli_logging() -> Iterator[None]:
-    """The commands configure structlog onto CliRunner's stream; undo that afterwards."""
-    yield
-    structlog.reset_defaults()
-    structlog.contextvars.clear_contextvars()
 
 
 @pytest.mark.usefixtures("cli_logging")

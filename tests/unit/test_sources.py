@@ -610,6 +610,7 @@ def test_decimal_amounts_are_exact() -> None:
 # --- healthscore validate -----------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("cli_logging")
 def test_validate_command_dry_runs_a_vendor_export_with_earlier_records_attributing_later(
     tmp_path: Path,
 ) -> None:
