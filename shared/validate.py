@@ -30,6 +30,7 @@ from shared.events import (
     SCHEMA_VERSION,
     RawEvent,
     Signal,
+    built_signal,
     minor_units,
 )
 
@@ -50,6 +51,7 @@ REASONS: Final = (
 )
 
 ENVELOPE: Final = frozenset({"event_id", "account_id", "occurred_at", "type", "schema_version"})
+_ENVELOPE: Final = set(ENVELOPE)
 TEXT_FIELDS: Final = ("subject", "text", "comment")
 MONEY_FIELDS: Final = {"mrr": "mrr_cents", "amount": "amount_cents"}
 
@@ -109,7 +111,7 @@ def _text_fields(model: type[RawEvent]) -> tuple[str, ...]:
 
 def _normalised_data(event: RawEvent) -> dict[str, Any]:
     """The type's own fields in JSON form; money as integer minor units of its currency."""
-    data: dict[str, Any] = event.model_dump(mode="json", exclude=set(ENVELOPE))
+    data: dict[str, Any] = event.model_dump(mode="json", exclude=_ENVELOPE)
     for name, renamed in MONEY_FIELDS.items():
         if name in data:
             del data[name]
@@ -124,12 +126,12 @@ def parse(raw: bytes | None, limits: Limits = Limits()) -> dict[str, Any] | Reje
     if len(raw) > limits.max_record_bytes:
         return Rejection("too_large", f"{len(raw)} bytes > limit {limits.max_record_bytes}")
     try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return Rejection("invalid_utf8", f"byte {exc.start}: {exc.reason}")
-    try:
-        event = orjson.loads(raw)
+        event = orjson.loads(raw)  # it refuses invalid UTF-8 too: tell which, when it fails
     except orjson.JSONDecodeError as exc:
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            return Rejection("invalid_utf8", f"byte {bad.start}: {bad.reason}")
         return Rejection("invalid_json", str(exc)[:200])
     if not isinstance(event, dict):
         return Rejection("not_an_object", f"top-level JSON is {type(event).__name__}", "$")
@@ -204,15 +206,15 @@ def to_signal(
             score = sentiment(text)
 
     # every field was validated above: build the signal without validating it again
-    return Signal.model_construct(
-        signal_id=parsed.event_id,
-        account_id=parsed.account_id,
-        occurred_at=parsed.occurred_at,
-        source=EVENT_TYPE_SOURCE[kind],
-        kind=kind,
-        data=_normalised_data(parsed),
-        sentiment=score,
-        ingested_at=now,
+    return built_signal(
+        parsed.event_id,
+        parsed.account_id,
+        parsed.occurred_at,
+        EVENT_TYPE_SOURCE[kind],
+        kind,
+        _normalised_data(parsed),
+        score,
+        now,
     )
 
 

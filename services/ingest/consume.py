@@ -18,7 +18,7 @@ from collections import Counter as Tally
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -32,13 +32,22 @@ from shared.failures import classify
 from shared.kafka import dead_letter_headers, leave, make_consumer, make_producer
 from shared.ops import Health, unless_stopped
 from shared.sources import formats_for
-from shared.sources.decode import Decoder, Skipped
+from shared.sources.decode import Decoder, Outcome, Skipped
 from shared.sources.links import Links, MemoryLinks
 from shared.validate import Limits, Rejection, Sentiment
 
 log = structlog.get_logger(__name__)
 
 Outgoing = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
+
+
+class Prepared(NamedTuple):
+    """A decoded batch waiting to be sent."""
+
+    outgoing: list[Outgoing]
+    counted: Tally[tuple[str, ...]]
+    commit: dict[TopicPartition, int]
+    started: float
 
 
 class IngestMetrics:
@@ -116,6 +125,7 @@ class Ingest:
             max_future_skew=timedelta(seconds=cfg.max_future_skew_seconds),
             max_age=timedelta(days=cfg.max_age_days),
         )
+        self._partitions: dict[tuple[bytes, int], int] = {}  # (key, partitions) -> partition
         self.decoder = Decoder(
             formats_for(settings),
             links or MemoryLinks(cfg.links_cache_size),
@@ -129,33 +139,34 @@ class Ingest:
         """The outgoing records for raw records (signals and DLQ records), and what they count
         as in the metrics."""
         topics = self.settings.kafka.topics
-        decoded = await self.decoder.decode([(r.topic, r.value) for r in records], now)
         outgoing: list[Outgoing] = []
         counted: Tally[tuple[str, ...]] = Tally()
-        for record, outcomes in zip(records, decoded, strict=True):
-            for outcome in outcomes:
-                result = outcome.result
-                if isinstance(result, Skipped):
-                    counted[("skipped", record.topic, result.reason)] += 1
-                elif isinstance(result, Rejection):
-                    headers = dead_letter_headers(
-                        record, result.reason, result.detail, now, result.path
-                    )
-                    log.info(
-                        "ingest.rejected",
-                        topic=record.topic,
-                        partition=record.partition,
-                        offset=record.offset,
-                        reason=result.reason,
-                        path=result.path,
-                        key=record.key.decode("utf-8", "replace")[:128] if record.key else None,
-                    )
-                    outgoing.append((topics.dlq, record.key, outcome.value, headers))
-                    counted[("dlq", result.reason)] += 1
-                else:
-                    key = result.account_id.encode()
-                    outgoing.append((topics.signals, key, encode_signal(result), []))
-                    counted[("signal", result.source)] += 1
+
+        def emit(index: int, _: int, outcome: Outcome) -> None:
+            result, record = outcome.result, records[index]
+            if isinstance(result, Skipped):
+                counted[("skipped", record.topic, result.reason)] += 1
+            elif isinstance(result, Rejection):
+                headers = dead_letter_headers(
+                    record, result.reason, result.detail, now, result.path
+                )
+                log.info(
+                    "ingest.rejected",
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    reason=result.reason,
+                    path=result.path,
+                    key=record.key.decode("utf-8", "replace")[:128] if record.key else None,
+                )
+                outgoing.append((topics.dlq, record.key, outcome.value, headers))
+                counted[("dlq", result.reason)] += 1
+            else:
+                key = result.account_id.encode()
+                outgoing.append((topics.signals, key, encode_signal(result), []))
+                counted[("signal", result.source)] += 1
+
+        await self.decoder.each([(r.topic, r.value) for r in records], now, emit)
         return outgoing, counted
 
     async def _route(
@@ -188,10 +199,17 @@ class Ingest:
             for topic in {o[0] for o in outgoing}
         }
         grouped: dict[tuple[str, int], list[Outgoing]] = defaultdict(list)
+        partitioner, known = DefaultPartitioner(), self._partitions
+        if len(known) > 200_000:  # keys seen: accounts, mostly; murmur2 in Python is 1.5 µs
+            known.clear()
         for record in outgoing:
             topic, key = record[0], record[1]
             choices = partitions[topic]
-            grouped[(topic, DefaultPartitioner()(key, choices, choices))].append(record)
+            if key is None:
+                partition = partitioner(key, choices, choices)
+            elif (partition := known.get((key, len(choices)), -1)) < 0:
+                partition = known[(key, len(choices))] = partitioner(key, choices, choices)
+            grouped[(topic, partition)].append(record)
         futures = []
         for (topic, partition), records in grouped.items():
             batch = producer.create_batch()
@@ -222,26 +240,33 @@ class Ingest:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 
-    async def _process(
+    async def _prepare(
         self,
         consumer: AIOKafkaConsumer,
-        producer: AIOKafkaProducer,
         batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
         stop: asyncio.Event,
-    ) -> None:
+    ) -> Prepared | None:
+        """A polled batch decoded: what to send, what it counts as, what to commit after."""
         started = asyncio.get_running_loop().time()
-        now = self.clock()
         commit: dict[TopicPartition, int] = {}
         for tp, records in batch.items():
             self.metrics.consumed.labels(tp.topic).inc(len(records))
             commit[tp] = records[-1].offset + 1
-        routed = await self._route(consumer, [r for rs in batch.values() for r in rs], now, stop)
-        if routed is None:
+        records = [r for rs in batch.values() for r in rs]
+        routed = await self._route(consumer, records, self.clock(), stop)
+        return None if routed is None else Prepared(*routed, commit, started)
+
+    async def _complete(
+        self,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        batch: Prepared,
+        stop: asyncio.Event,
+    ) -> None:
+        """Send a prepared batch, wait for every acknowledgement, then commit its offsets."""
+        if not await self._deliver(producer, batch.outgoing, stop):
             return
-        outgoing, counted = routed
-        if not await self._deliver(producer, outgoing, stop):
-            return
-        for (what, *labels), count in counted.items():
+        for (what, *labels), count in batch.counted.items():
             if what == "signal":
                 self.metrics.signals.labels(*labels).inc(count)
             elif what == "dlq":
@@ -249,14 +274,14 @@ class Ingest:
             else:
                 self.metrics.skipped.labels(*labels).inc(count)
         try:
-            await consumer.commit(commit)
+            await consumer.commit(batch.commit)
         except (CommitFailedError, IllegalStateError) as exc:
             # Partitions moved in a rebalance: their new owner re-reads from the last commit.
             log.warning("ingest.commit_failed", error=repr(exc))
-        self.metrics.batch_size.observe(len(outgoing))
-        self.metrics.batch_latency.observe(asyncio.get_running_loop().time() - started)
-        self.committed.update(commit)
-        for tp, next_offset in commit.items():
+        self.metrics.batch_size.observe(len(batch.outgoing))
+        self.metrics.batch_latency.observe(asyncio.get_running_loop().time() - batch.started)
+        self.committed.update(batch.commit)
+        for tp, next_offset in batch.commit.items():
             highwater = consumer.highwater(tp)
             if highwater is not None:
                 self.metrics.lag.labels(tp.topic, str(tp.partition)).set(
@@ -287,21 +312,35 @@ class Ingest:
     async def _loop(
         self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, stop: asyncio.Event
     ) -> None:
+        """Poll and decode the next batch while the last one's records are acknowledged: at
+        most two batches in hand, committed in order, each only once all its output is
+        acknowledged."""
         cfg = self.settings.ingest
-        while not stop.is_set():
-            try:
-                batch = await consumer.getmany(
-                    timeout_ms=cfg.batch_timeout_ms, max_records=cfg.batch_max_records
-                )
-            except Exception as exc:
-                if not classify(exc).retriable:
-                    raise
-                log.warning("ingest.poll_retry", error=repr(exc))
-                await asyncio.sleep(1.0)
-                continue
-            if batch:
-                await self._process(consumer, producer, batch, stop)
-            self._observe_progress(consumer)
+        sending: asyncio.Task[None] | None = None
+        try:
+            while not stop.is_set():
+                try:
+                    batch = await consumer.getmany(
+                        timeout_ms=cfg.batch_timeout_ms, max_records=cfg.batch_max_records
+                    )
+                except Exception as exc:
+                    if not classify(exc).retriable:
+                        raise
+                    log.warning("ingest.poll_retry", error=repr(exc))
+                    await asyncio.sleep(1.0)
+                    continue
+                prepared = await self._prepare(consumer, batch, stop) if batch else None
+                if sending is not None and (prepared is not None or sending.done()):
+                    await sending  # commits stay in order; raises what sending raised
+                    sending = None
+                if prepared is not None:
+                    sending = asyncio.create_task(
+                        self._complete(consumer, producer, prepared, stop)
+                    )
+                self._observe_progress(consumer)
+        finally:
+            if sending is not None:
+                await sending
 
     def _observe_progress(self, consumer: AIOKafkaConsumer) -> None:
         progress: dict[str, tuple[int, int]] = {}

@@ -5,7 +5,8 @@ attributes what another reads, and survives restarts. Per key the association wi
 event time wins (an upsert guarded by `at`), so batches and processes may learn in any order.
 A bounded in-process cache answers repeated lookups; an entry is read again after
 `cache_seconds`, which bounds how long another process's newer association goes unseen. Rows
-not taught for `retention_days` are pruned (hourly), which bounds the table.
+not taught for `retention_days` are pruned (hourly), which bounds the table; a link this
+process stored less than `cache_seconds` ago is not stored again.
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ JOIN unnest(CAST(:namespaces AS text[]), CAST(:keys AS text[])) AS w(namespace, 
 _PRUNE = text("DELETE FROM source_links WHERE seen_at < :before")
 
 
+def _key(link: Link) -> LinkKey:
+    return link.key
+
+
 class PostgresLinks:
     def __init__(
         self,
@@ -58,8 +63,12 @@ class PostgresLinks:
         self.retention = timedelta(days=retention_days)
 
     async def learn(self, links: Sequence[Link]) -> None:
+        # what this process stored within the cache's time limit need not be stored again: a
+        # ticket's every event, a user's every group call would otherwise rewrite its row
         # sorted: two processes upserting overlapping keys take row locks in the same order
-        ordered = sorted(links, key=lambda link: link.key)
+        ordered = sorted((link for link in links if not self.cache.holds(link)), key=_key)
+        if not ordered:
+            return
         seen = datetime.now(UTC)
         async with self.engine.begin() as conn:
             rows = await conn.execute(

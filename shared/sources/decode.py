@@ -1,9 +1,10 @@
 """Raw records of any source format -> signals, rejections and skipped messages, per batch.
 
-For a batch: parse every record, translate it with its topic's format, keep what the batch
-teaches (user, charge and ticket -> account) in the link store, look up the accounts pieces
-need in one call, then validate each v1 event exactly as a v1 record is validated. Teaching
-before looking up means a Segment `group` call attributes `track` calls of the same batch.
+For a batch: parse every record, translate it with its topic's format and validate each v1
+event exactly as a v1 record is validated; events whose account comes from a link wait until
+what the batch teaches (user, charge and ticket -> account) is stored and the links they need
+are looked up, in one call each. Teaching before looking up means a Segment `group` call
+attributes `track` calls of the same batch.
 """
 
 from __future__ import annotations
@@ -57,41 +58,55 @@ class Decoder:
         self, records: Sequence[tuple[str, bytes | None]], now: datetime
     ) -> list[list[Outcome]]:
         """What each (topic, value) record becomes, in order: one outcome per message."""
-        translated: list[tuple[list[Piece], bool] | Outcome] = []
+        results: list[dict[int, Outcome]] = [{} for _ in records]
+
+        def keep(index: int, message: int, outcome: Outcome) -> None:
+            results[index][message] = outcome
+
+        await self.each(records, now, keep)
+        return [[outcomes[m] for m in sorted(outcomes)] for outcomes in results]
+
+    async def each(
+        self,
+        records: Sequence[tuple[str, bytes | None]],
+        now: datetime,
+        emit: Callable[[int, int, Outcome], object],
+    ) -> None:
+        """Call `emit(record index, message index, outcome)` for every message of `records`:
+        at once for what
+        needs no link (so a caller can encode and drop it: a batch's signals are never all
+        alive at once), after the batch's links are stored and looked up for the rest."""
+        waiting: list[tuple[int, int, Piece, bool]] = []
         taught: dict[LinkKey, Link] = {}
-        for topic, raw in records:
+        for i, (topic, raw) in enumerate(records):
             record = parse(raw, self.limits)
             if isinstance(record, Rejection):
-                translated.append(Outcome(raw, record))
+                emit(i, 0, Outcome(raw, record))
                 continue
             assert raw is not None
             try:
                 translation = self.formats[topic].translate(record, raw)
             except Exception as exc:  # a bug in a format: dead-letter, replay after the fix
                 log.exception("ingest.translate_error", topic=topic)
-                translated.append(Outcome(raw, Rejection(VALIDATOR_ERROR, repr(exc)[:500])))
+                emit(i, 0, Outcome(raw, Rejection(VALIDATOR_ERROR, repr(exc)[:500])))
                 continue
             for link in translation.links:
                 held = taught.get(link.key)
                 if held is None or link.at >= held.at:
                     taught[link.key] = link
-            translated.append((translation.pieces, b"\\u0000" in raw))
+            may_hold_nul = b"\\u0000" in raw
+            for j, piece in enumerate(translation.pieces):
+                if piece.needs is None:
+                    emit(i, j, Outcome(piece.value, self._finish(piece, may_hold_nul, {}, now)))
+                else:
+                    waiting.append((i, j, piece, may_hold_nul))
         if taught:
             await self.links.learn(list(taught.values()))
-        wanted = {
-            piece.needs
-            for entry in translated
-            if not isinstance(entry, Outcome)
-            for piece in entry[0]
-            if piece.needs is not None
-        }
-        found = await self.links.find(wanted) if wanted else {}
-        return [
-            [entry]
-            if isinstance(entry, Outcome)
-            else [Outcome(p.value, self._finish(p, entry[1], found, now)) for p in entry[0]]
-            for entry in translated
-        ]
+        if waiting:
+            needed = {piece.needs for _, _, piece, _ in waiting if piece.needs is not None}
+            found = await self.links.find(needed)
+            for i, j, piece, may_hold_nul in waiting:
+                emit(i, j, Outcome(piece.value, self._finish(piece, may_hold_nul, found, now)))
 
     def _finish(
         self, piece: Piece, may_hold_nul: bool, found: dict[LinkKey, str], now: datetime

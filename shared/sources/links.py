@@ -59,9 +59,13 @@ class MemoryLinks:
                 self._entries.move_to_end(key)
         return found, unknown
 
-    def at(self, key: LinkKey) -> float | None:
-        held = self._entries.get(key)
-        return held[1] if held else None
+    def holds(self, link: Link) -> bool:
+        """Whether the cache knows `link` already (same account, as late or later), recently
+        enough that storing it again would change nothing but its last-seen time."""
+        held = self._entries.get(link.key)
+        if held is None or held[0] != link.account_id or held[1] < link.at:
+            return False
+        return self.ttl is None or held[2] >= time.monotonic() - self.ttl
 
     async def learn(self, links: Sequence[Link]) -> None:
         self.keep(links)

@@ -92,14 +92,14 @@ class SegmentFormat:
             return Translation([rejected(value, "unknown_event_type", detail, "type")])
         if kind == "alias":
             return Translation([skipped(value)])
-        user = key(message.get("userId")) or key(message.get("anonymousId"))
-        user_path = "anonymousId" if user and not key(message.get("userId")) else "userId"
+        user_id = key(message.get("userId"))
+        user = user_id or key(message.get("anonymousId"))
+        user_path = "anonymousId" if user and not user_id else "userId"
         at = (
             message.get("timestamp")
             or message.get("originalTimestamp")
             or message.get("receivedAt")
         )
-        seconds = epoch(at)
         context = members(message.get("context"))
         properties = members(message.get("properties"))
         traits = members(message.get("traits"))
@@ -112,11 +112,9 @@ class SegmentFormat:
             )
         if account is None and kind == "identify" and isinstance(traits.get("company"), dict):
             account = key(traits["company"].get("id"))
-        links = (
-            [Link((USER, user), account, seconds)]
-            if user is not None and account is not None and seconds is not None
-            else []
-        )
+        links = []
+        if user is not None and account is not None and (seconds := epoch(at)) is not None:
+            links.append(Link((USER, user), account, seconds))
         paths = {"event_id": "messageId", "occurred_at": "timestamp", "user_id": user_path}
         # the tracking libraries set messageId; a raw HTTP API call may not: the message's
         # own digest then names it, so a re-sent copy is still one signal
