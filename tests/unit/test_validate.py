@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from shared.config import IngestSettings, Settings
-from shared.events import Signal
+from shared.events import Signal, decode_signal, encode_signal
 from shared.validate import REASONS, Limits, Rejection, validate
 from tests.support.samples import crafted_rejections, valid_events
 from tests.support.vendor import decode, decoder
@@ -170,3 +170,14 @@ def test_minor_units_follow_the_currency() -> None:
         assert isinstance(signal, Signal)
         amounts[currency] = signal.data["amount_cents"]
     assert amounts == {"USD": 1234, "JPY": 1234, "KWD": 1234}
+
+
+@pytest.mark.parametrize("kind", sorted(valid_events(NOW)))
+def test_built_signals_are_what_pydantic_makes_and_writes(kind: str) -> None:
+    """Ingest builds and encodes signals around pydantic's slow paths: the same result."""
+    signal = validate(orjson.dumps(valid_events(NOW)[kind]), now=NOW)
+    assert isinstance(signal, Signal)
+    constructed = Signal.model_construct(**signal.__dict__)
+    assert signal == constructed and signal.model_fields_set == constructed.model_fields_set
+    assert encode_signal(signal) == signal.model_dump_json().encode()
+    assert decode_signal(encode_signal(signal)) == signal
