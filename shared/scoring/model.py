@@ -27,8 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from shared.errors import ConfigurationError
 
-Group = Literal["usage", "support", "billing", "sentiment"]
-SOURCES = ("usage", "support", "billing", "api")
+Group = Literal["usage", "support", "billing", "sentiment", "engagement"]
 
 
 class _Strict(BaseModel):

@@ -8,7 +8,7 @@ import orjson
 
 from shared.config import DEFAULT_MODEL_PATH
 from shared.events import Signal
-from shared.scoring.model import load_model
+from shared.scoring.model import Model, load_model
 from shared.scoring.state import AccountState, Fact
 from shared.validate import validate
 from tests.support.samples import valid_events
@@ -44,10 +44,12 @@ def make_fact(
     return Fact.from_signal(signal)
 
 
-def fold(facts: list[Fact], state: AccountState | None = None) -> AccountState:
+def fold(
+    facts: list[Fact], state: AccountState | None = None, model: Model = MODEL
+) -> AccountState:
     state = state or AccountState()
     for fact in facts:
-        state.apply(MODEL, fact)
+        state.apply(model, fact)
     return state
 
 

@@ -69,3 +69,50 @@ def test_unreadable_yaml_is_a_configuration_error(tmp_path: Path) -> None:
     path.write_text("factors: [unclosed")
     with pytest.raises(ConfigurationError, match="cannot read model"):
         load_model(path)
+
+
+def test_a_model_scores_marketing_engagement_and_social_mentions_like_any_kind(
+    tmp_path: Path,
+) -> None:
+    """The new kinds need nothing but a model that reads them: an engagement group."""
+    from shared.scoring.engine import evaluate
+    from tests.support.facts import NOW, fold, make_fact
+
+    doc = yaml.safe_load(DEFAULT_MODEL_PATH.read_text())
+    doc["aggregates"]["marketing_30d"] = {
+        "kind": "decayed_count",
+        "signals": ["marketing_engaged"],
+        "where": {"action": "attended"},
+        "half_life_days": 30,
+    }
+    doc["aggregates"]["mentions_30d"] = {
+        "kind": "decayed_count",
+        "signals": ["social_mentioned"],
+        "half_life_days": 30,
+    }
+    doc["factors"]["webinars"] = {
+        "group": "engagement",
+        "description": "webinars attended, 30-day half-life",
+        "aggregate": "marketing_30d",
+        "transform": {"piecewise": [[0, 0], [3, 100]]},
+    }
+    doc["factors"]["mentions"] = {
+        "group": "engagement",
+        "description": "public mentions, 30-day half-life",
+        "aggregate": "mentions_30d",
+        "transform": {"piecewise": [[0, 50], [5, 100]]},
+    }
+    churn = doc["objectives"]["churn_risk"]
+    churn["groups"]["engagement"] = 1
+    churn["factors"].update(webinars=1, mentions=1)
+    model = load_model(_write(tmp_path, doc))
+    facts = [make_fact("marketing_engaged", n, n) for n in range(3)]
+    facts += [make_fact("social_mentioned", 10 + n, n) for n in range(2)]
+    state = fold(facts, model=model)
+    factors = {
+        f.factor: f for f in evaluate(model, state, NOW.timestamp()).scores["churn_risk"].factors
+    }
+    assert factors["webinars"].status == factors["mentions"].status == "ok"
+    assert factors["webinars"].raw is not None and 2.5 < factors["webinars"].raw < 3
+    assert factors["mentions"].raw is not None and 1.9 < factors["mentions"].raw < 2
+    assert state.decayed and state.sources.keys() == {"engagement"}
