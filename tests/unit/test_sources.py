@@ -20,7 +20,7 @@ from shared.sources.decode import Outcome, Skipped
 from shared.sources.links import MemoryLinks
 from shared.sources.mapping import load_mappings
 from shared.sources.segment import MAX_BATCH
-from shared.validate import Rejection
+from shared.validate import Limits, Rejection
 from tests.support.samples import valid_events
 from tests.support.vendor import decode, decoder, sample
 
@@ -647,3 +647,24 @@ def test_validate_command_dry_runs_a_vendor_export_with_earlier_records_attribut
         ["validate", "--format", "mapping:hubspot_email", "--mapping", str(broken), str(export)],
     )
     assert result.exit_code == 2 and "bad.yaml:5:" in result.output
+
+
+async def test_nul_in_a_vendors_free_text_is_removed_and_in_its_ids_refused() -> None:
+    comment = sample("zendesk", "ticket.comment_added")
+    comment["event"]["comment"]["body"] = "still\x00 broken"
+    [out] = await decode(decoder("zendesk"), comment, now=NOW)
+    assert signal(out).data["text"] == "still broken"
+    comment["detail"]["id"] = "51\x0058"
+    [out] = await decode(decoder("zendesk"), comment, now=NOW)
+    assert (rejection(out).reason, rejection(out).path) == ("schema_violation", "detail.id")
+
+
+async def test_huge_vendor_arrays_are_bounded_by_the_record_size_limit() -> None:
+    created = sample("stripe", "customer.subscription.created")
+    item = created["data"]["object"]["items"]["data"][0]
+    created["data"]["object"]["items"]["data"] = [item] * 20_000
+    [out] = await decode(decoder("stripe", limits=Limits()), created, now=NOW)
+    assert rejection(out).reason == "too_large"
+    created["data"]["object"]["items"]["data"] = [item] * 100
+    [out] = await decode(decoder("stripe"), created, now=NOW)
+    assert signal(out).data["seats_purchased"] == 100
