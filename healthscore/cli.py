@@ -26,8 +26,13 @@ app = typer.Typer(
 
 
 def run_until_signalled(main: Callable[[asyncio.Event], Coroutine[Any, Any, Any]]) -> Any:
-    """Run `main(stop)` on uvloop; SIGINT/SIGTERM set `stop` for a graceful shutdown."""
+    """Run `main(stop)` on uvloop; SIGINT/SIGTERM set `stop` for a graceful shutdown. A crash
+    in native code (SIGSEGV, an abort) writes every thread's Python stack to stderr first."""
+    import faulthandler
+
     import uvloop
+
+    faulthandler.enable()
 
     async def runner() -> Any:
         stop = asyncio.Event()

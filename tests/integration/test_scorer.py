@@ -258,9 +258,11 @@ def _start_scorer(settings: Settings) -> subprocess.Popen[bytes]:
     env["HEALTHSCORE_SCORER__BATCH_MAX_RECORDS"] = "1000"
     SCORER_LOGS.mkdir(exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=SCORER_LOGS, suffix=".log", delete=False) as log:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             healthscore_argv("scorer"), env=env, stderr=log, start_new_session=True
         )
+    proc.log_path = log.name  # type: ignore[attr-defined]
+    return proc
 
 
 @pytest.mark.slow
@@ -279,14 +281,14 @@ async def test_kill_minus_nine_ten_times_matches_the_reference(
         for start in range(0, len(signals), size):
             before = await consumed(engine, settings)
             produced += await produce_signals(settings, signals[start : start + size])
-            await wait_consumed(engine, settings, before + 1)
+            await wait_consumed(engine, settings, before + 1, watch=[proc])
             await asyncio.sleep(rng.uniform(0.0, 1.0))
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
             kills += 1
             in_flight += await consumed(engine, settings) < produced
             proc = _start_scorer(settings)
-        await wait_consumed(engine, settings, produced, timeout=300)
+        await wait_consumed(engine, settings, produced, timeout=300, watch=[proc])
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
@@ -306,7 +308,7 @@ async def test_a_scorer_joining_and_leaving_matches_the_reference(
     produced = 0
     try:
         produced += await produce_signals(settings, chunks[0])
-        await wait_consumed(engine, settings, produced)
+        await wait_consumed(engine, settings, produced, watch=[first])
         second = _start_scorer(settings)  # joins: the partitions are split between the two
         for chunk in chunks[1:3]:
             produced += await produce_signals(settings, chunk)
@@ -314,7 +316,7 @@ async def test_a_scorer_joining_and_leaving_matches_the_reference(
         second.send_signal(signal.SIGTERM)  # leaves: the first takes everything back
         assert second.wait(30) == 0
         produced += await produce_signals(settings, chunks[3])
-        await wait_consumed(engine, settings, produced, timeout=180)
+        await wait_consumed(engine, settings, produced, timeout=180, watch=[first])
     finally:
         for proc in (first, second):
             if proc is not None and proc.poll() is None:
@@ -343,7 +345,7 @@ async def test_a_model_switch_under_load_rescores_every_account_and_loses_nothin
     )
     proc = _start_scorer(settings)
     try:
-        await wait_consumed(engine, settings, await produce_signals(settings, before))
+        await wait_consumed(engine, settings, await produce_signals(settings, before), watch=[proc])
         scored_before = await _accounts_with_scores(engine, MODEL.version)
         staged = tmp_path / "model.yaml.new"
         staged.write_text(yaml.safe_dump(document, sort_keys=False))
@@ -351,7 +353,7 @@ async def test_a_model_switch_under_load_rescores_every_account_and_loses_nothin
         producing = asyncio.create_task(produce_signals(settings, after))
         await asyncio.sleep(0.2)
         proc.send_signal(signal.SIGHUP)
-        await wait_consumed(engine, settings, len(before) + await producing)
+        await wait_consumed(engine, settings, len(before) + await producing, watch=[proc])
         deadline = asyncio.get_running_loop().time() + 60
         while await _accounts_with_scores(engine, MODEL.version):
             assert asyncio.get_running_loop().time() < deadline, "accounts left on the old model"

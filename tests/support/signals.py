@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import subprocess
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -94,10 +95,22 @@ async def consumed(engine: AsyncEngine, settings: Settings) -> int:
 
 
 async def wait_consumed(
-    engine: AsyncEngine, settings: Settings, total: int, timeout: float = 120
+    engine: AsyncEngine,
+    settings: Settings,
+    total: int,
+    timeout: float = 120,
+    watch: Sequence[subprocess.Popen[bytes]] = (),
 ) -> None:
+    """Until `total` signals are committed; fails at once, saying so, if a watched scorer
+    process exits (its log path is its `log_path` attribute, when it has one)."""
     deadline = time.monotonic() + timeout
     while (done := await consumed(engine, settings)) < total:
+        for proc in watch:
+            if proc.poll() is not None:
+                raise AssertionError(
+                    f"scorer pid {proc.pid} exited with code {proc.returncode} after {done} of "
+                    f"{total} signals were committed; its log: {getattr(proc, 'log_path', '?')}"
+                )
         assert time.monotonic() < deadline, f"only {done} of {total} signals committed"
         await asyncio.sleep(0.2)
 
