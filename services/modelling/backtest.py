@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from services.modelling.metrics import ScoreMetrics, score_metrics
 from services.modelling.replay import replay
@@ -41,6 +42,7 @@ class Sample:
     scores: dict[str, float | None]
     bands: dict[str, str]
     sub_scores: dict[str, dict[str, float | None]]  # objective -> factor -> sub-score if "ok"
+    idle_days: float | None = None  # days since the account's newest signal: the baseline
 
 
 def collect(
@@ -66,6 +68,7 @@ def collect(
                         o: {f.factor: f.sub_score if f.status == "ok" else None for f in s.factors}
                         for o, s in evaluation.scores.items()
                     },
+                    idle_days=None if state.newest is None else (cut - state.newest) / DAY,
                 )
             )
     return samples
@@ -113,13 +116,17 @@ def lead_times(
             "median_lead_days": round(statistics.median(leads), 1) if leads else None,
             "median_lead_days_warned": round(statistics.median(warned), 1) if warned else None,
             "lookback_days": lookback_days,
+            # warned the whole look-back: their lead time is at least that, not that
+            "warned_whole_lookback": sum(lead >= lookback_days for lead in leads),
         }
     return result
 
 
 def measure(
-    samples: Iterable[Sample], objective: str, band_order: list[str]
+    samples: Iterable[Sample], objective: str, band_order: list[str], *, intervals: bool = False
 ) -> ScoreMetrics | None:
+    """The figures of `objective`'s scores over `samples`; with `intervals`, bootstrap
+    intervals too (200 resamplings: kept for the headline splits)."""
     scored = [s for s in samples if s.scores.get(objective) is not None]
     if not scored:
         return None
@@ -128,6 +135,24 @@ def measure(
         np.array([s.churned for s in scored], dtype=bool),
         [s.bands[objective] for s in scored],
         band_order,
+        groups=_accounts(scored) if intervals else None,
+    )
+
+
+def _accounts(samples: list[Sample]) -> NDArray[np.int64]:
+    return np.unique([s.account_id for s in samples], return_inverse=True)[1]
+
+
+def recency_baseline(samples: Iterable[Sample]) -> ScoreMetrics | None:
+    """The simplest model there is, beside every model: the fewer days since an account's last
+    signal, the safer (score 100 / (1 + days idle))."""
+    scored = [s for s in samples if s.idle_days is not None]
+    if not scored:
+        return None
+    return score_metrics(
+        np.array([100.0 / (1.0 + max(s.idle_days or 0.0, 0.0)) for s in scored]),
+        np.array([s.churned for s in scored], dtype=bool),
+        groups=_accounts(scored),
     )
 
 
@@ -157,13 +182,15 @@ def summarise(
         entry: dict[str, Any] = {"lead_time": leads.get(objective)}
         for split, keep in _split(test_from).items():
             chosen = [s for s in samples if keep(s)]
-            metrics = measure(chosen, objective, order)
+            metrics = measure(chosen, objective, order, intervals=True)
             if metrics is None:
                 continue
             full[objective][split] = metrics
+            baseline = recency_baseline(s for s in chosen if s.scores.get(objective) is not None)
             entry[split] = {
                 **metrics.headline(),
                 "unscored": sum(s.scores.get(objective) is None for s in chosen),
+                "baseline_recency": baseline.headline() if baseline else None,
                 "bands": metrics.bands,
                 "deciles": metrics.deciles,
             }

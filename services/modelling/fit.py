@@ -1,22 +1,25 @@
 """Fit an objective's weights from churn outcomes; write the result as a new model file.
 
 The features are the objective's factor sub-scores (0-100, as the input model computes them,
-segment transforms included) at each as-of time; the label is churn within the horizon. An
-L2-regularised logistic regression on the training split (as-of before `test_from`) gives one
-coefficient per factor; a factor that protects against churn has a negative coefficient, and its
-new weight is that coefficient's size. A factor the data says is counter-indicative or
-irrelevant gets weight 0 (refitting without it, so the rest are not distorted by it): the
-weighted-mean score then ranks accounts as the fitted regression does whenever all factors
-have data. Factors without data at a sample are imputed with the training mean, the regression's
-counterpart of the score leaving them out.
+segment transforms included) at each as-of time; the label is churn within the horizon. The
+split is by account and by time: the test accounts (a stable share, by a digest of their id) are
+never trained on, and training uses only as-of times whose horizon has closed by `test_from`, so
+no training label looks into the test period. An L2-regularised logistic regression on the
+training split gives one coefficient per factor; a factor that protects against churn has a
+negative coefficient, and its new weight is that coefficient's size. A factor the data says is
+counter-indicative or irrelevant gets weight 0 (refitting without it, so the rest are not
+distorted by it): the weighted-mean score then ranks accounts as the fitted regression does
+whenever all factors have data. Factors without data at a sample are imputed with the training
+mean, the regression's counterpart of the score leaving them out.
 
-Segments with enough training data (and churners) get weights of their own; the others fall
-back to the fitted base weights. Transforms, bands and caps are kept from the input model.
+Segments with enough training data (and churners) get weights of their own; the others fall back
+to the fitted base weights. Transforms, bands and caps are kept from the input model.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import textwrap
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +28,8 @@ import numpy as np
 import yaml
 from sklearn.linear_model import LogisticRegression
 
-from services.modelling.backtest import DAY, Sample, collect, iso, measure
+from services.modelling.backtest import DAY, Sample, collect, iso, measure, recency_baseline
+from services.modelling.metrics import ScoreMetrics
 from shared.history import History
 from shared.scoring.model import Model
 
@@ -117,6 +121,11 @@ def fit_model(
     base = fit_weights(train, objective, factors, c=c)
     if base is None:
         raise ValueError("the training split needs both churned and retained accounts")
+    if not any(base.weights.values()):
+        raise ValueError(
+            f"every factor of {objective} got weight 0 ({', '.join(base.dropped)}): the data "
+            "gives this model nothing to rank by; no model written"
+        )
     doc = copy.deepcopy(document)
     doc["name"] = name
     doc["objectives"][objective].update(objective_weights(model, base))
@@ -138,6 +147,36 @@ def fit_model(
     return FittedModel(doc, base, fits)
 
 
+def held_out(account_id: str, share: float) -> bool:
+    """Whether an account belongs to the test accounts: a stable digest of its id, so the same
+    accounts are held out on every run."""
+    digest = hashlib.sha256(account_id.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share
+
+
+def split_samples(
+    samples: list[Sample], test_from: float, horizon: float, test_share: float
+) -> tuple[list[Sample], list[Sample]]:
+    """Train and test with no account in both and no training label that looks past the first
+    test as-of: training samples are the other accounts' as-of times whose horizon closes by
+    `test_from`; test samples the held-out accounts' as-of times from `test_from` on."""
+    train = [
+        s
+        for s in samples
+        if not held_out(s.account_id, test_share) and s.as_of + horizon <= test_from
+    ]
+    test = [s for s in samples if held_out(s.account_id, test_share) and s.as_of >= test_from]
+    return train, test
+
+
+def _figures(metrics: ScoreMetrics | None) -> dict[str, Any] | None:
+    if metrics is None:
+        return None
+    headline = metrics.headline()
+    keys = ("n", "churned", "roc_auc", "roc_auc_ci95", "brier", "brier_ci95", "brier_skill")
+    return {k: headline.get(k) for k in keys}
+
+
 def compare(
     history: History,
     churn_at: dict[str, float],
@@ -151,14 +190,20 @@ def compare(
     name: str,
     c: float = 1.0,
     min_segment_samples: int = 500,
+    test_share: float = 0.3,
 ) -> tuple[FittedModel, Model, dict[str, Any]]:
-    """Fit on the as-of times before `test_from`; score the later ones with both models."""
+    """Fit on the training accounts' as-of times whose outcomes are known by `test_from`;
+    judge the input model, the fitted one and the recency baseline on the held-out accounts
+    from `test_from` on. Refuses (ValueError) to return a model that drops every factor or
+    scores no one."""
     horizon = horizon_days * DAY
     samples = collect(history, churn_at, model, as_of, horizon)
-    train = [s for s in samples if s.as_of < test_from]
-    test = [s for s in samples if s.as_of >= test_from]
+    train, test = split_samples(samples, test_from, horizon, test_share)
     if not train or not test:
-        raise ValueError("test_from must leave as-of times on both sides")
+        raise ValueError(
+            "the split leaves no samples on one side: training needs as-of times whose horizon "
+            "ends by --test-from, testing needs as-of times from it on"
+        )
     fitted = fit_model(
         model,
         document,
@@ -170,26 +215,50 @@ def compare(
     )
     candidate = Model.model_validate(fitted.document)
     test_cuts = sorted({s.as_of for s in test})
-    candidate_test = collect(history, churn_at, candidate, test_cuts, horizon)
+    tested = {s.account_id for s in test}
+    candidate_test = [
+        s
+        for s in collect(history, churn_at, candidate, test_cuts, horizon)
+        if s.account_id in tested
+    ]
+    if not any(s.scores.get(objective) is not None for s in candidate_test):
+        raise ValueError(f"the fitted model scores no held-out account on {objective}")
     order = [b.name for b in model.objectives[objective].bands]
+    input_test, fitted_test = (
+        measure(test, objective, order),
+        measure(candidate_test, objective, order),
+    )
 
-    def auc(chosen: list[Sample]) -> float | None:
-        metrics = measure(chosen, objective, order)
+    def auc(metrics: ScoreMetrics | None) -> float | None:
         return None if metrics is None or metrics.roc_auc is None else round(metrics.roc_auc, 4)
 
     figures = {
         "objective": objective,
         "input_model": model.version,
         "fitted_model": candidate.version,
+        "split": (
+            f"by account and time: {round(test_share * 100)}% of accounts held out; training "
+            f"as-of times whose {horizon_days:g}-day horizon ends by {iso(test_from)}, test "
+            "as-of times from then on"
+        ),
         "train": {
-            "as_of_before": iso(test_from),
+            "as_of_before": iso(test_from - horizon),
             "samples": len(train),
+            "accounts": len({s.account_id for s in train}),
             "churned": sum(s.churned for s in train),
         },
-        "test": {"samples": len(test), "churned": sum(s.churned for s in test)},
-        "auc_input_test": auc(test),
-        "auc_fitted_test": auc(candidate_test),
-        "auc_input_train": auc(train),
+        "test": {
+            "as_of_from": iso(test_from),
+            "samples": len(test),
+            "accounts": len(tested),
+            "churned": sum(s.churned for s in test),
+            "input": _figures(input_test),
+            "fitted": _figures(fitted_test),
+            "baseline_recency": _figures(recency_baseline(test)),
+        },
+        "auc_input_test": auc(input_test),
+        "auc_fitted_test": auc(fitted_test),
+        "auc_input_train": auc(measure(train, objective, order)),
         "regularisation_c": c,
         "base": {"weights": fitted.base.weights, "dropped": fitted.base.dropped},
         "segments": {
@@ -208,11 +277,13 @@ def dump_model(document: dict[str, Any], figures: dict[str, Any], source: str) -
         f"Fitted by `healthscore fit` from {figures['input_model']} ({source}).",
         f"Objective {figures['objective']}: weights from an L2-regularised logistic regression "
         f"(C={figures['regularisation_c']}) of churn within the horizon on factor sub-scores.",
-        f"Train: as-of before {figures['train']['as_of_before']}, "
-        f"{figures['train']['samples']} samples, {figures['train']['churned']} churned.",
-        f"Test: {figures['test']['samples']} samples, {figures['test']['churned']} churned; "
-        f"ROC AUC {figures['auc_input_test']} (input model) -> {figures['auc_fitted_test']} "
-        "(this model).",
+        f"Split {figures['split']}.",
+        f"Train: {figures['train']['samples']} samples of {figures['train']['accounts']} "
+        f"accounts, {figures['train']['churned']} churned.",
+        f"Test: {figures['test']['samples']} samples of {figures['test']['accounts']} other "
+        f"accounts, {figures['test']['churned']} churned; ROC AUC {_with_ci(figures, 'input')} "
+        f"(input model) -> {_with_ci(figures, 'fitted')} (this model); recency alone "
+        f"{_with_ci(figures, 'baseline_recency')}.",
         f"Factors given weight 0 by the data: {', '.join(figures['base']['dropped']) or 'none'}.",
         "Segments: "
         + "; ".join(
@@ -225,3 +296,9 @@ def dump_model(document: dict[str, Any], figures: dict[str, Any], source: str) -
     comment = "\n".join("# " + wrapped for line in header for wrapped in textwrap.wrap(line, 96))
     body = yaml.safe_dump(document, sort_keys=False, default_flow_style=None, width=100)
     return f"{comment}\n{body}"
+
+
+def _with_ci(figures: dict[str, Any], which: str) -> str:
+    measured = figures["test"].get(which) or {}
+    interval = measured.get("roc_auc_ci95")
+    return f"{measured.get('roc_auc')}" + (f" [{interval[0]}, {interval[1]}]" if interval else "")

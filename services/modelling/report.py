@@ -55,16 +55,18 @@ def _plots(out: Path, full: Full, split: str) -> list[Path]:
                     label=label,
                 )
             names = [b["band"] for b in metrics.bands]
+            bands.set_xticks(range(len(names)), names)
+            filled = [(j, b) for j, b in enumerate(metrics.bands) if b["n"]]  # no 0% for empty
             bands.bar(
-                [j + i * width for j in range(len(names))],
-                [b["churn_rate"] or 0 for b in metrics.bands],
+                [j + i * width for j, _ in filled],
+                [b["churn_rate"] for _, b in filled],
                 width,
                 label=label,
-                tick_label=names if i == 0 else None,
             )
+            held = [d for d in metrics.deciles if d["n"]]  # ties leave some deciles empty
             deciles.bar(
-                [d["decile"] + i * width for d in metrics.deciles],
-                [d["churn_rate"] for d in metrics.deciles],
+                [d["decile"] + i * width for d in held],
+                [d["churn_rate"] for d in held],
                 width,
                 label=label,
             )
@@ -109,7 +111,9 @@ def _markdown(summary: dict[str, Any], split: str, plots: list[Path]) -> str:
         "",
         "Risk is `100 - score`; AUCs say how well it ranks accounts that churn within the "
         "horizon above those that do not. Brier is for a churn probability calibrated on the "
-        "score (cross-validated Platt scaling); skill > 0 beats always predicting the base rate.",
+        "score (cross-validated Platt scaling); skill > 0 beats always predicting the base rate. "
+        "Brackets: 95% intervals, resampling accounts. Under each model, the same accounts "
+        "ranked by recency alone (days since their last signal): a model should beat it.",
         "",
     ]
     objectives = dict.fromkeys(o for m in summary["models"].values() for o in m["objectives"])
@@ -125,13 +129,23 @@ def _markdown(summary: dict[str, Any], split: str, plots: list[Path]) -> str:
             if entry is None or split not in entry:
                 continue
             m, lead = entry[split], entry.get("lead_time") or {}
+            unscored = f" (+{m['unscored']} unscored)" if m.get("unscored") else ""
             lines.append(
-                f"| {label} `{model['version']}` | {m['n']} | {_fmt(m['churn_rate'])} "
-                f"| {_fmt(m['roc_auc'])} | {_fmt(m['pr_auc'])} | {_fmt(m['brier'])} "
+                f"| {label} `{model['version']}` | {m['n']}{unscored} | {_fmt(m['churn_rate'])} "
+                f"| {_ci(m, 'roc_auc')} | {_fmt(m['pr_auc'])} | {_ci(m, 'brier')} "
                 f"| {_fmt(m['brier_skill'])} | {_fmt(m['top_decile_lift'])} "
                 f"| {_fmt(lead.get('warned_share'))} "
-                f"| {_fmt(lead.get('median_lead_days_warned'))} d |"
+                f"| {_lead(lead)} |"
             )
+            baseline = m.get("baseline_recency")
+            if baseline:
+                lines.append(
+                    f"| ↳ recency alone, same accounts | {baseline['n']} "
+                    f"| {_fmt(baseline['churn_rate'])} | {_ci(baseline, 'roc_auc')} "
+                    f"| {_fmt(baseline['pr_auc'])} | {_ci(baseline, 'brier')} "
+                    f"| {_fmt(baseline['brier_skill'])} | {_fmt(baseline['top_decile_lift'])} "
+                    "| – | – |"
+                )
         for label, model in summary["models"].items():
             entry = model["objectives"].get(objective)
             if entry is None or split not in entry:
@@ -144,7 +158,7 @@ def _markdown(summary: dict[str, Any], split: str, plots: list[Path]) -> str:
             ]
             lines += ["", "| decile | scores | n | churn rate | lift |", "|---|---|---|---|---|"]
             lines += [
-                f"| {d['decile']} | {d['score_min']:.1f}–{d['score_max']:.1f} | {d['n']} "
+                f"| {d['decile']} | {_range(d['score_min'], d['score_max'])} | {d['n']} "
                 f"| {_fmt(d['churn_rate'])} | {_fmt(d['lift'])} |"
                 for d in entry[split]["deciles"]
             ]
@@ -159,3 +173,21 @@ def _markdown(summary: dict[str, Any], split: str, plots: list[Path]) -> str:
         if plot is not None:
             lines += ["", f"![{objective}]({plot.name})", ""]
     return "\n".join(lines) + "\n"
+
+
+def _lead(lead: dict[str, Any]) -> str:
+    """The median lead time, as "≥ look-back" when the look-back caps it."""
+    median, cap = lead.get("median_lead_days_warned"), lead.get("lookback_days")
+    if median is None:
+        return "–"
+    return f"≥ {cap} d" if cap is not None and median >= cap else f"{_fmt(median)} d"
+
+
+def _ci(figures: dict[str, Any], name: str) -> str:
+    interval = figures.get(f"{name}_ci95")
+    shown = _fmt(figures.get(name))
+    return f"{shown} [{_fmt(interval[0])}, {_fmt(interval[1])}]" if interval else shown
+
+
+def _range(low: float | None, high: float | None) -> str:
+    return "empty (ties)" if low is None or high is None else f"{low:.1f}–{high:.1f}"

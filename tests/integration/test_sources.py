@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shared.config import Settings
 from shared.events import decode_signal
+from shared.validate import Rejection
 from tests.support.infra import healthscore_argv, settings_env, source_topic, with_sources
 from tests.support.kafka_io import produce, read_topic
 from tests.support.pipeline import wait_for
@@ -162,3 +163,38 @@ async def test_segment_stripe_and_zendesk_events_reach_one_accounts_score_across
     freshness = account["freshness"]
     assert isinstance(freshness, dict)
     assert {"usage", "support", "billing"} <= set(freshness), freshness
+
+
+async def test_whatever_validates_the_scorer_stores(engine: AsyncEngine) -> None:
+    """Hostile text in every string field of every kind (NUL, escapes, emoji, BOM, long
+    strings): every record that validates becomes a signal PostgreSQL takes, through the
+    scorer's own writes (state, attributes such as the account name, scores, history)."""
+    import random
+
+    from shared.validate import validate
+    from tests.support.samples import valid_events
+    from tests.support.signals import score_and_store
+
+    now = datetime.now(UTC)
+    rng = random.Random(18)
+    nasty = ["\x00", "a\x00b", "\ufeff", "\U0001f600", "\\u0000", "'; DROP TABLE x;--", "é" * 300]
+    signals = []
+    rejected = 0
+    for n in range(400):
+        _, event = rng.choice(sorted(valid_events(now).items()))
+        event = {**event, "event_id": f"e-{n}", "account_id": f"acc-{n % 40}"}
+        for name, value in list(event.items()):
+            if (
+                isinstance(value, str)
+                and name not in ("type", "occurred_at")
+                and rng.random() < 0.5
+            ):
+                event[name] = value[:3] + rng.choice(nasty) + value[3:]
+        outcome = validate(orjson.dumps(event), now=now)
+        if isinstance(outcome, Rejection):
+            rejected += 1
+        else:
+            signals.append(outcome)
+    assert len(signals) > 100 and rejected > 20  # both sides of the rule are exercised
+    stored = await score_and_store(engine, signals, [now])
+    assert len(stored) == len({s.account_id for s in signals})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -136,8 +137,9 @@ def test_a_fitted_model_weighs_what_predicts_churn_and_round_trips(tmp_path: Pat
         "input_model": MODEL.version,
         "objective": "churn_risk",
         "regularisation_c": 1.0,
-        "train": {"as_of_before": "t", "samples": 3000, "churned": 1},
-        "test": {"samples": 0, "churned": 0},
+        "split": "by account and time",
+        "train": {"as_of_before": "t", "samples": 3000, "accounts": 3000, "churned": 1},
+        "test": {"samples": 0, "accounts": 0, "churned": 0},
         "auc_input_test": None,
         "auc_fitted_test": None,
         "base": {"dropped": fitted.base.dropped},
@@ -184,9 +186,12 @@ def test_backtest_and_fit_commands_write_reports_and_a_valid_model(
     assert set(summary["models"]) == {"default", "default-fitted"}
     default = summary["models"]["default"]["objectives"]["churn_risk"]
     assert default["test"]["roc_auc"] > 0.7  # the simulated decline is visible in the score
-    assert summary["models"]["default-fitted"]["objectives"]["churn_risk"]["test"][
-        "roc_auc"
-    ] == pytest.approx(figures["auc_fitted_test"], abs=1e-4)
+    lo, hi = default["test"]["roc_auc_ci95"]
+    assert lo <= default["test"]["roc_auc"] <= hi
+    held_out = figures["test"]
+    assert held_out["fitted"]["roc_auc"] == figures["auc_fitted_test"]
+    assert held_out["baseline_recency"]["roc_auc"] is not None  # the baseline beside it
+    assert held_out["accounts"] > 0 and figures["train"]["accounts"] > 0
     assert default["lead_time"]["churned_accounts"] > 0
     assert {p.name for p in out.iterdir()} == {
         "summary.json", "report.md", "churn_risk.png", "expansion.png"
@@ -229,3 +234,64 @@ def test_scores_do_not_depend_on_the_decade(world_files: Path, tmp_path: Path, y
         samples[move] = [(s.account_id, s.churned, s.scores, s.bands, s.sub_scores) for s in taken]
     here, there = samples.values()
     assert len(here) > 500 and here == there
+
+
+def test_fit_splits_by_account_and_time_so_nothing_is_learned_from_the_test() -> None:
+    from services.modelling.fit import held_out, split_samples
+
+    day = 86_400.0
+    samples = [
+        replace(_sample(i, 50, 50, 50, i % 7 == 0), as_of=t * 30 * day)
+        for i in range(400)
+        for t in range(4)
+    ]
+    test_from, horizon = 60 * day, 30 * day
+    train, test = split_samples(samples, test_from, horizon, 0.3)
+    assert {s.account_id for s in train}.isdisjoint({s.account_id for s in test})
+    assert all(s.as_of + horizon <= test_from for s in train)  # labels known by test_from
+    assert all(s.as_of >= test_from for s in test)
+    assert 0.2 < len({s.account_id for s in test}) / 400 < 0.4
+    assert all(held_out(s.account_id, 0.3) for s in test)
+
+
+def test_fit_refuses_a_model_that_drops_every_factor() -> None:
+    rng = np.random.default_rng(3)
+    samples = []
+    for i in range(1000):
+        churned = bool(rng.random() < 0.3)
+        # only a factor that is higher for churners has data: the fit drops it
+        harmful = (80.0 if churned else 20.0) + rng.uniform(-20, 20)
+        sample = _sample(i, 0, 0, harmful, churned)
+        only = {
+            f: (v if f == "support_load" else None)
+            for f, v in sample.sub_scores["churn_risk"].items()
+        }
+        samples.append(replace(sample, sub_scores={"churn_risk": only}))
+    document = yaml.safe_load(DEFAULT_MODEL_PATH.read_text())
+    with pytest.raises(ValueError, match="every factor of churn_risk got weight 0"):
+        fit_model(MODEL, document, samples, objective="churn_risk", name="useless")
+
+
+def test_ties_do_not_make_deciles_and_calibration_does_not_depend_on_the_range() -> None:
+    rng = np.random.default_rng(5)
+    churned = rng.random(2000) < 0.2
+    flat = score_metrics(np.full(2000, 50.0), churned)
+    assert flat.deciles[0]["n"] == 0 and flat.headline()["top_decile_lift"] is None
+    assert flat.warnings and "1 distinct scores" in flat.warnings[0]
+    informative = np.where(churned, 30.0, 60.0) + rng.normal(0, 15, 2000)
+    wide, narrow = score_metrics(informative, churned), score_metrics(informative / 10, churned)
+    assert wide.brier_skill is not None and narrow.brier_skill is not None
+    assert narrow.brier_skill == pytest.approx(wide.brier_skill, abs=0.01)
+    assert wide.brier_skill > 0.1
+
+
+def test_bootstrap_intervals_resample_accounts() -> None:
+    rng = np.random.default_rng(7)
+    churned = rng.random(3000) < 0.25
+    scores = np.where(churned, 40.0, 60.0) + rng.normal(0, 20, 3000)
+    accounts = np.arange(3000) % 600  # five samples an account
+    metrics = score_metrics(scores, churned, groups=accounts)
+    lo, hi = metrics.intervals["roc_auc"]
+    assert metrics.roc_auc is not None and lo < metrics.roc_auc < hi and hi - lo < 0.1
+    lo, hi = metrics.intervals["brier"]
+    assert metrics.brier is not None and lo < metrics.brier < hi
