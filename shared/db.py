@@ -125,6 +125,8 @@ class ScoreHistoryRow(Base):
     new_score: Mapped[float | None] = mapped_column(Float)
     old_band: Mapped[str | None] = mapped_column(String(32))
     new_band: Mapped[str] = mapped_column(String(32))
+    # P(the objective's outcome within the model's horizon) at the new score, when calibrated
+    probability: Mapped[float | None] = mapped_column(Float)
     cause: Mapped[str] = mapped_column(String(32))
     top_movers: Mapped[list[Any]] = mapped_column(JSONB)
     signal_ids: Mapped[list[Any]] = mapped_column(JSONB)

@@ -50,6 +50,14 @@ class Explanation(BaseModel):
     factors: list[FactorExplanation]
     caps: list[Cap]
     overrides: list[AppliedOverride]
+    probability: float | None = Field(
+        default=None,
+        description="probability of the objective's outcome (for churn_risk: churn) within "
+        "probability_horizon_days, from the model's calibration of its score; absent when "
+        "the model is not calibrated",
+        examples=[0.18],
+    )
+    probability_horizon_days: float | None = Field(default=None, examples=[90])
 
 
 class SourceFreshness(BaseModel):

@@ -62,6 +62,8 @@ HEALTH = {
                 }
             ],
             "overrides": [],
+            "probability": 0.41,
+            "probability_horizon_days": 90,
             "evaluated_at": "2026-11-24T09:12:01Z",
             "changed_at": "2026-11-23T06:00:00Z",
         }
@@ -81,6 +83,7 @@ HISTORY = {
             "new_score": 35.0,
             "old_band": "healthy",
             "new_band": "at_risk",
+            "probability": 0.41,
             "cause": "time",
             "top_movers": [
                 {

@@ -83,6 +83,10 @@ class HistoryItemResponse(BaseModel):
     new_score: float | None
     old_band: str | None
     new_band: str
+    probability: float | None = Field(
+        description="probability of the objective's outcome within the model's horizon at the "
+        "new score; null when the model is not calibrated"
+    )
     cause: Literal["signals", "time", "override", "model_change"]
     top_movers: list[dict[str, Any]]
     signal_ids: list[str]

@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from services.modelling.metrics import ScoreMetrics, score_metrics
+from services.modelling.metrics import ScoreMetrics, reliability, score_metrics
 from services.modelling.replay import replay
 from shared.history import History
 from shared.scoring.engine import evaluate
 from shared.scoring.kinds import kinds_of
-from shared.scoring.model import Model
+from shared.scoring.model import Calibration, Model
 
 DAY = 86_400.0
 
@@ -191,6 +191,7 @@ def summarise(
                 **metrics.headline(),
                 "unscored": sum(s.scores.get(objective) is None for s in chosen),
                 "baseline_recency": baseline.headline() if baseline else None,
+                "stated_probability": _stated(spec.calibration, chosen, objective),
                 "bands": metrics.bands,
                 "deciles": metrics.deciles,
             }
@@ -211,6 +212,24 @@ def summarise(
         }
         objectives[objective] = entry
     return {"version": model.version, "objectives": objectives}, dict(full)
+
+
+def _stated(
+    calibration: Calibration | None, samples: list[Sample], objective: str
+) -> dict[str, Any] | None:
+    """How the probabilities a calibrated model states hold on these samples (the horizon of
+    the calibration should be the back-test's)."""
+    if calibration is None:
+        return None
+    pairs = [
+        (calibration.probability(score), s.churned)
+        for s in samples
+        if (score := s.scores.get(objective)) is not None
+    ]
+    if not pairs or all(c for _, c in pairs) or not any(c for _, c in pairs):
+        return None
+    figures = reliability(np.array([p for p, _ in pairs]), np.array([c for _, c in pairs]))
+    return {"horizon_days": calibration.horizon_days, **figures}
 
 
 def default_as_of(history: History, horizon: float, every_days: int = 30) -> list[float]:

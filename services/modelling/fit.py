@@ -29,7 +29,7 @@ import yaml
 from sklearn.linear_model import LogisticRegression
 
 from services.modelling.backtest import DAY, Sample, collect, iso, measure, recency_baseline
-from services.modelling.metrics import ScoreMetrics
+from services.modelling.metrics import ScoreMetrics, platt, reliability
 from shared.history import History
 from shared.scoring.model import Model
 
@@ -147,6 +147,42 @@ def fit_model(
     return FittedModel(doc, base, fits)
 
 
+def calibrate(
+    fitted: FittedModel,
+    history: History,
+    churn_at: dict[str, float],
+    train: list[Sample],
+    *,
+    objective: str,
+    horizon_days: float,
+) -> Model:
+    """Store in the fitted document the probability of the outcome within the horizon given
+    the fitted model's own score, fitted on the training accounts' samples; the model it makes."""
+    horizon = horizon_days * DAY
+    accounts = {s.account_id for s in train}
+    scored = [
+        (score, s.churned)
+        for s in collect(
+            history,
+            churn_at,
+            Model.model_validate(fitted.document),
+            sorted({s.as_of for s in train}),
+            horizon,
+        )
+        if s.account_id in accounts and (score := s.scores.get(objective)) is not None
+    ]
+    intercept, slope = platt(
+        np.array([score for score, _ in scored]), np.array([c for _, c in scored], dtype=bool)
+    )
+    fitted.document["objectives"][objective]["calibration"] = {
+        "horizon_days": horizon_days,
+        "intercept": round(intercept, 6),
+        "slope": round(slope, 6),
+        "fitted": f"Platt scaling on {len(scored)} training samples of {len(accounts)} accounts",
+    }
+    return Model.model_validate(fitted.document)
+
+
 def held_out(account_id: str, share: float) -> bool:
     """Whether an account belongs to the test accounts: a stable digest of its id, so the same
     accounts are held out on every run."""
@@ -213,7 +249,9 @@ def compare(
         c=c,
         min_segment_samples=min_segment_samples,
     )
-    candidate = Model.model_validate(fitted.document)
+    candidate = calibrate(
+        fitted, history, churn_at, train, objective=objective, horizon_days=horizon_days
+    )
     test_cuts = sorted({s.as_of for s in test})
     tested = {s.account_id for s in test}
     candidate_test = [
@@ -224,10 +262,15 @@ def compare(
     if not any(s.scores.get(objective) is not None for s in candidate_test):
         raise ValueError(f"the fitted model scores no held-out account on {objective}")
     order = [b.name for b in model.objectives[objective].bands]
-    input_test, fitted_test = (
-        measure(test, objective, order),
-        measure(candidate_test, objective, order),
-    )
+    input_test = measure(test, objective, order, intervals=True)
+    fitted_test = measure(candidate_test, objective, order, intervals=True)
+    calibration = candidate.objectives[objective].calibration
+    assert calibration is not None
+    stated = [
+        (calibration.probability(score), s.churned)
+        for s in candidate_test
+        if (score := s.scores.get(objective)) is not None
+    ]
 
     def auc(metrics: ScoreMetrics | None) -> float | None:
         return None if metrics is None or metrics.roc_auc is None else round(metrics.roc_auc, 4)
@@ -255,6 +298,10 @@ def compare(
             "input": _figures(input_test),
             "fitted": _figures(fitted_test),
             "baseline_recency": _figures(recency_baseline(test)),
+            # the probabilities the fitted model itself states, judged on accounts it never saw
+            "calibration": reliability(
+                np.array([p for p, _ in stated]), np.array([c for _, c in stated], dtype=bool)
+            ),
         },
         "auc_input_test": auc(input_test),
         "auc_fitted_test": auc(fitted_test),
@@ -285,6 +332,7 @@ def dump_model(document: dict[str, Any], figures: dict[str, Any], source: str) -
         f"(input model) -> {_with_ci(figures, 'fitted')} (this model); recency alone "
         f"{_with_ci(figures, 'baseline_recency')}.",
         f"Factors given weight 0 by the data: {', '.join(figures['base']['dropped']) or 'none'}.",
+        *_calibration_line(figures),
         "Segments: "
         + "; ".join(
             f"{name}: {fit if isinstance(fit, str) else 'fitted on ' + str(fit['samples'])}"
@@ -302,3 +350,14 @@ def _with_ci(figures: dict[str, Any], which: str) -> str:
     measured = figures["test"].get(which) or {}
     interval = measured.get("roc_auc_ci95")
     return f"{measured.get('roc_auc')}" + (f" [{interval[0]}, {interval[1]}]" if interval else "")
+
+
+def _calibration_line(figures: dict[str, Any]) -> list[str]:
+    stated = figures["test"].get("calibration")
+    if not stated:
+        return []
+    return [
+        "Calibration: churn probability within the horizon from the score, fitted on the "
+        f"training accounts; on the held-out accounts Brier {stated['brier']}, skill "
+        f"{stated['brier_skill']}."
+    ]

@@ -176,6 +176,30 @@ def calibrated_probability(
     return np.asarray(predicted[:, 1], dtype=float)
 
 
+def platt(scores: NDArray[np.float64], churned: NDArray[np.bool_]) -> tuple[float, float]:
+    """(intercept, slope per 100 points): the unregularised logistic fit of the outcome on
+    the score that a model's calibration stores."""
+    fitted = LogisticRegression(C=np.inf).fit(np.asarray(scores).reshape(-1, 1) / 100.0, churned)
+    return float(fitted.intercept_[0]), float(fitted.coef_[0][0])
+
+
+def reliability(probability: NDArray[np.float64], churned: NDArray[np.bool_]) -> dict[str, Any]:
+    """How well stated probabilities hold: Brier score, its skill over the base rate, and the
+    observed rate per tenth of the predictions."""
+    rate = float(churned.mean()) if len(churned) else 0.0
+    brier = float(brier_score_loss(churned, probability))
+    base = rate * (1 - rate)
+    observed, predicted = calibration_curve(churned, probability, n_bins=10, strategy="quantile")
+    return {
+        "brier": round(brier, 4),
+        "brier_skill": round(1 - brier / base, 4) if base else None,
+        "bins": [
+            {"predicted": round(float(p), 4), "observed": round(float(o), 4)}
+            for p, o in zip(predicted, observed, strict=True)
+        ],
+    }
+
+
 def deciles(scores: NDArray[np.float64], churned: NDArray[np.bool_]) -> list[dict[str, Any]]:
     """Churn rate and lift per tenth of the population, riskiest (lowest score) first. Tied
     scores go to one decile, the one their average rank falls in."""

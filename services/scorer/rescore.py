@@ -151,6 +151,7 @@ class HistoryValues(TypedDict):
     new_score: float | None
     old_band: str | None
     new_band: str
+    probability: float | None
     cause: str
     top_movers: list[dict[str, Any]]
     signal_ids: list[str]
@@ -266,6 +267,7 @@ def change_event(
             "new_score": new.score,
             "old_band": old.band if old else None,
             "new_band": new.band,
+            "probability": new.probability,
             "confidence": confidence,
             "cause": cause,
             "top_movers": movers,
@@ -342,6 +344,7 @@ def rescore(
                         "new_score": new.score,
                         "old_band": old.band if old else None,
                         "new_band": new.band,
+                        "probability": new.probability,
                         "cause": why,
                         "top_movers": movers,
                         "signal_ids": signal_ids[:50],

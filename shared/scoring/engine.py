@@ -67,17 +67,24 @@ class ObjectiveScore:
     factors: tuple[FactorResult, ...]
     overrides: tuple[dict[str, Any], ...]
     caps: tuple[dict[str, Any], ...] = ()
+    # P(the objective's outcome within horizon_days), when the model is calibrated
+    probability: float | None = None
+    horizon_days: float | None = None
 
     def explanation(self) -> dict[str, Any]:
         """How the score was made, in the health document's shape (shared/health.py); times
         are datetimes, which the scorer's JSON encoding writes as RFC 3339."""
         times: dict[float, datetime] = {}
-        return {
+        document = {
             "weighted_score": self.model_score,
             "factors": [f.as_dict(times) for f in self.factors],
             "caps": list(self.caps),
             "overrides": list(self.overrides),
         }
+        if self.horizon_days is not None:
+            document["probability"] = self.probability
+            document["probability_horizon_days"] = self.horizon_days
+        return document
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,6 +357,7 @@ def _score_objective(
     )
     score, applied = _apply_overrides(capped, name, overrides)
     score = None if score is None else round(score, 4)
+    calibration = objective.calibration
     return ObjectiveScore(
         objective=name,
         score=score,
@@ -359,6 +367,10 @@ def _score_objective(
         factors=factors,
         overrides=applied,
         caps=tuple(caps),
+        probability=None
+        if calibration is None or score is None
+        else round(calibration.probability(score), 6),
+        horizon_days=None if calibration is None else calibration.horizon_days,
     )
 
 

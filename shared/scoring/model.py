@@ -163,6 +163,21 @@ class Cap(_Strict):
     reason: str
 
 
+class Calibration(_Strict):
+    """P(the objective's outcome within `horizon_days` | score) = 1 / (1 + exp(-(intercept +
+    slope * score / 100))): a logistic (Platt) fit of the outcome on the score, which
+    `healthscore fit` writes from its training accounts."""
+
+    horizon_days: float = Field(gt=0, description="the window the probability is about")
+    intercept: float = Field(allow_inf_nan=False)
+    slope: float = Field(allow_inf_nan=False, description="per 100 points of score")
+    fitted: str = Field(default="", description="what it was fitted on, for a reader")
+
+    def probability(self, score: float) -> float:
+        z = self.intercept + self.slope * score / 100.0
+        return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
+
+
 class Objective(_Strict):
     description: str = ""
     groups: dict[Group, Annotated[float, Field(ge=0)]]
@@ -173,6 +188,7 @@ class Objective(_Strict):
         default=15.0, gt=0, description="a drop of this many points emits a change event"
     )
     caps: list[Cap] = []
+    calibration: Calibration | None = None
 
     @model_validator(mode="after")
     def _bands(self) -> Objective:

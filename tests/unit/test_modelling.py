@@ -192,6 +192,11 @@ def test_backtest_and_fit_commands_write_reports_and_a_valid_model(
     assert held_out["fitted"]["roc_auc"] == figures["auc_fitted_test"]
     assert held_out["baseline_recency"]["roc_auc"] is not None  # the baseline beside it
     assert held_out["accounts"] > 0 and figures["train"]["accounts"] > 0
+    calibration = load_model(fitted).objectives["churn_risk"].calibration
+    assert calibration is not None and calibration.horizon_days == 30
+    assert calibration.slope < 0  # a higher score, a lower churn probability
+    assert held_out["calibration"]["brier_skill"] is not None
+    assert "Calibration: churn probability" in fitted.read_text()
     assert default["lead_time"]["churned_accounts"] > 0
     assert {p.name for p in out.iterdir()} == {
         "summary.json", "report.md", "churn_risk.png", "expansion.png"

@@ -157,3 +157,37 @@ def test_an_account_that_flips_and_comes_back_during_a_catch_up_sends_nothing() 
     live = replayed(entry, "session_started", 999_999, replay=False)  # news again
     assert [o for o in live.outbox if b"churn_risk" in o["payload"]] == []
     assert entry.scores[("churn_risk", "active")].held is None
+
+
+def test_a_calibrated_model_states_the_probability_in_score_history_and_event() -> None:
+    import math
+
+    from shared.health import Explanation
+
+    doc = yaml.safe_load(DEFAULT_MODEL_PATH.read_text())
+    doc["objectives"]["churn_risk"]["calibration"] = {
+        "horizon_days": 90,
+        "intercept": 1.5,
+        "slope": -4.0,
+    }
+    model = Model.model_validate(doc)
+    entry = AccountEntry(active_account(), 0)
+    score(entry, NOW.timestamp(), {"active": model})
+    later = score(entry, NOW.timestamp() + 45 * DAY, {"active": model})
+    [history] = [h for h in later.history if h["objective"] == "churn_risk"]
+    new = history["new_score"]
+    assert new is not None
+    expected = 1 / (1 + math.exp(-(1.5 - 4.0 * new / 100)))
+    assert history["probability"] == round(expected, 6)
+    [row] = [r for r in later.scores if r["objective"] == "churn_risk"]
+    explanation = Explanation.model_validate_json(row["explanation"], extra="forbid")
+    assert (explanation.probability, explanation.probability_horizon_days) == (
+        round(expected, 6),
+        90,
+    )
+    events = [orjson.loads(r["payload"]) for r in later.outbox]
+    churn_events = [e for e in events if e["data"]["objective"] == "churn_risk"]
+    assert churn_events and churn_events[0]["data"]["probability"] == round(expected, 6)
+    # the objective that is not calibrated states none, and its document has no such key
+    [expansion] = [r for r in later.scores if r["objective"] == "expansion"]
+    assert "probability" not in orjson.loads(expansion["explanation"])
