@@ -27,7 +27,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from shared.errors import ConfigurationError
 
-Group = Literal["usage", "support", "billing", "sentiment", "engagement"]
+# a factor's group: any name (usage, support, billing, sentiment, engagement, ...); an
+# objective weighs the groups its factors are in
+Group = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]
 
 
 class _Strict(BaseModel):
@@ -234,10 +236,15 @@ class Model(_Strict):
                         raise ValueError(f"factors.{name}: trend needs decayed_count aggregates")
             if factor.days_since and self.aggregates[factor.days_since].kind != "last_seen":
                 raise ValueError(f"factors.{name}: days_since needs a last_seen aggregate")
+        groups = {factor.group for factor in self.factors.values()}
         for name, objective in self.objectives.items():
             for weighted in objective.factors:
                 if weighted not in self.factors:
                     raise ValueError(f"objectives.{name} weights unknown factor {weighted!r}")
+            for group in set(objective.groups) - groups:
+                raise ValueError(
+                    f"objectives.{name} weights group {group!r}, which no factor is in"
+                )
             for cap in objective.caps:
                 if cap.factor not in objective.factors:
                     raise ValueError(f"objectives.{name} caps unweighted factor {cap.factor!r}")
@@ -245,6 +252,10 @@ class Model(_Strict):
             for target, override in segment.objectives.items():
                 if target not in self.objectives:
                     raise ValueError(f"segments[{i}] overrides unknown objective {target!r}")
+                for group in set(override.groups) - groups:
+                    raise ValueError(
+                        f"segments[{i}] weights group {group!r}, which no factor is in"
+                    )
                 for weighted in override.factors:
                     if weighted not in self.factors:
                         raise ValueError(f"segments[{i}] weights unknown factor {weighted!r}")

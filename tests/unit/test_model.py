@@ -52,6 +52,11 @@ def test_version_follows_content_not_formatting(tmp_path: Path) -> None:
             lambda d: d["objectives"]["expansion"].update(hysteresis=-1),
             "objectives.expansion.hysteresis",
         ),
+        (
+            lambda d: d["objectives"]["churn_risk"]["groups"].update(usgae=1),
+            "objectives.churn_risk weights group 'usgae', which no factor is in",
+        ),
+        (lambda d: d["factors"]["nps"].update(group="Voice Of Customer"), "factors.nps.group"),
     ],
 )
 def test_invalid_models_name_file_path_and_problem(tmp_path: Path, mutate, message) -> None:  # type: ignore[no-untyped-def]
@@ -103,7 +108,7 @@ def test_a_model_scores_marketing_engagement_and_social_mentions_like_any_kind(
         "transform": {"piecewise": [[0, 50], [5, 100]]},
     }
     churn = doc["objectives"]["churn_risk"]
-    churn["groups"]["engagement"] = 1
+    churn["groups"]["engagement"] = 1  # group names are free: any a factor is in
     churn["factors"].update(webinars=1, mentions=1)
     model = load_model(_write(tmp_path, doc))
     facts = [make_fact("marketing_engaged", n, n) for n in range(3)]
