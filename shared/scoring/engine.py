@@ -124,11 +124,16 @@ def _value(state: AccountState, read: _Read, at: float) -> float | None:
     last = state.last.get(read.name)
     if last is None:
         # Nothing counted yet: zero if we hear from the source at all, unknown otherwise.
-        return 0.0 if read.decayed and read.source in state.sources else None
+        counted = read.decayed or read.aggregation == "count"
+        return 0.0 if counted and read.source in state.sources else None
     if read.aggregation == "latest":
         return float(state.latest[read.name][2])
     if read.aggregation == "last_seen":
         return max(at - last, 0.0) / DAY
+    if read.aggregation == "first_seen":  # tenure, in days
+        return max(at - state.first[read.name], 0.0) / DAY
+    if read.aggregation == "count":
+        return float(state.counts.get(read.name, 0))
     return decay.value(state.decayed.get(read.name), at, read.half_life_days)
 
 

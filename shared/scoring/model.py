@@ -37,7 +37,11 @@ class _Strict(BaseModel):
 
 
 class Aggregate(_Strict):
-    kind: Literal["decayed_count", "decayed_sum", "latest", "last_seen"]
+    """decayed_count / decayed_sum: exponentially decayed; latest: the newest value; last_seen
+    / first_seen: the newest / earliest event time (`days_since` reads either: silence or
+    tenure); count: the exact number of signals, ever."""
+
+    kind: Literal["decayed_count", "decayed_sum", "latest", "last_seen", "first_seen", "count"]
     signals: Annotated[list[str], Field(min_length=1)]
     field: str | None = Field(
         default=None,
@@ -234,8 +238,13 @@ class Model(_Strict):
                 for agg in factor.trend:
                     if self.aggregates[agg].kind != "decayed_count":
                         raise ValueError(f"factors.{name}: trend needs decayed_count aggregates")
-            if factor.days_since and self.aggregates[factor.days_since].kind != "last_seen":
-                raise ValueError(f"factors.{name}: days_since needs a last_seen aggregate")
+            if factor.days_since and self.aggregates[factor.days_since].kind not in (
+                "last_seen",
+                "first_seen",
+            ):
+                raise ValueError(
+                    f"factors.{name}: days_since needs a last_seen or first_seen aggregate"
+                )
         groups = {factor.group for factor in self.factors.values()}
         for name, objective in self.objectives.items():
             for weighted in objective.factors:

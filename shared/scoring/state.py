@@ -85,6 +85,8 @@ class AccountState:
     decayed: dict[str, decay.Sum] = field(default_factory=dict)
     latest: dict[str, Latest] = field(default_factory=dict)
     last: dict[str, float] = field(default_factory=dict)  # aggregate -> newest event time
+    first: dict[str, float] = field(default_factory=dict)  # first_seen -> earliest event time
+    counts: dict[str, int] = field(default_factory=dict)  # count -> signals counted
     sources: dict[str, float] = field(default_factory=dict)  # source -> newest event time
     attributes: dict[str, Latest] = field(default_factory=dict)
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -139,6 +141,11 @@ class AccountState:
                 self.last[name] = t
             if aggregation == "latest":
                 _keep_latest(self.latest, name, (t, fact.signal_id, raw))
+            elif aggregation == "first_seen":
+                if t < self.first.get(name, math.inf):
+                    self.first[name] = t
+            elif aggregation == "count":  # exact: duplicates were dropped above
+                self.counts[name] = self.counts.get(name, 0) + 1
             elif aggregation in ("decayed_count", "decayed_sum"):
                 weight = 1.0 if aggregation == "decayed_count" else float(raw)
                 if weight_by:
@@ -211,6 +218,9 @@ class AccountState:
             "seen": base64.b64encode(self._packed).decode(),
             "newest": self.newest,
             "floor": self.floor,
+            # only when a model reads them, so older documents and fingerprints stay the same
+            **({"first": dict(sorted(self.first.items()))} if self.first else {}),
+            **({"counts": dict(sorted(self.counts.items()))} if self.counts else {}),
         }
 
     @classmethod
@@ -220,6 +230,8 @@ class AccountState:
             decayed={k: decay.decode(v) for k, v in doc["decayed"].items()},
             latest={k: (v[0], v[1], v[2]) for k, v in doc["latest"].items()},
             last=dict(doc["last"]),
+            first=dict(doc.get("first", {})),
+            counts=dict(doc.get("counts", {})),
             sources=dict(doc["sources"]),
             attributes={k: (v[0], v[1], v[2]) for k, v in doc["attributes"].items()},
             overrides=dict(doc["overrides"]),

@@ -121,3 +121,46 @@ def test_a_model_scores_marketing_engagement_and_social_mentions_like_any_kind(
     assert factors["webinars"].raw is not None and 2.5 < factors["webinars"].raw < 3
     assert factors["mentions"].raw is not None and 1.9 < factors["mentions"].raw < 2
     assert state.decayed and state.sources.keys() == {"engagement"}
+
+
+def test_tenure_and_exact_lifetime_counts_in_any_order(tmp_path: Path) -> None:
+    """first_seen gives tenure through days_since; count is exact; both are order-independent,
+    survive the state document, and leave documents of models that do not use them as they
+    were."""
+    import random
+
+    from shared.scoring.engine import evaluate
+    from shared.scoring.state import AccountState
+    from tests.support.facts import NOW, fold, make_fact
+
+    doc = yaml.safe_load(DEFAULT_MODEL_PATH.read_text())
+    doc["aggregates"]["first_session"] = {"kind": "first_seen", "signals": ["session_started"]}
+    doc["aggregates"]["tickets_ever"] = {"kind": "count", "signals": ["ticket_opened"]}
+    doc["factors"]["tenure"] = {
+        "group": "usage",
+        "days_since": "first_session",
+        "transform": {"piecewise": [[0, 0], [365, 100]]},
+    }
+    doc["factors"]["lifetime_tickets"] = {
+        "group": "support",
+        "aggregate": "tickets_ever",
+        "transform": {"piecewise": [[0, 100], [50, 0]]},
+    }
+    doc["objectives"]["churn_risk"]["factors"].update(tenure=1, lifetime_tickets=1)
+    model = load_model(_write(tmp_path, doc))
+    facts = [make_fact("session_started", n, 200 - n) for n in range(0, 200, 10)]
+    facts += [make_fact("ticket_opened", 500 + n, n) for n in range(7)]
+    facts += facts[:3]  # re-deliveries: counted once
+    shuffled = random.Random(4).sample(facts, len(facts))
+    state, other = fold(facts, model=model), fold(shuffled, model=model)
+    assert state.fingerprint() == other.fingerprint()
+    assert state.counts == {"tickets_ever": 7}
+    factors = {
+        f.factor: f for f in evaluate(model, state, NOW.timestamp()).scores["churn_risk"].factors
+    }
+    assert factors["tenure"].raw is not None and 199 < factors["tenure"].raw < 201
+    assert factors["lifetime_tickets"].raw == 7
+    again = AccountState.from_json(state.to_json())
+    assert again.fingerprint() == state.fingerprint()
+    plain = fold(facts)  # the default model reads neither: its documents have no such keys
+    assert "first" not in plain.to_json() and "counts" not in plain.to_json()
