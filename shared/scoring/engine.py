@@ -118,13 +118,14 @@ class _Read(NamedTuple):
     decayed: bool
     half_life_days: float  # 1 where the kind has none
     source: str
+    window_days: int = 0  # windowed kinds only
 
 
 def _value(state: AccountState, read: _Read, at: float) -> float | None:
     last = state.last.get(read.name)
     if last is None:
         # Nothing counted yet: zero if we hear from the source at all, unknown otherwise.
-        counted = read.decayed or read.aggregation == "count"
+        counted = read.decayed or read.window_days or read.aggregation == "count"
         return 0.0 if counted and read.source in state.sources else None
     if read.aggregation == "latest":
         return float(state.latest[read.name][2])
@@ -134,6 +135,9 @@ def _value(state: AccountState, read: _Read, at: float) -> float | None:
         return max(at - state.first[read.name], 0.0) / DAY
     if read.aggregation == "count":
         return float(state.counts.get(read.name, 0))
+    if read.window_days:
+        total = state.window_total(read.name, read.window_days, at)
+        return float(total) if read.aggregation == "window_count" else total / 1_000_000
     return decay.value(state.decayed.get(read.name), at, read.half_life_days)
 
 
@@ -143,6 +147,12 @@ def _raw_value(
     if p.csm_sentiment:
         sentiments = [o for o in overrides if o["action"] == "sentiment"]
         return float(sentiments[-1]["value"]) if sentiments else None
+    if p.overdue:  # days since the newest signal, over the account's own average gap
+        name = p.inputs[0].name
+        count, first, last = state.counts.get(name, 0), state.first.get(name), state.last.get(name)
+        if count < 3 or first is None or last is None or last <= first:
+            return None
+        return max(at - last, 0.0) / ((last - first) / (count - 1))
     if len(p.inputs) == 1:
         return _value(state, p.inputs[0], at)
     top, bottom = _value(state, p.inputs[0], at), _value(state, p.inputs[1], at)
@@ -228,6 +238,7 @@ class _FactorPlan(NamedTuple):
     inputs: tuple[_Read, ...]  # the aggregates it reads, resolved against the model
     csm_sentiment: bool
     trend: bool
+    overdue: bool
     weight: float
     transform: Any
     stale_after: float  # seconds; inf where silence is itself the signal
@@ -256,6 +267,7 @@ def _plan(
         silence_is_signal = bool(
             factor.trend
             or factor.days_since
+            or factor.overdue
             or (factor.aggregate and model.aggregates[factor.aggregate].kind != "latest")
         )
         inputs = tuple(
@@ -265,6 +277,7 @@ def _plan(
                 model.aggregates[read].decayed,
                 model.aggregates[read].half_life_days or 1.0,
                 source_of(model, read),
+                model.aggregates[read].window_days or 0,
             )
             for read in factor.reads
         )
@@ -277,6 +290,7 @@ def _plan(
                 inputs,
                 factor.csm_sentiment,
                 bool(factor.trend),
+                bool(factor.overdue),
                 weight,
                 transforms.get(factor_name, factor.transform),
                 stale_after,

@@ -24,6 +24,7 @@ class Feed(NamedTuple):
     weight_by: str | None
     weights: dict[str, float]
     half_life_days: float
+    window_days: int  # 0 unless windowed
 
 
 KindIndex = dict[str, tuple[Feed, ...]]
@@ -62,6 +63,7 @@ def kind_index(models: list[Model]) -> KindIndex:
                     agg.weight_by,
                     agg.weights,
                     agg.half_life_days or 0.0,
+                    agg.window_days or 0,
                 )
             )
     return {kind: tuple(feeds) for kind, feeds in index.items()}

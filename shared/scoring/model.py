@@ -39,9 +39,19 @@ class _Strict(BaseModel):
 class Aggregate(_Strict):
     """decayed_count / decayed_sum: exponentially decayed; latest: the newest value; last_seen
     / first_seen: the newest / earliest event time (`days_since` reads either: silence or
-    tenure); count: the exact number of signals, ever."""
+    tenure); count: the exact number of signals, ever; window_count / window_sum: the exact
+    count or sum over the last `window_days` calendar days (UTC, today included)."""
 
-    kind: Literal["decayed_count", "decayed_sum", "latest", "last_seen", "first_seen", "count"]
+    kind: Literal[
+        "decayed_count",
+        "decayed_sum",
+        "latest",
+        "last_seen",
+        "first_seen",
+        "count",
+        "window_count",
+        "window_sum",
+    ]
     signals: Annotated[list[str], Field(min_length=1)]
     field: str | None = Field(
         default=None,
@@ -56,10 +66,15 @@ class Aggregate(_Strict):
         default={}, description="value per signal kind, instead of a field"
     )
     half_life_days: float | None = Field(default=None, ge=0.5, le=3650)
+    window_days: int | None = Field(default=None, ge=1, le=3650)
 
     @property
     def decayed(self) -> bool:
         return self.kind in ("decayed_count", "decayed_sum")
+
+    @property
+    def windowed(self) -> bool:
+        return self.kind in ("window_count", "window_sum")
 
     @model_validator(mode="after")
     def _consistent(self) -> Aggregate:
@@ -67,7 +82,11 @@ class Aggregate(_Strict):
             raise ValueError(f"{self.kind} needs half_life_days")
         if not self.decayed and self.half_life_days is not None:
             raise ValueError(f"{self.kind} takes no half_life_days")
-        if self.kind in ("decayed_sum", "latest") and (self.field is None) == (not self.by_kind):
+        if self.windowed != (self.window_days is not None):
+            raise ValueError(f"window_days goes with window_count and window_sum, not {self.kind}")
+        if self.kind in ("decayed_sum", "latest", "window_sum") and (self.field is None) == (
+            not self.by_kind
+        ):
             raise ValueError(f"{self.kind} needs a field or by_kind (one of them)")
         if set(self.by_kind) - set(self.signals):
             raise ValueError("by_kind names a signal kind the aggregate does not read")
@@ -130,6 +149,11 @@ class Factor(_Strict):
         default=None, description="(short, long) decayed counts: rate ratio"
     )
     days_since: str | None = None
+    overdue: str | None = Field(
+        default=None,
+        description="a count aggregate: days since its newest signal over the account's own "
+        "average gap between its signals (1 = on cadence; needs three signals)",
+    )
     csm_sentiment: bool = Field(
         default=False, description="latest active CSM sentiment override (0-100)"
     )
@@ -138,10 +162,13 @@ class Factor(_Strict):
 
     @model_validator(mode="after")
     def _one_value(self) -> Factor:
-        chosen = [k for k in ("aggregate", "ratio", "trend", "days_since") if getattr(self, k)]
+        chosen = [
+            k for k in ("aggregate", "ratio", "trend", "days_since", "overdue") if getattr(self, k)
+        ]
         if len(chosen) + self.csm_sentiment != 1:
             raise ValueError(
-                "a factor has exactly one of aggregate, ratio, trend, days_since, csm_sentiment"
+                "a factor has exactly one of aggregate, ratio, trend, days_since, overdue, "
+                "csm_sentiment"
             )
         return self
 
@@ -149,7 +176,7 @@ class Factor(_Strict):
     def reads(self) -> tuple[str, ...]:
         if self.ratio or self.trend:
             return tuple(self.ratio or self.trend or ())
-        single = self.aggregate or self.days_since
+        single = self.aggregate or self.days_since or self.overdue
         return (single,) if single else ()
 
 
@@ -238,6 +265,8 @@ class Model(_Strict):
                 for agg in factor.trend:
                     if self.aggregates[agg].kind != "decayed_count":
                         raise ValueError(f"factors.{name}: trend needs decayed_count aggregates")
+            if factor.overdue and self.aggregates[factor.overdue].kind != "count":
+                raise ValueError(f"factors.{name}: overdue needs a count aggregate")
             if factor.days_since and self.aggregates[factor.days_since].kind not in (
                 "last_seen",
                 "first_seen",

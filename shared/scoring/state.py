@@ -87,6 +87,9 @@ class AccountState:
     last: dict[str, float] = field(default_factory=dict)  # aggregate -> newest event time
     first: dict[str, float] = field(default_factory=dict)  # first_seen -> earliest event time
     counts: dict[str, int] = field(default_factory=dict)  # count -> signals counted
+    # window_count / window_sum -> (window in days, UTC day -> count, or sum in millionths):
+    # exact integers, only the days after the newest event's day minus the window
+    windows: dict[str, tuple[int, dict[int, int]]] = field(default_factory=dict)
     sources: dict[str, float] = field(default_factory=dict)  # source -> newest event time
     attributes: dict[str, Latest] = field(default_factory=dict)
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -115,6 +118,8 @@ class AccountState:
         self._remember(digest, fact, dedup)
         t, kind, data = fact.t, fact.kind, fact.data
         if self.newest is None or t > self.newest:
+            if self.windows and (self.newest is None or t // DAY > self.newest // DAY):
+                self._let_go(int(t // DAY))
             self.newest = t
         if t > self.sources.get(fact.source, _NEVER):
             self.sources[fact.source] = t
@@ -126,7 +131,18 @@ class AccountState:
             if value not in (None, ""):
                 _keep_latest(self.attributes, name, (t, fact.signal_id, value))
         for feed in kinds.get(kind, ()):
-            name, aggregation, where, by_kind, fixed, fed_by, weight_by, weights, half_life = feed
+            (
+                name,
+                aggregation,
+                where,
+                by_kind,
+                fixed,
+                fed_by,
+                weight_by,
+                weights,
+                half_life,
+                window,
+            ) = feed
             if where and any(data.get(k) != v for k, v in where):
                 continue
             if by_kind:
@@ -146,6 +162,10 @@ class AccountState:
                     self.first[name] = t
             elif aggregation == "count":  # exact: duplicates were dropped above
                 self.counts[name] = self.counts.get(name, 0) + 1
+                if t < self.first.get(name, math.inf):  # for the account's own cadence
+                    self.first[name] = t
+            elif window:
+                self._add_to_window(name, aggregation, window, t, raw)
             elif aggregation in ("decayed_count", "decayed_sum"):
                 weight = 1.0 if aggregation == "decayed_count" else float(raw)
                 if weight_by:
@@ -153,6 +173,29 @@ class AccountState:
                 if weight:
                     self.decayed[name] = decay.add(self.decayed.get(name), weight, t, half_life)
         return True
+
+    def _add_to_window(self, name: str, aggregation: str, window: int, t: float, raw: Any) -> None:
+        """Count (or add, in millionths) into the signal's UTC day. Only the days after the
+        newest event's day minus the window are kept: an earlier day can never count again,
+        since evaluations are at or after the newest event. So the days kept are a function of
+        the set of signals, whatever their order."""
+        day = int(t // DAY)
+        if day <= int((self.newest or t) // DAY) - window:
+            return
+        _, days = self.windows.setdefault(name, (window, {}))
+        amount = 1 if aggregation == "window_count" else round(float(raw) * 1_000_000)
+        days[day] = days.get(day, 0) + amount
+
+    def _let_go(self, newest_day: int) -> None:
+        for window, days in self.windows.values():
+            for stale in [d for d in days if d <= newest_day - window]:
+                del days[stale]
+
+    def window_total(self, name: str, window: int, at: float) -> int:
+        """The count, or sum in millionths, over the `window` UTC days ending with `at`'s."""
+        today = int(at // DAY)
+        _, days = self.windows.get(name, (window, {}))
+        return sum(v for d, v in days.items() if today - window < d <= today)
 
     def _override(self, fact: Fact) -> None:
         override_id = str(fact.data.get("override_id"))
@@ -221,6 +264,16 @@ class AccountState:
             # only when a model reads them, so older documents and fingerprints stay the same
             **({"first": dict(sorted(self.first.items()))} if self.first else {}),
             **({"counts": dict(sorted(self.counts.items()))} if self.counts else {}),
+            **(
+                {
+                    "windows": {
+                        k: {"window": w, "days": _days(d)}
+                        for k, (w, d) in sorted(self.windows.items())
+                    }
+                }
+                if self.windows
+                else {}
+            ),
         }
 
     @classmethod
@@ -232,6 +285,10 @@ class AccountState:
             last=dict(doc["last"]),
             first=dict(doc.get("first", {})),
             counts=dict(doc.get("counts", {})),
+            windows={
+                k: (v["window"], {int(d): n for d, n in v["days"].items()})
+                for k, v in doc.get("windows", {}).items()
+            },
             sources=dict(doc["sources"]),
             attributes={k: (v[0], v[1], v[2]) for k, v in doc["attributes"].items()},
             overrides=dict(doc["overrides"]),
@@ -249,6 +306,11 @@ class AccountState:
 
 
 _SEEN = struct.Struct(">QI")  # id digest, ingested at (epoch seconds)
+DAY = 86_400.0
+
+
+def _days(days: dict[int, int]) -> dict[str, int]:
+    return {str(d): n for d, n in sorted(days.items())}
 
 
 def id_digest(signal_id: str) -> int:

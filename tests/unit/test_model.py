@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
 import yaml
 
@@ -164,3 +165,66 @@ def test_tenure_and_exact_lifetime_counts_in_any_order(tmp_path: Path) -> None:
     assert again.fingerprint() == state.fingerprint()
     plain = fold(facts)  # the default model reads neither: its documents have no such keys
     assert "first" not in plain.to_json() and "counts" not in plain.to_json()
+
+
+def test_fixed_windows_are_exact_and_cadence_is_the_accounts_own(tmp_path: Path) -> None:
+    """window_count / window_sum over the last N UTC days, exact and order-independent;
+    overdue: days since the newest signal over the account's own average gap."""
+    import random
+
+    from shared.scoring.engine import evaluate
+    from shared.scoring.state import AccountState
+    from tests.support.facts import DAY, NOW, fold, make_fact
+
+    doc = yaml.safe_load(DEFAULT_MODEL_PATH.read_text())
+    doc["aggregates"]["tickets_30d"] = {
+        "kind": "window_count",
+        "signals": ["ticket_opened"],
+        "window_days": 30,
+    }
+    doc["aggregates"]["features_7d"] = {
+        "kind": "window_sum",
+        "signals": ["feature_used"],
+        "field": "count",
+        "window_days": 7,
+    }
+    doc["aggregates"]["invoices"] = {"kind": "count", "signals": ["invoice_paid"]}
+    doc["factors"]["tickets_month"] = {
+        "group": "support",
+        "aggregate": "tickets_30d",
+        "transform": {"piecewise": [[0, 100], [10, 0]]},
+    }
+    doc["factors"]["features_week"] = {
+        "group": "usage",
+        "aggregate": "features_7d",
+        "transform": {"piecewise": [[0, 0], [30, 100]]},
+    }
+    doc["factors"]["invoice_overdue_ratio"] = {
+        "group": "billing",
+        "overdue": "invoices",
+        "transform": {"piecewise": [[1, 100], [3, 0]]},
+    }
+    doc["objectives"]["churn_risk"]["factors"].update(
+        tickets_month=1, features_week=1, invoice_overdue_ratio=1
+    )
+    model = load_model(_write(tmp_path, doc))
+    # tickets 1..60 days old (one a day): 29 of them in the 30-day window ending today
+    facts = [make_fact("ticket_opened", n, n + 0.5) for n in range(1, 61)]
+    # features: 3 uses each, 10 days; 7 of them in the 7-day window
+    facts += [make_fact("feature_used", 100 + n, n + 0.5) for n in range(10)]
+    # invoices every 30 days, the newest 45 days ago: 1.5 of its usual gaps overdue
+    facts += [make_fact("invoice_paid", 200 + n, 45 + 30 * n) for n in range(4)]
+    shuffled = random.Random(9).sample(facts, len(facts))
+    state, other = fold(facts, model=model), fold(shuffled, model=model)
+    assert state.fingerprint() == other.fingerprint()
+    at = NOW.timestamp()
+    factors = {f.factor: f for f in evaluate(model, state, at).scores["churn_risk"].factors}
+    in_window = sum(1 for n in range(1, 61) if int((at - (n + 0.5) * DAY) // DAY) > at // DAY - 30)
+    assert factors["tickets_month"].raw == in_window
+    assert factors["features_week"].raw == 3 * sum(
+        1 for n in range(10) if int((at - (n + 0.5) * DAY) // DAY) > at // DAY - 7
+    )
+    assert factors["invoice_overdue_ratio"].raw == pytest.approx(1.5)
+    again = AccountState.from_json(orjson.loads(orjson.dumps(state.to_json())))
+    assert again.fingerprint() == state.fingerprint()
+    assert max(len(days) for _, days in state.windows.values()) <= 31  # old days let go
