@@ -319,6 +319,30 @@ def _factor_value(
     return _FactorValue(round(raw, 6), round(p.transform(raw), 6), "stale" if stale else "ok", last)
 
 
+def _interact(
+    objective: Objective, results: list[tuple[_FactorPlan, _FactorValue]]
+) -> list[tuple[_FactorPlan, _FactorValue]]:
+    """The plan with each factor's weight multiplied by the interactions that apply to it now
+    (the shares shown follow the weights)."""
+    subs = {p.name: v.sub_score if v.status == "ok" else None for p, v in results}
+    factor = {p.name: 1.0 for p, _ in results}
+    for rule in objective.interactions:
+        if rule.applies(subs.get(rule.when)):
+            factor[rule.factor] *= rule.multiply
+    weights = {p.name: p.weight * factor[p.name] for p, _ in results}
+    total = sum(weights.values())
+    return [
+        (
+            p._replace(
+                weight=weights[p.name],
+                share=round(weights[p.name] / total, 6) if total else 0.0,
+            ),
+            value,
+        )
+        for p, value in results
+    ]
+
+
 def _score_objective(
     model: Model,
     state: AccountState,
@@ -332,18 +356,21 @@ def _score_objective(
 ) -> ObjectiveScore:
     plan = _plan(model, name, objective, segment)
     results: list[tuple[_FactorPlan, _FactorValue]] = []
-    total = available = weighted = 0.0
     for p in plan:
         # objectives share factors, and within one evaluation (one segment) a factor's
         # transform and staleness are the same for all of them: each is evaluated once
         value = values.get(p.name)
         if value is None:
             value = values[p.name] = _factor_value(state, p, at, overrides)
+        results.append((p, value))
+    if objective.interactions:
+        results = _interact(objective, results)
+    total = available = weighted = 0.0
+    for p, value in results:
         total += p.weight
         if value.status == "ok":
             available += p.weight
             weighted += p.weight * value.sub_score  # type: ignore[operator]
-        results.append((p, value))
     model_score = weighted / available if available > 0 else None
     # guardrails: a decisive fact caps the weighted mean (contributions still sum to it)
     capped = model_score

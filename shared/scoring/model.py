@@ -211,6 +211,28 @@ class Calibration(_Strict):
         return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
 
 
+class Interaction(_Strict):
+    """While factor `when`'s sub-score is at least `at_least` (or below `below`), `factor`'s
+    weight is multiplied by `multiply`: e.g. recency matters less for frequent buyers."""
+
+    factor: str
+    when: str
+    at_least: float | None = Field(default=None, ge=0, le=100)
+    below: float | None = Field(default=None, ge=0, le=100)
+    multiply: float = Field(ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> Interaction:
+        if (self.at_least is None) == (self.below is None):
+            raise ValueError("an interaction has one of at_least and below")
+        return self
+
+    def applies(self, sub_score: float | None) -> bool:
+        if sub_score is None:
+            return False
+        return sub_score >= self.at_least if self.at_least is not None else sub_score < self.below  # type: ignore[operator]
+
+
 class Objective(_Strict):
     description: str = ""
     groups: dict[Group, Annotated[float, Field(ge=0)]]
@@ -221,6 +243,7 @@ class Objective(_Strict):
         default=15.0, gt=0, description="a drop of this many points emits a change event"
     )
     caps: list[Cap] = []
+    interactions: list[Interaction] = []
     calibration: Calibration | None = None
 
     @model_validator(mode="after")
@@ -286,6 +309,12 @@ class Model(_Strict):
             for cap in objective.caps:
                 if cap.factor not in objective.factors:
                     raise ValueError(f"objectives.{name} caps unweighted factor {cap.factor!r}")
+            for rule in objective.interactions:
+                for named in (rule.factor, rule.when):
+                    if named not in objective.factors:
+                        raise ValueError(
+                            f"objectives.{name}: interaction names unweighted factor {named!r}"
+                        )
         for i, segment in enumerate(self.segments):
             for target, override in segment.objectives.items():
                 if target not in self.objectives:

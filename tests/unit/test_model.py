@@ -9,6 +9,7 @@ import yaml
 from shared.config import DEFAULT_MODEL_PATH
 from shared.errors import ConfigurationError
 from shared.scoring.model import load_model
+from shared.scoring.state import AccountState
 
 
 def test_default_model_loads_with_two_objectives() -> None:
@@ -228,3 +229,39 @@ def test_fixed_windows_are_exact_and_cadence_is_the_accounts_own(tmp_path: Path)
     again = AccountState.from_json(orjson.loads(orjson.dumps(state.to_json())))
     assert again.fingerprint() == state.fingerprint()
     assert max(len(days) for _, days in state.windows.values()) <= 31  # old days let go
+
+
+def test_an_interaction_makes_one_factors_weight_depend_on_another(tmp_path: Path) -> None:
+    """Recency matters less for frequent users: days_since_last_use weighs a quarter as much
+    while login_frequency's sub-score is at least 50."""
+    from shared.scoring.engine import evaluate
+    from tests.support.facts import NOW, active_account
+
+    doc = yaml.safe_load(DEFAULT_MODEL_PATH.read_text())
+    plain = load_model(_write(tmp_path, doc))
+    doc["objectives"]["churn_risk"]["interactions"] = [
+        {
+            "factor": "days_since_last_use",
+            "when": "login_frequency",
+            "at_least": 50,
+            "multiply": 0.25,
+        }
+    ]
+    model = load_model(_write(tmp_path, doc))
+    state = active_account()
+    at = NOW.timestamp()
+    before = {f.factor: f for f in evaluate(plain, state, at).scores["churn_risk"].factors}
+    after = {f.factor: f for f in evaluate(model, state, at).scores["churn_risk"].factors}
+    assert before["login_frequency"].sub_score is not None
+    assert before["login_frequency"].sub_score >= 50  # an active account: the rule applies
+    assert after["days_since_last_use"].weight < before["days_since_last_use"].weight
+    assert sum(f.weight for f in after.values()) == pytest.approx(1, abs=1e-4)
+    quiet = AccountState()  # no data: the rule does not apply, weights as before
+    assert [f.weight for f in evaluate(model, quiet, at).scores["churn_risk"].factors] == [
+        f.weight for f in evaluate(plain, quiet, at).scores["churn_risk"].factors
+    ]
+    doc["objectives"]["churn_risk"]["interactions"] = [
+        {"factor": "days_since_last_use", "when": "nps", "at_least": 50, "below": 10, "multiply": 1}
+    ]
+    with pytest.raises(ConfigurationError, match="one of at_least and below"):
+        load_model(_write(tmp_path, doc))
