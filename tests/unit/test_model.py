@@ -132,7 +132,6 @@ def test_tenure_and_exact_lifetime_counts_in_any_order(tmp_path: Path) -> None:
     import random
 
     from shared.scoring.engine import evaluate
-    from shared.scoring.state import AccountState
     from tests.support.facts import NOW, fold, make_fact
 
     doc = yaml.safe_load(DEFAULT_MODEL_PATH.read_text())
@@ -174,7 +173,6 @@ def test_fixed_windows_are_exact_and_cadence_is_the_accounts_own(tmp_path: Path)
     import random
 
     from shared.scoring.engine import evaluate
-    from shared.scoring.state import AccountState
     from tests.support.facts import DAY, NOW, fold, make_fact
 
     doc = yaml.safe_load(DEFAULT_MODEL_PATH.read_text())
