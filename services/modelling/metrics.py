@@ -48,6 +48,7 @@ class ScoreMetrics:
     roc_curve: list[tuple[float, float]] = field(default_factory=list)
     intervals: dict[str, tuple[float, float]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    histogram: list[int] = field(default_factory=list)  # samples per 5 points of score
 
     @property
     def brier_skill(self) -> float | None:
@@ -102,6 +103,7 @@ def score_metrics(
         deciles=deciles(scores, churned),
         bands=band_rates(bands, churned, band_order) if bands is not None else [],
     )
+    metrics.histogram = np.histogram(scores, bins=20, range=(0, 100))[0].tolist()
     if metrics.deciles and any(d["n"] == 0 for d in metrics.deciles):
         distinct = len(np.unique(scores))
         metrics.warnings.append(

@@ -1,7 +1,10 @@
-"""Write a back-test's report: summary.json, report.md and PNG plots, side by side per model.
+"""Write a back-test's report: summary.json, report.md, report.html and PNG plots, side by side
+per model.
 
 Plots (matplotlib, no display needed): ROC curves, calibration curves, churn rate by band and by
-risk decile, one figure each with a line or bar series per model, for every objective.
+risk decile, accounts per band and the score histogram, one figure each with a line or bar
+series per model, for every objective. report.html is report.md rendered, with the plots inside
+it: one file to send to whoever must judge the model.
 """
 
 from __future__ import annotations
@@ -22,8 +25,33 @@ def write_report(out: Path, summary: dict[str, Any], full: Full, split: str) -> 
         orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY)
     )
     plots = _plots(out, full, split)
-    (out / "report.md").write_text(_markdown(summary, split, plots))
-    return [out / "summary.json", out / "report.md", *plots]
+    markdown = _markdown(summary, split, plots)
+    (out / "report.md").write_text(markdown)
+    (out / "report.html").write_text(_html(markdown, out))
+    return [out / "summary.json", out / "report.md", out / "report.html", *plots]
+
+
+def _html(markdown: str, folder: Path) -> str:
+    """report.md as one self-contained page: its tables rendered, its plots embedded."""
+    import base64
+
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark").enable("table").render(markdown)
+    for plot in folder.glob("*.png"):
+        encoded = base64.b64encode(plot.read_bytes()).decode()
+        body = body.replace(f'src="{plot.name}"', f'src="data:image/png;base64,{encoded}"')
+    style = (
+        "body{font:14px/1.45 system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding:"
+        ".25em .6em;text-align:right}td:first-child,th:first-child{text-align:left}"
+        "img{max-width:100%}code{font-size:90%}"
+    )
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>Back-test report</title><style>{style}</style></head><body>{body}</body></html>\n"
+    )
 
 
 def _plots(out: Path, full: Full, split: str) -> list[Path]:
@@ -40,8 +68,8 @@ def _plots(out: Path, full: Full, split: str) -> list[Path]:
         }
         if not per_model:
             continue
-        fig, axes = plt.subplots(2, 2, figsize=(11, 8.5))
-        roc, calibration, bands, deciles = axes.flat
+        fig, axes = plt.subplots(3, 2, figsize=(11, 12))
+        roc, calibration, bands, deciles, counts, histogram = axes.flat
         width = 0.8 / len(per_model)
         for i, (label, metrics) in enumerate(per_model.items()):
             if metrics.roc_curve:
@@ -63,6 +91,19 @@ def _plots(out: Path, full: Full, split: str) -> list[Path]:
                 width,
                 label=label,
             )
+            counts.bar(
+                [j + i * width for j in range(len(names))],
+                [b["n"] for b in metrics.bands],
+                width,
+                label=label,
+            )
+            counts.set_xticks(range(len(names)), names)
+            histogram.step(
+                [5 * k for k in range(len(metrics.histogram))],
+                metrics.histogram,
+                where="post",
+                label=label,
+            )
             held = [d for d in metrics.deciles if d["n"]]  # ties leave some deciles empty
             deciles.bar(
                 [d["decile"] + i * width for d in held],
@@ -78,6 +119,8 @@ def _plots(out: Path, full: Full, split: str) -> list[Path]:
             title="calibration (deciles)", xlabel="predicted churn", ylabel="observed churn"
         )
         bands.set(title="churn rate by band", ylabel="churn rate")
+        counts.set(title="accounts by band", ylabel="samples")
+        histogram.set(title="score histogram (5-point bins)", xlabel="score", ylabel="samples")
         deciles.set(
             title="churn rate by risk decile (1 = riskiest)", xlabel="decile", ylabel="churn rate"
         )

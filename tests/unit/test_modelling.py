@@ -199,8 +199,11 @@ def test_backtest_and_fit_commands_write_reports_and_a_valid_model(
     assert "Calibration: churn probability" in fitted.read_text()
     assert default["lead_time"]["churned_accounts"] > 0
     assert {p.name for p in out.iterdir()} == {
-        "summary.json", "report.md", "churn_risk.png", "expansion.png"
+        "summary.json", "report.md", "report.html", "churn_risk.png", "expansion.png"
     }  # fmt: skip
+    page = (out / "report.html").read_text()
+    assert "<table>" in page and 'src="data:image/png;base64,' in page  # one file to send
+    assert "recency alone" in page
     assert "| default `default@" in (out / "report.md").read_text()
 
 
