@@ -52,6 +52,13 @@ def _minor(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+class _NotMinorUnits(Exception):
+    """An amount that is not an integer of the currency's minor unit, as Stripe sends them."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
 class StripeFormat:
     name = "stripe"
 
@@ -90,12 +97,13 @@ class StripeFormat:
         account, account_path = self._account(obj)
         links = self._links(obj, account, seconds)
         paths = {"event_id": "id", "occurred_at": "created", "account_id": account_path}
-        fields = self._fields(kind, obj, created)
+        try:
+            fields = self._fields(kind, obj, created)
+        except _NotMinorUnits as refused:
+            detail = f"{refused.path} must be an integer of minor units"
+            return Translation([rejected(raw, "schema_violation", detail, refused.path)], links)
         if fields is None:
             return Translation([skipped(raw, NOT_SCORED)], links)
-        if "_refused" in fields:
-            detail, path = fields["_refused"]
-            return Translation([rejected(raw, "schema_violation", detail, path)], links)
         paths.update(fields.pop("_paths", {}))
         event = {**envelope(fields.pop("type"), record.get("id"), account, at), **fields}
         piece = Piece(raw, event, paths=paths)
@@ -135,7 +143,7 @@ class StripeFormat:
         def money(minor: Any, path: str) -> dict[str, Any]:
             paths = {"amount": path, "currency": "data.object.currency"}
             if _minor(minor) is None:  # Stripe sends integers of the minor unit, always
-                return {"_refused": (f"{path} must be an integer of minor units", path)}
+                raise _NotMinorUnits(path)
             return {"amount": major_units(minor, cur), "currency": currency, "_paths": paths}
 
         if kind == "invoice.paid":
