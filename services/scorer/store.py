@@ -286,23 +286,32 @@ def _is_json(column: Any) -> bool:
     return isinstance(column.type, JSON)  # json or jsonb
 
 
-def _embed(value: Any) -> Any:
-    """orjson's fallback: rows carry their JSON documents already serialised (bytes), to hold
-    less memory; they go into the column's array as the text they are."""
-    if isinstance(value, bytes):
-        return orjson.Fragment(value)
-    raise TypeError(f"cannot write {type(value).__name__} into a batch")
+def _json_array(values: list[Any]) -> bytes:
+    """A JSON array of documents: those the rows carry already serialised (bytes, to hold less
+    memory) go in as the text they are, the rest through orjson. Joined here rather than as
+    orjson.Fragment objects returned from orjson's `default` hook: a scorer died twice of heap
+    corruption inside this function while it did that (glibc's "malloc(): invalid size
+    (unsorted)", the stack from faulthandler)."""
+    return (
+        b"["
+        + b",".join(
+            v if isinstance(v, bytes) else orjson.dumps(v, option=orjson.OPT_NAIVE_UTC)
+            for v in values
+        )
+        + b"]"
+    )
 
 
 def _arrays(table: Any, rows: Sequence[Mapping[str, Any]]) -> list[bytes]:
     """One JSON array per column, as UTF-8 bytes; a column a row leaves out is NULL, as in an
     INSERT."""
     return [
-        orjson.dumps(
+        _json_array([r.get(c.name) for r in rows])
+        if _is_json(c)
+        else orjson.dumps(
             [None if (v := r.get(c.name)) is None else v.hex() for r in rows]
             if isinstance(c.type, LargeBinary)
             else [r.get(c.name) for r in rows],
-            default=_embed,
             option=orjson.OPT_NAIVE_UTC,  # as asyncpg would send a naive time: in UTC
         )
         for c in _columns(table)
