@@ -17,7 +17,7 @@ import yaml
 
 from healthscore.devstack import free_port
 from shared.config import Settings
-from tests.support.infra import healthscore_argv, run_cli, settings_env
+from tests.support.infra import healthscore_argv, ingest_process, run_cli, settings_env
 from tests.support.kafka_io import header, produce, read_topic
 from tests.support.samples import valid_events
 from tests.support.signals import produce_signals, simulated_signals
@@ -204,17 +204,8 @@ async def test_dead_letters_can_be_listed_and_replayed(settings: Settings) -> No
     good = valid_events(datetime.now(UTC))["session_started"]
     broken = orjson.dumps({**good, "duration_seconds": "long"})
     await produce(settings, settings.kafka.topics.usage, [(b"acc-1", broken), (b"acc-2", b"{oops")])
-    proc = subprocess.Popen(
-        healthscore_argv("ingest"),
-        env=settings_env(settings),
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
+    with ingest_process(settings):
         assert len(await read_topic(settings, settings.kafka.topics.dlq, expect=2)) == 2
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(30)
     listed = [
         orjson.loads(line)
         for line in run_cli(settings, "dlq", "list", "--reason", "schema_violation").splitlines()

@@ -3,10 +3,6 @@ real ingest process (restarted in between) and the scorer, into that account's s
 
 from __future__ import annotations
 
-import signal
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import orjson
@@ -17,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from shared.config import Settings
 from shared.events import decode_signal
 from shared.validate import Rejection
-from tests.support.infra import healthscore_argv, settings_env, source_topic, with_sources
+from tests.support.infra import ingest_process, source_topic, with_sources
 from tests.support.kafka_io import produce, read_topic
 from tests.support.pipeline import wait_for
 from tests.support.signals import running_scorer
@@ -26,23 +22,6 @@ from tests.support.vendor import sample
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 ACCOUNT = "acme-e2e"
-
-
-@contextmanager
-def ingest_process(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(
-        healthscore_argv("ingest"),
-        env=settings_env(settings),
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
-        assert proc.returncode == 0, "ingest did not stop cleanly on SIGTERM"
 
 
 def _events(now: datetime) -> dict[str, list[dict[str, object]]]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -212,6 +213,25 @@ def with_sources(settings: Settings, formats: list[str], **ingest: object) -> Se
 def source_topic(settings: Settings, fmt: str) -> str:
     """The raw topic `with_sources` gave format `fmt`."""
     return next(t for t, f in settings.kafka.topics.sources.items() if f == fmt)
+
+
+@contextlib.contextmanager
+def ingest_process(settings: Settings) -> Iterator[subprocess.Popen[bytes]]:
+    """A `healthscore ingest` process on these settings; on leaving, it must stop cleanly
+    on SIGTERM."""
+    proc = subprocess.Popen(
+        healthscore_argv("ingest"),
+        env=settings_env(settings),
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+        assert proc.returncode == 0, "ingest did not stop cleanly on SIGTERM"
 
 
 def healthscore_argv(*args: str) -> list[str]:
