@@ -12,7 +12,8 @@ from shared.sources.segment import SegmentFormat
 from shared.sources.stripe import StripeFormat
 from shared.sources.zendesk import ZendeskFormat
 
-FORMATS = ("v1", "segment", "stripe", "zendesk", "mapping:NAME")
+LINKED = ("segment", "stripe", "zendesk")  # formats that tie users, charges, tickets to accounts
+FORMATS = ("v1", *LINKED, "mapping:NAME")
 
 
 class V1Format:
@@ -57,7 +58,7 @@ def format_named(name: str, settings: Settings) -> Format:
 def uses_links(settings: Settings) -> bool:
     """Whether any raw topic's format ties users, charges or tickets to accounts."""
     topics = settings.kafka.topics
-    return any(topics.format_of(t) in ("segment", "stripe", "zendesk") for t in topics.raw)
+    return any(topics.format_of(t) in LINKED for t in topics.raw)
 
 
 def formats_for(settings: Settings) -> dict[str, Format]:

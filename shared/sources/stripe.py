@@ -129,8 +129,8 @@ class StripeFormat:
         if account is None or at is None:
             return []
         keys = []
-        if obj.get("object") == "charge" and key(obj.get("id")):
-            keys.append((CHARGE, str(key(obj.get("id")))))
+        if obj.get("object") == "charge" and (charge := key(obj.get("id"))) is not None:
+            keys.append((CHARGE, charge))
         for field, namespace in (("charge", CHARGE), ("payment_intent", PAYMENT)):
             if (found := key(obj.get(field))) is not None:
                 keys.append((namespace, found))
