@@ -291,12 +291,26 @@ def openapi(out: Annotated[Path, typer.Option()] = Path("docs/openapi.json")) ->
 # --- model refinement (needs the `modelling` extra: pip install '.[modelling]') -------------
 
 Events = Annotated[Path, typer.Option(help="raw events, one v1 JSON event per line")]
-Outcomes = Annotated[Path, typer.Option(help="CSV with account_id,churned_at (empty = retained)")]
+Outcomes = Annotated[
+    Path,
+    typer.Option(
+        help="CSV of account_id,event,at (churn, return, renewal, expansion, ...) or of "
+        "account_id,churned_at (empty = retained)"
+    ),
+]
+Outcome = Annotated[
+    str, typer.Option(help="the outcome to predict: churn, renewal, expansion, or any event")
+]
 AsOf = Annotated[
     list[str] | None,
     typer.Option(help="score at this ISO time (repeatable); default: every 30 days"),
 ]
-Horizon = Annotated[float, typer.Option(help="churn within this many days after as-of counts")]
+Horizon = Annotated[
+    float, typer.Option(help="the outcome within this many days after as-of counts")
+]
+Jobs = Annotated[
+    int | None, typer.Option(help="processes to score accounts in; default: one per core")
+]
 TestFrom = Annotated[
     str | None,
     typer.Option(help="as-of times from this ISO time on are the test split; default: later half"),
@@ -311,7 +325,7 @@ def _instant(text: str) -> float:
     return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
 
 
-def _replay_inputs(events: Path, outcomes: Path) -> tuple[Any, dict[str, float]]:
+def _replay_inputs(events: Path, outcomes: Path) -> tuple[Any, Any]:
     from services.modelling.replay import load_outcomes
     from shared.history import load_events
 
@@ -331,27 +345,34 @@ def backtest(
     test_from: TestFrom = None,
     lookback: Annotated[int, typer.Option(help="days before churn scanned for lead time")] = 90,
     out: Annotated[Path, typer.Option(help="report folder")] = Path("reports/backtest"),
+    outcome: Outcome = "churn",
+    jobs: Jobs = None,
 ) -> None:
-    """Replay events through validation and scoring; measure how well scores predict churn."""
+    """Replay events through validation and scoring; measure how well scores predict an
+    outcome (churn by default)."""
     import time
 
     import orjson
 
     from services.modelling.backtest import backtest as run
     from services.modelling.backtest import default_as_of, default_test_from
+    from services.modelling.parts import default_parts
     from services.modelling.report import write_report
     from shared.scoring.model import load_model
 
     settings = _settings("backtest")
     started = time.perf_counter()
-    history, churn_at = _replay_inputs(events, outcomes)
+    history, happened = _replay_inputs(events, outcomes)
     models = {}
     for path in model or [settings.scorer.model_path]:
         loaded = load_model(path)
         models[loaded.name if loaded.name not in models else loaded.version] = loaded
     cuts = [_instant(t) for t in as_of] if as_of else default_as_of(history, horizon * 86_400)
     split_at = _instant(test_from) if test_from else default_test_from(cuts)
-    summary, full = run(history, churn_at, models, cuts, horizon, split_at, lookback)
+    parts = jobs or default_parts()
+    summary, full = run(
+        history, happened, models, cuts, horizon, split_at, lookback, outcome, parts
+    )
     summary["seconds"] = round(time.perf_counter() - started, 1)
     written = write_report(out, summary, full, "test" if split_at is not None else "all")
     typer.echo(f"wrote {', '.join(str(p) for p in written)}")
@@ -480,13 +501,19 @@ def fit(
     min_segment_samples: Annotated[
         int, typer.Option(help="training samples a segment needs for weights of its own")
     ] = 500,
+    outcome: Outcome = "churn",
+    shapes: Annotated[
+        bool, typer.Option(help="learn each factor's shape from the data (else keep the model's)")
+    ] = True,
+    jobs: Jobs = None,
 ) -> None:
-    """Fit an objective's weights from churn outcomes; write and validate a new model file."""
+    """Fit an objective's shapes and weights from outcomes; write and validate a new model."""
     import orjson
     import yaml
 
     from services.modelling.backtest import default_as_of, default_test_from
     from services.modelling.fit import compare, dump_model
+    from services.modelling.parts import default_parts
     from shared.errors import ConfigurationError
     from shared.scoring.model import load_model
 
@@ -495,7 +522,7 @@ def fit(
     base = load_model(path)
     if objective not in base.objectives:
         raise typer.BadParameter(f"{path} has no objective {objective!r}")
-    history, churn_at = _replay_inputs(events, outcomes)
+    history, happened = _replay_inputs(events, outcomes)
     cuts = [_instant(t) for t in as_of] if as_of else default_as_of(history, horizon * 86_400)
     split_at = _instant(test_from) if test_from else default_test_from(cuts)
     if split_at is None:
@@ -503,7 +530,7 @@ def fit(
     try:
         fitted, candidate, figures = compare(
             history,
-            churn_at,
+            happened,
             base,
             yaml.safe_load(path.read_text()),
             as_of=cuts,
@@ -513,11 +540,16 @@ def fit(
             name=name or f"{base.name}-fitted",
             c=c,
             min_segment_samples=min_segment_samples,
+            outcome=outcome,
+            shapes=shapes,
+            parts=jobs or default_parts(),
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(dump_model(fitted.document, figures, f"{events.name}, {len(churn_at)} churned"))
+    counted = ", ".join(f"{n} {event}" for event, n in happened.counts().items())
+    source = f"{events.name}; {counted or 'no outcomes'}"
+    out.write_text(dump_model(fitted.document, figures, source))
     if load_model(out).version != candidate.version:  # the file says what was measured
         raise ConfigurationError(f"{out}: written model differs from the fitted one")
     typer.echo(f"wrote {out} ({candidate.version})")

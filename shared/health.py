@@ -52,12 +52,15 @@ class Explanation(BaseModel):
     overrides: list[AppliedOverride]
     probability: float | None = Field(
         default=None,
-        description="probability of the objective's outcome (for churn_risk: churn) within "
+        description="probability of probability_outcome (for churn_risk: churn) within "
         "probability_horizon_days, from the model's calibration of its score; absent when "
         "the model is not calibrated",
         examples=[0.18],
     )
     probability_horizon_days: float | None = Field(default=None, examples=[90])
+    probability_outcome: str | None = Field(
+        default=None, description="what the probability is of", examples=["churn"]
+    )
 
 
 class SourceFreshness(BaseModel):

@@ -64,6 +64,7 @@ HEALTH = {
             "overrides": [],
             "probability": 0.41,
             "probability_horizon_days": 90,
+            "probability_outcome": "churn",
             "evaluated_at": "2026-11-24T09:12:01Z",
             "changed_at": "2026-11-23T06:00:00Z",
         }

@@ -1,10 +1,12 @@
 """Back-test models against known churn: sample scores at as-of times, label, measure.
 
-For each model and each as-of time T, every account that has sent an event by T and has not
-churned by T is scored exactly as the live service would have scored it at T, and labelled
-churned if its churn time falls in (T, T + horizon]. Samples from all as-of times are pooled;
-with `test_from`, those at or after it form the held-out test split (a time-based split, as a
-model is used: fitted on the past, judged on the future).
+For each model and each as-of time T, every account that has sent an event by T and is not
+lapsed at T (churned and not returned) is scored exactly as the live service would have scored
+it at T, and labelled by whether the outcome (churn by default; renewal, expansion... from the
+outcomes file) happens in (T, T + horizon]. Figures rank the adverse case: churn happening, or a
+favourable outcome (renewal, expansion, return) not happening. Samples from all as-of times are
+pooled; with `test_from`, those at or after it form the held-out test split (a time-based
+split, as a model is used: fitted on the past, judged on the future).
 
 Lead time answers "how long before churn did the score warn us?": every churned account is
 scored daily over the `lookback` before its churn (with hysteresis, as live), and its lead time
@@ -15,18 +17,27 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import random
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
+from itertools import chain
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
-from services.modelling.metrics import ScoreMetrics, reliability, score_metrics
-from services.modelling.replay import replay
+from services.modelling import parts as processes
+from services.modelling.metrics import (
+    ScoreMetrics,
+    brier_interval,
+    reliability,
+    score_metrics,
+)
+from services.modelling.replay import FAVOURABLE, Outcomes, replay
 from shared.history import History
 from shared.scoring.engine import evaluate
 from shared.scoring.kinds import kinds_of
@@ -40,46 +51,117 @@ class Sample:
     as_of: float
     account_id: str
     segment: str
-    churned: bool
+    adverse: bool  # churned within the horizon; for a favourable outcome: it did not happen
     scores: dict[str, float | None]
     bands: dict[str, str]
-    sub_scores: dict[str, dict[str, float | None]]  # objective -> factor -> sub-score if "ok"
+    # objective -> factor -> sub-score if "ok" (kept for a fit only)
+    sub_scores: dict[str, dict[str, float | None]]
     idle_days: float | None = None  # days since the account's newest signal: the baseline
+    raw: dict[str, float | None] = dataclasses.field(default_factory=dict)  # factor -> if "ok"
+
+    def happened(self, outcome: str) -> bool:
+        """Whether `outcome` (the one the sample was labelled by) happened."""
+        return self.adverse != (outcome in FAVOURABLE)
 
 
 def collect(
-    history: History, churn_at: dict[str, float], model: Model, as_of: list[float], horizon: float
+    history: History,
+    outcomes: Outcomes,
+    model: Model,
+    as_of: list[float],
+    horizon: float,
+    outcome: str = "churn",
+    parts: int = 1,
+    *,
+    factors: bool = False,
 ) -> list[Sample]:
-    """One sample per (as-of time, live account) under `model`."""
+    """One sample per (as-of time, live account) under `model`, ordered by both; the accounts
+    scored in `parts` processes. With `factors`, each sample keeps its factors' raw values and
+    sub-scores (what a fit needs)."""
+    if parts > 1:
+        jobs = [
+            partial(collect, part, outcomes, model, as_of, horizon, outcome, factors=factors)
+            for part in processes.split(history, parts)
+        ]
+        return sorted(chain.from_iterable(processes.run(jobs)), key=_sample_order)
     samples = []
+    favourable = outcome in FAVOURABLE
     for cut, states in replay(history, kinds_of(model), as_of):
         for account_id, state in states.items():
-            churn = churn_at.get(account_id)
-            if churn is not None and churn <= cut:
+            if outcomes.lapsed(account_id, cut):
                 continue
             evaluation = evaluate(model, state, cut)
+            happened = outcomes.within(account_id, outcome, cut, cut + horizon)
             samples.append(
                 Sample(
                     as_of=cut,
                     account_id=account_id,
                     segment=evaluation.segment,
-                    churned=churn is not None and churn <= cut + horizon,
+                    adverse=happened != favourable,
                     scores={o: s.score for o, s in evaluation.scores.items()},
                     bands={o: s.band for o, s in evaluation.scores.items()},
                     sub_scores={
                         o: {f.factor: f.sub_score if f.status == "ok" else None for f in s.factors}
                         for o, s in evaluation.scores.items()
-                    },
+                    }
+                    if factors
+                    else {},
                     idle_days=None if state.newest is None else (cut - state.newest) / DAY,
+                    raw={
+                        f.factor: f.raw if f.status == "ok" else None
+                        for s in evaluation.scores.values()
+                        for f in s.factors
+                    }
+                    if factors
+                    else {},
                 )
             )
-    return samples
+    return sorted(samples, key=_sample_order)
+
+
+def _sample_order(sample: Sample) -> tuple[float, str]:
+    return sample.as_of, sample.account_id
 
 
 def lead_times(
-    history: History, churn_at: dict[str, float], model: Model, lookback_days: int = 90
+    history: History,
+    outcomes: Outcomes,
+    model: Model,
+    lookback_days: int = 90,
+    *,
+    most: int | None = 2000,
+    parts: int = 1,
 ) -> dict[str, dict[str, Any]]:
-    """Per objective: how long churned accounts had been in the lowest band when they churned."""
+    """Per objective: how long churned accounts had been in the lowest band when they first
+    churned; measured on `most` of them at most (a seeded random choice: the figures are
+    shares and medians, which a few thousand measure well), in `parts` processes."""
+    churn_at = outcomes.first("churn")
+    churned = len(churn_at)
+    if most is not None and churned > most:
+        chosen = random.Random(0).sample(sorted(churn_at), most)
+        churn_at = {account_id: churn_at[account_id] for account_id in chosen}
+    watched = dataclasses.replace(
+        history, facts=[f for f in history.facts if f.account_id in churn_at]
+    )
+    jobs = [
+        partial(_leads, part, churn_at, model, lookback_days)
+        for part in processes.split(watched, parts)
+    ]
+    leads: dict[str, list[float]] = {objective: [] for objective in model.objectives}
+    for found in processes.run(jobs):
+        for objective, days in found.items():
+            leads[objective] += days
+    return {
+        objective: _lead_figures(days, lookback_days, churned) for objective, days in leads.items()
+    }
+
+
+def _leads(
+    history: History, churn_at: dict[str, float], model: Model, lookback_days: int
+) -> dict[str, list[float]]:
+    """objective -> the lead time of each churned account of `history` (only theirs)."""
+    if not history.facts:
+        return {}
     first_day = int(history.first // DAY) * DAY
     last = max(churn_at.values(), default=first_day)
     ticks = [first_day + k * DAY for k in range(int((last - first_day) // DAY) + 1)]
@@ -88,12 +170,7 @@ def lead_times(
     since: dict[tuple[str, str], float | None] = {}
     watching = sorted(churn_at.items(), key=lambda item: item[1])
     churn_times = [churn for _, churn in watching]
-    # only churned accounts are watched: replaying the others' signals would be wasted work
-    # (two thirds of a back-test's time went there)
-    churners = dataclasses.replace(
-        history, facts=[f for f in history.facts if f.account_id in churn_at]
-    )
-    for tick, states in replay(churners, kinds_of(model), ticks):
+    for tick, states in replay(history, kinds_of(model), ticks):
         # only the accounts that churn within the look-back after this tick: a window of the
         # sorted churn times, not every churner at every tick
         first = bisect.bisect_right(churn_times, tick)
@@ -110,28 +187,33 @@ def lead_times(
                     since[key] = None
                 elif since.get(key) is None:
                     since[key] = tick
-    result: dict[str, dict[str, Any]] = {}
+    leads: dict[str, list[float]] = {}
     for objective in model.objectives:
-        leads = []
+        found = leads[objective] = []
         for account_id, churn in watching:
             if objective not in previous.get(account_id, {}):
                 continue  # churned before the replay saw it, or never sent an event
             start = since.get((account_id, objective))
-            leads.append(0.0 if start is None else (churn - start) / DAY)
-        warned = [lead for lead in leads if lead > 0]
-        result[objective] = {
-            "churned_accounts": len(leads),
-            "warned_share": round(len(warned) / len(leads), 4) if leads else None,
-            "warned_30d_share": round(sum(lead >= 30 for lead in leads) / len(leads), 4)
-            if leads
-            else None,
-            "median_lead_days": round(statistics.median(leads), 1) if leads else None,
-            "median_lead_days_warned": round(statistics.median(warned), 1) if warned else None,
-            "lookback_days": lookback_days,
-            # warned the whole look-back: their lead time is at least that, not that
-            "warned_whole_lookback": sum(lead >= lookback_days for lead in leads),
-        }
-    return result
+            found.append(0.0 if start is None else (churn - start) / DAY)
+    return leads
+
+
+def _lead_figures(leads: list[float], lookback_days: int, churned: int) -> dict[str, Any]:
+    warned = [lead for lead in leads if lead > 0]
+    return {
+        "churned_accounts": churned,
+        # the churned accounts measured (a random choice of them when there are many)
+        "measured_accounts": len(leads),
+        "warned_share": round(len(warned) / len(leads), 4) if leads else None,
+        "warned_30d_share": round(sum(lead >= 30 for lead in leads) / len(leads), 4)
+        if leads
+        else None,
+        "median_lead_days": round(statistics.median(leads), 1) if leads else None,
+        "median_lead_days_warned": round(statistics.median(warned), 1) if warned else None,
+        "lookback_days": lookback_days,
+        # warned the whole look-back: their lead time is at least that, not that
+        "warned_whole_lookback": sum(lead >= lookback_days for lead in leads),
+    }
 
 
 def measure(
@@ -144,7 +226,7 @@ def measure(
         return None
     return score_metrics(
         np.array([s.scores[objective] for s in scored], dtype=float),
-        np.array([s.churned for s in scored], dtype=bool),
+        np.array([s.adverse for s in scored], dtype=bool),
         [s.bands[objective] for s in scored],
         band_order,
         groups=_accounts(scored) if intervals else None,
@@ -163,7 +245,7 @@ def recency_baseline(samples: Iterable[Sample]) -> ScoreMetrics | None:
         return None
     return score_metrics(
         np.array([100.0 / (1.0 + max(s.idle_days or 0.0, 0.0)) for s in scored]),
-        np.array([s.churned for s in scored], dtype=bool),
+        np.array([s.adverse for s in scored], dtype=bool),
         groups=_accounts(scored),
     )
 
@@ -185,10 +267,14 @@ def summarise(
     samples: list[Sample],
     leads: dict[str, dict[str, Any]],
     test_from: float | None,
+    outcome: str = "churn",
 ) -> tuple[dict[str, Any], dict[str, dict[str, ScoreMetrics]]]:
     """(JSON summary for one model, the full metrics per objective and split for plots)."""
     full: dict[str, dict[str, ScoreMetrics]] = defaultdict(dict)
     objectives: dict[str, Any] = {}
+    # recency alone on the samples an objective scored: the same for objectives that score
+    # the same samples (usually all), so measured once for them
+    baselines: dict[tuple[str, bytes], ScoreMetrics | None] = {}
     for objective, spec in model.objectives.items():
         order = [b.name for b in spec.bands]
         entry: dict[str, Any] = {"lead_time": leads.get(objective)}
@@ -198,20 +284,27 @@ def summarise(
             if metrics is None:
                 continue
             full[objective][split] = metrics
-            baseline = recency_baseline(s for s in chosen if s.scores.get(objective) is not None)
+            scored = np.fromiter((s.scores.get(objective) is not None for s in chosen), bool)
+            key = (split, scored.tobytes())
+            if key not in baselines:
+                baselines[key] = recency_baseline(
+                    s for s, y in zip(chosen, scored, strict=True) if y
+                )
+            baseline = baselines[key]
             entry[split] = {
                 **metrics.headline(),
                 "unscored": sum(s.scores.get(objective) is None for s in chosen),
                 "baseline_recency": baseline.headline() if baseline else None,
-                "stated_probability": _stated(spec.calibration, chosen, objective),
+                "stated_probability": _stated(spec.calibration, chosen, objective, outcome),
                 "bands": metrics.bands,
                 "deciles": metrics.deciles,
             }
         by_segment = defaultdict(list)
-        by_as_of = defaultdict(list)
+        by_time: dict[float, list[Sample]] = defaultdict(list)
         for s in samples:
             by_segment[s.segment].append(s)
-            by_as_of[iso(s.as_of)].append(s)
+            by_time[s.as_of].append(s)
+        by_as_of = {iso(t): group for t, group in by_time.items()}
         entry["by_segment"] = {
             name: m.headline()
             for name, group in sorted(by_segment.items())
@@ -227,21 +320,30 @@ def summarise(
 
 
 def _stated(
-    calibration: Calibration | None, samples: list[Sample], objective: str
+    calibration: Calibration | None, samples: list[Sample], objective: str, outcome: str
 ) -> dict[str, Any] | None:
     """How the probabilities a calibrated model states hold on these samples (the horizon of
-    the calibration should be the back-test's)."""
-    if calibration is None:
+    the calibration should be the back-test's, and its outcome the labels')."""
+    if calibration is None or calibration.outcome != outcome:
         return None
     pairs = [
-        (calibration.probability(score), s.churned)
+        (calibration.probability(score), s.happened(outcome))
         for s in samples
         if (score := s.scores.get(objective)) is not None
     ]
     if not pairs or all(c for _, c in pairs) or not any(c for _, c in pairs):
         return None
-    figures = reliability(np.array([p for p, _ in pairs]), np.array([c for _, c in pairs]))
-    return {"horizon_days": calibration.horizon_days, **figures}
+    stated = np.array([p for p, _ in pairs])
+    happened = np.array([c for _, c in pairs], dtype=bool)
+    figures = reliability(stated, happened)
+    scored = [s for s in samples if s.scores.get(objective) is not None]
+    low, high = brier_interval(stated, happened, _accounts(scored))
+    return {
+        "horizon_days": calibration.horizon_days,
+        "outcome": calibration.outcome,
+        **figures,
+        "brier_ci95": [round(low, 4), round(high, 4)],
+    }
 
 
 def default_as_of(history: History, horizon: float, every_days: int = 30) -> list[float]:
@@ -264,12 +366,14 @@ def default_test_from(as_of: list[float]) -> float | None:
 
 def backtest(
     history: History,
-    churn_at: dict[str, float],
+    outcomes: Outcomes,
     models: dict[str, Model],
     as_of: list[float],
     horizon_days: float,
     test_from: float | None,
     lookback_days: int = 90,
+    outcome: str = "churn",
+    parts: int = 1,
 ) -> tuple[dict[str, Any], dict[str, dict[str, dict[str, ScoreMetrics]]]]:
     """Every model over the same history: the JSON summary and the metrics behind the plots."""
     horizon = horizon_days * DAY
@@ -280,7 +384,9 @@ def backtest(
             "rejected": dict(history.rejected),
         },
         "accounts": len({f.account_id for f in history.facts}),
-        "churned_accounts": sum(history.first <= t for t in churn_at.values()),
+        "churned_accounts": sum(history.first <= t for t in outcomes.first("churn").values()),
+        "outcome": outcome,
+        "outcomes": outcomes.counts(),
         "as_of": [iso(t) for t in sorted(as_of)],
         "horizon_days": horizon_days,
         "test_from": iso(test_from) if test_from is not None else None,
@@ -288,7 +394,7 @@ def backtest(
     }
     full = {}
     for label, model in models.items():
-        samples = collect(history, churn_at, model, as_of, horizon)
-        leads = lead_times(history, churn_at, model, lookback_days)
-        summary["models"][label], full[label] = summarise(model, samples, leads, test_from)
+        samples = collect(history, outcomes, model, as_of, horizon, outcome, parts)
+        leads = lead_times(history, outcomes, model, lookback_days, parts=parts)
+        summary["models"][label], full[label] = summarise(model, samples, leads, test_from, outcome)
     return summary, full

@@ -1,7 +1,17 @@
-"""Fit an objective's weights from churn outcomes; write the result as a new model file.
+"""Fit an objective's shapes and weights from outcomes; write the result as a new model file.
 
-The features are the objective's factor sub-scores (0-100, as the input model computes them,
-segment transforms included) at each as-of time; the label is churn within the horizon. The
+Shapes first (unless told to keep the input model's): for every factor of the objective, the
+training samples' raw values are cut at their quantiles (up to `SHAPE_BINS` bins of at least
+`SHAPE_MIN_BIN` samples), the share of good outcomes per bin is made monotone by isotonic
+regression (rising or falling, whichever fits better), and the result, stretched to 0-100,
+becomes the objective's own piecewise-linear transform of that factor: its points are where the
+data put them, so thresholds move. A factor whose bins all say the same keeps its transform. A
+cap on a reshaped factor keeps its meaning in raw terms: its `below` moves to the new sub-score
+of the raw value where the old cap stopped applying.
+
+The features are then the objective's factor sub-scores (0-100, under those shapes, segment
+transforms included where the objective has none of its own) at each as-of time; the label is
+the adverse outcome within the horizon (churn, or a favourable outcome not happening). The
 split is by account and by time: the test accounts (a stable share, by a digest of their id) are
 never trained on, and training uses only as-of times whose horizon has closed by `test_from`, so
 no training label looks into the test period. An L2-regularised logistic regression on the
@@ -13,12 +23,13 @@ whenever all factors have data. Factors without data at a sample are imputed wit
 mean, the regression's counterpart of the score leaving them out.
 
 Segments with enough training data (and churners) get weights of their own; the others fall back
-to the fitted base weights. Transforms, bands and caps are kept from the input model.
+to the fitted base weights. Bands are kept from the input model.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import textwrap
 from dataclasses import dataclass, field
@@ -26,14 +37,19 @@ from typing import Any
 
 import numpy as np
 import yaml
+from numpy.typing import NDArray
+from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
 from services.modelling.backtest import DAY, Sample, collect, iso, measure, recency_baseline
 from services.modelling.metrics import ScoreMetrics, platt, reliability
+from services.modelling.replay import FAVOURABLE, Outcomes
 from shared.history import History
-from shared.scoring.model import Model
+from shared.scoring.model import Model, Piecewise
 
 WEIGHT_SCALE = 20.0  # fitted factor weights are scaled to sum to this (readable numbers)
+SHAPE_BINS = 8
+SHAPE_MIN_BIN = 100  # training samples a bin of a learned shape needs at least
 
 
 @dataclass
@@ -50,7 +66,7 @@ def fit_weights(
 ) -> Fit | None:
     """Non-negative factor weights for `objective` from `samples`; None without both classes."""
     rows = [s for s in samples if s.scores.get(objective) is not None]
-    y = np.array([s.churned for s in rows], dtype=bool)
+    y = np.array([s.adverse for s in rows], dtype=bool)
     if len(rows) == 0 or y.all() or not y.any():
         return None
     x = np.array(
@@ -84,6 +100,95 @@ def _nan(value: float | None) -> float:
     return np.nan if value is None else value
 
 
+def learn_shape(
+    raw: NDArray[np.float64],
+    adverse: NDArray[np.bool_],
+    *,
+    bins: int = SHAPE_BINS,
+    min_bin: int = SHAPE_MIN_BIN,
+) -> Piecewise | None:
+    """A monotone piecewise-linear transform of a factor's raw value to a 0-100 sub-score
+    from samples (NaN: no value): the share of good outcomes per quantile bin, made monotone
+    by isotonic regression and stretched to 0-100, at each bin's mean raw value. None when
+    there is too little data or every bin says the same."""
+    known = ~np.isnan(raw)
+    x, good = raw[known], ~adverse[known]
+    count = min(bins, len(x) // min_bin)
+    if count < 2 or good.all() or not good.any():
+        return None
+    edges = np.unique(np.quantile(x, np.linspace(0.0, 1.0, count + 1)))
+    which = np.searchsorted(edges[1:-1], x, side="right")
+    sizes = np.bincount(which, minlength=len(edges) - 1)
+    used = sizes > 0
+    means = (np.bincount(which, x, minlength=len(sizes)) / np.maximum(sizes, 1))[used]
+    rates = (np.bincount(which, good, minlength=len(sizes)) / np.maximum(sizes, 1))[used]
+    if len(means) < 2:
+        return None
+    monotone = IsotonicRegression(increasing="auto").fit(means, rates, sample_weight=sizes[used])
+    fitted = monotone.predict(means)
+    low, high = float(fitted.min()), float(fitted.max())
+    if high - low < 1e-3:
+        return None
+    subs = np.round(100.0 * (fitted - low) / (high - low), 1)
+    points: list[tuple[float, float]] = []
+    for i, (mean, sub) in enumerate(zip(means.tolist(), subs.tolist(), strict=True)):
+        inner = 0 < i < len(subs) - 1
+        if inner and subs[i - 1] == sub == subs[i + 1]:
+            continue  # the middle of a plateau adds nothing
+        at = float(f"{mean:.6g}")
+        if points and at <= points[-1][0]:
+            continue
+        points.append((at, sub))
+    return Piecewise(piecewise=points) if len(points) >= 2 else None
+
+
+def learn_shapes(
+    samples: list[Sample], model: Model, objective: str, factors: list[str]
+) -> dict[str, Piecewise]:
+    """factor -> its learned shape, for the factors the data shapes (csm_sentiment, a
+    person's judgement, keeps its own)."""
+    adverse = np.array([s.adverse for s in samples], dtype=bool)
+    shapes = {}
+    for name in factors:
+        if model.factors[name].csm_sentiment:
+            continue
+        raw = np.array([_nan(s.raw.get(name)) for s in samples], dtype=float)
+        shape = learn_shape(raw, adverse)
+        if shape is not None:
+            shapes[name] = shape
+    return shapes
+
+
+def reshaped(samples: list[Sample], objective: str, shapes: dict[str, Piecewise]) -> list[Sample]:
+    """The samples with the sub-scores `shapes` give their raw values."""
+    out = []
+    for s in samples:
+        subs = dict(s.sub_scores[objective])
+        for name, shape in shapes.items():
+            raw = s.raw.get(name)
+            subs[name] = None if raw is None else shape(raw)
+        out.append(dataclasses.replace(s, sub_scores={**s.sub_scores, objective: subs}))
+    return out
+
+
+def moved_cap(
+    cap: dict[str, Any], old: Any, new: Piecewise, raw: NDArray[np.float64]
+) -> dict[str, Any]:
+    """`cap` with its `below` moved so that it applies to the same raw values under the new
+    shape as under the old (as far as the training values tell); unchanged when no threshold
+    on the new sub-score separates them."""
+    values = np.unique(raw[~np.isnan(raw)])
+    capped = np.array([old(v) < cap["below"] for v in values], dtype=bool)
+    if capped.all() or not capped.any():
+        return cap
+    after = np.array([new(v) for v in values])
+    highest, lowest = float(after[capped].max()), float(after[~capped].min())
+    if highest >= lowest:
+        return cap
+    below = round((highest + lowest) / 2, 2)
+    return {**cap, "below": below if highest < below <= lowest else (highest + lowest) / 2}
+
+
 def objective_weights(model: Model, fit: Fit) -> dict[str, dict[str, float]]:
     """`groups` and `factors` for a model file such that every factor's effective weight is
     proportional to its fitted weight (the engine splits a group's weight over its factors)."""
@@ -103,6 +208,7 @@ class FittedModel:
     document: dict[str, Any]
     base: Fit
     segments: dict[str, Fit | None]
+    shapes: dict[str, Piecewise] = field(default_factory=dict)
 
 
 def fit_model(
@@ -115,9 +221,15 @@ def fit_model(
     c: float = 1.0,
     min_segment_samples: int = 500,
     min_segment_churned: int = 30,
+    shapes: bool = True,
 ) -> FittedModel:
-    """A copy of the model `document` with `objective`'s weights fitted on `train`."""
-    factors = list(model.objectives[objective].factors)
+    """A copy of the model `document` with `objective`'s shapes (unless `shapes` is off)
+    and weights fitted on `train`."""
+    spec = model.objectives[objective]
+    factors = list(spec.factors)
+    learned = learn_shapes(train, model, objective, factors) if shapes else {}
+    if learned:
+        train = reshaped(train, objective, learned)
     base = fit_weights(train, objective, factors, c=c)
     if base is None:
         raise ValueError("the training split needs both churned and retained accounts")
@@ -128,11 +240,27 @@ def fit_model(
         )
     doc = copy.deepcopy(document)
     doc["name"] = name
-    doc["objectives"][objective].update(objective_weights(model, base))
+    target = doc["objectives"][objective]
+    target.update(objective_weights(model, base))
+    if learned:
+        transforms = target.setdefault("transforms", {})
+        for factor, shape in learned.items():
+            transforms[factor] = {"piecewise": [list(point) for point in shape.piecewise]}
+        target["caps"] = [
+            moved_cap(
+                cap,
+                spec.transforms.get(cap["factor"], model.factors[cap["factor"]].transform),
+                learned[cap["factor"]],
+                np.array([_nan(s.raw.get(cap["factor"])) for s in train], dtype=float),
+            )
+            if cap["factor"] in learned
+            else cap
+            for cap in target.get("caps", [])
+        ]
     fits: dict[str, Fit | None] = {}
     for segment in doc.get("segments", []):
         members = [s for s in train if s.segment == segment["name"]]
-        churned = sum(s.churned for s in members)
+        churned = sum(s.adverse for s in members)
         fit = None
         if len(members) >= min_segment_samples and churned >= min_segment_churned:
             fit = fit_weights(members, objective, factors, c=c)
@@ -144,30 +272,34 @@ def fit_model(
             overrides[objective] = objective_weights(model, fit)
         if not overrides:
             segment.pop("objectives")
-    return FittedModel(doc, base, fits)
+    return FittedModel(doc, base, fits, learned)
 
 
 def calibrate(
     fitted: FittedModel,
     history: History,
-    churn_at: dict[str, float],
+    outcomes: Outcomes,
     train: list[Sample],
     *,
     objective: str,
     horizon_days: float,
+    outcome: str = "churn",
+    parts: int = 1,
 ) -> Model:
     """Store in the fitted document the probability of the outcome within the horizon given
     the fitted model's own score, fitted on the training accounts' samples; the model it makes."""
     horizon = horizon_days * DAY
     accounts = {s.account_id for s in train}
     scored = [
-        (score, s.churned)
+        (score, s.happened(outcome))
         for s in collect(
             history,
-            churn_at,
+            outcomes,
             Model.model_validate(fitted.document),
             sorted({s.as_of for s in train}),
             horizon,
+            outcome,
+            parts,
         )
         if s.account_id in accounts and (score := s.scores.get(objective)) is not None
     ]
@@ -176,6 +308,7 @@ def calibrate(
     )
     fitted.document["objectives"][objective]["calibration"] = {
         "horizon_days": horizon_days,
+        "outcome": outcome,
         "intercept": round(intercept, 6),
         "slope": round(slope, 6),
         "fitted": f"Platt scaling on {len(scored)} training samples of {len(accounts)} accounts",
@@ -215,7 +348,7 @@ def _figures(metrics: ScoreMetrics | None) -> dict[str, Any] | None:
 
 def compare(
     history: History,
-    churn_at: dict[str, float],
+    outcomes: Outcomes,
     model: Model,
     document: dict[str, Any],
     *,
@@ -227,13 +360,16 @@ def compare(
     c: float = 1.0,
     min_segment_samples: int = 500,
     test_share: float = 0.3,
+    outcome: str = "churn",
+    shapes: bool = True,
+    parts: int = 1,
 ) -> tuple[FittedModel, Model, dict[str, Any]]:
     """Fit on the training accounts' as-of times whose outcomes are known by `test_from`;
     judge the input model, the fitted one and the recency baseline on the held-out accounts
     from `test_from` on. Refuses (ValueError) to return a model that drops every factor or
     scores no one."""
     horizon = horizon_days * DAY
-    samples = collect(history, churn_at, model, as_of, horizon)
+    samples = collect(history, outcomes, model, as_of, horizon, outcome, parts, factors=True)
     train, test = split_samples(samples, test_from, horizon, test_share)
     if not train or not test:
         raise ValueError(
@@ -248,15 +384,23 @@ def compare(
         name=name,
         c=c,
         min_segment_samples=min_segment_samples,
+        shapes=shapes,
     )
     candidate = calibrate(
-        fitted, history, churn_at, train, objective=objective, horizon_days=horizon_days
+        fitted,
+        history,
+        outcomes,
+        train,
+        objective=objective,
+        horizon_days=horizon_days,
+        outcome=outcome,
+        parts=parts,
     )
     test_cuts = sorted({s.as_of for s in test})
     tested = {s.account_id for s in test}
     candidate_test = [
         s
-        for s in collect(history, churn_at, candidate, test_cuts, horizon)
+        for s in collect(history, outcomes, candidate, test_cuts, horizon, outcome, parts)
         if s.account_id in tested
     ]
     if not any(s.scores.get(objective) is not None for s in candidate_test):
@@ -267,7 +411,7 @@ def compare(
     calibration = candidate.objectives[objective].calibration
     assert calibration is not None
     stated = [
-        (calibration.probability(score), s.churned)
+        (calibration.probability(score), s.happened(outcome))
         for s in candidate_test
         if (score := s.scores.get(objective)) is not None
     ]
@@ -277,6 +421,7 @@ def compare(
 
     figures = {
         "objective": objective,
+        "outcome": outcome,
         "input_model": model.version,
         "fitted_model": candidate.version,
         "split": (
@@ -288,13 +433,13 @@ def compare(
             "as_of_before": iso(test_from - horizon),
             "samples": len(train),
             "accounts": len({s.account_id for s in train}),
-            "churned": sum(s.churned for s in train),
+            "adverse": sum(s.adverse for s in train),
         },
         "test": {
             "as_of_from": iso(test_from),
             "samples": len(test),
             "accounts": len(tested),
-            "churned": sum(s.churned for s in test),
+            "adverse": sum(s.adverse for s in test),
             "input": _figures(input_test),
             "fitted": _figures(fitted_test),
             "baseline_recency": _figures(recency_baseline(test)),
@@ -308,6 +453,10 @@ def compare(
         "auc_input_train": auc(measure(train, objective, order)),
         "regularisation_c": c,
         "base": {"weights": fitted.base.weights, "dropped": fitted.base.dropped},
+        "shapes": {
+            name: [list(point) for point in shape.piecewise]
+            for name, shape in fitted.shapes.items()
+        },
         "segments": {
             segment: {"samples": fit.samples, "churned": fit.churned, "dropped": fit.dropped}
             if fit
@@ -323,12 +472,17 @@ def dump_model(document: dict[str, Any], figures: dict[str, Any], source: str) -
     header = [
         f"Fitted by `healthscore fit` from {figures['input_model']} ({source}).",
         f"Objective {figures['objective']}: weights from an L2-regularised logistic regression "
-        f"(C={figures['regularisation_c']}) of churn within the horizon on factor sub-scores.",
+        f"(C={figures['regularisation_c']}) of {_adverse(figures['outcome'])} within the horizon "
+        "on factor sub-scores.",
+        "Shapes learned from the data (monotone, by isotonic regression over quantile bins): "
+        + (", ".join(figures["shapes"]) or "none; the input model's transforms are kept")
+        + ".",
         f"Split {figures['split']}.",
         f"Train: {figures['train']['samples']} samples of {figures['train']['accounts']} "
-        f"accounts, {figures['train']['churned']} churned.",
+        f"accounts, {figures['train']['adverse']} {_adverse(figures['outcome'])}.",
         f"Test: {figures['test']['samples']} samples of {figures['test']['accounts']} other "
-        f"accounts, {figures['test']['churned']} churned; ROC AUC {_with_ci(figures, 'input')} "
+        f"accounts, {figures['test']['adverse']} {_adverse(figures['outcome'])}; ROC AUC "
+        f"{_with_ci(figures, 'input')} "
         f"(input model) -> {_with_ci(figures, 'fitted')} (this model); recency alone "
         f"{_with_ci(figures, 'baseline_recency')}.",
         f"Factors given weight 0 by the data: {', '.join(figures['base']['dropped']) or 'none'}.",
@@ -338,12 +492,17 @@ def dump_model(document: dict[str, Any], figures: dict[str, Any], source: str) -
             f"{name}: {fit if isinstance(fit, str) else 'fitted on ' + str(fit['samples'])}"
             for name, fit in figures["segments"].items()
         ),
-        "Transforms, bands and caps are the input model's. Review before deploying; deploy as "
-        "a shadow model first.",
+        "Bands are the input model's; caps on reshaped factors keep their raw thresholds. "
+        "Review before deploying; deploy as a shadow model first.",
     ]
     comment = "\n".join("# " + wrapped for line in header for wrapped in textwrap.wrap(line, 96))
     body = yaml.safe_dump(document, sort_keys=False, default_flow_style=None, width=100)
     return f"{comment}\n{body}"
+
+
+def _adverse(outcome: str) -> str:
+    """The adverse case the figures count: the outcome, or a favourable one not happening."""
+    return f"no {outcome}" if outcome in FAVOURABLE else outcome
 
 
 def _with_ci(figures: dict[str, Any], which: str) -> str:
@@ -357,7 +516,8 @@ def _calibration_line(figures: dict[str, Any]) -> list[str]:
     if not stated:
         return []
     return [
-        "Calibration: churn probability within the horizon from the score, fitted on the "
+        f"Calibration: {figures['outcome']} probability within the horizon from the score, "
+        "fitted on the "
         f"training accounts; on the held-out accounts Brier {stated['brier']}, skill "
         f"{stated['brier_skill']}."
     ]

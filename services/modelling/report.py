@@ -148,7 +148,16 @@ def _markdown(summary: dict[str, Any], split: str, plots: list[Path]) -> str:
         f"- events: {summary['events']['lines']} lines, {summary['events']['signals']} signals, "
         f"rejected {summary['events']['rejected'] or 'none'}",
         f"- accounts: {summary['accounts']}, churned in the data: {summary['churned_accounts']}",
-        f"- as-of times: {', '.join(summary['as_of'])}; horizon {summary['horizon_days']} days",
+        f"- outcomes in the data (accounts): {_counts(summary.get('outcomes') or {})}",
+        f"- predicted: **{summary.get('outcome', 'churn')}** within {summary['horizon_days']} "
+        "days of each as-of time"
+        + (
+            ""
+            if summary.get("outcome", "churn") == "churn"
+            else " (favourable: the figures below rank its not happening as the adverse case, "
+            "so 'churn' in them reads 'no " + summary["outcome"] + "')"
+        ),
+        f"- as-of times: {', '.join(summary['as_of'])}",
         f"- split shown: **{split}**"
         + (f" (as-of ≥ {summary['test_from']})" if summary.get("test_from") else ""),
         "",
@@ -180,6 +189,13 @@ def _markdown(summary: dict[str, Any], split: str, plots: list[Path]) -> str:
                 f"| {_fmt(lead.get('warned_share'))} "
                 f"| {_lead(lead)} |"
             )
+            stated = m.get("stated_probability")
+            if stated:
+                lines.append(
+                    f"| ↳ its stated probability of {stated['outcome']} within "
+                    f"{stated['horizon_days']:g} d | {m['n']} | – | – | – "
+                    f"| {_ci(stated, 'brier')} | {_fmt(stated['brier_skill'])} | – | – | – |"
+                )
             baseline = m.get("baseline_recency")
             if baseline:
                 lines.append(
@@ -212,10 +228,30 @@ def _markdown(summary: dict[str, Any], split: str, plots: list[Path]) -> str:
                 f"| {_fmt(m['pr_auc'])} |"
                 for name, m in entry["by_segment"].items()
             ]
+        lines += _lead_note(summary, objective)
         plot = next((p for p in plots if p.stem == objective), None)
         if plot is not None:
             lines += ["", f"![{objective}]({plot.name})", ""]
     return "\n".join(lines) + "\n"
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{name} {n}" for name, n in counts.items()) or "none"
+
+
+def _lead_note(summary: dict[str, Any], objective: str) -> list[str]:
+    """What the lead times were measured on."""
+    notes = []
+    for label, model in summary["models"].items():
+        lead = (model["objectives"].get(objective) or {}).get("lead_time") or {}
+        if lead.get("measured_accounts") is not None:
+            notes.append(
+                f"{label}: lead time measured on {lead['measured_accounts']} of "
+                f"{lead['churned_accounts']} churned accounts (a seeded random choice when there "
+                f"are many), each scored daily over the {lead['lookback_days']} days before its "
+                f"first churn; {lead['warned_whole_lookback']} were warned the whole look-back."
+            )
+    return ["", *notes] if notes else []
 
 
 def _lead(lead: dict[str, Any]) -> str:

@@ -70,12 +70,13 @@ class ObjectiveScore:
     # P(the objective's outcome within horizon_days), when the model is calibrated
     probability: float | None = None
     horizon_days: float | None = None
+    outcome: str | None = None
 
     def explanation(self) -> dict[str, Any]:
         """How the score was made, in the health document's shape (shared/health.py); times
         are datetimes, which the scorer's JSON encoding writes as RFC 3339."""
         times: dict[float, datetime] = {}
-        document = {
+        document: dict[str, Any] = {
             "weighted_score": self.model_score,
             "factors": [f.as_dict(times) for f in self.factors],
             "caps": list(self.caps),
@@ -84,6 +85,7 @@ class ObjectiveScore:
         if self.horizon_days is not None:
             document["probability"] = self.probability
             document["probability_horizon_days"] = self.horizon_days
+            document["probability_outcome"] = self.outcome
         return document
 
 
@@ -243,6 +245,7 @@ class _FactorPlan(NamedTuple):
     transform: Any
     stale_after: float  # seconds; inf where silence is itself the signal
     share: float  # weight / total weight of the objective, as shown
+    key: str  # what its value is memoised by: objectives that shape a factor alike share it
 
 
 # (model version, objective, segment) -> the objective's plan. A version names the model's
@@ -259,7 +262,7 @@ def _plan(
     if cached is not None:
         return cached
     weights = _weights(objective, segment.objectives.get(name) if segment else None, model)
-    transforms = segment.transforms if segment else {}
+    transforms = {**(segment.transforms if segment else {}), **objective.transforms}
     total = sum(weights.values())
     plan = []
     for factor_name, weight in weights.items():
@@ -295,6 +298,7 @@ def _plan(
                 transforms.get(factor_name, factor.transform),
                 stale_after,
                 round(weight / total, 6) if total else 0.0,
+                f"{name}.{factor_name}" if factor_name in objective.transforms else factor_name,
             )
         )
     _PLANS[key] = plan
@@ -358,10 +362,11 @@ def _score_objective(
     results: list[tuple[_FactorPlan, _FactorValue]] = []
     for p in plan:
         # objectives share factors, and within one evaluation (one segment) a factor's
-        # transform and staleness are the same for all of them: each is evaluated once
-        value = values.get(p.name)
+        # staleness, and its transform unless an objective has its own, are the same for all
+        # of them: each is evaluated once
+        value = values.get(p.key)
         if value is None:
-            value = values[p.name] = _factor_value(state, p, at, overrides)
+            value = values[p.key] = _factor_value(state, p, at, overrides)
         results.append((p, value))
     if objective.interactions:
         results = _interact(objective, results)
@@ -417,6 +422,7 @@ def _score_objective(
         if calibration is None or score is None
         else round(calibration.probability(score), 6),
         horizon_days=None if calibration is None else calibration.horizon_days,
+        outcome=None if calibration is None else calibration.outcome,
     )
 
 

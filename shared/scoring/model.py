@@ -6,7 +6,8 @@ Sections (see shared/scoring/models/default.yaml, documented factor by factor):
 - factors: a value over aggregates (an aggregate, a ratio, a trend, days since) mapped to a
   0-100 sub-score by a transform (piecewise-linear or logistic), in a group;
 - objectives: group weights, factor weights and bands with hysteresis; one score each;
-- segments: rules on account attributes that override weights and transforms.
+- segments: rules on account attributes that override weights and transforms (an objective's
+  own transform of a factor, as `healthscore fit` learns them, beats a segment's).
 
 A model's version is `<name>@<12 hex of sha256 of its canonical JSON>`, so any change to what it
 computes changes its version, and formatting or comments do not.
@@ -197,11 +198,16 @@ class Cap(_Strict):
 
 
 class Calibration(_Strict):
-    """P(the objective's outcome within `horizon_days` | score) = 1 / (1 + exp(-(intercept +
+    """P(`outcome` within `horizon_days` | score) = 1 / (1 + exp(-(intercept +
     slope * score / 100))): a logistic (Platt) fit of the outcome on the score, which
     `healthscore fit` writes from its training accounts."""
 
     horizon_days: float = Field(gt=0, description="the window the probability is about")
+    outcome: str = Field(
+        default="churn",
+        pattern=r"^[a-z][a-z0-9_]{0,31}$",
+        description="what the probability is of: churn, renewal, expansion, ...",
+    )
     intercept: float = Field(allow_inf_nan=False)
     slope: float = Field(allow_inf_nan=False, description="per 100 points of score")
     fitted: str = Field(default="", description="what it was fitted on, for a reader")
@@ -244,6 +250,11 @@ class Objective(_Strict):
     )
     caps: list[Cap] = []
     interactions: list[Interaction] = []
+    transforms: dict[str, Transform] = Field(
+        default={},
+        description="this objective's own shape for a factor (what `healthscore fit` learns); "
+        "it applies in every segment",
+    )
     calibration: Calibration | None = None
 
     @model_validator(mode="after")
@@ -309,6 +320,9 @@ class Model(_Strict):
             for cap in objective.caps:
                 if cap.factor not in objective.factors:
                     raise ValueError(f"objectives.{name} caps unweighted factor {cap.factor!r}")
+            for shaped in objective.transforms:
+                if shaped not in objective.factors:
+                    raise ValueError(f"objectives.{name} transforms unweighted factor {shaped!r}")
             for rule in objective.interactions:
                 for named in (rule.factor, rule.when):
                     if named not in objective.factors:

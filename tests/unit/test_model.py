@@ -264,3 +264,41 @@ def test_an_interaction_makes_one_factors_weight_depend_on_another(tmp_path: Pat
     ]
     with pytest.raises(ConfigurationError, match="one of at_least and below"):
         load_model(_write(tmp_path, doc))
+
+
+def test_an_objectives_own_transform_shapes_its_factor_and_no_other(tmp_path: Path) -> None:
+    """What `fit` learns for one objective (its own piecewise shape of a shared factor) beats
+    the factor's and a segment's transform there, and leaves the other objective alone."""
+    from shared.scoring.engine import evaluate
+    from tests.support.facts import NOW, active_account
+
+    doc = yaml.safe_load(DEFAULT_MODEL_PATH.read_text())
+    plain = load_model(_write(tmp_path, doc))
+    doc["objectives"]["churn_risk"]["transforms"] = {
+        "login_frequency": {"piecewise": [[0, 100], [1000, 0]]}  # reversed on purpose
+    }
+    doc["segments"][0]["transforms"] = {"login_frequency": {"piecewise": [[0, 0], [1, 100]]}}
+    model = load_model(_write(tmp_path, doc))
+    state = active_account()
+    at = NOW.timestamp()
+    for tier in (None, "enterprise"):
+        if tier:
+            state.attributes["tier"] = (at, "t", tier)
+        evaluation = evaluate(model, state, at)
+        assert evaluation.segment == (tier or "default")
+        churn = {f.factor: f for f in evaluation.scores["churn_risk"].factors}["login_frequency"]
+        assert churn.raw is not None and churn.raw > 0
+        assert churn.sub_score == pytest.approx(100 - churn.raw / 10)
+        # expansion reads the same factor with the segment's shape, or the factor's own
+        shape = (
+            model.segments[0].transforms["login_frequency"]
+            if tier
+            else model.factors["login_frequency"].transform
+        )
+        expansion = {f.factor: f for f in evaluation.scores["expansion"].factors}
+        assert expansion["login_frequency"].sub_score == pytest.approx(shape(churn.raw))
+        if not tier:
+            assert evaluation.scores["expansion"] == evaluate(plain, state, at).scores["expansion"]
+    doc["objectives"]["churn_risk"]["transforms"] = {"nps_typo": {"piecewise": [[0, 0], [1, 1]]}}
+    with pytest.raises(ConfigurationError, match="transforms unweighted factor"):
+        load_model(_write(tmp_path, doc))

@@ -11,6 +11,8 @@ import numpy as np
 import orjson
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from healthscore.cli import app
@@ -21,6 +23,7 @@ from services.modelling.replay import load_outcomes
 from services.simulator.produce import write_files
 from services.simulator.world import World
 from shared.config import DEFAULT_MODEL_PATH
+from shared.errors import ConfigurationError
 from shared.history import load_events
 from shared.scoring.engine import evaluate
 from shared.scoring.model import Model, load_model
@@ -83,7 +86,7 @@ def test_the_replay_validates_like_ingest_and_reads_outcomes(world_files: Path) 
     assert len(history.facts) == 50 and history.lines == 53
     assert history.rejected == {"invalid_json": 1, "unknown_event_type": 1, "not_an_object": 1}
     assert [f.t for f in history.facts] == sorted(f.t for f in history.facts)
-    churn_at = load_outcomes(world_files / "outcomes.csv")
+    churn_at = load_outcomes(world_files / "outcomes.csv").first("churn")
     with (world_files / "outcomes.csv").open() as fh:
         expected = {r["account_id"] for r in csv.DictReader(fh) if r["churned_at"]}
     assert set(churn_at) == expected and expected
@@ -91,9 +94,10 @@ def test_the_replay_validates_like_ingest_and_reads_outcomes(world_files: Path) 
 
 def test_samples_are_the_live_score_at_the_cut_with_honest_labels(world_files: Path) -> None:
     history = load_events(world_files / "events.jsonl")
-    churn_at = load_outcomes(world_files / "outcomes.csv")
+    outcomes = load_outcomes(world_files / "outcomes.csv")
+    churn_at = outcomes.first("churn")
     cuts = [START.timestamp() + d * DAY for d in (60, 100)]
-    samples = collect(history, churn_at, MODEL, cuts, 30 * DAY)
+    samples = collect(history, outcomes, MODEL, cuts, 30 * DAY)
     for cut in cuts:
         at_cut = {s.account_id: s for s in samples if s.as_of == cut}
         seen = {f.account_id for f in history.facts if f.t <= cut}
@@ -101,7 +105,7 @@ def test_samples_are_the_live_score_at_the_cut_with_honest_labels(world_files: P
         assert set(at_cut) == seen - gone  # churned accounts leave the population
         for account_id, sample in at_cut.items():
             churn = churn_at.get(account_id)
-            assert sample.churned == (churn is not None and cut < churn <= cut + 30 * DAY)
+            assert sample.adverse == (churn is not None and cut < churn <= cut + 30 * DAY)
         for account_id in sorted(at_cut)[:25]:  # the reference: fold the facts up to the cut
             state = AccountState()
             for fact in history.facts:
@@ -109,7 +113,7 @@ def test_samples_are_the_live_score_at_the_cut_with_honest_labels(world_files: P
                     state.apply(MODEL, fact)
             expected = evaluate(MODEL, state, cut)
             assert at_cut[account_id].scores == {o: s.score for o, s in expected.scores.items()}
-    assert any(s.churned for s in samples) and not all(s.churned for s in samples)
+    assert any(s.adverse for s in samples) and not all(s.adverse for s in samples)
 
 
 def _sample(i: int, signal: float, noise: float, harmful: float, churned: bool) -> Sample:
@@ -136,10 +140,12 @@ def test_a_fitted_model_weighs_what_predicts_churn_and_round_trips(tmp_path: Pat
     figures = {
         "input_model": MODEL.version,
         "objective": "churn_risk",
+        "outcome": "churn",
         "regularisation_c": 1.0,
         "split": "by account and time",
-        "train": {"as_of_before": "t", "samples": 3000, "accounts": 3000, "churned": 1},
-        "test": {"samples": 0, "accounts": 0, "churned": 0},
+        "train": {"as_of_before": "t", "samples": 3000, "accounts": 3000, "adverse": 1},
+        "test": {"samples": 0, "accounts": 0, "adverse": 0},
+        "shapes": {},
         "auc_input_test": None,
         "auc_fitted_test": None,
         "base": {"dropped": fitted.base.dropped},
@@ -237,29 +243,43 @@ def test_scores_do_not_depend_on_the_decade(world_files: Path, tmp_path: Path, y
     samples = {}
     for folder, move in ((world_files, 0.0), (tmp_path / "shifted", by.total_seconds())):
         history = load_events(folder / "events.jsonl")
-        churn_at = load_outcomes(folder / "outcomes.csv")
-        taken = collect(history, churn_at, MODEL, [c + move for c in cuts], 30 * DAY)
-        samples[move] = [(s.account_id, s.churned, s.scores, s.bands, s.sub_scores) for s in taken]
+        outcomes = load_outcomes(folder / "outcomes.csv")
+        taken = collect(history, outcomes, MODEL, [c + move for c in cuts], 30 * DAY, factors=True)
+        samples[move] = [(s.account_id, s.adverse, s.scores, s.bands, s.sub_scores) for s in taken]
     here, there = samples.values()
     assert len(here) > 500 and here == there
 
 
-def test_fit_splits_by_account_and_time_so_nothing_is_learned_from_the_test() -> None:
+@settings(max_examples=200, deadline=None)
+@given(
+    accounts=st.lists(st.text(min_size=1, max_size=12), min_size=1, max_size=60, unique=True),
+    months=st.integers(1, 8),
+    test_month=st.integers(0, 8),
+    horizon_days=st.sampled_from([7.0, 30.0, 90.0]),
+    share=st.floats(0.05, 0.95),
+)
+def test_fit_splits_by_account_and_time_so_nothing_is_learned_from_the_test(
+    accounts: list[str], months: int, test_month: int, horizon_days: float, share: float
+) -> None:
     from services.modelling.fit import held_out, split_samples
 
-    day = 86_400.0
     samples = [
-        replace(_sample(i, 50, 50, 50, i % 7 == 0), as_of=t * 30 * day)
-        for i in range(400)
-        for t in range(4)
+        replace(_sample(0, 50, 50, 50, len(a) % 2 == 0), account_id=a, as_of=t * 30 * DAY)
+        for a in accounts
+        for t in range(months)
     ]
-    test_from, horizon = 60 * day, 30 * day
-    train, test = split_samples(samples, test_from, horizon, 0.3)
+    test_from, horizon = test_month * 30 * DAY, horizon_days * DAY
+    train, test = split_samples(samples, test_from, horizon, share)
     assert {s.account_id for s in train}.isdisjoint({s.account_id for s in test})
     assert all(s.as_of + horizon <= test_from for s in train)  # labels known by test_from
     assert all(s.as_of >= test_from for s in test)
-    assert 0.2 < len({s.account_id for s in test}) / 400 < 0.4
-    assert all(held_out(s.account_id, 0.3) for s in test)
+    assert all(held_out(s.account_id, share) for s in test)
+
+
+def test_the_held_out_share_is_the_share_asked_for() -> None:
+    from services.modelling.fit import held_out
+
+    assert 0.28 < sum(held_out(f"acc-{i}", 0.3) for i in range(20_000)) / 20_000 < 0.32
 
 
 def test_fit_refuses_a_model_that_drops_every_factor() -> None:
@@ -303,3 +323,107 @@ def test_bootstrap_intervals_resample_accounts() -> None:
     assert metrics.roc_auc is not None and lo < metrics.roc_auc < hi and hi - lo < 0.1
     lo, hi = metrics.intervals["brier"]
     assert metrics.brier is not None and lo < metrics.brier < hi
+
+
+def test_outcomes_with_several_events_per_account(tmp_path: Path) -> None:
+    """Lapse and return: an account is out of the population from its churn to its return;
+    favourable outcomes (expansion) label the samples where they did not happen adverse."""
+
+    path = tmp_path / "outcomes.csv"
+    path.write_text(
+        "account_id,event,at\n"
+        "a,churn,2026-02-01\n"
+        "a,return,2026-03-01\n"
+        "a,expansion,2026-03-20\n"
+        "b,renewal,2026-02-10\n"
+        "c,churn,\n"  # empty: nothing happened
+    )
+    outcomes = load_outcomes(path)
+    t = {d: datetime(2026, m, day, tzinfo=UTC).timestamp() for d, (m, day) in {
+        "jan": (1, 15), "feb": (2, 15), "mar": (3, 10)}.items()}  # fmt: skip
+    assert outcomes.counts() == {"churn": 1, "expansion": 1, "renewal": 1, "return": 1}
+    assert [outcomes.lapsed("a", t[k]) for k in ("jan", "feb", "mar")] == [False, True, False]
+    assert outcomes.first("churn") == {"a": datetime(2026, 2, 1, tzinfo=UTC).timestamp()}
+    assert outcomes.within("a", "expansion", t["mar"], t["mar"] + 30 * DAY)
+    assert not outcomes.within("a", "expansion", t["jan"], t["jan"] + 30 * DAY)
+
+    history = load_events(_events_file(tmp_path, ["a", "b", "c"], days=80))
+    cuts = [t["jan"], t["feb"], t["mar"]]
+    samples = collect(history, outcomes, MODEL, cuts, 30 * DAY, "expansion")
+    seen = {(s.account_id, s.as_of): s for s in samples}
+    assert ("a", t["feb"]) not in seen  # lapsed
+    assert seen[("a", t["mar"])].happened("expansion") and not seen[("a", t["mar"])].adverse
+    assert seen[("a", t["jan"])].adverse  # no expansion within 30 days: the adverse case
+    churn = collect(history, outcomes, MODEL, cuts, 30 * DAY)
+    assert [s.adverse for s in churn if s.account_id == "a"] == [True, False]  # jan, mar
+
+    path.write_text("account_id,event,at\na,Churn!,2026-02-01\n")
+    with pytest.raises(ConfigurationError, match="not an outcome name"):
+        load_outcomes(path)
+    assert load_outcomes(_legacy(tmp_path)).events == {"x": [(START.timestamp(), "churn")]}
+
+
+def _legacy(tmp_path: Path) -> Path:
+    path = tmp_path / "legacy.csv"
+    path.write_text(f"account_id,churned_at,tier\nx,{START.isoformat()},smb\ny,,smb\n")
+    return path
+
+
+def _events_file(tmp_path: Path, accounts: list[str], days: int) -> Path:
+    """A session a day for every account from START on."""
+    path = tmp_path / "events.jsonl"
+    lines = [
+        orjson.dumps(
+            {
+                "event_id": f"{account}-{day}",
+                "account_id": account,
+                "type": "session_started",
+                "occurred_at": (START + timedelta(days=day)).isoformat(),
+                "schema_version": 1,
+                "user_id": "u1",
+            }
+        )
+        for day in range(days)
+        for account in accounts
+    ]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def test_a_learned_shape_is_monotone_and_puts_its_points_where_the_data_is() -> None:
+    from services.modelling.fit import learn_shape, moved_cap
+
+    rng = np.random.default_rng(11)
+    raw = rng.exponential(10.0, 6000)  # e.g. sessions: most accounts few, some many
+    churned = rng.random(6000) < 1 / (1 + np.exp(-(1.5 - 0.25 * raw)))  # more use, less churn
+    shape = learn_shape(raw, churned)
+    assert shape is not None
+    xs, subs = zip(*shape.piecewise, strict=True)
+    assert list(xs) == sorted(xs) and xs[0] > 0 and xs[-1] < raw.max()  # bin means: data's
+    assert list(subs) == sorted(subs) and (subs[0], subs[-1]) == (0.0, 100.0)
+    assert len(shape.piecewise) <= 8
+    falling = learn_shape(raw, ~churned)  # the other way round: a falling shape
+    assert falling is not None and falling.piecewise[0][1] == 100.0
+    assert learn_shape(raw, rng.random(6000) < 0.0) is None  # one class: nothing to learn
+    assert learn_shape(np.full(6000, 3.0), churned) is None  # one value: no shape
+    assert learn_shape(raw[:150], churned[:150]) is None  # too few samples for two bins
+
+    # a cap "below 20 under the old shape" keeps applying to the same raw values
+    old = MODEL.factors["login_frequency"].transform  # 0 -> 0, 5 -> 25: below 20 = raw < 4
+    cap = {"factor": "login_frequency", "below": 20.0, "max": 35.0, "reason": "r"}
+    moved = moved_cap(cap, old, shape, raw)
+    values = np.unique(raw)
+    assert all((shape(v) < moved["below"]) == (old(v) < 20.0) for v in values)
+
+
+def test_scoring_in_parts_gives_what_one_process_gives(world_files: Path) -> None:
+    from services.modelling.backtest import lead_times
+
+    history = load_events(world_files / "events.jsonl")
+    outcomes = load_outcomes(world_files / "outcomes.csv")
+    cuts = [START.timestamp() + d * DAY for d in (60, 100)]
+    alone = collect(history, outcomes, MODEL, cuts, 30 * DAY, factors=True)
+    assert collect(history, outcomes, MODEL, cuts, 30 * DAY, parts=2, factors=True) == alone
+    assert lead_times(history, outcomes, MODEL, parts=2) == lead_times(history, outcomes, MODEL)
+    some = lead_times(history, outcomes, MODEL, most=5)["churn_risk"]
+    assert some["measured_accounts"] == 5 < some["churned_accounts"]
