@@ -122,6 +122,7 @@ class ScorerSettings(BaseModel):
     state_cache_size: int = Field(default=5_000, ge=0)
     sweep_batch_size: int = Field(default=2_000, ge=1)
     sweep_interval_seconds: float = Field(default=60.0, gt=0)
+    news_retention_days: float = Field(default=365.0, gt=0)
     relay_interval_seconds: float = Field(default=0.2, gt=0)
     # a change whose newest signal is older than this is a replay: band changes and drops
     # are held, and one net change is sent once the account has been quiet for the hold

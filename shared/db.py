@@ -88,6 +88,8 @@ class ScoreRow(Base):
     score: Mapped[float | None] = mapped_column(Float)
     band: Mapped[str] = mapped_column(String(32))
     confidence: Mapped[float] = mapped_column(Float)
+    # the calibrated probability of the objective's outcome (null: the model has none)
+    probability: Mapped[float | None] = mapped_column(Float)
     # per factor: raw value, sub-score, weight, contribution; caps, overrides; the weighted
     # mean. `json` (see AccountRow.state): GET .../health splices it into its answer as is
     explanation: Mapped[dict[str, Any]] = mapped_column(JSON)
@@ -145,6 +147,23 @@ class ConsumerOffsetRow(Base):
     partition: Mapped[int] = mapped_column(Integer, primary_key=True)
     next_offset: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime] = mapped_column(Timestamp)
+    # the newest market news item whose accounts in this partition were made due
+    news_applied: Mapped[int] = mapped_column(BigInteger, server_default="0")
+
+
+class MarketNewsRow(Base):
+    """News about a whole segment (a market event), stored once by the scorer that read it."""
+
+    __tablename__ = "market_news"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(128), unique=True)
+    occurred_at: Mapped[datetime] = mapped_column(Timestamp, index=True)
+    scope: Mapped[dict[str, Any]] = mapped_column(JSON)
+    topic: Mapped[str] = mapped_column(String(64))
+    impact: Mapped[float] = mapped_column(Float)
+    title: Mapped[str] = mapped_column(Text)
+    stored_at: Mapped[datetime] = mapped_column(Timestamp)
 
 
 class OutboxRow(Base):

@@ -23,11 +23,12 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
+    model_validator,
 )
 
 SCHEMA_VERSION = 1
 
-Source = Literal["usage", "support", "billing", "engagement", "api"]
+Source = Literal["usage", "support", "billing", "engagement", "market", "api"]
 
 
 def _lower(value: Any) -> Any:
@@ -293,6 +294,61 @@ class MarketingEngaged(RawEvent):
     user_id: Identifier | None = None
 
 
+# --- news about a whole segment --------------------------------------------------------------
+
+
+def _listed(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+class Scope(BaseModel):
+    """The accounts a market event concerns: those whose attribute matches one of the values
+    given, for every attribute given."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    industry: Annotated[
+        list[Industry] | None, BeforeValidator(_listed), Field(min_length=1, max_length=50)
+    ] = None
+    region: Annotated[
+        list[Region] | None, BeforeValidator(_listed), Field(min_length=1, max_length=4)
+    ] = None
+    tier: Annotated[
+        list[Tier] | None, BeforeValidator(_listed), Field(min_length=1, max_length=4)
+    ] = None
+
+    @model_validator(mode="after")
+    def _something(self) -> Scope:
+        if not (self.industry or self.region or self.tier):
+            raise ValueError("a scope names at least one of industry, region, tier")
+        return self
+
+    def key(self) -> str:
+        """A stable name of the scope: the event's Kafka key, in place of an account id."""
+        parts = [
+            f"{name}={','.join(sorted(values))}"
+            for name in ("industry", "region", "tier")
+            if (values := getattr(self, name))
+        ]
+        return "market:" + ";".join(parts)
+
+
+class MarketEvent(RawEvent):
+    """News that bears on every account of a segment at once: a regulatory change, a market
+    trend, a competitor's move. It names no account: `scope` says which accounts it concerns,
+    `impact` how it bears on their health, from -1 (harmful) to 1 (helpful); a model's
+    `market` factor reads it, decaying with its own half-life."""
+
+    type: Literal["market_event"]
+    account_id: Identifier | None = Field(default=None, description="not used: see scope")  # type: ignore[assignment]
+    scope: Scope
+    topic: Annotated[str, BeforeValidator(_lower), Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")] = (
+        Field(description="what kind of news: regulatory_change, market_trend, competitor_move…")
+    )
+    impact: float = Field(ge=-1, le=1, allow_inf_nan=False)
+    title: ShortText = ""
+
+
 UsageEvent = Annotated[
     SessionStarted | FeatureUsed | PageViewed | ActiveUsersReported | SeatsUsedReported,
     Field(discriminator="type"),
@@ -314,6 +370,7 @@ BillingEvent = Annotated[
     Field(discriminator="type"),
 ]
 EngagementEvent = Annotated[SocialMentioned | MarketingEngaged, Field(discriminator="type")]
+MarketEvents = Annotated[MarketEvent, Field(discriminator="type")]
 
 EVENT_TYPES: dict[Source, tuple[type[RawEvent], ...]] = {
     "usage": (SessionStarted, FeatureUsed, PageViewed, ActiveUsersReported, SeatsUsedReported),
@@ -330,12 +387,14 @@ EVENT_TYPES: dict[Source, tuple[type[RawEvent], ...]] = {
         AccountProfileUpdated,
     ),
     "engagement": (SocialMentioned, MarketingEngaged),
+    "market": (MarketEvent,),
 }
 SOURCE_ADAPTERS: dict[Source, TypeAdapter[Any]] = {
     "usage": TypeAdapter(UsageEvent),
     "support": TypeAdapter(SupportEvent),
     "billing": TypeAdapter(BillingEvent),
     "engagement": TypeAdapter(EngagementEvent),
+    "market": TypeAdapter(MarketEvents),
 }
 
 

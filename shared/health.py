@@ -43,6 +43,17 @@ class AppliedOverride(BaseModel):
     expires_at: datetime
 
 
+class NewsRead(BaseModel):
+    """A market event a market factor read for this score (it concerns the account)."""
+
+    event_id: str
+    topic: str = Field(examples=["regulatory_change"])
+    title: str = Field(examples=["New data-residency rules for EU fintechs"])
+    impact: float = Field(ge=-1, le=1, description="-1 harmful .. 1 helpful, as sent")
+    weight: float = Field(description="its decayed weight now: 1 when new, 0.5 a half-life on")
+    occurred_at: datetime
+
+
 class Explanation(BaseModel):
     """How one objective's score was made."""
 
@@ -60,6 +71,9 @@ class Explanation(BaseModel):
     probability_horizon_days: float | None = Field(default=None, examples=[90])
     probability_outcome: str | None = Field(
         default=None, description="what the probability is of", examples=["churn"]
+    )
+    news: list[NewsRead] = Field(
+        default=[], description="market news about the account's segment that the score read"
     )
 
 

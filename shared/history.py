@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from shared.errors import ConfigurationError
+from shared.scoring.news import News, NewsItem
 from shared.scoring.state import Fact
 from shared.validate import Limits, Rejection, Sentiment, validate
 
@@ -23,11 +24,13 @@ REPLAY_LIMITS = Limits(max_future_skew=timedelta(days=36_500), max_age=timedelta
 
 @dataclass(frozen=True)
 class History:
-    """Validated signals in event-time order, and what validation refused."""
+    """Validated signals in event-time order, and what validation refused. Market events,
+    about segments rather than accounts, are `news`."""
 
     facts: list[Fact]
     lines: int
     rejected: Counter[str]
+    news: News = ()
 
     @property
     def first(self) -> float:
@@ -43,6 +46,7 @@ def load_events(path: Path) -> History:
     sentiment = Sentiment()
     now = datetime.now(UTC)
     facts: list[Fact] = []
+    news: list[NewsItem] = []
     rejected: Counter[str] = Counter()
     lines = 0
     try:
@@ -62,9 +66,13 @@ def load_events(path: Path) -> History:
             )
             if isinstance(result, Rejection):
                 rejected[result.reason] += 1
+            elif result.kind == "market_event":
+                news.append(
+                    NewsItem.of(result.signal_id, result.occurred_at.timestamp(), result.data)
+                )
             else:
                 facts.append(Fact.from_signal(result))
     if not facts:
         raise ConfigurationError(f"{path}: no valid events in {lines} lines")
     facts.sort(key=lambda f: (f.t, f.signal_id))
-    return History(facts, lines, rejected)
+    return History(facts, lines, rejected, tuple(sorted(news, key=lambda item: item.t)))

@@ -28,6 +28,7 @@ from shared.events import (
     EVENT_MODEL,
     EVENT_TYPE_SOURCE,
     SCHEMA_VERSION,
+    MarketEvent,
     RawEvent,
     Signal,
     built_signal,
@@ -170,7 +171,9 @@ def to_signal(
             version = event["schema_version"]
 
     account_id = event.get("account_id")
-    if account_id is None or (isinstance(account_id, str) and not account_id.strip()):
+    if model is not MarketEvent and (
+        account_id is None or (isinstance(account_id, str) and not account_id.strip())
+    ):
         return Rejection("missing_account_id", "account_id is absent or empty", "account_id")
 
     try:
@@ -208,7 +211,7 @@ def to_signal(
     # every field was validated above: build the signal without validating it again
     return built_signal(
         parsed.event_id,
-        parsed.account_id,
+        parsed.scope.key() if isinstance(parsed, MarketEvent) else parsed.account_id,
         parsed.occurred_at,
         EVENT_TYPE_SOURCE[kind],
         kind,

@@ -116,6 +116,7 @@ ACCOUNTS = {
             "score": 35.0,
             "band": "at_risk",
             "confidence": 0.83,
+            "probability": 0.41,
             "change": -36.2,
             "changed_at": "2026-11-23T06:00:00Z",
             "stale_sources": ["billing"],

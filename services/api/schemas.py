@@ -109,6 +109,11 @@ class AccountSummaryResponse(BaseModel):
     score: float | None
     band: str
     confidence: float
+    probability: float | None = Field(
+        default=None,
+        description="probability of the objective's outcome within the model's horizon "
+        "(its calibration); null when the model is not calibrated",
+    )
     change: float | None = Field(
         description="points the score moved at its last recorded change (4 decimals, like scores)"
     )

@@ -90,7 +90,7 @@ def collect(
         for account_id, state in states.items():
             if outcomes.lapsed(account_id, cut):
                 continue
-            evaluation = evaluate(model, state, cut)
+            evaluation = evaluate(model, state, cut, news=history.news)
             happened = outcomes.within(account_id, outcome, cut, cut + horizon)
             samples.append(
                 Sample(
@@ -179,7 +179,7 @@ def _leads(
             if account_id not in states:
                 continue
             bands = previous[account_id]
-            evaluation = evaluate(model, states[account_id], tick, bands)
+            evaluation = evaluate(model, states[account_id], tick, bands, history.news)
             for objective, score in evaluation.scores.items():
                 key = (account_id, objective)
                 bands[objective] = score.band

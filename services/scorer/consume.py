@@ -99,6 +99,7 @@ class Scorer:
         self.writer = BatchWriter(
             settings, engine, self.models, self.cache, self.partitions, self.metrics, clock
         )
+        self.news = self.writer.news
         self.relay = Relay(engine, self.metrics, clock, self.cfg.relay_interval_seconds)
         self.poller = Poller(self.cfg, self.partitions)
         self.consumer: AIOKafkaConsumer | None = None
@@ -171,7 +172,11 @@ class Scorer:
             log.info("scorer.model_change_scheduled", accounts=count)
 
     async def sweep(self) -> int:
-        """Re-score accounts whose scores are due to move with time alone."""
+        """Re-score accounts whose scores are due to move with time alone, or with news."""
+        owned = sorted(tp.partition for tp in self.partitions.owned())
+        if concerned := await self.news.catch_up(self.engine, owned, self.clock()):
+            self.metrics.news_rescheduled.inc(concerned)
+            log.info("scorer.news_scheduled", accounts=concerned)
         swept = await self.writer.sweep()
         self._sweep_backlog = swept == self.cfg.sweep_batch_size  # more due: sweep again soon
         return swept
@@ -191,6 +196,7 @@ class Scorer:
             async with self.health.starting("consumer"):
                 started = await unless_stopped(self.consumer.start(), stop)
             if started:
+                await self.news.refresh(self.engine, self.clock())
                 self.health.ready = True
                 log.info("scorer.started", models=self.models.versions())
                 await self._loop(producer, stop)
@@ -223,6 +229,7 @@ class Scorer:
                     self._inflight = asyncio.create_task(self._commit(prepared))
                 sweep_due = (
                     self._sweep_backlog
+                    or self.news.stored
                     or time.monotonic() - self._last_sweep >= self.cfg.sweep_interval_seconds
                 )
                 if not records or self._reload_requested or sweep_due:

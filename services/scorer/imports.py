@@ -40,12 +40,14 @@ from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.scorer import store
+from services.scorer.news import NewsBook, store_news
 from services.scorer.rescore import AccountEntry, HistoryValues, account_row, rescore
 from shared.config import Settings
 from shared.errors import ConfigurationError
 from shared.history import load_events
 from shared.scoring.kinds import KindIndex, kind_index
 from shared.scoring.model import Model
+from shared.scoring.news import News, NewsItem
 from shared.scoring.state import AccountState, DedupPolicy, Fact
 
 log = structlog.get_logger(__name__)
@@ -88,6 +90,7 @@ class Scoring:
     kinds: KindIndex
     dedup: DedupPolicy
     changes_topic: str
+    news: News = ()
 
 
 def score_in_event_time(
@@ -117,6 +120,7 @@ def score_in_event_time(
                 history_min_delta=0.0,
                 changes_topic=how.changes_topic,
                 recorded_at=recorded_at,
+                news=how.news,
             )
             history += rows.history
         day_end += DAY
@@ -143,9 +147,11 @@ async def import_history(
     on)."""
     started = time.monotonic()
     facts: dict[str, list[Fact]] = defaultdict(list)
+    news: list[NewsItem] = []
     events, rejected = 0, Counter[str]()
     for path in paths:
         history = load_events(path)
+        news += [item for item in history.news if until is None or item.t < until]
         for reason, n in history.rejected.items():
             rejected[reason] += n
         for fact in history.facts:
@@ -161,11 +167,18 @@ async def import_history(
         raise ConfigurationError(f"no events to import in {', '.join(map(str, paths))}")
     end = max(f[-1].t for f in facts.values()) if until is None else until
     cfg = settings.scorer
+    # the news imported is stored as the live scorer would store it; scoring reads it and what
+    # is stored already
+    await store_news(engine, news, clock())
+    book = NewsBook(cfg.group_id, settings.kafka.topics.signals, cfg.news_retention_days)
+    await book.refresh(engine, clock())
+    known = {item.event_id: item for item in (*news, *book.items)}
     how = Scoring(
         models,
         kind_index(list(models.values())),
         DedupPolicy(cfg.dedup_horizon_hours * 3600, cfg.dedup_max_ids_per_account),
         settings.kafka.topics.changes,
+        tuple(sorted(known.values(), key=lambda item: item.t)),
     )
     fence = (f"import/{digest(paths)}", 0)
     done = (await store.load_offsets(engine, GROUP, [fence])).get(fence, 0)
@@ -203,6 +216,7 @@ async def import_history(
                 history_min_delta=0.0,
                 changes_topic=how.changes_topic,
                 recorded_at=now,
+                news=how.news,
             )
             batch.history += final.history
             batch.scores += final.scores

@@ -137,6 +137,11 @@ class ScorerMetrics:
             "Accounts scheduled for re-scoring because their scores came from another model",
             registry=registry,
         )
+        self.news_rescheduled = Counter(
+            "healthscore_scorer_news_accounts_total",
+            "Accounts scheduled for re-scoring because market news concerns them",
+            registry=registry,
+        )
         self.lag = Gauge(
             "healthscore_scorer_consumer_lag_records",
             "Signals behind the partition high-water mark, from the committed position",

@@ -36,6 +36,7 @@ from shared.scoring.engine import (
     top_movers,
 )
 from shared.scoring.model import Model
+from shared.scoring.news import News
 from shared.scoring.state import AccountState
 
 EVENT_NAMESPACE = uuid.UUID("5b0c6c1e-4f4e-4a39-9d3e-6f0c2a9a1d57")
@@ -131,6 +132,7 @@ class ScoreValues(TypedDict):
     score: float | None
     band: str
     confidence: float
+    probability: float | None
     explanation: bytes
     recorded_score: float | None
     previous_score: float | None
@@ -292,6 +294,7 @@ def rescore(
     recorded_at: datetime,
     reflects: float | None = None,
     replay: bool = False,
+    news: News = (),
 ) -> tuple[Rows, Evaluation]:
     """Evaluate every model role for one account and build the rows to write.
 
@@ -299,14 +302,14 @@ def rescore(
     "model_change" for a role whose stored score came from another model version. `at` is the
     scoring time (epoch seconds), `recorded_at` when the rows are written, `reflects` the event
     time of the newest signal behind the change (default: `at`) and `replay` whether that is
-    the past being caught up on."""
+    the past being caught up on; `news` the market news known."""
     rows = Rows()
     when = _ts(at)
     written = recorded_at
     active: Evaluation | None = None
     for role, model in models.items():
         previous = {obj: s.band for (obj, r), s in entry.scores.items() if r == role}
-        evaluation = evaluate(model, entry.state, at, previous)
+        evaluation = evaluate(model, entry.state, at, previous, news)
         if role == "active":
             active = evaluation
         for objective, new in evaluation.scores.items():
@@ -332,6 +335,7 @@ def rescore(
             # and a batch's rows are held until its commit
             explanation = orjson.dumps(new.explanation())
             movers = top_movers(old.factors if old else None, new) if record else []
+            causes = signal_ids + _news_causes(model, old, new)
             if record:
                 rows.history.append(
                     {
@@ -347,12 +351,12 @@ def rescore(
                         "probability": new.probability,
                         "cause": why,
                         "top_movers": movers,
-                        "signal_ids": signal_ids[:50],
+                        "signal_ids": causes[:50],
                         "recorded_at": written,
                     }
                 )
                 changed_at, previous_score, recorded = when, (old.score if old else None), new.score
-            heard, ids, news_of, past = old, signal_ids, reflects, replay  # for the event
+            heard, ids, news_of, past = old, causes, reflects, replay  # for the event
             if role != "active":
                 change = None  # shadow models never emit change events
             elif old is not None and replay and change in _HELD_CHANGES:
@@ -415,6 +419,7 @@ def rescore(
                     "score": new.score,
                     "band": new.band,
                     "confidence": new.confidence,
+                    "probability": new.probability,
                     "explanation": explanation,
                     "recorded_score": recorded,
                     "previous_score": previous_score,
@@ -446,6 +451,19 @@ def _change(
     ):
         return "score_dropped"
     return None
+
+
+def _news_causes(model: Model, old: StoredScore | None, new: ObjectiveScore) -> list[str]:
+    """The market news a score read, when a market factor's sub-score moved with it: the ids
+    go with the signals behind the change."""
+    if not new.news:
+        return []
+    for f in new.factors:
+        if model.factors[f.factor].market is not None:
+            before = old.factors.get(f.factor) if old else None
+            if before is None or before[1] != f.sub_score:
+                return [item["event_id"] for item in new.news]
+    return []
 
 
 def _hold(held: Held | None, old: StoredScore, reflects: float, signal_ids: list[str]) -> Held:

@@ -32,6 +32,7 @@ from services.scorer.batching import Records, count, halves
 from services.scorer.cache import StateCache
 from services.scorer.metrics import ScorerMetrics
 from services.scorer.models import ModelSet
+from services.scorer.news import NewsBook
 from services.scorer.partitions import Fences, Partitions
 from services.scorer.rescore import AccountEntry, account_row, rescore
 from services.scorer.store import Batch
@@ -83,6 +84,11 @@ class BatchWriter:
         clock: Callable[[], datetime],
     ) -> None:
         self.settings = settings
+        self.news = NewsBook(
+            settings.scorer.group_id,
+            settings.kafka.topics.signals,
+            settings.scorer.news_retention_days,
+        )
         self.cfg = settings.scorer
         self.engine = engine
         self.models = models
@@ -104,6 +110,7 @@ class BatchWriter:
         now = self.clock()
         generation = self.partitions.generation
         facts: dict[str, list[Fact]] = defaultdict(list)
+        news: list[Fact] = []  # market events: about segments, not accounts
         partition_of: dict[str, int] = {}
         invalid: list[Any] = []
         ends: dict[TopicPartition, int] = {}
@@ -122,11 +129,17 @@ class BatchWriter:
                 except (ValidationError, ValueError, TypeError):
                     invalid.append(message)
                     continue
+                if signal.kind == "market_event":
+                    news.append(Fact.from_signal(signal))
+                    continue
                 facts[signal.account_id].append(Fact.from_signal(signal))
                 partition_of[signal.account_id] = tp.partition
         prepared = Prepared(records, Batch(fences=self.partitions.fences(ends)), generation)
         if invalid:
-            await self.dead_letter(producer, invalid, "invalid_signal", "not a valid signal")
+            await dead_letter(producer, self, invalid, "invalid_signal", "not a valid signal")
+        if news:  # stored now, each once; every scorer applies them at its next sweep
+            await self.news.store(self.engine, news, now)
+            prepared.applied += len(news)
         entries = await self.cache.get(partition_of, self.partitions)
         self.partitions.still(generation)
         kinds, at = self.models.kinds, now.timestamp()
@@ -204,39 +217,13 @@ class BatchWriter:
             ((tp, (record,)),) = [(tp, rs) for tp, rs in part.items() if rs]
             if tp not in self.partitions:
                 continue  # revoked meanwhile: its new owner isolates it
-            await self.dead_letter(producer, [record], failure.reason, failure.detail)
+            await dead_letter(producer, self, [record], failure.reason, failure.detail)
             fences = self.partitions.fences({tp: record.offset + 1})
             generation = self.partitions.generation
             await store.write_batch(self.engine, self.cfg.group_id, Batch(fences), self.clock())
             self.partitions.committed_to(fences, generation)
             self.partitions.prepared_to(fences)
         self.cache.clear()
-
-    async def dead_letter(
-        self, producer: AIOKafkaProducer, records: list[Any], reason: str, detail: str
-    ) -> None:
-        now = self.clock()
-        topic = self.settings.kafka.topics.dlq
-        futures = [
-            await producer.send(
-                topic,
-                value=r.value,
-                key=r.key,
-                headers=dead_letter_headers(r, reason, detail, now),
-            )
-            for r in records
-        ]
-        await asyncio.gather(*futures)
-        self.metrics.dead_lettered.labels(reason).inc(len(records))
-        for r in records:
-            log.error(
-                "scorer.dead_lettered",
-                reason=reason,
-                detail=detail[:300],
-                partition=r.partition,
-                offset=r.offset,
-                key=r.key.decode("utf-8", "replace")[:128] if r.key else None,
-            )
 
     # --- time alone -----------------------------------------------------------------------
 
@@ -308,6 +295,7 @@ class BatchWriter:
             changes_topic=self.settings.kafka.topics.changes,
             reflects=reflects,
             replay=replay,
+            news=self.news.items,
         )
         next_review = evaluation.next_review_at
         if any(score.held for score in entry.scores.values()):  # the sweep sends them
@@ -316,6 +304,38 @@ class BatchWriter:
         batch.scores += rows.scores
         batch.history += rows.history
         batch.outbox += rows.outbox
+
+
+async def dead_letter(
+    producer: AIOKafkaProducer,
+    writer: BatchWriter,
+    records: list[Any],
+    reason: str,
+    detail: str,
+) -> None:
+    """Send `records` to the dead-letter topic with why, count and log them."""
+    now = writer.clock()
+    topic = writer.settings.kafka.topics.dlq
+    futures = [
+        await producer.send(
+            topic,
+            value=r.value,
+            key=r.key,
+            headers=dead_letter_headers(r, reason, detail, now),
+        )
+        for r in records
+    ]
+    await asyncio.gather(*futures)
+    writer.metrics.dead_lettered.labels(reason).inc(len(records))
+    for r in records:
+        log.error(
+            "scorer.dead_lettered",
+            reason=reason,
+            detail=detail[:300],
+            partition=r.partition,
+            offset=r.offset,
+            key=r.key.decode("utf-8", "replace")[:128] if r.key else None,
+        )
 
 
 def record_history(metrics: ScorerMetrics, batch: Batch) -> None:

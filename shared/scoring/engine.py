@@ -23,6 +23,7 @@ from typing import Any, Literal, NamedTuple
 from shared.events import EVENT_TYPE_SOURCE
 from shared.scoring import decay
 from shared.scoring.model import Band, Factor, Model, Objective, Segment
+from shared.scoring.news import News, NewsItem
 from shared.scoring.state import AccountState
 
 DAY = decay.DAY
@@ -71,6 +72,7 @@ class ObjectiveScore:
     probability: float | None = None
     horizon_days: float | None = None
     outcome: str | None = None
+    news: tuple[dict[str, Any], ...] = ()  # the market news its market factors read
 
     def explanation(self) -> dict[str, Any]:
         """How the score was made, in the health document's shape (shared/health.py); times
@@ -86,6 +88,8 @@ class ObjectiveScore:
             document["probability"] = self.probability
             document["probability_horizon_days"] = self.horizon_days
             document["probability_outcome"] = self.outcome
+        if self.news:
+            document["news"] = list(self.news)
         return document
 
 
@@ -144,8 +148,11 @@ def _value(state: AccountState, read: _Read, at: float) -> float | None:
 
 
 def _raw_value(
-    p: _FactorPlan, state: AccountState, at: float, overrides: list[dict[str, Any]]
+    p: _FactorPlan, state: AccountState, at: float, overrides: list[dict[str, Any]], news: News
 ) -> float | None:
+    if p.market is not None:  # the decayed impact of the news that concerns the account
+        items = _news_read(p, news, at)
+        return sum(item.impact * weight for item, weight in items) if items else None
     if p.csm_sentiment:
         sentiments = [o for o in overrides if o["action"] == "sentiment"]
         return float(sentiments[-1]["value"]) if sentiments else None
@@ -167,9 +174,26 @@ def _raw_value(
     return top / bottom
 
 
+def _news_read(p: _FactorPlan, news: News, at: float) -> list[tuple[NewsItem, float]]:
+    """The items of `news` (those that concern the account, up to `at`) a market factor reads,
+    each with its weight now; those that weigh under 1% are left out."""
+    market = p.market
+    read = []
+    for item in news:
+        if market.topics and item.topic not in market.topics:
+            continue
+        weight = 0.5 ** ((at - item.t) / (market.half_life_days * DAY))
+        if weight >= 0.01:
+            read.append((item, weight))
+    return read
+
+
 def _factor_last_data(
-    p: _FactorPlan, state: AccountState, overrides: list[dict[str, Any]]
+    p: _FactorPlan, state: AccountState, overrides: list[dict[str, Any]], news: News, at: float
 ) -> float | None:
+    if p.market is not None:
+        items = _news_read(p, news, at)
+        return max(item.t for item, _ in items) if items else None
     if p.csm_sentiment:
         sentiments = [o for o in overrides if o["action"] == "sentiment"]
         return sentiments[-1]["set_at"] if sentiments else None
@@ -246,6 +270,7 @@ class _FactorPlan(NamedTuple):
     stale_after: float  # seconds; inf where silence is itself the signal
     share: float  # weight / total weight of the objective, as shown
     key: str  # what its value is memoised by: objectives that shape a factor alike share it
+    market: Any = None  # MarketInput of a market factor
 
 
 # (model version, objective, segment) -> the objective's plan. A version names the model's
@@ -269,6 +294,7 @@ def _plan(
         factor = model.factors[factor_name]
         silence_is_signal = bool(
             factor.trend
+            or factor.market
             or factor.days_since
             or factor.overdue
             or (factor.aggregate and model.aggregates[factor.aggregate].kind != "latest")
@@ -284,7 +310,7 @@ def _plan(
             )
             for read in factor.reads
         )
-        source = "api" if factor.csm_sentiment else inputs[0].source
+        source = "api" if factor.csm_sentiment else "market" if factor.market else inputs[0].source
         stale_after = math.inf if silence_is_signal else _stale_after(model, factor, source)
         plan.append(
             _FactorPlan(
@@ -299,6 +325,7 @@ def _plan(
                 stale_after,
                 round(weight / total, 6) if total else 0.0,
                 f"{name}.{factor_name}" if factor_name in objective.transforms else factor_name,
+                factor.market,
             )
         )
     _PLANS[key] = plan
@@ -313,10 +340,10 @@ class _FactorValue(NamedTuple):
 
 
 def _factor_value(
-    state: AccountState, p: _FactorPlan, at: float, overrides: list[dict[str, Any]]
+    state: AccountState, p: _FactorPlan, at: float, overrides: list[dict[str, Any]], news: News
 ) -> _FactorValue:
-    raw = _raw_value(p, state, at, overrides)
-    last = _factor_last_data(p, state, overrides)
+    raw = _raw_value(p, state, at, overrides, news)
+    last = _factor_last_data(p, state, overrides, news, at)
     if raw is None:
         return _FactorValue(None, None, "missing", last)
     stale = last is not None and at - last > p.stale_after
@@ -357,6 +384,7 @@ def _score_objective(
     previous_band: str | None,
     overrides: list[dict[str, Any]],
     values: dict[str, _FactorValue],
+    news: News = (),
 ) -> ObjectiveScore:
     plan = _plan(model, name, objective, segment)
     results: list[tuple[_FactorPlan, _FactorValue]] = []
@@ -366,7 +394,7 @@ def _score_objective(
         # of them: each is evaluated once
         value = values.get(p.key)
         if value is None:
-            value = values[p.key] = _factor_value(state, p, at, overrides)
+            value = values[p.key] = _factor_value(state, p, at, overrides, news)
         results.append((p, value))
     if objective.interactions:
         results = _interact(objective, results)
@@ -406,6 +434,12 @@ def _score_objective(
             for p, (raw, sub, status, last) in results
         ]
     )
+    read = {
+        item.event_id: (item, weight)
+        for p in plan
+        if p.market is not None and news
+        for item, weight in _news_read(p, news, at)
+    }
     score, applied = _apply_overrides(capped, name, overrides)
     score = None if score is None else round(score, 4)
     calibration = objective.calibration
@@ -423,13 +457,33 @@ def _score_objective(
         else round(calibration.probability(score), 6),
         horizon_days=None if calibration is None else calibration.horizon_days,
         outcome=None if calibration is None else calibration.outcome,
+        news=tuple(
+            {
+                "event_id": item.event_id,
+                "topic": item.topic,
+                "title": item.title,
+                "impact": item.impact,
+                "weight": round(weight, 6),
+                "occurred_at": datetime.fromtimestamp(item.t, UTC),
+            }
+            for item, weight in sorted(read.values(), key=lambda r: -r[0].t)
+        ),
     )
 
 
 def evaluate(
-    model: Model, state: AccountState, at: float, previous_bands: dict[str, str] | None = None
+    model: Model,
+    state: AccountState,
+    at: float,
+    previous_bands: dict[str, str] | None = None,
+    news: News = (),
 ) -> Evaluation:
-    segment = model.segment_for(state.attribute_values())
+    """The account's scores at `at`; `news` is the market news known (the items that concern
+    the account and happened by `at` are read)."""
+    attributes = state.attribute_values()
+    segment = model.segment_for(attributes)
+    if news:
+        news = tuple(item for item in news if item.t <= at and item.concerns(attributes))
     overrides = state.active_overrides(at)
     values: dict[str, _FactorValue] = {}
     scores = {
@@ -443,6 +497,7 @@ def evaluate(
             (previous_bands or {}).get(name),
             overrides,
             values,
+            news,
         )
         for name, objective in model.objectives.items()
     }

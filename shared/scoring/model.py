@@ -141,6 +141,17 @@ class LogisticTransform(_Strict):
 Transform = Piecewise | LogisticTransform
 
 
+class MarketInput(_Strict):
+    """News about the account's segment (market events): the sum of the impact (-1..1) of
+    every item that concerns the account, each decayed by the half-life since it happened;
+    missing while no item weighs 1% or more."""
+
+    topics: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")]] = Field(
+        default=[], description="the topics read; none: every topic"
+    )
+    half_life_days: float = Field(ge=0.5, le=3650)
+
+
 class Factor(_Strict):
     group: Group
     description: str = ""
@@ -158,6 +169,7 @@ class Factor(_Strict):
     csm_sentiment: bool = Field(
         default=False, description="latest active CSM sentiment override (0-100)"
     )
+    market: MarketInput | None = None
     transform: Transform
     stale_after_days: float | None = Field(default=None, gt=0)
 
@@ -166,10 +178,10 @@ class Factor(_Strict):
         chosen = [
             k for k in ("aggregate", "ratio", "trend", "days_since", "overdue") if getattr(self, k)
         ]
-        if len(chosen) + self.csm_sentiment != 1:
+        if len(chosen) + self.csm_sentiment + (self.market is not None) != 1:
             raise ValueError(
                 "a factor has exactly one of aggregate, ratio, trend, days_since, overdue, "
-                "csm_sentiment"
+                "csm_sentiment, market"
             )
         return self
 

@@ -427,3 +427,33 @@ def test_scoring_in_parts_gives_what_one_process_gives(world_files: Path) -> Non
     assert lead_times(history, outcomes, MODEL, parts=2) == lead_times(history, outcomes, MODEL)
     some = lead_times(history, outcomes, MODEL, most=5)["churn_risk"]
     assert some["measured_accounts"] == 5 < some["churned_accounts"]
+
+
+def test_a_calibration_written_and_read_back_states_the_probabilities_fitted(
+    tmp_path: Path,
+) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from services.modelling.metrics import platt
+
+    rng = np.random.default_rng(13)
+    scores = rng.uniform(0, 100, 5000)
+    churned = rng.random(5000) < 1 / (1 + np.exp(-(1.0 - 0.05 * scores)))
+    intercept, slope = platt(scores, churned)
+    reference = LogisticRegression(C=np.inf).fit(scores.reshape(-1, 1) / 100, churned)
+    assert intercept == pytest.approx(reference.intercept_[0], abs=1e-3)
+    assert slope == pytest.approx(reference.coef_[0][0], abs=1e-3)
+    document = yaml.safe_load(DEFAULT_MODEL_PATH.read_text())
+    document["objectives"]["churn_risk"]["calibration"] = {
+        "horizon_days": 60,
+        "outcome": "churn",
+        "intercept": round(intercept, 6),
+        "slope": round(slope, 6),
+    }
+    path = tmp_path / "calibrated.yaml"
+    path.write_text(yaml.safe_dump(document))
+    calibration = load_model(path).objectives["churn_risk"].calibration
+    assert calibration is not None and calibration.horizon_days == 60
+    fitted = 1 / (1 + np.exp(-(intercept + slope * scores / 100)))
+    stated = np.array([calibration.probability(s) for s in scores])
+    assert np.abs(stated - fitted).max() < 1e-5

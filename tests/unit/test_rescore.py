@@ -181,13 +181,16 @@ def test_a_calibrated_model_states_the_probability_in_score_history_and_event() 
     assert history["probability"] == round(expected, 6)
     [row] = [r for r in later.scores if r["objective"] == "churn_risk"]
     explanation = Explanation.model_validate_json(row["explanation"], extra="forbid")
-    assert (explanation.probability, explanation.probability_horizon_days) == (
-        round(expected, 6),
-        90,
-    )
+    assert (
+        explanation.probability,
+        explanation.probability_horizon_days,
+        explanation.probability_outcome,
+    ) == (round(expected, 6), 90, "churn")
+    assert row["probability"] == round(expected, 6)  # the column account lists read
     events = [orjson.loads(r["payload"]) for r in later.outbox]
     churn_events = [e for e in events if e["data"]["objective"] == "churn_risk"]
     assert churn_events and churn_events[0]["data"]["probability"] == round(expected, 6)
     # the objective that is not calibrated states none, and its document has no such key
     [expansion] = [r for r in later.scores if r["objective"] == "expansion"]
     assert "probability" not in orjson.loads(expansion["explanation"])
+    assert expansion["probability"] is None

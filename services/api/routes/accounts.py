@@ -273,6 +273,7 @@ async def list_accounts(
             ScoreRow.score,
             ScoreRow.band,
             ScoreRow.confidence,
+            ScoreRow.probability,
             (ScoreRow.score - ScoreRow.previous_score).label("change"),
             ScoreRow.changed_at,
             AccountRow.freshness,
