@@ -11,15 +11,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
+import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from shared.config import KafkaSettings
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+
+async def reachable(connect: Callable[[], Awaitable[T]], what: str) -> T:
+    """`connect()`, again while the broker cannot be reached (restarting, or not up yet),
+    backing off from 0.2 s to 5 s. The start-up step around it bounds how long: a process
+    started while the broker is away waits for it instead of exiting."""
+    delay = 0.2
+    while True:
+        try:
+            return await connect()
+        except KafkaConnectionError as exc:
+            log.warning("kafka.unreachable", step=what, error=str(exc), retry_in=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def make_producer(settings: KafkaSettings, **overrides: Any) -> AIOKafkaProducer:
@@ -94,8 +112,8 @@ async def ensure_topics(
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.bootstrap_servers, client_id=settings.client_id
     )
-    await admin.start()
     try:
+        await admin.start()
         existing = set(await admin.list_topics())
         missing = [t for t in dict.fromkeys(topics) if t not in existing]
         if not missing:

@@ -29,7 +29,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 from shared.config import Settings
 from shared.events import encode_signal, utcnow
 from shared.failures import classify
-from shared.kafka import dead_letter_headers, leave, make_consumer, make_producer
+from shared.kafka import dead_letter_headers, leave, make_consumer, make_producer, reachable
 from shared.ops import Health, unless_stopped
 from shared.sources import formats_for
 from shared.sources.decode import Decoder, Outcome, Skipped
@@ -293,10 +293,10 @@ class Ingest:
         consumer = make_consumer(kafka, self.settings.ingest.group_id, *kafka.topics.raw)
         producer = make_producer(kafka)
         async with self.health.starting("producer"):
-            await producer.start()
+            await reachable(producer.start, "producer")
         try:
             async with self.health.starting("consumer"):
-                started = await unless_stopped(consumer.start(), stop)
+                started = await unless_stopped(reachable(consumer.start, "consumer"), stop)
             try:
                 if started:
                     self.health.ready = True
@@ -389,7 +389,10 @@ async def serve(settings: Settings, stop: asyncio.Event, **kwargs: Any) -> None:
             pruning = asyncio.create_task(links.prune_forever(stop))
         async with health.starting("topics"):
             topics = settings.kafka.topics
-            await ensure_topics(settings.kafka, [*topics.raw, topics.signals, topics.dlq])
+            await reachable(
+                lambda: ensure_topics(settings.kafka, [*topics.raw, topics.signals, topics.dlq]),
+                "topics",
+            )
         settle_heap(STREAM_YOUNG_GC_THRESHOLD)
         await ingest.run(stop)
     finally:

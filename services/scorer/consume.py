@@ -44,7 +44,7 @@ from shared.config import Settings
 from shared.errors import FencedOut, HealthScoreError
 from shared.events import utcnow
 from shared.failures import classify
-from shared.kafka import leave, make_consumer, make_producer
+from shared.kafka import leave, make_consumer, make_producer, reachable
 from shared.ops import Health, gc_paused, unless_stopped
 from shared.scoring.model import Model
 
@@ -187,14 +187,14 @@ class Scorer:
         kafka = self.settings.kafka
         producer = make_producer(kafka)
         async with self.health.starting("producer"):
-            await producer.start()
+            await reachable(producer.start, "producer")
         self.consumer = make_consumer(kafka, self.cfg.group_id)
         self.consumer.subscribe([kafka.topics.signals], listener=_Rebalance(self))
         self.poller.consumer = self.consumer
         relay = asyncio.create_task(self.relay.run(producer, stop))
         try:
             async with self.health.starting("consumer"):
-                started = await unless_stopped(self.consumer.start(), stop)
+                started = await unless_stopped(reachable(self.consumer.start, "consumer"), stop)
             if started:
                 await self.news.refresh(self.engine, self.clock())
                 self.health.ready = True
@@ -346,7 +346,10 @@ async def serve(settings: Settings, stop: asyncio.Event, **kwargs: Any) -> None:
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, scorer.request_reload)
         async with health.starting("topics"):
             topics = settings.kafka.topics
-            await ensure_topics(settings.kafka, [topics.signals, topics.changes, topics.dlq])
+            await reachable(
+                lambda: ensure_topics(settings.kafka, [topics.signals, topics.changes, topics.dlq]),
+                "topics",
+            )
         settle_heap(STREAM_YOUNG_GC_THRESHOLD)
         await scorer.run(stop)
     finally:

@@ -166,3 +166,32 @@ async def test_a_stop_during_a_start_up_step_ends_it_at_once() -> None:
 
 async def _raises() -> None:
     raise ValueError("refused")
+
+
+async def test_a_broker_that_is_not_up_yet_is_waited_for_within_the_step() -> None:
+    import socket
+
+    from aiokafka.errors import KafkaConnectionError
+
+    from shared.config import KafkaSettings
+    from shared.errors import StartupTimedOut
+    from shared.kafka import ensure_topics, reachable
+
+    attempts = []
+
+    async def up_on_the_third_try() -> str:
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise KafkaConnectionError("Unable to bootstrap")
+        return "connected"
+
+    assert await reachable(up_on_the_third_try, "producer") == "connected"
+    assert len(attempts) == 3
+    with socket.socket() as closed:  # a port nothing listens on: connection refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    settings = KafkaSettings(bootstrap_servers=f"127.0.0.1:{port}")
+    health = Health(stall_after=60, startup_timeout=1.5)
+    with pytest.raises(StartupTimedOut, match="'topics'"):  # still trying when the bound hit
+        async with health.starting("topics"):
+            await reachable(lambda: ensure_topics(settings, ["t"]), "topics")
