@@ -60,9 +60,9 @@ class NewsBook:
     newest: int = 0  # the newest row id read
     stored: bool = False  # news stored since the last sweep: sweep soon
 
-    async def store(self, engine: AsyncEngine, facts: Sequence[Fact], now: datetime) -> None:
-        await store_news(engine, news_of(facts), now)
-        self.stored = self.stored or bool(facts)
+    async def store(self, engine: AsyncEngine, items: Sequence[NewsItem], now: datetime) -> None:
+        await store_news(engine, items, now)
+        self.stored = self.stored or bool(items)
 
     async def refresh(self, engine: AsyncEngine, now: datetime) -> None:
         """Read the news stored since the last look; let go of what is past retention."""

@@ -32,7 +32,7 @@ from services.scorer.batching import Records, count, halves
 from services.scorer.cache import StateCache
 from services.scorer.metrics import ScorerMetrics
 from services.scorer.models import ModelSet
-from services.scorer.news import NewsBook
+from services.scorer.news import NewsBook, news_of
 from services.scorer.partitions import Fences, Partitions
 from services.scorer.rescore import AccountEntry, account_row, rescore
 from services.scorer.store import Batch
@@ -138,7 +138,9 @@ class BatchWriter:
         if invalid:
             await dead_letter(producer, self, invalid, "invalid_signal", "not a valid signal")
         if news:  # stored now, each once; every scorer applies them at its next sweep
-            await self.news.store(self.engine, news, now)
+            with _scoring_errors_refuse():  # a malformed item is its record's, not the batch's
+                items = news_of(news)
+            await self.news.store(self.engine, items, now)
             prepared.applied += len(news)
         entries = await self.cache.get(partition_of, self.partitions)
         self.partitions.still(generation)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+SCOPES = frozenset({"industry", "region", "tier"})  # the account attributes a scope names
+
 
 @dataclass(frozen=True, slots=True)
 class NewsItem:
@@ -23,11 +25,14 @@ class NewsItem:
 
     @classmethod
     def of(cls, event_id: str, t: float, data: dict[str, Any]) -> NewsItem:
-        """From a market event signal's data."""
+        """From a market event signal's data; ValueError if it is not one."""
         scope = tuple(
             (name, frozenset(values)) for name, values in sorted(data["scope"].items()) if values
         )
-        return cls(event_id, t, scope, data["topic"], float(data["impact"]), data.get("title", ""))
+        impact = float(data["impact"])
+        if not scope or {name for name, _ in scope} - SCOPES or not -1 <= impact <= 1:
+            raise ValueError(f"not a market event's scope and impact: {data!r:.200}")
+        return cls(event_id, t, scope, data["topic"], impact, data.get("title", ""))
 
     def concerns(self, attributes: dict[str, Any]) -> bool:
         return all(attributes.get(name) in values for name, values in self.scope)

@@ -16,6 +16,7 @@ from services.scorer.consume import Scorer
 from shared.config import DEFAULT_MODEL_PATH, Settings
 from shared.scoring.model import load_model
 from tests.support.infra import running
+from tests.support.kafka_io import header, read_topic
 from tests.support.signals import produce_signals, signal_of, simulated_signals, wait_consumed
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -63,7 +64,12 @@ async def test_market_news_moves_the_accounts_it_concerns_and_no_other(
         await wait_consumed(engine, settings, total)
         await scorer.sweep()
         before = await _churn_scores(engine)
-        total += await produce_signals(settings, [news, news])  # and a re-delivery
+        # a re-delivery, and a signal no ingest would make (a scope of no known attribute): it is
+        # dead-lettered alone, the rest goes on
+        forged = news.model_copy(
+            update={"signal_id": "forged", "data": {**news.data, "scope": {"planet": ["mars"]}}}
+        )
+        total += await produce_signals(settings, [news, forged, news])
         await wait_consumed(engine, settings, total)
         await scorer.sweep()  # the news reaches the accounts it concerns
         after = await _churn_scores(engine)
@@ -81,6 +87,11 @@ async def test_market_news_moves_the_accounts_it_concerns_and_no_other(
                 )
             )
     assert stored == 1 and applied == {1}
+    [dead] = await read_topic(settings, settings.kafka.topics.dlq, expect=1)
+    assert (header(dead, "reason"), orjson.loads(dead.value)["signal_id"]) == (
+        "scoring_failed",
+        "forged",
+    )
     for account_id, (score, explanation) in after.items():
         factor = {f["factor"]: f for f in explanation["factors"]}["market_news"]
         if account_id in concerned:

@@ -142,3 +142,13 @@ def test_a_history_file_keeps_market_events_as_news_not_accounts(tmp_path: Path)
         ("news-1", "regulatory_change", -0.8)
     ]
     assert history.news[0].scope == (("industry", frozenset({"fintech"})),)
+
+
+def test_a_news_item_refuses_what_no_market_event_holds() -> None:
+    for data in (
+        {"scope": {"planet": ["mars"]}, "topic": "t", "impact": 0.5},
+        {"scope": {}, "topic": "t", "impact": 0.5},
+        {"scope": {"tier": ["growth"]}, "topic": "t", "impact": 3},
+    ):
+        with pytest.raises(ValueError, match="not a market event"):
+            NewsItem.of("x", 0.0, data)
