@@ -471,6 +471,16 @@ def _score_objective(
     )
 
 
+_READS_NEWS: dict[str, bool] = {}  # model version -> whether a factor of it reads news
+
+
+def _reads_news(model: Model) -> bool:
+    reads = _READS_NEWS.get(model.version)
+    if reads is None:
+        reads = _READS_NEWS[model.version] = any(f.market for f in model.factors.values())
+    return reads
+
+
 def evaluate(
     model: Model,
     state: AccountState,
@@ -482,8 +492,10 @@ def evaluate(
     the account and happened by `at` are read)."""
     attributes = state.attribute_values()
     segment = model.segment_for(attributes)
-    if news:
+    if news and _reads_news(model):  # else no factor reads it: not filtered per account
         news = tuple(item for item in news if item.t <= at and item.concerns(attributes))
+    else:
+        news = ()
     overrides = state.active_overrides(at)
     values: dict[str, _FactorValue] = {}
     scores = {
