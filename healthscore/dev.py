@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -89,6 +90,16 @@ def dev_token(data_dir: Path) -> tuple[str, str]:
     return token, digest
 
 
+def dev_session_secret(data_dir: Path) -> str:
+    """The key signing `make run`'s console sessions, kept like the token: a session outlives
+    Ctrl-C and `make run` again."""
+    path = data_dir / "session-secret"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32) + "\n")
+    return path.read_text().strip()
+
+
 def run_dev(*, accounts: int, data_dir: Path, with_simulator: bool, formats: str = "v1") -> None:
     env = dict(os.environ)
     env.setdefault("HEALTHSCORE_LOG__FORMAT", "console")
@@ -148,6 +159,7 @@ def run_dev(*, accounts: int, data_dir: Path, with_simulator: bool, formats: str
             env["HEALTHSCORE_API__TOKENS"] = json.dumps(
                 [{"name": "dev", "sha256": digest, "scopes": ["read", "write"]}]
             )
+        env.setdefault("HEALTHSCORE_API__SESSION_SECRET", dev_session_secret(data_dir))
         command = [sys.executable, "-m", "healthscore"]
         migrate = spawn("migrate", [*command, "migrate"], log_path=logs / "migrate.log", env=env)
         if migrate.process.wait(120) != 0:
@@ -186,6 +198,13 @@ def run_dev(*, accounts: int, data_dir: Path, with_simulator: bool, formats: str
                     f"{name:<10} metrics http://127.0.0.1:{port}/metrics   "
                     f"health http://127.0.0.1:{port}/healthz"
                 )
+        console = f"http://127.0.0.1:{ports['api'][1]}/console"
+        if token:
+            # the token rides in the fragment, which the browser keeps to itself: the sign-in
+            # page's script signs it in, and it never reaches a server log
+            print(f"console    {console}/sign-in#token={token}  (signs you in on first visit)")
+        else:
+            print(f"console    {console}  (sign in with a token of HEALTHSCORE_API__TOKENS)")
         if token:
             print(
                 f"API token  {token}  (read+write, kept in {data_dir / 'dev-token'}; e.g. curl "

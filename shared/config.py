@@ -147,6 +147,17 @@ class ApiSettings(BaseModel):
     max_override_days: int = Field(default=180, ge=1)
     # memory for GET .../health answers, kept until PostgreSQL notifies a change; 0: no cache
     health_cache_mb: int = Field(default=64, ge=0)
+    # the console (/console): its session cookies are signed with this key; unset, a random
+    # key per process (sessions end when it restarts and do not cross replicas)
+    session_secret: SecretStr | None = None
+    session_hours: float = Field(default=12, gt=0, le=24 * 30)
+    # folder of `healthscore backtest` reports the console lists (each a folder of them)
+    reports_dir: Path = Path("reports")
+    # identity from a trusted authenticating proxy (e.g. oauth2-proxy): the header naming the
+    # person, the proxy addresses it is believed from, and who of them may write
+    proxy_user_header: str | None = None
+    proxy_addresses: list[str] = ["127.0.0.1", "::1"]
+    proxy_writers: list[str] = []
 
 
 class LogSettings(BaseModel):

@@ -4,7 +4,8 @@
 asyncpg pool for the hottest read and the cache of its answers (services/api/cache.py), and
 refuses to start on an unmigrated database. Two pure-ASGI middlewares wrap every request:
 one caps the body size (413 problem), one records request counts and latency by route
-template and status.
+template and status. The console's pages (services/api/console/) and the API's own docs
+are served beside the API, with everything they load.
 """
 
 from __future__ import annotations
@@ -12,15 +13,20 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.api import problems
 from services.api.cache import HealthCache
+from services.api.console.mount import install_console
 from services.api.routes import accounts, ops, overrides
 from shared.config import Settings
 from shared.db import create_engine, ensure_migrated
@@ -171,6 +177,38 @@ async def _read_pool(settings: Settings) -> asyncpg.Pool:
     return pool
 
 
+def _offline_docs(app: FastAPI) -> None:
+    """/docs and /redoc with their scripts served from this process (the fastapi-offline
+    package ships them), not from a public CDN: they work inside a closed network."""
+    import fastapi_offline
+
+    app.mount(
+        "/static/docs",
+        StaticFiles(directory=Path(fastapi_offline.__file__).parent / "static"),
+        name="docs-static",
+    )
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title=f"{app.title} API",
+            swagger_js_url="/static/docs/swagger-ui-bundle.js",
+            swagger_css_url="/static/docs/swagger-ui.css",
+            swagger_favicon_url="/static/docs/favicon.png",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc() -> HTMLResponse:
+        return get_redoc_html(
+            openapi_url="/openapi.json",
+            title=f"{app.title} API",
+            redoc_js_url="/static/docs/redoc.standalone.js",
+            redoc_favicon_url="/static/docs/favicon.png",
+            with_google_fonts=False,
+        )
+
+
 def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -190,7 +228,12 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
             await engine.dispose()
 
     app = FastAPI(
-        title="Account Health", version="1.0.0", description=DESCRIPTION, lifespan=lifespan
+        title="Account Health",
+        version="1.0.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.registry = registry or CollectorRegistry(auto_describe=True)
@@ -206,6 +249,8 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     problems.install(app)
     for router in (accounts.router, overrides.router, ops.router):
         app.include_router(router)
+    _offline_docs(app)
+    install_console(app)
     app.add_middleware(BodyLimit, limit=settings.api.max_body_bytes)
     app.add_middleware(RequestMetrics, registry=app.state.registry)
     return app

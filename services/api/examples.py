@@ -129,6 +129,20 @@ ACCEPTED = {
     "status": "accepted",
     "detail": "recorded; the scorer applies it within seconds",
 }
+PREVIEW = {
+    "account_id": "acc-000042",
+    "at": "2026-11-30T09:12:03Z",
+    "objectives": [
+        {
+            "objective": "churn_risk",
+            "score": 64.2,
+            "band": "neutral",
+            "preview_score": 35.0,
+            "preview_band": "at_risk",
+            "confidence": 0.88,
+        }
+    ],
+}
 MODELS = {
     "models": [
         {

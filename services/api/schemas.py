@@ -119,6 +119,9 @@ class AccountSummaryResponse(BaseModel):
     )
     changed_at: datetime
     stale_sources: list[str]
+    data_at: datetime | None = Field(
+        default=None, description="time of the account's newest data from any source"
+    )
 
 
 class AccountPageResponse(BaseModel):
@@ -160,6 +163,23 @@ class OverrideAcceptedResponse(BaseModel):
     override_id: str
     status: Literal["accepted"] = "accepted"
     detail: str = "recorded; the scorer applies it within seconds"
+
+
+class ObjectivePreview(BaseModel):
+    objective: str
+    score: float | None = Field(description="the score now, as it stands")
+    band: str
+    preview_score: float | None = Field(description="the score now with the override")
+    preview_band: str
+    confidence: float
+
+
+class OverridePreviewResponse(BaseModel):
+    """What an override would do if saved now; nothing is saved."""
+
+    account_id: str
+    at: datetime
+    objectives: list[ObjectivePreview]
 
 
 class ModelResponse(BaseModel):

@@ -202,7 +202,9 @@ def _factor_last_data(
     return max(times) if times else None
 
 
-def _weights(objective: Objective, override: Any, model: Model) -> dict[str, float]:
+def factor_weights(objective: Objective, override: Any, model: Model) -> dict[str, float]:
+    """Each factor's share of the objective's weight (a segment's `override` of it applied):
+    the group's weight split over its factors by their own."""
     groups = {**objective.groups, **(override.groups if override else {})}
     factors = {**objective.factors, **(override.factors if override else {})}
     per_group: dict[str, float] = {}
@@ -286,7 +288,7 @@ def _plan(
     cached = _PLANS.get(key)
     if cached is not None:
         return cached
-    weights = _weights(objective, segment.objectives.get(name) if segment else None, model)
+    weights = factor_weights(objective, segment.objectives.get(name) if segment else None, model)
     transforms = {**(segment.transforms if segment else {}), **objective.transforms}
     total = sum(weights.values())
     plan = []
@@ -474,7 +476,7 @@ def _score_objective(
 _READS_NEWS: dict[str, bool] = {}  # model version -> whether a factor of it reads news
 
 
-def _reads_news(model: Model) -> bool:
+def reads_news(model: Model) -> bool:
     reads = _READS_NEWS.get(model.version)
     if reads is None:
         reads = _READS_NEWS[model.version] = any(f.market for f in model.factors.values())
@@ -492,7 +494,7 @@ def evaluate(
     the account and happened by `at` are read)."""
     attributes = state.attribute_values()
     segment = model.segment_for(attributes)
-    if news and _reads_news(model):  # else no factor reads it: not filtered per account
+    if news and reads_news(model):  # else no factor reads it: not filtered per account
         news = tuple(item for item in news if item.t <= at and item.concerns(attributes))
     else:
         news = ()

@@ -4,19 +4,21 @@ from __future__ import annotations
 
 import base64
 import math
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Path, Query, Request, Response
-from sqlalchemy import ColumnElement, and_, func, literal, select, text, tuple_
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import ColumnElement, and_, func, literal, or_, select, text, tuple_
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.api import examples
 from services.api.auth import Reader
 from services.api.cache import HealthCache
 from services.api.problems import Problem, problem_responses
 from services.api.schemas import (
+    NO_CONTROL,
     AccountHealthResponse,
     AccountPageResponse,
     AccountSummaryResponse,
@@ -197,31 +199,66 @@ def _known(model: Model, objective: str, bands: list[str], segment: str | None) 
 STALE = text("jsonb_path_exists(accounts.freshness::jsonb, '$.* ? (@.stale == true)')")
 
 
-@router.get(
-    "", responses={**problem_responses(400, 401, 403, 422), **examples.ok(examples.ACCOUNTS)}
-)
-async def list_accounts(
-    request: Request,
-    caller: Reader,
-    objective: Annotated[Name, Query()] = "churn_risk",
-    band: Annotated[list[Name] | None, Query(max_length=10)] = None,
-    segment: Annotated[Name | None, Query()] = None,
-    industry: Annotated[Name | None, Query()] = None,
-    tier: Annotated[Tier | None, Query()] = None,
-    region: Annotated[Region | None, Query()] = None,
-    min_score: Annotated[float | None, Query(ge=0, le=100)] = None,
-    max_score: Annotated[float | None, Query(ge=0, le=100)] = None,
-    stale_only: bool = False,
-    changed_since: IsoDatetime | None = None,
-    sort: SortKey = "score",
-    limit: Annotated[int, Query(ge=1)] = 50,
-    cursor: Annotated[str | None, Query(max_length=512, pattern=r"^[A-Za-z0-9_\-]+$")] = None,
+@dataclass(frozen=True)
+class AccountQuery:
+    """What an account list asks for: the JSON list and the console's page share it."""
+
+    objective: str = "churn_risk"
+    band: tuple[str, ...] = ()
+    segment: str | None = None
+    industry: str | None = None
+    tier: str | None = None
+    region: str | None = None
+    min_score: float | None = None
+    max_score: float | None = None
+    stale_only: bool = False
+    changed_since: datetime | None = None
+    q: str | None = None
+    sort: SortKey = "score"
+
+
+def _conditions(model: Model, query: AccountQuery, *, bands: bool = True) -> list[Any]:
+    _known(model, query.objective, list(query.band), query.segment)
+    conditions: list[Any] = [
+        ScoreRow.objective == query.objective,
+        ScoreRow.model_role == "active",
+    ]
+    for column, value in (
+        (AccountRow.segment, query.segment),
+        (AccountRow.industry, query.industry),
+        (AccountRow.tier, query.tier),
+        (AccountRow.region, query.region),
+    ):
+        if value is not None:
+            conditions.append(column == value.strip().lower())
+    if query.band and bands:
+        conditions.append(ScoreRow.band.in_(query.band))
+    if query.min_score is not None:
+        conditions.append(ScoreRow.score >= query.min_score)
+    if query.max_score is not None:
+        conditions.append(ScoreRow.score <= query.max_score)
+    if query.stale_only:
+        conditions.append(STALE)
+    if query.changed_since is not None:
+        conditions.append(ScoreRow.changed_at >= query.changed_since)
+    if query.q:
+        like = query.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        conditions.append(
+            or_(
+                ScoreRow.account_id == query.q,
+                ScoreRow.account_id.like(like + "%"),
+                AccountRow.name.ilike("%" + like + "%"),
+            )
+        )
+    return conditions
+
+
+async def account_page(
+    conn: AsyncConnection, model: Model, query: AccountQuery, limit: int, cursor: str | None
 ) -> AccountPageResponse:
-    """Accounts filtered by objective, band, segment, industry, tier, region, score range,
-    staleness and recent change, sorted, in pages. E.g. at-risk enterprise healthcare
-    accounts: `?band=at_risk&tier=enterprise&industry=healthcare`."""
-    _known(request.app.state.models["active"], objective, band or [], segment)
-    limit = min(limit, request.app.state.settings.api.max_page_size)
+    """One page of the accounts `query` selects, in its order (keyset paging)."""
+    conditions = _conditions(model, query)
+    sort = query.sort
     descending = sort.startswith("-")
     key = sort.lstrip("-")
     change = func.coalesce(ScoreRow.score - ScoreRow.previous_score, 0.0)
@@ -231,25 +268,6 @@ async def list_accounts(
         "updated": ScoreRow.changed_at,
     }
     order = expressions[key]
-    conditions: list[Any] = [ScoreRow.objective == objective, ScoreRow.model_role == "active"]
-    for column, value in (
-        (AccountRow.segment, segment),
-        (AccountRow.industry, industry),
-        (AccountRow.tier, tier),
-        (AccountRow.region, region),
-    ):
-        if value is not None:
-            conditions.append(column == value.strip().lower())
-    if band:
-        conditions.append(ScoreRow.band.in_(band))
-    if min_score is not None:
-        conditions.append(ScoreRow.score >= min_score)
-    if max_score is not None:
-        conditions.append(ScoreRow.score <= max_score)
-    if stale_only:
-        conditions.append(STALE)
-    if changed_since is not None:
-        conditions.append(ScoreRow.changed_at >= changed_since)
     if cursor is not None:
         cursor_sort, value, after_id = decode_cursor(cursor, 3)
         if cursor_sort != sort or not isinstance(after_id, str):
@@ -287,8 +305,7 @@ async def list_accounts(
         )
         .limit(limit + 1)
     )
-    async with _engine(request).connect() as conn:
-        rows = list(await conn.execute(stmt))
+    rows = list(await conn.execute(stmt))
     items = [
         AccountSummaryResponse(
             **{
@@ -299,6 +316,14 @@ async def list_accounts(
             # a difference of two scores of 4 decimals, to 4 decimals (not -41.64149999999999)
             change=None if row.change is None else round(row.change, 4),
             stale_sources=sorted(s for s, f in (row.freshness or {}).items() if f["stale"]),
+            data_at=max(
+                (
+                    datetime.fromisoformat(f["last_data_at"])
+                    for f in (row.freshness or {}).values()
+                    if f["last_data_at"]
+                ),
+                default=None,
+            ),
         )
         for row in rows[:limit]
     ]
@@ -308,3 +333,65 @@ async def list_accounts(
         value = last.sort_value.isoformat() if key == "updated" else last.sort_value
         next_cursor = encode_cursor(sort, value, last.account_id)
     return AccountPageResponse(items=items, next_cursor=next_cursor)
+
+
+async def band_counts(conn: AsyncConnection, model: Model, query: AccountQuery) -> dict[str, int]:
+    """How many accounts the query selects in each band, whatever bands it asks for."""
+    rows = await conn.execute(
+        select(ScoreRow.band, func.count())
+        .join(AccountRow, AccountRow.account_id == ScoreRow.account_id)
+        .where(and_(*_conditions(model, query, bands=False)))
+        .group_by(ScoreRow.band)
+    )
+    return {band: count for band, count in rows}
+
+
+@router.get(
+    "", responses={**problem_responses(400, 401, 403, 422), **examples.ok(examples.ACCOUNTS)}
+)
+async def list_accounts(
+    request: Request,
+    caller: Reader,
+    objective: Annotated[Name, Query()] = "churn_risk",
+    band: Annotated[list[Name] | None, Query(max_length=10)] = None,
+    segment: Annotated[Name | None, Query()] = None,
+    industry: Annotated[Name | None, Query()] = None,
+    tier: Annotated[Tier | None, Query()] = None,
+    region: Annotated[Region | None, Query()] = None,
+    min_score: Annotated[float | None, Query(ge=0, le=100)] = None,
+    max_score: Annotated[float | None, Query(ge=0, le=100)] = None,
+    stale_only: bool = False,
+    changed_since: IsoDatetime | None = None,
+    q: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=128,
+            pattern=NO_CONTROL,
+            description="an account id, the start of one, or part of the account's name",
+        ),
+    ] = None,
+    sort: SortKey = "score",
+    limit: Annotated[int, Query(ge=1)] = 50,
+    cursor: Annotated[str | None, Query(max_length=512, pattern=r"^[A-Za-z0-9_\-]+$")] = None,
+) -> AccountPageResponse:
+    """Accounts filtered by objective, band, segment, industry, tier, region, score range,
+    staleness, recent change and id or name, sorted, in pages. E.g. at-risk enterprise
+    healthcare accounts: `?band=at_risk&tier=enterprise&industry=healthcare`."""
+    query = AccountQuery(
+        objective=objective,
+        band=tuple(band or ()),
+        segment=segment,
+        industry=industry,
+        tier=tier,
+        region=region,
+        min_score=min_score,
+        max_score=max_score,
+        stale_only=stale_only,
+        changed_since=changed_since,
+        q=q,
+        sort=sort,
+    )
+    limit = min(limit, request.app.state.settings.api.max_page_size)
+    async with _engine(request).connect() as conn:
+        return await account_page(conn, request.app.state.models["active"], query, limit, cursor)

@@ -17,11 +17,14 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.api import examples
 from services.api.auth import Reader, Writer
+from services.api.preview import account_for_preview, preview
 from services.api.problems import Problem, problem_responses
 from services.api.routes.accounts import AccountId, override_response
 from services.api.schemas import (
     NO_CONTROL,
+    ObjectivePreview,
     OverrideAcceptedResponse,
+    OverridePreviewResponse,
     OverrideRequest,
     OverrideResponse,
 )
@@ -79,6 +82,54 @@ async def _audit_and_signal(
     await conn.exec_driver_sql(NOTIFY_CHANGED, ([account_id],))
 
 
+def check_override(request: Request, body: OverrideRequest, now: datetime) -> None:
+    """What the request model cannot check alone: the expiry's range and the objective."""
+    longest = timedelta(days=request.app.state.settings.api.max_override_days)
+    if not now < body.expires_at <= now + longest:
+        raise Problem(
+            422,
+            f"expires_at must be in the future and at most {longest.days} days away",
+            slug="validation",
+        )
+    objectives = request.app.state.models["active"].objectives
+    if body.objective is not None and body.objective not in objectives:
+        raise Problem(422, f"unknown objective {body.objective!r}", slug="validation")
+
+
+async def preview_override(
+    request: Request, account_id: str, body: OverrideRequest, author: str
+) -> OverridePreviewResponse:
+    """The scores the account would have now with the override (services/api/preview.py)."""
+    now = datetime.now(UTC)
+    check_override(request, body, now)
+    model = request.app.state.models["active"]
+    engine: AsyncEngine = request.app.state.engine
+    async with engine.connect() as conn:
+        found = await account_for_preview(
+            conn, model, account_id, now, request.app.state.settings.scorer.news_retention_days
+        )
+    if found is None:
+        raise Problem(404, f"no account {account_id!r}")
+    state, bands, news = found
+    proposal = {**body.model_dump(), "author": author}
+    scores = preview(model, state, proposal, now, bands, news)
+    return OverridePreviewResponse(
+        account_id=account_id,
+        at=now,
+        objectives=[
+            ObjectivePreview(
+                objective=name,
+                score=before.score,
+                band=before.band,
+                preview_score=after.score,
+                preview_band=after.band,
+                confidence=after.confidence,
+            )
+            for name, (before, after) in scores.items()
+        ],
+    )
+
+
 async def _account_exists(conn: AsyncConnection, account_id: str) -> None:
     found = await conn.scalar(
         select(AccountRow.account_id).where(AccountRow.account_id == account_id)
@@ -99,25 +150,23 @@ async def create_override(
     request: Request, account_id: AccountId, body: OverrideRequest, caller: Writer
 ) -> OverrideAcceptedResponse:
     """Pin or adjust a score, or record CSM sentiment; applied by the scorer within seconds."""
-    settings = request.app.state.settings
+    override_id = await record_override(request, account_id, body, caller.name)
+    return OverrideAcceptedResponse(override_id=override_id)
+
+
+async def record_override(
+    request: Request, account_id: str, body: OverrideRequest, author: str
+) -> str:
+    """Record an override by `author` (the API and the console both save through here)."""
     now = datetime.now(UTC)
-    longest = timedelta(days=settings.api.max_override_days)
-    if not now < body.expires_at <= now + longest:
-        raise Problem(
-            422,
-            f"expires_at must be in the future and at most {longest.days} days away",
-            slug="validation",
-        )
-    objectives = request.app.state.models["active"].objectives
-    if body.objective is not None and body.objective not in objectives:
-        raise Problem(422, f"unknown objective {body.objective!r}", slug="validation")
+    check_override(request, body, now)
     override_id = str(uuid.uuid4())
     payload = OverrideSet(
         override_id=override_id,
         action=body.action,
         objective=body.objective,
         value=body.value,
-        author=caller.name,
+        author=author,
         reason=body.reason,
         expires_at=body.expires_at,
     )
@@ -134,13 +183,24 @@ async def create_override(
             request,
             override_id=override_id,
             account_id=account_id,
-            actor=caller.name,
+            actor=author,
             action="created",
             payload=payload,
             now=now,
         )
     request.app.state.health_cache.changed([account_id])  # read your writes at once
-    return OverrideAcceptedResponse(override_id=override_id)
+    return override_id
+
+
+@router.post(
+    "/{account_id}/overrides/preview",
+    responses={**problem_responses(400, 401, 403, 404, 413, 422), **examples.ok(examples.PREVIEW)},
+)
+async def preview_an_override(
+    request: Request, account_id: AccountId, body: OverrideRequest, caller: Writer
+) -> OverridePreviewResponse:
+    """The account's scores now, and what they would be with this override; saves nothing."""
+    return await preview_override(request, account_id, body, caller.name)
 
 
 @router.get(
@@ -179,6 +239,16 @@ async def revoke_override(
     reason: Annotated[str, Query(max_length=1000, pattern=NO_CONTROL)] = "",
 ) -> OverrideAcceptedResponse:
     """Revoke an override; the revocation is audited and sent to the scorer as a signal."""
+    await revoke(request, account_id, override_id, caller.name, reason)
+    return OverrideAcceptedResponse(
+        override_id=override_id, detail="revoked; the scorer applies it within seconds"
+    )
+
+
+async def revoke(
+    request: Request, account_id: str, override_id: str, author: str, reason: str
+) -> None:
+    """Revoke an override as `author` (the API and the console both revoke through here)."""
     now = datetime.now(UTC)
     engine: AsyncEngine = request.app.state.engine
     async with engine.begin() as conn:
@@ -197,19 +267,16 @@ async def revoke_override(
         await conn.execute(
             update(OverrideRow)
             .where(OverrideRow.override_id == override_id)
-            .values(revoked_at=now, revoked_by=caller.name, revoke_reason=reason)
+            .values(revoked_at=now, revoked_by=author, revoke_reason=reason)
         )
         await _audit_and_signal(
             conn,
             request,
             override_id=override_id,
             account_id=account_id,
-            actor=caller.name,
+            actor=author,
             action="revoked",
-            payload=OverrideRevoked(override_id=override_id, author=caller.name, reason=reason),
+            payload=OverrideRevoked(override_id=override_id, author=author, reason=reason),
             now=now,
         )
     request.app.state.health_cache.changed([account_id])
-    return OverrideAcceptedResponse(
-        override_id=override_id, detail="revoked; the scorer applies it within seconds"
-    )

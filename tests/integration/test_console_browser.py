@@ -1,0 +1,202 @@
+"""The console in a real Chromium (Debian's `chromium`, which `make test` installs when it is
+missing, driven by Playwright): a person signs in from the link `make run` prints, filters the
+list, reads an account's explanation and history, previews and sets an override that the real
+scorer applies through the real broker, revokes it, and signs out; a read-only person sees no
+override form; a forged form is refused. Each page is photographed at laptop and phone width
+into reports/screenshots/ (or $SCREENSHOTS_DIR) for a person to look at."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+from playwright.async_api import Browser, Page, async_playwright, expect
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from healthscore.devstack import free_port
+from services.api.app import create_app
+from shared.config import Settings
+from tests.integration.test_api import BOTH, READ
+from tests.integration.test_console import console_settings
+from tests.support.signals import running_scorer, seed
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+SHOTS = Path(os.environ.get("SCREENSHOTS_DIR", "reports/screenshots"))
+WIDTHS = {"laptop": {"width": 1366, "height": 900}, "phone": {"width": 390, "height": 844}}
+# keep Chromium off the network: this machine has none, and a test must not depend on one
+FLAGS = [
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-gpu",
+]
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[str]:
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not task.done(), "the API exited while starting"
+        await asyncio.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@contextlib.asynccontextmanager
+async def chromium() -> AsyncIterator[Browser]:
+    assert shutil.which(CHROMIUM), (
+        f"{CHROMIUM} is missing: `make test` installs Debian's chromium (scripts/ensure-tools.sh)"
+    )
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+async def photograph(page: Page, name: str) -> None:
+    """The page as it stands at each width, whole, into the screenshots folder."""
+    await asyncio.to_thread(SHOTS.mkdir, parents=True, exist_ok=True)
+    for width, size in WIDTHS.items():
+        await page.set_viewport_size(size)
+        await page.screenshot(path=str(SHOTS / f"{name}-{width}.png"), full_page=True)
+    await page.set_viewport_size(WIDTHS["laptop"])
+
+
+async def test_a_person_reads_overrides_and_revokes_in_a_real_browser(
+    settings: Settings, engine: AsyncEngine, tmp_path: Path
+) -> None:
+    accounts = await seed(settings, engine, accounts=30)
+    async with engine.connect() as conn:
+        tier, in_tier = (
+            await conn.execute(
+                text("SELECT tier, count(*) FROM accounts GROUP BY tier ORDER BY 2 DESC LIMIT 1")
+            )
+        ).one()
+    configured = console_settings(settings, tmp_path)
+    async with (
+        running_scorer(configured, engine),
+        serving(configured) as base,
+        chromium() as browser,
+    ):
+        context = await browser.new_context(
+            viewport=WIDTHS["laptop"], timezone_id="America/New_York"
+        )
+        page = await context.new_page()
+        expect.set_options(timeout=15_000)
+
+        # the link `make run` prints: its fragment carries the token, and the page signs it in
+        await page.goto(f"{base}/console/sign-in#token={BOTH}")
+        await expect(page.get_by_role("heading", name=re.compile("^Accounts"))).to_be_visible()
+        assert BOTH not in page.url  # the fragment is gone from the address bar
+        await expect(page.locator("header.top")).to_contain_text("admin@example.com")
+        # times are shown in the viewer's own zone (New York here), not in UTC
+        first_time = page.locator("table.accounts time").first
+        await expect(first_time).to_contain_text(re.compile(r"\b(EST|EDT)\b"))
+        # keyboard: the first Tab reaches the skip link, which moves on to the content
+        await page.keyboard.press("Tab")
+        await expect(page.locator(".skip")).to_be_focused()
+        await photograph(page, "accounts")
+
+        # filter the list by tier
+        await page.get_by_label("Tier").select_option(tier)
+        await page.get_by_role("button", name="Show").click()
+        await expect(page.locator("nav.bands")).to_contain_text(f"{in_tier} in all that match")
+        await expect(page.locator("table.accounts tbody tr")).to_have_count(in_tier)
+
+        # open an account: its explanation and its history
+        account = accounts[0]
+        await page.goto(f"{base}/console/accounts?q={account}")
+        await page.locator("table.accounts tbody th a").first.click()
+        await expect(page.get_by_role("heading", name="Why this score").first).to_be_visible()
+        churn = page.locator("section.objective", has=page.locator("#obj-churn_risk"))
+        await expect(churn.locator("table.effects tbody tr").first).to_be_visible()
+        assert await churn.locator("table.effects tbody tr").count() >= 5
+        await expect(churn.locator("svg.history")).to_be_visible()
+        await expect(churn.locator("table.changes tbody tr").first).to_be_visible()
+        before = await churn.locator(".big.score").inner_text()
+        await photograph(page, "account")
+
+        # preview an override, then save it; the page shows it once the scorer applied it
+        await page.get_by_label("Pin: the score becomes the value").check()
+        await page.get_by_label("Objective (pin and adjust)").select_option("churn_risk")
+        await page.get_by_label("Value", exact=True).fill("12")
+        await page.get_by_label("Expires after (days)").fill("3")
+        await page.get_by_label(re.compile("^Reason \\(everyone")).fill(
+            "customer announced a competitor evaluation"
+        )
+        await page.get_by_role("button", name="Preview").click()
+        await expect(page.locator("#preview")).to_contain_text(re.compile(r"churn_risk: .*→ 12\.0"))
+        await expect(churn.locator(".big.score")).to_have_text(before)  # nothing saved yet
+        await photograph(page, "override-preview")
+        await page.get_by_role("button", name="Save override").click()
+        await expect(page.locator("#applied")).to_contain_text(
+            "The override is applied", timeout=60_000
+        )
+        await expect(churn.locator(".big.score")).to_have_text("12.0")
+        active = page.locator("ul.overrides li[data-override]")
+        await expect(active).to_have_count(1)
+        await expect(active).to_contain_text("by admin@example.com")
+        await expect(active).to_contain_text("customer announced a competitor evaluation")
+
+        # a forged form (no CSRF field) is refused, and changes nothing
+        refused = await page.evaluate(
+            """async (url) => {
+                const body = new URLSearchParams({action: 'pin', value: '99', days: '2',
+                  reason: 'forged', intent: 'save'});
+                const answer = await fetch(url, {method: 'POST', body});
+                return [answer.status, await answer.text()];
+            }""",
+            f"{base}/console/accounts/{account}/overrides",
+        )
+        assert refused[0] == 403 and "This form cannot be accepted" in refused[1]
+
+        # revoke it
+        await active.get_by_label("Reason for revoking").fill("the evaluation ended")
+        await active.get_by_role("button", name="Revoke").click()
+        await expect(page.locator("#applied")).to_contain_text("revoked", timeout=60_000)
+        await expect(churn.locator(".big.score")).to_have_text(before)
+        await expect(page.locator("ul.overrides.past")).to_contain_text(
+            "revoked by admin@example.com"
+        )
+
+        for path, name in (("/console/model", "model"), ("/console/backtests", "backtests")):
+            await page.goto(base + path)
+            await expect(page.locator("h1")).to_be_visible()
+            await photograph(page, name)
+
+        await page.get_by_role("button", name="Sign out").click()
+        await expect(page.get_by_text("You are signed out.")).to_be_visible()
+        await page.goto(f"{base}/console/accounts")
+        await expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+        await photograph(page, "sign-in")
+
+        # a read-only person: the account page has no override form and no revoke button
+        reader = await (await browser.new_context(viewport=WIDTHS["phone"])).new_page()
+        await reader.goto(f"{base}/console/sign-in")
+        await reader.get_by_label("API token").fill(READ)
+        await reader.get_by_role("button", name="Sign in").click()
+        await reader.goto(f"{base}/console/accounts/{account}")
+        await expect(reader.locator("header.top")).to_contain_text("read only")
+        await expect(reader.get_by_role("heading", name="Why this score").first).to_be_visible()
+        assert await reader.get_by_role("button", name="Save override").count() == 0
+        assert await reader.get_by_role("button", name="Revoke").count() == 0
