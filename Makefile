@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: help install run test test-unit lint fmt migrate schemas bench-ingest bench-scorer bench-import bench-api bench-backtest backtest-demo chaos soak clean
+.PHONY: help install run test test-unit lint fmt migrate schemas bench-ingest bench-scorer bench-import bench-api bench-console bench-backtest backtest-demo chaos soak clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -57,6 +57,10 @@ bench-import: $(STAMP) ## history import of 20,000 accounts and 500,000 events (
 bench-api: $(STAMP) ## GET .../health vs a bare FastAPI endpoint under wrk (bench/api.py)
 	@command -v wrk >/dev/null || { echo "bench-api needs wrk: apt-get install wrk"; exit 2; }
 	$(BIN)/python bench/api.py
+
+bench-console: $(STAMP) ## console pages under wrk at 10,000 accounts vs a bare FastAPI endpoint (bench/console.py)
+	@command -v wrk >/dev/null || { echo "bench-console needs wrk: apt-get install wrk"; exit 2; }
+	$(BIN)/python bench/console.py
 
 bench-backtest: $(STAMP) ## back-test speed: 25,000 accounts, 100,000 events, lead time included (bench/backtest_speed.py)
 	$(BIN)/python bench/backtest_speed.py

@@ -84,15 +84,27 @@ def wrk(port: int, path: str, seconds: int, *, walk: bool = False) -> tuple[floa
         text=True,
         check=True,
     ).stdout
+    return wrk_figures(out, path or "health")
+
+
+def wrk_figures(out: str, what: str) -> tuple[float, float, float]:
+    """(req/s, p50 ms, p99 ms) from wrk's --latency output; any failed request fails."""
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    assert errors is None, f"{errors.group(1)} failed requests:\n{out}"
+    assert errors is None, f"{errors.group(1)} failed requests on {what}:\n{out}"
 
     def percentile(p: str) -> float:
         value, unit = re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
         return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
     return rps, percentile("50"), percentile("99")
+
+
+def serve_bare(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    """bench/bare_app.py, served as the API is: uvicorn, uvloop, httptools, one process."""
+    argv = [sys.executable, "-m", "uvicorn", "bare_app:app", "--app-dir", "bench"]
+    argv += ["--port", str(port), "--loop", "uvloop", "--http", "httptools"]
+    return serve([*argv, "--no-access-log", "--log-level", "warning"], env, port)
 
 
 def median_round(rounds: list[tuple[float, float, float]]) -> tuple[float, float, float]:
@@ -124,27 +136,7 @@ async def main() -> None:
             },
             uncached_port,
         )
-        bare = serve(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "bare_app:app",
-                "--app-dir",
-                "bench",
-                "--port",
-                str(bare_port),
-                "--loop",
-                "uvloop",
-                "--http",
-                "httptools",
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
-            env,
-            bare_port,
-        )
+        bare = serve_bare(env, bare_port)
         try:
             wrk(api_port, "", 4, walk=True)  # every account once: the cache holds them all
             for port, path in ((api_port, ""), (uncached_port, ""), (bare_port, "/bare")):

@@ -173,3 +173,19 @@ def test_a_proxys_header_is_believed_only_from_the_proxy() -> None:
     )
     assert reader is not None and not reader.can_write
     assert sessions.viewer(_request(client="10.0.0.8", headers=lead), Session(csrf="c")) is None
+
+
+def test_the_console_loads_nothing_from_another_origin() -> None:
+    from pathlib import Path
+
+    import services.api.console as console
+
+    folder = Path(console.__file__).parent
+    files = [*folder.glob("templates/*.html"), *folder.glob("static/*")]
+    assert len(files) >= 8
+    for path in files:
+        text = path.read_text()
+        # every src, href, action and url() points into this site
+        for target in re.findall(r'(?:src|href|action)="([^"{]+)"|url\(([^)]+)\)', text):
+            address = "".join(target)
+            assert not re.match(r"^(https?:)?//", address), f"{path.name}: {address}"

@@ -10,7 +10,17 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from fastapi import APIRouter, Path, Query, Request, Response
-from sqlalchemy import ColumnElement, and_, func, literal, or_, select, text, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+    text,
+    tuple_,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.api import examples
@@ -218,19 +228,24 @@ class AccountQuery:
 
 
 def _conditions(model: Model, query: AccountQuery, *, bands: bool = True) -> list[Any]:
+    """Conditions on `scores` alone: the ones on the account's attributes select account ids
+    in a subquery, so that neither the counts nor a page's ordering read the wide `accounts`
+    rows (their state documents) of accounts they do not show."""
     _known(model, query.objective, list(query.band), query.segment)
     conditions: list[Any] = [
         ScoreRow.objective == query.objective,
         ScoreRow.model_role == "active",
     ]
-    for column, value in (
-        (AccountRow.segment, query.segment),
-        (AccountRow.industry, query.industry),
-        (AccountRow.tier, query.tier),
-        (AccountRow.region, query.region),
-    ):
-        if value is not None:
-            conditions.append(column == value.strip().lower())
+    attributes: list[Any] = [
+        column == value.strip().lower()
+        for column, value in (
+            (AccountRow.segment, query.segment),
+            (AccountRow.industry, query.industry),
+            (AccountRow.tier, query.tier),
+            (AccountRow.region, query.region),
+        )
+        if value is not None
+    ]
     if query.band and bands:
         conditions.append(ScoreRow.band.in_(query.band))
     if query.min_score is not None:
@@ -238,18 +253,19 @@ def _conditions(model: Model, query: AccountQuery, *, bands: bool = True) -> lis
     if query.max_score is not None:
         conditions.append(ScoreRow.score <= query.max_score)
     if query.stale_only:
-        conditions.append(STALE)
+        attributes.append(STALE)
     if query.changed_since is not None:
         conditions.append(ScoreRow.changed_at >= query.changed_since)
-    if query.q:
-        like = query.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        conditions.append(
+    if query.q:  # the start of an id or a name, any case (migration 0010 indexes both)
+        like = query.q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        attributes.append(
             or_(
-                ScoreRow.account_id == query.q,
-                ScoreRow.account_id.like(like + "%"),
-                AccountRow.name.ilike("%" + like + "%"),
+                func.lower(AccountRow.account_id).like(like + "%"),
+                func.lower(AccountRow.name).like(like + "%"),
             )
         )
+    if attributes:
+        conditions.append(ScoreRow.account_id.in_(select(AccountRow.account_id).where(*attributes)))
     return conditions
 
 
@@ -261,9 +277,10 @@ async def account_page(
     sort = query.sort
     descending = sort.startswith("-")
     key = sort.lstrip("-")
-    change = func.coalesce(ScoreRow.score - ScoreRow.previous_score, 0.0)
+    # written as migration 0010's indexes are, constants in the text, so the planner uses them
+    change = func.coalesce(ScoreRow.score - ScoreRow.previous_score, literal_column("0"))
     expressions: dict[str, Any] = {
-        "score": func.coalesce(ScoreRow.score, -1.0),
+        "score": func.coalesce(ScoreRow.score, literal_column("-1")),
         "change": change,
         "updated": ScoreRow.changed_at,
     }
@@ -279,14 +296,14 @@ async def account_page(
         pair = tuple_(order, ScoreRow.account_id)
         edge = tuple_(literal(bound), literal(after_id))
         conditions.append(pair < edge if descending else pair > edge)
-    stmt = (
+    directions = (
+        order.desc() if descending else order.asc(),
+        ScoreRow.account_id.desc() if descending else ScoreRow.account_id.asc(),
+    )
+    # the page is chosen from `scores` alone; only its rows then meet their accounts
+    page = (
         select(
             ScoreRow.account_id,
-            AccountRow.name,
-            AccountRow.industry,
-            AccountRow.tier,
-            AccountRow.region,
-            AccountRow.segment,
             ScoreRow.objective,
             ScoreRow.score,
             ScoreRow.band,
@@ -294,16 +311,36 @@ async def account_page(
             ScoreRow.probability,
             (ScoreRow.score - ScoreRow.previous_score).label("change"),
             ScoreRow.changed_at,
-            AccountRow.freshness,
             order.label("sort_value"),
         )
-        .join(AccountRow, AccountRow.account_id == ScoreRow.account_id)
         .where(and_(*conditions))
-        .order_by(
-            order.desc() if descending else order.asc(),
-            ScoreRow.account_id.desc() if descending else ScoreRow.account_id.asc(),
-        )
+        .order_by(*directions)
         .limit(limit + 1)
+        .subquery()
+    )
+    stmt = (
+        select(
+            page.c.account_id,
+            AccountRow.name,
+            AccountRow.industry,
+            AccountRow.tier,
+            AccountRow.region,
+            AccountRow.segment,
+            page.c.objective,
+            page.c.score,
+            page.c.band,
+            page.c.confidence,
+            page.c.probability,
+            page.c.change,
+            page.c.changed_at,
+            AccountRow.freshness,
+            page.c.sort_value,
+        )
+        .join(AccountRow, AccountRow.account_id == page.c.account_id)
+        .order_by(
+            page.c.sort_value.desc() if descending else page.c.sort_value.asc(),
+            page.c.account_id.desc() if descending else page.c.account_id.asc(),
+        )
     )
     rows = list(await conn.execute(stmt))
     items = [
@@ -339,7 +376,6 @@ async def band_counts(conn: AsyncConnection, model: Model, query: AccountQuery) 
     """How many accounts the query selects in each band, whatever bands it asks for."""
     rows = await conn.execute(
         select(ScoreRow.band, func.count())
-        .join(AccountRow, AccountRow.account_id == ScoreRow.account_id)
         .where(and_(*_conditions(model, query, bands=False)))
         .group_by(ScoreRow.band)
     )
@@ -368,7 +404,7 @@ async def list_accounts(
             min_length=1,
             max_length=128,
             pattern=NO_CONTROL,
-            description="an account id, the start of one, or part of the account's name",
+            description="the start of an account id or of the account's name, any case",
         ),
     ] = None,
     sort: SortKey = "score",
