@@ -106,7 +106,10 @@ async def test_the_list_filters_counts_bands_and_pages(console, engine: AsyncEng
     page = await client.get("/console/accounts")
     for band, count in bands.items():
         assert re.search(rf'<span class="count">{count}</span> {band}</a>', page.text), band
-    assert f"{len(accounts)} in all" in page.text
+    assert f"{len(accounts)} in all</span>" in page.text
+    # the form sends its empty fields too: they filter nothing
+    empty = await client.get("/console/accounts?q=&tier=&segment=&objective=churn_risk")
+    assert f"{len(accounts)} in all</span>" in empty.text
     rows = re.findall(r'<tr>\s*<th scope="row"><a href="/console/accounts/([^"]+)"', page.text)
     assert len(rows) == len(accounts)  # 40 accounts, one page of 50
     filtered = await client.get("/console/accounts", params={"tier": tier})

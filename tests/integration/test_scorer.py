@@ -266,15 +266,16 @@ def _start_scorer(settings: Settings) -> subprocess.Popen[bytes]:
 
 
 @pytest.mark.slow
-async def test_kill_minus_nine_ten_times_matches_the_reference(
+async def test_kill_minus_nine_six_times_matches_the_reference(
     settings: Settings, engine: AsyncEngine
 ) -> None:
-    """The stream arrives in ten parts; each part is cut short by a kill -9 at a random moment
-    after the scorer has started committing it, so every kill lands while there is work."""
-    signals = simulated_signals(1000, 25, seed=7, duplicate_share=0.02)
-    assert len(signals) >= 100_000
+    """The stream arrives in six parts; each part is cut short by a kill -9 at a random moment
+    after the scorer has started committing it, so every kill lands while there is work.
+    (`make chaos` kills the scorer 20 times under a full pipeline.)"""
+    signals = simulated_signals(600, 25, seed=7, duplicate_share=0.02)
+    assert len(signals) >= 60_000
     rng = random.Random(11)
-    size = -(-len(signals) // 10)
+    size = -(-len(signals) // 6)
     produced, kills, in_flight = 0, 0, 0
     proc = _start_scorer(settings)
     try:
@@ -292,8 +293,8 @@ async def test_kill_minus_nine_ten_times_matches_the_reference(
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
-    assert kills == 10
-    assert in_flight >= 5, f"only {in_flight} of the kills interrupted unfinished work"
+    assert kills == 6
+    assert in_flight >= 3, f"only {in_flight} of the kills interrupted unfinished work"
     assert await mismatches(engine, signals) == []
 
 

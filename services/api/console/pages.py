@@ -220,14 +220,12 @@ async def sign_out(request: Request) -> Response:
 
 # --- accounts -----------------------------------------------------------------------------
 
-_INDUSTRIES: tuple[float, list[str]] = (0.0, [])
 
-
-async def _industries(engine: AsyncEngine) -> list[str]:
-    """The industries accounts have, for the filter (read at most once a minute)."""
-    global _INDUSTRIES
-    at, known = _INDUSTRIES
+async def _industries(request: Request) -> list[str]:
+    """The industries accounts have, for the filter; read at most once a minute per process."""
+    at, known = getattr(request.app.state, "console_industries", (0.0, []))
     if _now().timestamp() - at > 60:
+        engine: AsyncEngine = request.app.state.engine
         async with engine.connect() as conn:
             rows = await conn.execute(
                 select(AccountRow.industry)
@@ -237,8 +235,8 @@ async def _industries(engine: AsyncEngine) -> list[str]:
                 .limit(200)
             )
             known = [str(r[0]) for r in rows]
-        _INDUSTRIES = (_now().timestamp(), known)
-    return known
+        request.app.state.console_industries = (_now().timestamp(), known)
+    return list(known)
 
 
 def _one(params: Any, name: str, allowed: Any = None) -> str | None:
@@ -323,11 +321,11 @@ async def accounts(request: Request) -> Response:
             "?" + urlencode([*((k, v) for k, v in kept if k != "band"), ("band", band)])
         ),
         segments=[s.name for s in model.segments] + ["default"],
-        industries=await _industries(engine),
+        industries=await _industries(request),
         tiers=TIERS,
         regions=REGIONS,
         sorts=SORTS,
-        filtered=bool(kept and any(k not in ("objective", "sort") for k, _ in kept)),
+        filtered=any(v for k, v in kept if k not in ("objective", "sort")),
     )
 
 
