@@ -33,6 +33,7 @@ from shared.scoring.model import Model
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+templates.env.auto_reload = False  # they ship with the code: no stat of each file per render
 
 
 def _when(value: datetime | str | None) -> Markup:
