@@ -60,31 +60,37 @@ def serve(argv: list[str], env: dict[str, str], port: int) -> subprocess.Popen[b
 
 
 def wrk(port: int, path: str, seconds: int, *, walk: bool = False) -> tuple[float, float, float]:
-    env = dict(
-        os.environ,
-        BENCH_TOKEN=TOKEN,
-        BENCH_PATH=path,
-        BENCH_ACCOUNTS=str(ACCOUNTS),
-        BENCH_THREADS=str(THREADS),
-        BENCH_WALK="1" if walk else "",
-    )
+    env = {
+        "BENCH_TOKEN": TOKEN,
+        "BENCH_PATH": path,
+        "BENCH_ACCOUNTS": str(ACCOUNTS),
+        "BENCH_THREADS": str(THREADS),
+        "BENCH_WALK": "1" if walk else "",
+    }
+    return run_wrk(port, "wrk_health.lua", env, seconds, 32, path or "health")
+
+
+def run_wrk(
+    port: int, script: str, env: dict[str, str], seconds: int, connections: int, what: str
+) -> tuple[float, float, float]:
+    """wrk with a script of bench/ (configured by `env`) for `seconds`: (req/s, p50, p99 ms)."""
     out = subprocess.run(
         [
             "wrk",
-            f"-t{THREADS}",
-            "-c32",
+            f"-t{min(THREADS, connections)}",
+            f"-c{connections}",
             f"-d{seconds}s",
             "--latency",
             "-s",
-            str(ROOT / "bench" / "wrk_health.lua"),
+            str(ROOT / "bench" / script),
             f"http://127.0.0.1:{port}",
         ],
-        env=env,
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    return wrk_figures(out, path or "health")
+    return wrk_figures(out, what)
 
 
 def wrk_figures(out: str, what: str) -> tuple[float, float, float]:

@@ -14,16 +14,14 @@ Needs wrk (Debian package `wrk`). Last line: {"bench": "console", "pages": {...}
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
-from api import median_round, serve, serve_bare, wrk_figures
+from api import median_round, run_wrk, serve, serve_bare
 from common import infrastructure, report, run
 
 from services.api.auth import hash_token
@@ -74,24 +72,8 @@ def sign_in(port: int) -> str:
 def wrk(
     port: int, page: str, cookie: str, seconds: int, connections: int = 16
 ) -> tuple[float, float, float]:
-    env = dict(os.environ, BENCH_PAGE=page, BENCH_COOKIE=cookie, BENCH_ACCOUNTS=str(ACCOUNTS))
-    out = subprocess.run(
-        [
-            "wrk",
-            f"-t{min(2, connections)}",
-            f"-c{connections}",
-            f"-d{seconds}s",
-            "--latency",
-            "-s",
-            str(ROOT / "bench" / "wrk_console.lua"),
-            f"http://127.0.0.1:{port}",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return wrk_figures(out, page)
+    env = {"BENCH_PAGE": page, "BENCH_COOKIE": cookie, "BENCH_ACCOUNTS": str(ACCOUNTS)}
+    return run_wrk(port, "wrk_console.lua", env, seconds, connections, page)
 
 
 async def main() -> None:
