@@ -1,0 +1,453 @@
+"""Scale: one million accounts of generated state and history, and what that does to the scorer,
+the sweep, the API and PostgreSQL.
+
+1. Builds the database directly (no broker): 2,000 simulated accounts are folded and scored
+   with the scorer's own code at eight times over 56 days (so each has the history the scorer
+   writes), then copied by SQL into BENCH_SCALE_ACCOUNTS accounts (default 1,000,000), each
+   on the partition ingest's producer would choose for its id, with its next review spread
+   over the model's review interval as in a running system; then VACUUM ANALYZE.
+2. Catch-up with the state cache missing and hitting: the same 100,000 signals, once spread
+   over all accounts (nearly every account a cache miss, read back from PostgreSQL) and once
+   over 2,000 accounts (cache hits after each one's first), each consumed by a scorer from
+   the start of its topic, signals/s committed, against a plain consume+decode of that topic
+   in the same run.
+3. Model switch: a `healthscore scorer` process started with a changed model re-scores every
+   account from stored state (the sweep), while a producer keeps 500 signals/s flowing; the
+   time until none is left due and every score has the new version; its peak RSS; the sweep's
+   time per run of `sweep_batch_size` accounts, and of a run with nothing due.
+4. API at 1M, its health cache off: `GET .../health` of random accounts, and filtered, sorted
+   account lists, under wrk with 8 connections; p50/p99.
+5. PostgreSQL bytes per account: state (the accounts table), current scores, history per
+   month of activity.
+Last line: {"bench": "scale", "accounts": N, "rescore_all_seconds": ..., ...}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import yaml
+from api import run_wrk, serve
+from common import infrastructure, report, run
+from scorer import STEADY_PRODUCER, catch_up, raw_consume
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.api.auth import hash_token
+from services.scorer import store
+from services.scorer.imports import partition_of
+from shared.config import DEFAULT_MODEL_PATH, Settings
+from shared.db import create_engine
+from shared.events import Signal, encode_signal
+from shared.kafka import ensure_topics
+from shared.ops import STREAM_YOUNG_GC_THRESHOLD, settle_heap
+from tests.support.infra import connect, settings_env
+from tests.support.kafka_io import produce
+from tests.support.signals import score_and_store, simulated_signals
+
+ACCOUNTS = int(os.environ.get("BENCH_SCALE_ACCOUNTS", "1000000"))
+TEMPLATES = 2_000
+DAYS = 56
+STREAM = 100_000
+STEADY_RATE = 500
+ID_FORMAT = "acct-%07d"
+ROOT = Path(__file__).resolve().parents[1]
+TOKEN = "bench-token"
+SCORER_METRICS_PORT = 19102
+LISTS = (
+    "/v1/accounts?band=at_risk&sort=score",
+    "/v1/accounts?tier=enterprise&band=at_risk&sort=change",
+    "/v1/accounts?industry=retail&region=emea&sort=-score",
+    "/v1/accounts?sort=-change&min_score=20&max_score=60",
+)
+
+
+def topic_settings(settings: Settings, name: str) -> Settings:
+    """Settings of a phase of its own: its signals topic and consumer group."""
+    kafka = settings.kafka.model_copy(
+        update={"topics": settings.kafka.topics.model_copy(update={"signals": f"scale-{name}"})}
+    )
+    scorer = settings.scorer.model_copy(update={"group_id": f"{settings.scorer.group_id}-{name}"})
+    return settings.model_copy(update={"kafka": kafka, "scorer": scorer})
+
+
+# --- 1. the database --------------------------------------------------------------------------
+
+
+async def build(settings: Settings, engine: AsyncEngine) -> tuple[list[Signal], list[str], float]:
+    """The templates scored and stored, then copied into ACCOUNTS accounts. Returns the
+    templates' signals, their ids (in template order) and the seconds the build took."""
+    started = time.perf_counter()
+    now = datetime.now(UTC)
+    signals = simulated_signals(TEMPLATES, DAYS, seed=21, end=now - timedelta(hours=1))
+    at = [now - timedelta(days=d) for d in (56, 49, 42, 35, 28, 21, 14, 7, 0)]
+    templates = await score_and_store(engine, signals, at)
+    print(f"  {TEMPLATES:,} templates scored at {len(at)} times", flush=True)
+    partitions = settings.kafka.partitions
+    review_seconds = 6 * 3600  # the default model's review_every_hours
+    rng = random.Random(21)
+    ids = [
+        (
+            number,
+            ID_FORMAT % number,
+            templates[number % TEMPLATES],
+            partition_of(ID_FORMAT % number, partitions),
+            now + timedelta(seconds=rng.uniform(0, review_seconds)),
+        )
+        for number in range(ACCOUNTS)
+    ]
+    conn = await connect(settings.database)
+    try:
+        for table in ("accounts", "scores", "score_history"):
+            await conn.execute(f"CREATE TABLE template_{table} AS SELECT * FROM {table}")
+            await conn.execute(f"TRUNCATE {table}")
+        await conn.execute(
+            "CREATE UNLOGGED TABLE scale_ids (number INTEGER, account_id VARCHAR, template"
+            " VARCHAR, partition INTEGER, next_review_at TIMESTAMPTZ)"
+        )
+        await conn.copy_records_to_table("scale_ids", records=ids)
+        await conn.execute("CREATE INDEX ON scale_ids (number)")
+        await conn.execute("ANALYZE scale_ids")
+        columns = {
+            table: [
+                r["column_name"]
+                for r in await conn.fetch(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = $1"
+                    " AND column_name <> 'id' ORDER BY ordinal_position",
+                    table,
+                )
+            ]
+            for table in ("accounts", "scores", "score_history")
+        }
+    finally:
+        await conn.close()
+    replaced = {
+        "accounts": {
+            "account_id": "s.account_id",
+            "name": "'Customer ' || s.number",
+            "partition": "s.partition",
+            "next_review_at": "s.next_review_at",
+        },
+        "scores": {"account_id": "s.account_id"},
+        "score_history": {"account_id": "s.account_id"},
+    }
+
+    async def copy(low: int, high: int) -> None:
+        conn = await connect(settings.database)
+        try:
+            for table, names in columns.items():
+                values = ", ".join(replaced[table].get(c, f"t.{c}") for c in names)
+                await conn.execute(
+                    f"INSERT INTO {table} ({', '.join(names)}) SELECT {values}"
+                    f" FROM scale_ids s JOIN template_{table} t ON t.account_id = s.template"
+                    f" WHERE s.number >= {low} AND s.number < {high}"
+                )
+        finally:
+            await conn.close()
+
+    step = 50_000
+    chunks = [(low, min(low + step, ACCOUNTS)) for low in range(0, ACCOUNTS, step)]
+    pending = list(chunks)
+
+    async def worker() -> None:
+        while pending:
+            await copy(*pending.pop(0))
+            done = len(chunks) - len(pending)
+            print(f"  copied {done}/{len(chunks)} chunks", end="\r", flush=True)
+
+    await asyncio.gather(*(worker() for _ in range(2)))  # one per core
+    conn = await connect(settings.database)
+    try:
+        await conn.execute(
+            "DROP TABLE template_accounts, template_scores, template_score_history, scale_ids"
+        )
+        await conn.execute("VACUUM ANALYZE")
+    finally:
+        await conn.close()
+    return signals, templates, time.perf_counter() - started
+
+
+async def sizes(settings: Settings) -> dict[str, float]:
+    conn = await connect(settings.database)
+    try:
+        row = await conn.fetchrow(
+            "SELECT pg_total_relation_size('accounts') AS accounts,"
+            " pg_total_relation_size('scores') AS scores,"
+            " pg_total_relation_size('score_history') AS history,"
+            " (SELECT count(*) FROM score_history) AS history_rows,"
+            " pg_database_size(current_database()) AS database"
+        )
+    finally:
+        await conn.close()
+    months = DAYS / 30.44
+    return {
+        "state_bytes_per_account": round(row["accounts"] / ACCOUNTS),
+        "scores_bytes_per_account": round(row["scores"] / ACCOUNTS),
+        "history_bytes_per_account_month": round(row["history"] / ACCOUNTS / months),
+        "history_rows_per_account_month": round(row["history_rows"] / ACCOUNTS / months, 2),
+        "bytes_per_account": round((row["accounts"] + row["scores"]) / ACCOUNTS),
+        "database_gb": round(row["database"] / 1e9, 2),
+    }
+
+
+# --- 2. catch-up, cache missing and hitting -------------------------------------------------
+
+
+def streams(signals: list[Signal], templates: list[str]) -> dict[str, list[Signal]]:
+    """The last STREAM of the templates' signals, made fresh, sent to copies of their
+    template: any of its copies (cold: across all accounts) or its first copy (hot)."""
+    index = {account_id: i for i, account_id in enumerate(templates)}
+    rng = random.Random(5)
+    copies = ACCOUNTS // TEMPLATES
+    now = datetime.now(UTC)
+    out: dict[str, list[Signal]] = {"cold": [], "hot": []}
+    for n, signal in enumerate(signals[-STREAM:]):
+        template = index[signal.account_id]
+        at = now - timedelta(seconds=60) + timedelta(microseconds=n)
+        for name, copy in (("cold", rng.randrange(copies)), ("hot", 0)):
+            account = ID_FORMAT % (template + TEMPLATES * copy)
+            out[name].append(
+                signal.model_copy(
+                    update={
+                        "signal_id": f"{name}-{n}",
+                        "account_id": account,
+                        "occurred_at": at,
+                        "ingested_at": at,
+                    }
+                )
+            )
+    return out
+
+
+async def catch_ups(
+    settings: Settings, engine: AsyncEngine, stream: dict[str, list[Signal]]
+) -> dict[str, tuple[float, float]]:
+    """(scorer signals/s, raw consume+decode signals/s) of each stream."""
+    rates = {}
+    for name in ("hot", "cold"):
+        own = topic_settings(settings, name)
+        total = await produce(
+            own,
+            own.kafka.topics.signals,
+            [(s.account_id.encode(), encode_signal(s)) for s in stream[name]],
+        )
+        raw = await raw_consume(own, total)
+        rate, _, stop, task = await catch_up(own, engine, total)
+        stop.set()
+        await task
+        rates[name] = (rate, raw)
+        print(f"  {name}: scorer {rate:,.0f}/s, raw consume {raw:,.0f}/s", flush=True)
+    return rates
+
+
+# --- 3. a model switch re-scores every account ----------------------------------------------
+
+
+def switched_model(workdir: Path) -> Path:
+    """The default model with churn risk's group weights moved a little: a new version."""
+    model = yaml.safe_load(DEFAULT_MODEL_PATH.read_text())
+    groups = model["objectives"]["churn_risk"]["groups"]
+    groups["usage"], groups["support"] = groups["usage"] - 0.02, groups["support"] + 0.02
+    path = workdir / "switched.yaml"
+    path.write_text(yaml.safe_dump(model))
+    return path
+
+
+async def count(settings: Settings, sql: str, *args: object) -> int:
+    conn = await connect(settings.database)
+    try:
+        return int(await conn.fetchval(sql, *args))
+    finally:
+        await conn.close()
+
+
+async def rescore_all(
+    settings: Settings, engine: AsyncEngine, signals: list[Signal], workdir: Path
+) -> dict[str, float]:
+    own = topic_settings(settings, "steady")
+    await ensure_topics(own.kafka, [own.kafka.topics.signals])
+    env = settings_env(own)
+    model = switched_model(workdir)
+    # the steady stream: the cold stream's signals again, made fresh by the producer
+    lines = b"\n".join(
+        encode_signal(s.model_copy(update={"signal_id": f"steady-{i}"}))
+        for i, s in enumerate(signals[: STEADY_RATE * 600])
+    )
+    producer = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        STEADY_PRODUCER.replace("{rate}", str(STEADY_RATE)),
+        stdin=asyncio.subprocess.PIPE,
+        env=env,
+        cwd=ROOT,
+    )
+    assert producer.stdin is not None
+    producer.stdin.write(lines)
+    producer.stdin.close()
+    started = time.perf_counter()
+    scorer = subprocess.Popen(
+        [sys.executable, "-m", "healthscore", "scorer"],
+        env={
+            **env,
+            "HEALTHSCORE_SCORER__MODEL_PATH": str(model),
+            "HEALTHSCORE_SCORER__METRICS_PORT": str(SCORER_METRICS_PORT),
+            "HEALTHSCORE_LOG__LEVEL": "WARNING",
+        },
+        cwd=ROOT,
+        start_new_session=True,
+    )
+    due_sql = "SELECT count(*) FROM accounts WHERE next_review_at <= $1"
+    try:
+        # the scorer makes every account due on assignment, then sweeps them
+        while (
+            scheduled := metric(scrape(), "healthscore_scorer_model_change_accounts_total")
+        ) == 0:
+            assert scorer.poll() is None, "the scorer died"
+            await asyncio.sleep(0.5)
+        switched_at = datetime.now(UTC)
+        print(f"  {scheduled:,.0f} accounts scheduled", flush=True)
+        while (due := await count(settings, due_sql, switched_at)) > 0:
+            assert scorer.poll() is None, "the scorer died"
+            elapsed = time.perf_counter() - started
+            assert elapsed < 1800, f"re-scored {ACCOUNTS - due:,} of {ACCOUNTS:,} in 30 minutes"
+            print(f"  {due:,} accounts left to re-score", end="\r", flush=True)
+            await asyncio.sleep(2)
+        seconds = time.perf_counter() - started
+        status = Path(f"/proc/{scorer.pid}/status").read_text()
+        peak = next(line for line in status.splitlines() if line.startswith("VmHWM"))
+        rss_mb = int(peak.split()[1]) / 1024
+        metrics = scrape()
+    finally:
+        scorer.terminate()
+        scorer.wait(60)
+        producer.kill()
+        await producer.wait()
+    old = await count(
+        settings,
+        "SELECT count(*) FROM scores WHERE model_role = 'active' AND objective = 'churn_risk'"
+        " AND model_version <> $1",
+        model_version(model),
+    )
+    assert old == 0, f"{old:,} churn_risk scores still of the old version"
+    sweeps = metric(metrics, "healthscore_scorer_sweeps_total")
+    return {
+        "rescore_all_seconds": round(seconds, 1),
+        "rescore_accounts_per_second": round(ACCOUNTS / seconds),
+        "rss_mb": round(rss_mb),
+        "sweep_seconds_per_run": round(seconds / max(sweeps, 1), 3),
+    }
+
+
+def model_version(path: Path) -> str:
+    from shared.scoring.model import load_model
+
+    return load_model(path).version
+
+
+def scrape() -> str:
+    try:
+        return httpx.get(f"http://127.0.0.1:{SCORER_METRICS_PORT}/metrics", timeout=5).text
+    except httpx.TransportError:  # not serving yet
+        return ""
+
+
+def metric(text: str, name: str) -> float:
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
+
+
+async def idle_sweep_ms(settings: Settings, engine: AsyncEngine) -> float:
+    """The sweep's query with nothing due, over every partition (median of 20)."""
+    partitions = list(range(settings.kafka.partitions))
+    times = []
+    for _ in range(20):
+        started = time.perf_counter()
+        await store.due_for_review(engine, partitions, datetime.now(UTC) - timedelta(days=1), 2000)
+        times.append(time.perf_counter() - started)
+    return sorted(times)[len(times) // 2] * 1000
+
+
+# --- 4. the API ---------------------------------------------------------------------------
+
+
+def api_latency(settings: Settings) -> dict[str, float]:
+    env = settings_env(settings)
+    port = 18095
+    env.update(
+        HEALTHSCORE_LOG__LEVEL="WARNING",
+        HEALTHSCORE_API__PORT=str(port),
+        HEALTHSCORE_API__HEALTH_CACHE_MB="0",
+        HEALTHSCORE_API__TOKENS=json.dumps(
+            [{"name": "bench", "sha256": hash_token(TOKEN), "scopes": ["read"]}]
+        ),
+    )
+    api = serve([sys.executable, "-m", "healthscore", "api"], env, port)
+    figures = {}
+    try:
+        for name, paths in (
+            ("health", "/v1/accounts/{account}/health"),
+            ("list", "|".join(LISTS)),
+        ):
+            wrk_env = {
+                "BENCH_TOKEN": TOKEN,
+                "BENCH_PATHS": paths,
+                "BENCH_ACCOUNTS": str(ACCOUNTS),
+                "BENCH_ID_FORMAT": ID_FORMAT,
+            }
+            run_wrk(port, "wrk_paths.lua", wrk_env, 3, 8, name)  # warm-up
+            rps, p50, p99 = run_wrk(port, "wrk_paths.lua", wrk_env, 10, 8, name)
+            figures |= {
+                f"api_{name}_rps": round(rps),
+                f"api_{name}_p50_ms": round(p50, 1),
+                f"api_{name}_p99_ms": round(p99, 1),
+            }
+            print(f"  {name}: {rps:,.0f} req/s, p50 {p50:.1f} ms, p99 {p99:.1f} ms", flush=True)
+    finally:
+        api.terminate()
+        api.wait(20)
+    return figures
+
+
+async def main() -> None:
+    if shutil.which("wrk") is None:
+        sys.exit("bench/scale.py needs wrk: apt-get install wrk")
+    with infrastructure() as settings:
+        engine = create_engine(settings.database)
+        print(f"building {ACCOUNTS:,} accounts", flush=True)
+        signals, templates, build_seconds = await build(settings, engine)
+        figures: dict[str, object] = {"accounts": ACCOUNTS, "build_seconds": round(build_seconds)}
+        figures |= await sizes(settings)
+        print(f"built in {build_seconds:.0f} s: {figures}", flush=True)
+        print("API at scale (health cache off)", flush=True)
+        figures |= api_latency(settings)
+        figures["sweep_idle_ms"] = round(await idle_sweep_ms(settings, engine), 1)
+        print("catch-up, state cache hitting and missing", flush=True)
+        settle_heap(STREAM_YOUNG_GC_THRESHOLD)  # as `healthscore scorer` does once started
+        stream = streams(signals, templates)
+        rates = await catch_ups(settings, engine, stream)
+        hot, hot_raw = rates["hot"]
+        cold, cold_raw = rates["cold"]
+        figures |= {
+            "catchup_eps_hot": round(hot),
+            "catchup_eps_cold": round(cold),
+            "catchup_ratio_hot": round(hot / hot_raw, 3),
+            "catchup_ratio_cold": round(cold / cold_raw, 3),
+            "raw_consume_eps": round((hot_raw + cold_raw) / 2),
+        }
+        print("model switch: re-score every account", flush=True)
+        with_workdir = Path(os.environ.get("TMPDIR", "/tmp"))
+        figures |= await rescore_all(settings, engine, stream["cold"], with_workdir)
+        await engine.dispose()
+    report({"bench": "scale", **figures})
+
+
+if __name__ == "__main__":
+    run(main)
