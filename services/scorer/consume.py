@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import signal
 import time
@@ -108,7 +109,7 @@ class Scorer:
         self._reload_requested = False
         self._taken_at: dict[TopicPartition, float] = {}  # epoch ms each partition was taken
         self._sweep_backlog = False
-        self._last_sweep = 0.0
+        self._last_sweep = -math.inf  # the first pass sweeps (monotonic time starts at boot)
 
     # --- partitions and models ------------------------------------------------------------
 

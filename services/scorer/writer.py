@@ -270,6 +270,9 @@ class BatchWriter:
         except Exception:
             self.cache.clear()  # the entries hold scores that were not stored
             raise
+        # stored, and nothing is in flight: back to the cache's size (a re-score of every
+        # account after a model switch would otherwise hold every account in memory)
+        self.cache.trim(keep=0)
         record_history(self.metrics, batch)
 
     # --- rows -----------------------------------------------------------------------------
