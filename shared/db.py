@@ -106,8 +106,8 @@ class ScoreRow(Base):
     changed_at: Mapped[datetime] = mapped_column(Timestamp)
     updated_at: Mapped[datetime] = mapped_column(Timestamp)
 
+    # the account lists' expression indexes are the migrations' (0010, 0011)
     __table_args__ = (
-        Index("ix_scores_objective_band_score", "objective", "model_role", "band", "score"),
         Index("ix_scores_objective_changed", "objective", "model_role", "changed_at"),
     )
 

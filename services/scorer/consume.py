@@ -36,7 +36,7 @@ from services.scorer import offsets, poll, store
 from services.scorer.batching import Records
 from services.scorer.cache import StateCache
 from services.scorer.metrics import ScorerMetrics
-from services.scorer.models import ModelSet
+from services.scorer.models import ModelSet, Rescheduling
 from services.scorer.partitions import Partitions
 from services.scorer.poll import Poller
 from services.scorer.relay import Relay
@@ -109,6 +109,7 @@ class Scorer:
         self._reload_requested = False
         self._taken_at: dict[TopicPartition, float] = {}  # epoch ms each partition was taken
         self._sweep_backlog = False
+        self.rescheduling = Rescheduling()
         self._last_sweep = -math.inf  # the first pass sweeps (monotonic time starts at boot)
 
     # --- partitions and models ------------------------------------------------------------
@@ -142,7 +143,7 @@ class Scorer:
             partitions=sorted(tp.partition for tp in assigned),
             offsets={tp.partition: offset for tp, offset in positions.items()},
         )
-        await self._schedule_model_change([tp.partition for tp in assigned])
+        self.rescheduling.restart(tp.partition for tp in self.partitions.owned())
 
     def request_reload(self) -> None:
         """SIGHUP: re-read the model files before the next batch."""
@@ -160,17 +161,14 @@ class Scorer:
         if not self.models.reload():
             return False
         self.cache.clear()
-        await self._schedule_model_change([tp.partition for tp in self.partitions.owned()])
+        self.rescheduling.restart(tp.partition for tp in self.partitions.owned())
         return True
 
-    async def _schedule_model_change(self, partitions: list[int]) -> None:
-        count = await store.schedule_model_change(
-            self.engine, sorted(partitions), self.models.expected(), self.clock()
-        )
-        if count:
+    async def _reschedule(self) -> None:
+        owned = {tp.partition for tp in self.partitions.owned()}
+        if count := await self.rescheduling.step(self.engine, owned, self.models, self.clock()):
             self.metrics.model_rescheduled.inc(count)
             self._sweep_backlog = True
-            log.info("scorer.model_change_scheduled", accounts=count)
 
     async def sweep(self) -> int:
         """Re-score accounts whose scores are due to move with time alone, or with news."""
@@ -233,7 +231,7 @@ class Scorer:
                     or self.news.stored
                     or time.monotonic() - self._last_sweep >= self.cfg.sweep_interval_seconds
                 )
-                if not records or self._reload_requested or sweep_due:
+                if not records or self._reload_requested or self.rescheduling.pending or sweep_due:
                     await self._settle()
                 if beyond := offsets.beyond_end(
                     self.consumer, self.partitions.committed, self._taken_at
@@ -243,6 +241,8 @@ class Scorer:
                     await self._rewind()
                 if self._reload_requested:
                     await self.reload_models()
+                if self.rescheduling.pending:  # between batches: nothing in flight
+                    await self._reschedule()
                 if sweep_due:
                     self._last_sweep = time.monotonic()
                     if await self.sweep():

@@ -7,8 +7,13 @@ came from another version is made due for the sweep, which re-scores it from sto
 
 from __future__ import annotations
 
-import structlog
+from collections.abc import Iterable
+from datetime import datetime
 
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.scorer import store
 from services.scorer.metrics import ScorerMetrics
 from shared.config import ScorerSettings
 from shared.errors import ConfigurationError
@@ -66,3 +71,49 @@ class ModelSet:
         self.metrics.model_reloads.labels("ok").inc()
         log.info("scorer.models_loaded", models=self.versions())
         return True
+
+
+class Rescheduling:
+    """After a model switch or a rebalance: the owned accounts whose scores came from another
+    model are made due for the sweep, a window of accounts (in id order) per pass of the loop,
+    each its own short transaction, between batches. One transaction for a million accounts
+    would lock every account row for a minute: the batches would stall behind it, or deadlock
+    with it. The sweep starts on the first accounts found while the scan goes on."""
+
+    WINDOW = 10_000  # accounts looked at per pass
+
+    def __init__(self) -> None:
+        self.partitions: set[int] = set()  # still to scan; none: nothing to do
+        self.after: str | None = None  # the last account id scanned
+        self.scheduled = 0
+
+    @property
+    def pending(self) -> bool:
+        return bool(self.partitions)
+
+    def restart(self, partitions: Iterable[int]) -> None:
+        """Scan these partitions from their first account (what was scanned before may have
+        been scheduled for another model)."""
+        self.partitions, self.after, self.scheduled = set(partitions), None, 0
+
+    async def step(
+        self,
+        engine: AsyncEngine,
+        owned: set[int],
+        models: ModelSet,
+        now: datetime,
+    ) -> int:
+        """One window; how many accounts it made due. Partitions no longer owned are left to
+        their new owner, which scans them on assignment."""
+        partitions, expected = sorted(self.partitions & owned), models.expected()
+        if partitions and self.after is None:
+            await store.drop_unconfigured_scores(engine, partitions, expected)
+        count, self.after = await store.schedule_model_change(
+            engine, partitions, expected, now, self.after, self.WINDOW
+        )
+        self.scheduled += count
+        if self.after is None:  # the end: every owned account was looked at
+            self.partitions.clear()
+            if self.scheduled:
+                log.info("scorer.model_change_scheduled", accounts=self.scheduled)
+        return count

@@ -138,27 +138,14 @@ async def due_for_review(
         return [(r.account_id, r.partition) for r in rows]
 
 
-async def schedule_model_change(
-    engine: AsyncEngine,
-    partitions: Sequence[int],
-    expected: list[tuple[str, str, str]],
-    now: datetime,
-) -> int:
-    """Make every account of `partitions` whose score rows are not exactly `expected`
-    ((role, objective, model version) of the configured models) due for review now, and drop
-    score rows of roles or objectives no longer configured. The sweep then re-scores those
-    accounts from stored state in batches, between consumed batches. Returns how many."""
+async def drop_unconfigured_scores(
+    engine: AsyncEngine, partitions: Sequence[int], expected: list[tuple[str, str, str]]
+) -> None:
+    """Drop the score rows of `partitions`' accounts whose role or objective is no longer
+    configured (a shadow model removed, an objective dropped), and tell the API's caches."""
     if not partitions:
-        return 0
+        return
     key = tuple_(ScoreRow.model_role, ScoreRow.objective)
-    up_to_date = (
-        select(func.count())
-        .where(
-            ScoreRow.account_id == AccountRow.account_id,
-            tuple_(ScoreRow.model_role, ScoreRow.objective, ScoreRow.model_version).in_(expected),
-        )
-        .scalar_subquery()
-    )
     async with engine.begin() as conn:
         owned = select(AccountRow.account_id).where(AccountRow.partition.in_(partitions))
         dropped = await conn.execute(
@@ -171,16 +158,56 @@ async def schedule_model_change(
         )
         if changed := list(set(dropped.scalars())):
             await conn.exec_driver_sql(NOTIFY_CHANGED, (changed,))
+
+
+async def schedule_model_change(
+    engine: AsyncEngine,
+    partitions: Sequence[int],
+    expected: list[tuple[str, str, str]],
+    now: datetime,
+    after: str | None,
+    limit: int,
+) -> tuple[int, str | None]:
+    """Make due now the accounts of `partitions` whose score rows are not exactly `expected`
+    ((role, objective, model version) of the configured models), among the next `limit`
+    accounts in id order after `after`. The sweep then re-scores them from stored state.
+    Returns how many were made due and the last account id looked at (None: the end).
+
+    A million accounts are scheduled in many short transactions rather than one that would
+    lock every account row for a minute: batches in flight would wait behind it, or deadlock
+    with it, since they lock rows in another order."""
+    if not partitions:
+        return 0, None
+    window = (
+        select(AccountRow.account_id)
+        .where(AccountRow.partition.in_(partitions))
+        .order_by(AccountRow.account_id)
+        .limit(limit)
+    )
+    if after is not None:
+        window = window.where(AccountRow.account_id > after)
+    up_to_date = (
+        select(func.count())
+        .where(
+            ScoreRow.account_id == AccountRow.account_id,
+            tuple_(ScoreRow.model_role, ScoreRow.objective, ScoreRow.model_version).in_(expected),
+        )
+        .scalar_subquery()
+    )
+    async with engine.begin() as conn:
+        ids = list((await conn.execute(window)).scalars())
+        if not ids:
+            return 0, None
         result = await conn.execute(
             update(AccountRow)
             .where(
-                AccountRow.partition.in_(partitions),
+                AccountRow.account_id.in_(ids),
                 func.coalesce(AccountRow.next_review_at > now, True),
                 up_to_date != len(expected),
             )
             .values(next_review_at=now)
         )
-        return int(result.rowcount)
+    return int(result.rowcount), ids[-1] if len(ids) == limit else None
 
 
 # The fences, as the first parts of the batch's one statement ($1 group, $2 now, then one array

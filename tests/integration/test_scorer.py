@@ -18,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.scorer import store
+from services.scorer.models import Rescheduling
 from shared.config import DEFAULT_MODEL_PATH, Settings
 from shared.db import create_engine, ensure_migrated
 from shared.errors import DatabaseNotMigrated, FencedOut
@@ -378,6 +379,70 @@ async def test_a_model_switch_under_load_rescores_every_account_and_loses_nothin
         }
     assert scored_before and switched == scored_before
     assert await mismatches(engine, signals, candidate) == []
+
+
+async def test_a_sweep_of_more_accounts_than_the_cache_holds_keeps_it_to_its_size(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    """A model switch makes every account due at once: the sweep re-scores them in batches,
+    and the state cache stays at its size between them rather than holding every account."""
+    settings = settings.model_copy(
+        update={
+            "scorer": settings.scorer.model_copy(
+                update={"state_cache_size": 10, "sweep_batch_size": 25}
+            )
+        }
+    )
+    signals = simulated_signals(60, 5, seed=31)
+    total = await produce_signals(settings, signals)
+    async with running_scorer(settings, engine) as scorer:
+        await wait_consumed(engine, settings, total)
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE accounts SET next_review_at = now() - interval '1 h'"))
+        swept = [await scorer.writer.sweep() for _ in range(4)]
+        assert len(scorer.cache) <= 10
+    assert swept == [25, 25, 10, 0]
+    async with engine.connect() as conn:
+        due = await conn.scalar(text("SELECT count(*) FROM accounts WHERE next_review_at <= now()"))
+    assert due == 0
+
+
+async def test_a_model_switch_schedules_its_accounts_a_window_at_a_time(
+    settings: Settings, engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reloading a changed model makes every account due in short transactions of a window of
+    accounts each (seven here, so that 60 accounts take nine), and all are re-scored by it."""
+    monkeypatch.setattr(Rescheduling, "WINDOW", 7)
+    model_file = tmp_path / "model.yaml"
+    model_file.write_text(DEFAULT_MODEL_PATH.read_text())
+    settings = settings.model_copy(
+        update={"scorer": settings.scorer.model_copy(update={"model_path": model_file})}
+    )
+    document = yaml.safe_load(DEFAULT_MODEL_PATH.read_text())
+    document["name"] = "windowed"
+    candidate = Model.model_validate(document)
+    signals = simulated_signals(60, 5, seed=32)
+    total = await produce_signals(settings, signals)
+    windows: list[int] = []
+    step = Rescheduling.step
+
+    async def counted(self, *args):  # type: ignore[no-untyped-def]
+        windows.append(await step(self, *args))
+        return windows[-1]
+
+    monkeypatch.setattr(Rescheduling, "step", counted)
+    async with running_scorer(settings, engine) as scorer:
+        await wait_consumed(engine, settings, total)
+        windows.clear()  # the scan on assignment found nothing to do
+        model_file.write_text(yaml.safe_dump(document))
+        scorer.request_reload()
+        deadline = asyncio.get_running_loop().time() + 60
+        while await _accounts_with_scores(engine, MODEL.version):
+            assert asyncio.get_running_loop().time() < deadline, "accounts left on the old model"
+            await asyncio.sleep(0.2)
+        assert scorer.metrics.model_rescheduled._value.get() == 60
+    assert len(windows) == 9 and sum(windows) == 60
+    assert await _accounts_with_scores(engine, candidate.version) == {s.account_id for s in signals}
 
 
 async def _accounts_with_scores(engine: AsyncEngine, version: str) -> set[str]:
