@@ -171,6 +171,13 @@ async def build(settings: Settings, engine: AsyncEngine) -> tuple[list[Signal], 
             "DROP TABLE template_accounts, template_scores, template_score_history, scale_ids"
         )
         await conn.execute("VACUUM ANALYZE")
+        # sized as a production server for this data would be (docs/scaling.md): checkpoints
+        # far enough apart that each page's first write after one (a full-page image in the
+        # WAL) is not most of the writing; then the build's own writes flushed
+        for setting in ("max_wal_size = '16GB'", "checkpoint_timeout = '30min'"):
+            await conn.execute(f"ALTER SYSTEM SET {setting}")
+        await conn.execute("SELECT pg_reload_conf()")
+        await conn.execute("CHECKPOINT")
     finally:
         await conn.close()
     return signals, templates, time.perf_counter() - started
