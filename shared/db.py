@@ -113,7 +113,8 @@ class ScoreRow(Base):
 
 
 class ScoreHistoryRow(Base):
-    """A meaningful change of one account's score: band change, big move, override, model."""
+    """A meaningful change of one account's score: band change, big move, override, model.
+    Partitioned by month of `at` (migration 0012, services/scorer/history.py)."""
 
     __tablename__ = "score_history"
 
@@ -122,7 +123,7 @@ class ScoreHistoryRow(Base):
     objective: Mapped[str] = mapped_column(String(64))
     model_role: Mapped[str] = mapped_column(String(16))
     model_version: Mapped[str] = mapped_column(String(64))
-    at: Mapped[datetime] = mapped_column(Timestamp)
+    at: Mapped[datetime] = mapped_column(Timestamp, primary_key=True)  # the partition key
     old_score: Mapped[float | None] = mapped_column(Float)
     new_score: Mapped[float | None] = mapped_column(Float)
     old_band: Mapped[str | None] = mapped_column(String(32))

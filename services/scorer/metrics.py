@@ -142,6 +142,13 @@ class ScorerMetrics:
             "Accounts scheduled for re-scoring because market news concerns them",
             registry=registry,
         )
+        self.history_pruned = Counter(
+            "healthscore_scorer_history_pruned_total",
+            "Score history past retention: months dropped whole, and rows deleted from the"
+            " partitions before and outside the months",
+            ["unit"],
+            registry=registry,
+        )
         self.lag = Gauge(
             "healthscore_scorer_consumer_lag_records",
             "Signals behind the partition high-water mark, from the committed position",

@@ -3,12 +3,14 @@
 Rows are claimed with FOR UPDATE SKIP LOCKED, published, and marked sent in the same
 transaction, so two scorers never publish one row at once, and a crash before the mark means
 the row is published again with the same CloudEvent id (consumers de-duplicate by it). Every
-few seconds it also refreshes the outbox and band gauges and prunes rows sent long ago.
+few seconds it also refreshes the outbox and band gauges and prunes rows sent long ago, and
+every hour it keeps the score history's months (`history.maintain`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -17,12 +19,14 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.scorer import store
+from services.scorer import history, store
 from services.scorer.metrics import ScorerMetrics
+from shared.config import ScorerSettings
 
 log = structlog.get_logger(__name__)
 
 STATS_EVERY_SECONDS = 10
+HISTORY_EVERY_SECONDS = 3600
 KEEP_SENT = timedelta(days=7)
 
 
@@ -32,21 +36,25 @@ class Relay:
         engine: AsyncEngine,
         metrics: ScorerMetrics,
         clock: Callable[[], datetime],
-        interval: float,
+        cfg: ScorerSettings,
     ) -> None:
         self.engine = engine
         self.metrics = metrics
         self.clock = clock
-        self.interval = interval
+        self.interval = cfg.relay_interval_seconds
+        self.history_retention_days = cfg.history_retention_days
 
     async def run(self, producer: AIOKafkaProducer, stop: asyncio.Event) -> None:
-        last_stats = 0.0
+        last_stats = last_history = -math.inf  # both on the first turn
         while not stop.is_set():
             try:
                 sent = await self.relay_once(producer)
                 if time.monotonic() - last_stats > STATS_EVERY_SECONDS:
                     last_stats = time.monotonic()
                     await self.refresh_stats()
+                if time.monotonic() - last_history > HISTORY_EVERY_SECONDS:
+                    last_history = time.monotonic()
+                    await self.maintain_history()
                 if not sent:
                     await asyncio.sleep(self.interval)
             except asyncio.CancelledError:
@@ -79,3 +87,8 @@ class Relay:
         for objective, role, band, count in await store.band_counts(self.engine):
             self.metrics.accounts.labels(objective, role, band).set(count)
         await store.prune_outbox(self.engine, self.clock() - KEEP_SENT)
+
+    async def maintain_history(self) -> None:
+        done = await history.maintain(self.engine, self.clock(), self.history_retention_days)
+        self.metrics.history_pruned.labels("months").inc(len(done.dropped))
+        self.metrics.history_pruned.labels("rows").inc(done.deleted)
