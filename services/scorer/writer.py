@@ -45,6 +45,7 @@ from shared.ops import observe_many
 from shared.scoring.state import DedupPolicy, Fact
 
 log = structlog.get_logger(__name__)
+SWEEP_PART = 500  # accounts per transaction of the sweep
 
 
 @contextlib.contextmanager
@@ -260,20 +261,32 @@ class BatchWriter:
         return len(due)
 
     async def _sweep_write(self, accounts: dict[str, int], fences: Fences, now: datetime) -> None:
-        entries = await self.cache.get(accounts, self.partitions)
-        batch = Batch(fences=fences)
+        """Re-score `accounts` from stored state in parts of SWEEP_PART, each written in a
+        transaction of its own while the next is read and scored. A part that fails fails the
+        sweep; the parts stored before it are due no more, the others are swept again."""
+        ids, written = list(accounts), list[Batch]()
+        writing: asyncio.Task[None] | None = None
         try:
-            with _scoring_errors_refuse():
-                for account_id in accounts:
-                    self._rescore_into(batch, account_id, entries[account_id], now, "time", [])
-            await store.write_batch(self.engine, self.cfg.group_id, batch, now)
+            for start in range(0, len(ids), SWEEP_PART):
+                part = {account_id: accounts[account_id] for account_id in ids[start:][:SWEEP_PART]}
+                entries = await self.cache.get(part, self.partitions)
+                batch = Batch(fences=fences)
+                with _scoring_errors_refuse():
+                    for account_id in part:
+                        self._rescore_into(batch, account_id, entries[account_id], now, "time", [])
+                if writing is not None:
+                    await writing
+                write = store.write_batch(self.engine, self.cfg.group_id, batch, now)
+                writing, written = asyncio.create_task(write), [*written, batch]
+            await writing  # type: ignore[misc]
         except Exception:
-            self.cache.clear()  # the entries hold scores that were not stored
+            if writing is not None:  # its outcome is PostgreSQL's; wait for it to be known
+                await asyncio.gather(writing, return_exceptions=True)
+            self.cache.clear()  # the entries hold scores that may not be stored
             raise
-        # stored, and nothing is in flight: back to the cache's size (a re-score of every
-        # account after a model switch would otherwise hold every account in memory)
-        self.cache.trim(keep=0)
-        record_history(self.metrics, batch)
+        for batch in written:
+            record_history(self.metrics, batch)
+        self.cache.trim(keep=0)  # stored, none in flight: else a re-score of all holds all
 
     # --- rows -----------------------------------------------------------------------------
 
