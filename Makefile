@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 
-.PHONY: help install run test test-unit lint fmt migrate schemas bench-ingest bench-scorer bench-import bench-api bench-console bench-backtest backtest-demo chaos soak clean
+.PHONY: help install run test test-unit lint fmt migrate schemas bench-ingest bench-scorer bench-import bench-api bench-console bench-scale bench-backtest backtest-demo chaos soak clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -61,6 +61,10 @@ bench-api: $(STAMP) ## GET .../health vs a bare FastAPI endpoint under wrk (benc
 bench-console: $(STAMP) ## console pages under wrk at 10,000 accounts vs a bare FastAPI endpoint (bench/console.py)
 	@command -v wrk >/dev/null || { echo "bench-console needs wrk: apt-get install wrk"; exit 2; }
 	$(BIN)/python bench/console.py
+
+bench-scale: $(STAMP) ## 1,000,000 accounts: catch-up with cache misses, model switch, API, bytes per account (bench/scale.py)
+	@command -v wrk >/dev/null || { echo "bench-scale needs wrk: apt-get install wrk"; exit 2; }
+	$(BIN)/python bench/scale.py
 
 bench-backtest: $(STAMP) ## back-test speed: 25,000 accounts, 100,000 events, lead time included (bench/backtest_speed.py)
 	$(BIN)/python bench/backtest_speed.py

@@ -191,7 +191,8 @@ async def sizes(settings: Settings) -> dict[str, float]:
         row = await conn.fetchrow(
             "SELECT pg_total_relation_size('accounts') AS accounts,"
             " pg_total_relation_size('scores') AS scores,"
-            " pg_total_relation_size('score_history') AS history,"
+            " (SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits"
+            "  WHERE inhparent = 'score_history'::regclass)::bigint AS history,"  # partitioned
             " (SELECT count(*) FROM score_history) AS history_rows,"
             " pg_database_size(current_database()) AS database"
         )
@@ -237,10 +238,14 @@ def streams(signals: list[Signal], templates: list[str]) -> dict[str, list[Signa
     return out
 
 
+async def wal_position(settings: Settings) -> int:
+    return await count(settings, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint")
+
+
 async def catch_ups(
     settings: Settings, engine: AsyncEngine, stream: dict[str, list[Signal]]
-) -> dict[str, tuple[float, float]]:
-    """(scorer signals/s, raw consume+decode signals/s) of each stream."""
+) -> dict[str, tuple[float, float, float]]:
+    """(scorer signals/s, raw consume+decode signals/s, WAL bytes per signal) of each stream."""
     rates = {}
     for name in ("hot", "cold"):
         own = topic_settings(settings, name)
@@ -250,11 +255,17 @@ async def catch_ups(
             [(s.account_id.encode(), encode_signal(s)) for s in stream[name]],
         )
         raw = await raw_consume(own, total)
+        wal = await wal_position(settings)
         rate, _, stop, task = await catch_up(own, engine, total)
         stop.set()
         await task
-        rates[name] = (rate, raw)
-        print(f"  {name}: scorer {rate:,.0f}/s, raw consume {raw:,.0f}/s", flush=True)
+        wal_per_signal = (await wal_position(settings) - wal) / total
+        rates[name] = (rate, raw, wal_per_signal)
+        print(
+            f"  {name}: scorer {rate:,.0f}/s, raw consume {raw:,.0f}/s,"
+            f" {wal_per_signal:,.0f} bytes of WAL a signal",
+            flush=True,
+        )
     return rates
 
 
@@ -314,26 +325,38 @@ async def rescore_all(
         cwd=ROOT,
         start_new_session=True,
     )
-    due_sql = "SELECT count(*) FROM accounts WHERE next_review_at <= $1"
     old_sql = "SELECT count(*) FROM scores WHERE model_version <> $1"
     version = model_version(model)
+    scheduled, swept = (
+        "healthscore_scorer_model_change_accounts_total",
+        "healthscore_scorer_swept_total",
+    )
     try:
-        # the scorer looks for accounts of another model a window at a time, and makes them due
-        rescheduled = "healthscore_scorer_model_change_accounts_total"
-        while metric(scrape(), rescheduled) == 0:
-            assert scorer.poll() is None, "the scorer died"
-            await asyncio.sleep(0.5)
+        # the scorer looks for accounts of another model a window at a time and makes them
+        # due; the sweep re-scores them. Followed on its metrics (a count in PostgreSQL would
+        # take a core from what is measured), then confirmed by a scan of every score
+        last_scheduled, quiet_since = 0.0, time.perf_counter()
         while True:
             assert scorer.poll() is None, "the scorer died"
             elapsed = time.perf_counter() - started
-            due = await count(settings, due_sql, datetime.now(UTC))
-            # a sweep's worth or less left due (accounts fall due with time too, ~50/s): done
-            # once no score of the old model is left (a scan of every score, so only then)
-            if due <= 2000 and await count(settings, old_sql, version) == 0:
-                break
-            assert elapsed < 1800, f"{due:,} accounts still due after 30 minutes"
-            print(f"  {elapsed:4.0f} s: {due:,} accounts due", end="\r", flush=True)
-            await asyncio.sleep(2)
+            assert elapsed < 1800, (
+                f"not done after 30 minutes: {metric(scrape(), swept):,.0f} swept"
+            )
+            figures = scrape()
+            if (now_scheduled := metric(figures, scheduled)) != last_scheduled:
+                last_scheduled, quiet_since = now_scheduled, time.perf_counter()
+            caught_up = metric(figures, swept) >= now_scheduled > 0
+            if caught_up and time.perf_counter() - quiet_since > 5:
+                if await count(settings, old_sql, version) == 0:
+                    break
+                quiet_since = time.perf_counter()  # not yet: look again in a while
+            print(
+                f"  {elapsed:4.0f} s: {now_scheduled:,.0f} scheduled,"
+                f" {metric(figures, swept):,.0f} swept",
+                end="\r",
+                flush=True,
+            )
+            await asyncio.sleep(1)
         seconds = time.perf_counter() - started
         status = Path(f"/proc/{scorer.pid}/status").read_text()
         peak = next(line for line in status.splitlines() if line.startswith("VmHWM"))
@@ -454,14 +477,15 @@ async def main() -> None:
         settle_heap(STREAM_YOUNG_GC_THRESHOLD)  # as `healthscore scorer` does once started
         stream = streams(signals, templates)
         rates = await catch_ups(settings, engine, stream)
-        hot, hot_raw = rates["hot"]
-        cold, cold_raw = rates["cold"]
+        hot, hot_raw, _ = rates["hot"]
+        cold, cold_raw, cold_wal = rates["cold"]
         figures |= {
             "catchup_eps_hot": round(hot),
             "catchup_eps_cold": round(cold),
             "catchup_ratio_hot": round(hot / hot_raw, 3),
             "catchup_ratio_cold": round(cold / cold_raw, 3),
             "raw_consume_eps": round((hot_raw + cold_raw) / 2),
+            "wal_bytes_per_signal_cold": round(cold_wal),
         }
         print("model switch: re-score every account", flush=True)
         with_workdir = Path(os.environ.get("TMPDIR", "/tmp"))

@@ -160,6 +160,28 @@ async def drop_unconfigured_scores(
             await conn.exec_driver_sql(NOTIFY_CHANGED, (changed,))
 
 
+# One window of the model-change scan, in one statement: the next $4 accounts of the partitions
+# $1 in id order after $3 (NULL: from the first), those of them whose score rows are not exactly
+# the expected (role, objective, version) triples ($5-$7) made due at $2. Returns how many were,
+# the last id of the window and its size.
+_SCHEDULE_WINDOW = """\
+WITH window_ AS (
+  SELECT account_id FROM accounts
+  WHERE partition = ANY($1::INTEGER[]) AND ($3::VARCHAR IS NULL OR account_id > $3::VARCHAR)
+  ORDER BY account_id LIMIT $4),
+expected AS (
+  SELECT * FROM unnest($5::VARCHAR[], $6::VARCHAR[], $7::VARCHAR[]) AS e(role, objective, version)),
+made_due AS (
+  UPDATE accounts a SET next_review_at = $2 FROM window_ w
+  WHERE a.account_id = w.account_id AND coalesce(a.next_review_at > $2, TRUE)
+    AND (SELECT count(*) FROM scores s JOIN expected e ON (s.model_role, s.objective,
+         s.model_version) = (e.role, e.objective, e.version) WHERE s.account_id = a.account_id)
+        <> cardinality($5::VARCHAR[])
+  RETURNING 1)
+SELECT (SELECT count(*) FROM made_due), (SELECT max(account_id) FROM window_),
+       (SELECT count(*) FROM window_)"""
+
+
 async def schedule_model_change(
     engine: AsyncEngine,
     partitions: Sequence[int],
@@ -178,36 +200,13 @@ async def schedule_model_change(
     with it, since they lock rows in another order."""
     if not partitions:
         return 0, None
-    window = (
-        select(AccountRow.account_id)
-        .where(AccountRow.partition.in_(partitions))
-        .order_by(AccountRow.account_id)
-        .limit(limit)
-    )
-    if after is not None:
-        window = window.where(AccountRow.account_id > after)
-    up_to_date = (
-        select(func.count())
-        .where(
-            ScoreRow.account_id == AccountRow.account_id,
-            tuple_(ScoreRow.model_role, ScoreRow.objective, ScoreRow.model_version).in_(expected),
+    roles, objectives, versions = (list(column) for column in zip(*expected, strict=True))
+    async with engine.connect() as conn:
+        raw: Any = (await conn.get_raw_connection()).driver_connection  # asyncpg's connection
+        made_due, last, looked_at = await raw.fetchrow(
+            _SCHEDULE_WINDOW, list(partitions), now, after, limit, roles, objectives, versions
         )
-        .scalar_subquery()
-    )
-    async with engine.begin() as conn:
-        ids = list((await conn.execute(window)).scalars())
-        if not ids:
-            return 0, None
-        result = await conn.execute(
-            update(AccountRow)
-            .where(
-                AccountRow.account_id.in_(ids),
-                func.coalesce(AccountRow.next_review_at > now, True),
-                up_to_date != len(expected),
-            )
-            .values(next_review_at=now)
-        )
-    return int(result.rowcount), ids[-1] if len(ids) == limit else None
+    return int(made_due), last if looked_at == limit else None
 
 
 # The fences, as the first parts of the batch's one statement ($1 group, $2 now, then one array
