@@ -329,27 +329,27 @@ async def rescore_all(
     version = model_version(model)
     scheduled, swept = (
         "healthscore_scorer_model_change_accounts_total",
-        "healthscore_scorer_swept_total",
+        "healthscore_scorer_sweep_rescored_total",
     )
     try:
         # the scorer looks for accounts of another model a window at a time and makes them
         # due; the sweep re-scores them. Followed on its metrics (a count in PostgreSQL would
         # take a core from what is measured), then confirmed by a scan of every score
-        last_scheduled, quiet_since = 0.0, time.perf_counter()
+        last_scheduled, quiet_since, counts = 0.0, time.perf_counter(), [0.0]
         while True:
             assert scorer.poll() is None, "the scorer died"
             elapsed = time.perf_counter() - started
-            assert elapsed < 1800, (
-                f"not done after 30 minutes: {metric(scrape(), swept):,.0f} swept"
-            )
+            assert elapsed < 1800, f"not done after 30 minutes: {counts[-1]:,.0f} swept"
             figures = scrape()
             if (now_scheduled := metric(figures, scheduled)) != last_scheduled:
                 last_scheduled, quiet_since = now_scheduled, time.perf_counter()
-            caught_up = metric(figures, swept) >= now_scheduled > 0
-            if caught_up and time.perf_counter() - quiet_since > 5:
-                if await count(settings, old_sql, version) == 0:
-                    break
-                quiet_since = time.perf_counter()  # not yet: look again in a while
+            counts.append(metric(figures, swept))
+            # the scan is over and the sweep has run dry (accounts falling due with time alone
+            # are ~50/s; a sweep with a backlog does thousands): confirm in PostgreSQL
+            dry = len(counts) > 4 and counts[-1] - counts[-4] < 1000
+            settled = now_scheduled and dry and time.perf_counter() - quiet_since > 3
+            if settled and await count(settings, old_sql, version) == 0:
+                break
             print(
                 f"  {elapsed:4.0f} s: {now_scheduled:,.0f} scheduled,"
                 f" {metric(figures, swept):,.0f} swept",
@@ -367,7 +367,7 @@ async def rescore_all(
         scorer.wait(60)
         producer.kill()
         await producer.wait()
-    sweeps = metric(metrics, "healthscore_scorer_sweeps_total")
+    sweeps = metric(metrics, "healthscore_scorer_sweep_runs_total")
     return {
         "rescore_all_seconds": round(seconds, 1),
         "rescore_accounts_per_second": round(ACCOUNTS / seconds),
