@@ -300,7 +300,9 @@ async def rescore_all(
     # the steady stream: the cold stream's signals again, made fresh by the producer
     lines = b"\n".join(
         encode_signal(s.model_copy(update={"signal_id": f"steady-{i}"}))
-        for i, s in enumerate(signals[: STEADY_RATE * 600])
+        for i, s in enumerate(
+            (signals * (STEADY_RATE * 1800 // len(signals) + 1))[: STEADY_RATE * 1800]
+        )
     )
     producer = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -365,7 +367,8 @@ async def rescore_all(
     finally:
         scorer.terminate()
         scorer.wait(60)
-        producer.kill()
+        if producer.returncode is None:  # it may have sent all it had
+            producer.kill()
         await producer.wait()
     sweeps = metric(metrics, "healthscore_scorer_sweep_runs_total")
     return {
