@@ -62,12 +62,12 @@ def serve(argv: list[str], env: dict[str, str], port: int) -> subprocess.Popen[b
 def wrk(port: int, path: str, seconds: int, *, walk: bool = False) -> tuple[float, float, float]:
     env = {
         "BENCH_TOKEN": TOKEN,
-        "BENCH_PATH": path,
+        "BENCH_PATHS": path or "/v1/accounts/{account}/health",
         "BENCH_ACCOUNTS": str(ACCOUNTS),
         "BENCH_THREADS": str(THREADS),
         "BENCH_WALK": "1" if walk else "",
     }
-    return run_wrk(port, "wrk_health.lua", env, seconds, 32, path or "health")
+    return run_wrk(port, "wrk_paths.lua", env, seconds, 32, path or "health")
 
 
 def run_wrk(

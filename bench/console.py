@@ -72,8 +72,8 @@ def sign_in(port: int) -> str:
 def wrk(
     port: int, page: str, cookie: str, seconds: int, connections: int = 16
 ) -> tuple[float, float, float]:
-    env = {"BENCH_PAGE": page, "BENCH_COOKIE": cookie, "BENCH_ACCOUNTS": str(ACCOUNTS)}
-    return run_wrk(port, "wrk_console.lua", env, seconds, connections, page)
+    env = {"BENCH_PATHS": page, "BENCH_COOKIE": cookie, "BENCH_ACCOUNTS": str(ACCOUNTS)}
+    return run_wrk(port, "wrk_paths.lua", env, seconds, connections, page)
 
 
 async def main() -> None:
