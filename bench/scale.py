@@ -329,13 +329,13 @@ async def rescore_all(
     )
     old_sql = "SELECT count(*) FROM scores WHERE model_version <> $1"
     version = model_version(model)
-    scheduled, swept = (
+    scheduled, swept = (  # re-scored for the model change; for any reason (a sweep of time too)
         "healthscore_scorer_model_change_accounts_total",
         "healthscore_scorer_sweep_rescored_total",
     )
     try:
-        # the scorer looks for accounts of another model a window at a time and makes them
-        # due; the sweep re-scores them. Followed on its metrics (a count in PostgreSQL would
+        # the scorer looks for accounts of another model a window at a time and re-scores
+        # them, between batches. Followed on its metrics (a count in PostgreSQL would
         # take a core from what is measured), then confirmed by a scan of every score
         last_scheduled, quiet_since, counts = 0.0, time.perf_counter(), [0.0]
         while True:
@@ -346,15 +346,15 @@ async def rescore_all(
             if (now_scheduled := metric(figures, scheduled)) != last_scheduled:
                 last_scheduled, quiet_since = now_scheduled, time.perf_counter()
             counts.append(metric(figures, swept))
-            # the scan is over and the sweep has run dry (accounts falling due with time alone
-            # are ~50/s; a sweep with a backlog does thousands): confirm in PostgreSQL
+            # the scan is over and re-scoring has run dry (accounts falling due with time alone
+            # are ~50/s; a scan or a sweep with a backlog does thousands): confirm in PostgreSQL
             dry = len(counts) > 4 and counts[-1] - counts[-4] < 1000
             settled = now_scheduled and dry and time.perf_counter() - quiet_since > 3
             if settled and await count(settings, old_sql, version) == 0:
                 break
             print(
-                f"  {elapsed:4.0f} s: {now_scheduled:,.0f} scheduled,"
-                f" {metric(figures, swept):,.0f} swept",
+                f"  {elapsed:4.0f} s: {now_scheduled:,.0f} re-scored for the model,"
+                f" {metric(figures, swept):,.0f} in all",
                 end="\r",
                 flush=True,
             )

@@ -165,10 +165,8 @@ class Scorer:
         return True
 
     async def _reschedule(self) -> None:
-        owned = {tp.partition for tp in self.partitions.owned()}
-        if count := await self.rescheduling.step(self.engine, owned, self.models, self.clock()):
+        if count := await self.rescheduling.step(self.engine, self.models, self.writer.sweep):
             self.metrics.model_rescheduled.inc(count)
-            self._sweep_backlog = True
 
     async def sweep(self) -> int:
         """Re-score accounts whose scores are due to move with time alone, or with news."""

@@ -87,7 +87,7 @@ class ScorerMetrics:
         )
         self.swept = Counter(
             "healthscore_scorer_sweep_rescored_total",
-            "Accounts re-scored by the sweep",
+            "Accounts re-scored from stored state (time, news, a model change)",
             registry=registry,
         )
         self.sweep_refused = Counter(
@@ -134,7 +134,7 @@ class ScorerMetrics:
         )
         self.model_rescheduled = Counter(
             "healthscore_scorer_model_change_accounts_total",
-            "Accounts scheduled for re-scoring because their scores came from another model",
+            "Accounts re-scored because their scores came from another model",
             registry=registry,
         )
         self.news_rescheduled = Counter(

@@ -2,13 +2,12 @@
 
 A switch (SIGHUP) re-reads the model files without stopping consumption: an invalid file
 changes nothing; a valid one takes effect for the next batch, and every account whose scores
-came from another version is made due for the sweep, which re-scores it from stored state.
+came from another version is then re-scored from stored state, a window at a time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import datetime
+from collections.abc import Awaitable, Callable, Iterable
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -75,17 +74,17 @@ class ModelSet:
 
 class Rescheduling:
     """After a model switch or a rebalance: the owned accounts whose scores came from another
-    model are made due for the sweep, a window of accounts (in id order) per pass of the loop,
-    each its own short transaction, between batches. One transaction for a million accounts
-    would lock every account row for a minute: the batches would stall behind it, or deadlock
-    with it. The sweep starts on the first accounts found while the scan goes on."""
+    model are re-scored from stored state, a window of accounts (in id order) per pass of the
+    loop, between batches. The window is read, its outdated accounts re-scored and written in
+    short transactions (`sweep`: `BatchWriter.sweep`); nothing marks them first, so each is written
+    once, and a restart simply scans again: what is outdated is read from the scores."""
 
-    WINDOW = 10_000  # accounts looked at per pass
+    WINDOW = 2_000  # accounts looked at per pass: a few seconds of re-scoring at most
 
     def __init__(self) -> None:
         self.partitions: set[int] = set()  # still to scan; none: nothing to do
         self.after: str | None = None  # the last account id scanned
-        self.scheduled = 0
+        self.rescored = 0
 
     @property
     def pending(self) -> bool:
@@ -93,27 +92,36 @@ class Rescheduling:
 
     def restart(self, partitions: Iterable[int]) -> None:
         """Scan these partitions from their first account (what was scanned before may have
-        been scheduled for another model)."""
-        self.partitions, self.after, self.scheduled = set(partitions), None, 0
+        been re-scored for another model)."""
+        self.partitions, self.after, self.rescored = set(partitions), None, 0
 
     async def step(
         self,
         engine: AsyncEngine,
-        owned: set[int],
         models: ModelSet,
-        now: datetime,
+        sweep: Callable[[store.Find], Awaitable[int]],
     ) -> int:
-        """One window; how many accounts it made due. Partitions no longer owned are left to
-        their new owner, which scans them on assignment."""
-        partitions, expected = sorted(self.partitions & owned), models.expected()
-        if partitions and self.after is None:
-            await store.drop_unconfigured_scores(engine, partitions, expected)
-        count, self.after = await store.schedule_model_change(
-            engine, partitions, expected, now, self.after, self.WINDOW
-        )
-        self.scheduled += count
+        """Re-score the outdated accounts of the next window; how many. Partitions no longer
+        owned are left to their new owner, which scans them on assignment. The scan moves on
+        only once the window is stored: a failed one is looked at again."""
+        expected = models.expected()
+        ends: list[str | None] = []
+
+        async def outdated(owned: list[int]) -> list[tuple[str, int]]:
+            partitions = sorted(self.partitions.intersection(owned))
+            if partitions and self.after is None:
+                await store.drop_unconfigured_scores(engine, partitions, expected)
+            found, end = await store.outdated_accounts(
+                engine, partitions, expected, self.after, self.WINDOW
+            )
+            ends.append(end)
+            return found
+
+        count = await sweep(outdated)
+        self.after = ends[0]
+        self.rescored += count
         if self.after is None:  # the end: every owned account was looked at
             self.partitions.clear()
-            if self.scheduled:
-                log.info("scorer.model_change_scheduled", accounts=self.scheduled)
+            if self.rescored:
+                log.info("scorer.model_change_rescored", accounts=self.rescored)
         return count

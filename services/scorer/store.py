@@ -12,7 +12,7 @@ that update also serialises two writers of one partition until the first commits
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -160,53 +160,56 @@ async def drop_unconfigured_scores(
             await conn.exec_driver_sql(NOTIFY_CHANGED, (changed,))
 
 
-# One window of the model-change scan, in one statement: the next $4 accounts of the partitions
-# $1 in id order after $3 (NULL: from the first), those of them whose score rows are not exactly
-# the expected (role, objective, version) triples ($5-$7) made due at $2. Returns how many were,
-# the last id of the window and its size.
-_SCHEDULE_WINDOW = """\
+# what picks the accounts a sweep re-scores: owned partitions -> (account id, partition)
+Find = Callable[[list[int]], Awaitable[list[tuple[str, int]]]]
+
+
+# One window of the model-change scan, in one read: the next $3 accounts of the partitions $1 in
+# id order after $2 (NULL: from the first); of them, those whose score rows are not exactly the
+# expected (role, objective, version) triples ($4-$6), with their partitions; the window's last
+# id and its size.
+_OUTDATED_WINDOW = """\
 WITH window_ AS (
-  SELECT account_id FROM accounts
-  WHERE partition = ANY($1::INTEGER[]) AND ($3::VARCHAR IS NULL OR account_id > $3::VARCHAR)
-  ORDER BY account_id LIMIT $4),
+  SELECT account_id, partition FROM accounts
+  WHERE partition = ANY($1::INTEGER[]) AND ($2::VARCHAR IS NULL OR account_id > $2::VARCHAR)
+  ORDER BY account_id LIMIT $3),
 expected AS (
-  SELECT * FROM unnest($5::VARCHAR[], $6::VARCHAR[], $7::VARCHAR[]) AS e(role, objective, version)),
-made_due AS (
-  UPDATE accounts a SET next_review_at = $2 FROM window_ w
-  WHERE a.account_id = w.account_id AND coalesce(a.next_review_at > $2, TRUE)
-    AND (SELECT count(*) FROM scores s JOIN expected e ON (s.model_role, s.objective,
-         s.model_version) = (e.role, e.objective, e.version) WHERE s.account_id = a.account_id)
-        <> cardinality($5::VARCHAR[])
-  RETURNING 1)
-SELECT (SELECT count(*) FROM made_due), (SELECT max(account_id) FROM window_),
-       (SELECT count(*) FROM window_)"""
+  SELECT * FROM unnest($4::VARCHAR[], $5::VARCHAR[], $6::VARCHAR[]) AS e(role, objective, version)),
+looked_at AS (
+  SELECT w.account_id, w.partition,
+         (SELECT count(*) FROM scores s JOIN expected e ON (s.model_role, s.objective,
+          s.model_version) = (e.role, e.objective, e.version) WHERE s.account_id = w.account_id)
+         <> cardinality($4::VARCHAR[]) AS outdated
+  FROM window_ w)
+SELECT array_agg(account_id) FILTER (WHERE outdated), array_agg(partition) FILTER (WHERE outdated),
+       max(account_id), count(*)
+FROM looked_at"""
 
 
-async def schedule_model_change(
+async def outdated_accounts(
     engine: AsyncEngine,
     partitions: Sequence[int],
     expected: list[tuple[str, str, str]],
-    now: datetime,
     after: str | None,
     limit: int,
-) -> tuple[int, str | None]:
-    """Make due now the accounts of `partitions` whose score rows are not exactly `expected`
-    ((role, objective, model version) of the configured models), among the next `limit`
-    accounts in id order after `after`. The sweep then re-scores them from stored state.
-    Returns how many were made due and the last account id looked at (None: the end).
+) -> tuple[list[tuple[str, int]], str | None]:
+    """Among the next `limit` accounts of `partitions` in id order after `after`, those whose
+    score rows are not exactly `expected` ((role, objective, model version) of the configured
+    models), with their partitions; and the last account id looked at (None: the end).
 
-    A million accounts are scheduled in many short transactions rather than one that would
-    lock every account row for a minute: batches in flight would wait behind it, or deadlock
-    with it, since they lock rows in another order."""
+    A read, and a window at a time: the caller re-scores what it finds straight away, so
+    a model switch over a million accounts neither locks them all in one transaction nor
+    writes each account twice (once to make it due, once to re-score it)."""
     if not partitions:
-        return 0, None
+        return [], None
     roles, objectives, versions = (list(column) for column in zip(*expected, strict=True))
     async with engine.connect() as conn:
         raw: Any = (await conn.get_raw_connection()).driver_connection  # asyncpg's connection
-        made_due, last, looked_at = await raw.fetchrow(
-            _SCHEDULE_WINDOW, list(partitions), now, after, limit, roles, objectives, versions
+        ids, owners, last, looked_at = await raw.fetchrow(
+            _OUTDATED_WINDOW, list(partitions), after, limit, roles, objectives, versions
         )
-    return int(made_due), last if looked_at == limit else None
+    outdated = list(zip(ids or (), owners or (), strict=True))
+    return outdated, last if looked_at == limit else None
 
 
 # The fences, as the first parts of the batch's one statement ($1 group, $2 now, then one array

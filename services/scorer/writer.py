@@ -20,6 +20,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import structlog
@@ -35,7 +36,7 @@ from services.scorer.models import ModelSet
 from services.scorer.news import NewsBook, news_of
 from services.scorer.partitions import Fences, Partitions
 from services.scorer.rescore import AccountEntry, account_row, rescore
-from services.scorer.store import Batch
+from services.scorer.store import Batch, Find
 from shared.config import Settings
 from shared.errors import HealthScoreError, RecordRefused
 from shared.events import decode_signal
@@ -157,9 +158,8 @@ class BatchWriter:
                     continue
                 prepared.applied += len(fresh)
                 prepared.event_times += [f.t for f in fresh]
-                cause = (
-                    "override" if any(f.kind.startswith("override_") for f in fresh) else "signals"
-                )
+                override = any(f.kind.startswith("override_") for f in fresh)
+                cause = "override" if override else "signals"
                 signal_ids = [f.signal_id for f in fresh]
                 newest = max(f.t for f in fresh)
                 replay = at - newest > self.cfg.replay_after_seconds
@@ -230,14 +230,16 @@ class BatchWriter:
 
     # --- time alone -----------------------------------------------------------------------
 
-    async def sweep(self) -> int:
-        """Re-score accounts whose scores are due to move with time alone; between batches
-        (nothing in flight). Returns how many; `sweep_batch_size` of them means more are due."""
+    async def sweep(self, find: Find | None = None) -> int:
+        """Re-score from stored state the accounts `find` picks in the owned partitions (by
+        default: due to move with time alone); between batches. Returns how many."""
         now = self.clock()
         generation = self.partitions.generation
         fences = self.partitions.hold()
         partitions = sorted({p for _, p in fences})
-        due = await store.due_for_review(self.engine, partitions, now, self.cfg.sweep_batch_size)
+        limit = self.cfg.sweep_batch_size
+        find = find or partial(store.due_for_review, self.engine, now=now, limit=limit)
+        due = await find(partitions)
         self.partitions.still(generation)
         self.metrics.sweeps.inc()
         if not due:
@@ -247,7 +249,7 @@ class BatchWriter:
         except Exception as exc:
             if classify(exc).retriable:
                 raise
-            # one account at a time: one that is refused stays due, and is counted and logged
+            # one account at a time: one that is refused is left as it was, counted and logged
             for account_id, partition in due:
                 try:
                     await self._sweep_write({account_id: partition}, fences, now)

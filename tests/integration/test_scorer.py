@@ -384,8 +384,9 @@ async def test_a_model_switch_under_load_rescores_every_account_and_loses_nothin
 async def test_a_sweep_of_more_accounts_than_the_cache_holds_keeps_it_to_its_size(
     settings: Settings, engine: AsyncEngine
 ) -> None:
-    """A model switch makes every account due at once: the sweep re-scores them in batches,
-    and the state cache stays at its size between them rather than holding every account."""
+    """Every account due at once (news about everyone, a long outage): the sweep re-scores
+    them in batches, and the state cache stays at its size between them rather than holding
+    every account."""
     settings = settings.model_copy(
         update={
             "scorer": settings.scorer.model_copy(
@@ -407,11 +408,11 @@ async def test_a_sweep_of_more_accounts_than_the_cache_holds_keeps_it_to_its_siz
     assert due == 0
 
 
-async def test_a_model_switch_schedules_its_accounts_a_window_at_a_time(
+async def test_a_model_switch_rescores_its_accounts_a_window_at_a_time(
     settings: Settings, engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Reloading a changed model makes every account due in short transactions of a window of
-    accounts each (seven here, so that 60 accounts take nine), and all are re-scored by it."""
+    """Reloading a changed model re-scores every account, a window of accounts at a time
+    (seven here, so that 60 accounts take nine), each written once: as a model change."""
     monkeypatch.setattr(Rescheduling, "WINDOW", 7)
     model_file = tmp_path / "model.yaml"
     model_file.write_text(DEFAULT_MODEL_PATH.read_text())
@@ -443,6 +444,12 @@ async def test_a_model_switch_schedules_its_accounts_a_window_at_a_time(
         assert scorer.metrics.model_rescheduled._value.get() == 60
     assert len(windows) == 9 and sum(windows) == 60
     assert await _accounts_with_scores(engine, candidate.version) == {s.account_id for s in signals}
+    async with engine.connect() as conn:
+        switches = await conn.scalar(
+            text("SELECT count(*) FROM score_history WHERE cause = 'model_change'")
+        )
+        scores = await conn.scalar(text("SELECT count(*) FROM scores"))
+    assert switches == scores  # one change per score: written once, not again by a sweep
 
 
 async def _accounts_with_scores(engine: AsyncEngine, version: str) -> set[str]:
