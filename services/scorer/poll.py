@@ -8,6 +8,7 @@ not fit (`batching.cut`) is carried, in order, to start the next batch.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -38,7 +39,8 @@ class Poller:
 
         Nothing if a rebalance came meanwhile: records fetched before its seeks to the stored
         offsets may be among those collected, so none is used, and the consumer is put back at
-        the positions the scorer adopted."""
+        the positions the scorer adopted. Nor anything of a partition the consumer was given
+        but the scorer has not yet adopted (its offsets are still being read)."""
         consumer = self.consumer
         assert consumer is not None
         limit, cap = self.cfg.batch_max_records, self.cfg.batch_max_accounts
@@ -67,16 +69,16 @@ class Poller:
                 total += len(records)
         if self.partitions.generation != generation:
             owned = self.partitions.owned()
-            await seek(consumer, {tp: self.partitions.prepared[tp] for tp in owned})
+            seek(consumer, {tp: self.partitions.prepared[tp] for tp in owned})
             return {}
+        # records of a partition taken but not yet adopted: adopt() seeks it to its stored
+        # offset, and they are read again from there (carried, they would skip that seek)
+        batch = {tp: records for tp, records in batch.items() if tp in self.partitions}
         taken, self.carry = batching.cut(batch, cap)
         return taken
 
 
-async def seek(consumer: AIOKafkaConsumer, positions: dict[TopicPartition, int | None]) -> None:
-    """Put the consumer at these offsets (None: the start of the partition's log)."""
+def seek(consumer: AIOKafkaConsumer, positions: Mapping[TopicPartition, int]) -> None:
+    """Put the consumer at these offsets."""
     for tp, offset in positions.items():
-        if offset is None:
-            await consumer.seek_to_beginning(tp)
-        else:
-            consumer.seek(tp, offset)
+        consumer.seek(tp, offset)

@@ -12,6 +12,8 @@ from services.scorer import store
 from services.scorer.batching import behind, count, cut, halves, onward
 from services.scorer.cache import StateCache
 from services.scorer.partitions import Partitions
+from services.scorer.poll import Poller
+from shared.config import ScorerSettings
 from shared.errors import FencedOut
 
 
@@ -103,12 +105,12 @@ def test_halving_keeps_each_partitions_records_in_order_and_loses_none() -> None
 
 def test_positions_chain_from_prepared_and_progress_follows_committed() -> None:
     partitions = Partitions()
-    partitions.adopt({P0: None, P1: 7})
+    partitions.adopt({P0: 0, P1: 7})
     fences = partitions.fences({P0: 5, P1: 9})
-    assert fences == {("s", 0): (None, 5), ("s", 1): (7, 9)}
+    assert fences == {("s", 0): (0, 5), ("s", 1): (7, 9)}
     partitions.prepared_to(fences)
     assert partitions.fences({P1: 12}) == {("s", 1): (9, 12)}  # chains on before the commit
-    assert partitions.committed == {P0: None, P1: 7}  # nothing is stored yet
+    assert partitions.committed == {P0: 0, P1: 7}  # nothing is stored yet
     generation = partitions.generation
     partitions.committed_to(fences, generation)
     assert partitions.committed == {P0: 5, P1: 9}
@@ -125,3 +127,31 @@ def test_records_handed_out_again_are_dropped_by_offset() -> None:
     kept, dropped = onward(fetched, 8)  # before the position prepared: stored already
     assert [r.offset for r in kept] == [8, 9] and dropped == 6
     assert onward(fetched[:3], None) == (fetched[:3], 0)
+
+
+class _Fetched:
+    """A consumer that hands out what it was given, one answer per getmany (a stand-in for
+    the broker's fetches; the poll's own logic is under test)."""
+
+    def __init__(self, *answers: dict[TopicPartition, list[SimpleNamespace]]) -> None:
+        self.answers = list(answers)
+
+    async def getmany(self, **_: object) -> dict[TopicPartition, list[SimpleNamespace]]:
+        return self.answers.pop(0) if self.answers else {}
+
+    def highwater(self, tp: TopicPartition) -> None:
+        return None
+
+
+async def test_records_of_a_partition_not_yet_adopted_are_neither_taken_nor_carried() -> None:
+    """The consumer may fetch a partition it was given while the scorer is still reading its
+    stored offset. Those records are dropped, not carried into the next batch: carried, they
+    would start it past the offset adopt() seeks to, and the records before them would be
+    skipped (an account's signals lost, seen as state mismatches in the outage test)."""
+    partitions = Partitions()
+    partitions.adopt({P1: 0})
+    poller = Poller(ScorerSettings(batch_max_accounts=1, batch_timeout_ms=1), partitions)
+    poller.consumer = _Fetched({P0: records(0, "aabb"), P1: records(1, "cc")})  # type: ignore[assignment]
+    taken = await poller.poll()
+    assert {tp: [r.key for r in rs] for tp, rs in taken.items()} == {P1: [b"c", b"c"]}
+    assert poller.carry == {}
