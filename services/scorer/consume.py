@@ -32,7 +32,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from prometheus_client import REGISTRY, CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.scorer import offsets, poll, store
+from services.scorer import offsets, poll
 from services.scorer.batching import Records
 from services.scorer.cache import StateCache
 from services.scorer.metrics import ScorerMetrics
@@ -126,18 +126,15 @@ class Scorer:
         """Own `assigned` from the offsets stored in PostgreSQL (the beginning if none)."""
         self.cache.clear()
         self.poller.carry.clear()  # the consumer is repositioned at the stored offsets
-        stored = await store.load_offsets(
-            self.engine, self.cfg.group_id, [(tp.topic, tp.partition) for tp in assigned]
-        )
         assert self.consumer is not None
-        positions = {tp: stored.get((tp.topic, tp.partition)) for tp in assigned}
-        if passed := await offsets.before_start(self.consumer, positions):
-            positions.update(await self._reset(passed))
+        positions = await offsets.starting(
+            self.consumer, self.engine, self.cfg.group_id, assigned, self.metrics, self.clock()
+        )
         self._taken_at.update({tp: time.time() * 1000 for tp in assigned})
         # owned before the seeks; a poll that spans this (a new generation) is voided
         # (Poller.poll), and the scorer reads again from here
         self.partitions.adopt(positions)
-        await poll.seek(self.consumer, positions)
+        poll.seek(self.consumer, positions)
         log.info(
             "scorer.assigned",
             partitions=sorted(tp.partition for tp in assigned),
@@ -317,9 +314,9 @@ class Scorer:
             if tp not in assigned:
                 continue  # mid-rebalance
             highwater = consumer.highwater(tp)
-            lag = 0 if highwater is None else max(highwater - (position or 0), 0)
+            lag = 0 if highwater is None else max(highwater - position, 0)
             self.metrics.lag.labels(str(tp.partition)).set(lag)
-            progress[f"{tp.topic}/{tp.partition}"] = (position or 0, lag)
+            progress[f"{tp.topic}/{tp.partition}"] = (position, lag)
             if (polled := consumer.last_poll_timestamp(tp)) is not None:
                 fetched.append(polled / 1000)
         self.health.observe(progress, min(fetched, default=None))

@@ -30,15 +30,29 @@ log = structlog.get_logger(__name__)
 Outside = dict[TopicPartition, tuple[int, str]]  # partition -> (stored offset, reason)
 
 
-async def before_start(
-    consumer: AIOKafkaConsumer, stored: Mapping[TopicPartition, int | None]
-) -> Outside:
-    """Stored offsets that retention has passed."""
-    known = {tp: offset for tp, offset in stored.items() if offset is not None}
-    if not known:
-        return {}
-    starts = await consumer.beginning_offsets(list(known))
-    return {tp: (offset, "before_start") for tp, offset in known.items() if offset < starts[tp]}
+async def starting(
+    consumer: AIOKafkaConsumer,
+    engine: AsyncEngine,
+    group_id: str,
+    taken: list[TopicPartition],
+    metrics: ScorerMetrics,
+    now: datetime,
+) -> dict[TopicPartition, int]:
+    """Where to read the partitions just taken: from their offsets stored in PostgreSQL,
+    unless retention has passed one (then reset to the log's start). A partition that never
+    had one stored gets its log's start stored now: from then on it has a fence, which a write
+    of time alone (the sweep, a model change) holds, even before its first record comes."""
+    keys = {tp: (tp.topic, tp.partition) for tp in taken}
+    stored = await store.load_offsets(engine, group_id, keys.values())
+    starts = await consumer.beginning_offsets(taken)
+    if new := {keys[tp]: starts[tp] for tp in taken if keys[tp] not in stored}:
+        await store.store_first_offsets(engine, group_id, new, now)
+        stored = await store.load_offsets(engine, group_id, keys.values())
+    positions = {tp: stored[keys[tp]] for tp in taken}
+    passed = {tp: (at, "before_start") for tp, at in positions.items() if at < starts[tp]}
+    if passed:
+        positions.update(await reset(consumer, engine, group_id, passed, metrics, now))
+    return positions
 
 
 def beyond_end(

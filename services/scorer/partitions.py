@@ -9,6 +9,8 @@ partition whose writes fail shows as stuck however busy its batches look. Every 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from aiokafka import TopicPartition
 
 from shared.errors import FencedOut
@@ -19,8 +21,8 @@ Fences = dict[tuple[str, int], tuple[int | None, int]]  # (topic, partition) -> 
 class Partitions:
     def __init__(self) -> None:
         self.generation = 0
-        self.prepared: dict[TopicPartition, int | None] = {}
-        self.committed: dict[TopicPartition, int | None] = {}
+        self.prepared: dict[TopicPartition, int] = {}
+        self.committed: dict[TopicPartition, int] = {}
 
     def __contains__(self, tp: object) -> bool:
         return tp in self.prepared
@@ -34,8 +36,8 @@ class Partitions:
             self.prepared.pop(tp, None)
             self.committed.pop(tp, None)
 
-    def adopt(self, stored: dict[TopicPartition, int | None]) -> None:
-        """Own these partitions from their offsets stored in PostgreSQL (None: never stored)."""
+    def adopt(self, stored: Mapping[TopicPartition, int]) -> None:
+        """Own these partitions from their offsets stored in PostgreSQL."""
         self.generation += 1
         self.prepared.update(stored)
         self.committed.update(stored)
@@ -52,11 +54,7 @@ class Partitions:
 
     def hold(self) -> Fences:
         """Fences that move nothing, for a write of time alone (the sweep), between batches."""
-        return {
-            (tp.topic, tp.partition): (position, position)
-            for tp, position in self.committed.items()
-            if position is not None
-        }
+        return {(tp.topic, tp.partition): (at, at) for tp, at in self.committed.items()}
 
     def prepared_to(self, fences: Fences) -> None:
         for (topic, partition), (_, end) in fences.items():

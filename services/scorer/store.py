@@ -76,6 +76,21 @@ async def load_offsets(
     return {tp: stored[tp] for tp in wanted if tp in stored}
 
 
+async def store_first_offsets(
+    engine: AsyncEngine, group_id: str, starts: Mapping[tuple[str, int], int], now: datetime
+) -> None:
+    """Store these offsets for the partitions that have none stored (another scorer may have
+    stored one meanwhile: it stays)."""
+    rows = [
+        {"group_id": group_id, "topic": t, "partition": p, "next_offset": o, "updated_at": now}
+        for (t, p), o in starts.items()
+    ]
+    async with engine.begin() as conn:
+        await conn.execute(
+            postgresql.insert(ConsumerOffsetRow).values(rows).on_conflict_do_nothing()
+        )
+
+
 async def load_accounts(
     engine: AsyncEngine, account_ids: Sequence[str]
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[tuple[str, str], StoredScore]]]:

@@ -14,16 +14,17 @@ import pytest
 import yaml
 from cloudevents.core.bindings.kafka import KafkaMessage, from_structured
 from cloudevents.core.formats.json import JSONFormat
-from sqlalchemy import text
+from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.scorer import store
 from services.scorer.models import Rescheduling
 from shared.config import DEFAULT_MODEL_PATH, Settings
-from shared.db import create_engine, ensure_migrated
+from shared.db import AccountRow, create_engine, ensure_migrated
 from shared.errors import DatabaseNotMigrated, FencedOut
 from shared.events import Signal
 from shared.scoring.model import Model
+from shared.scoring.state import AccountState
 from tests.support.infra import healthscore_argv, settings_env
 from tests.support.kafka_io import read_topic
 from tests.support.signals import (
@@ -406,6 +407,34 @@ async def test_a_sweep_of_more_accounts_than_the_cache_holds_keeps_it_to_its_siz
     async with engine.connect() as conn:
         due = await conn.scalar(text("SELECT count(*) FROM accounts WHERE next_review_at <= now()"))
     assert due == 0
+
+
+async def test_accounts_of_a_partition_without_records_yet_are_swept(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    """An account stored before its partition ever had a record (imported, or the topic is
+    new) is re-scored when due: the scorer stores a starting offset for each partition it
+    takes, which the sweep's fences hold. Before, a partition with none was never swept."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(AccountRow).values(
+                account_id="quiet-1",
+                partition=0,
+                state=AccountState().to_json(),
+                next_review_at=datetime.now(UTC) - timedelta(hours=1),
+                updated_at=datetime.now(UTC),
+            )
+        )
+    async with running_scorer(settings, engine) as scorer:
+        deadline = asyncio.get_running_loop().time() + 30
+        while len(scorer.partitions.owned()) < settings.kafka.partitions:
+            assert asyncio.get_running_loop().time() < deadline, "partitions not assigned"
+            await asyncio.sleep(0.1)
+        assert await scorer.writer.sweep() == 1
+    async with engine.connect() as conn:
+        offsets = set(await conn.scalars(text("SELECT next_offset FROM consumer_offsets")))
+        scored = await conn.scalar(text("SELECT count(*) FROM scores WHERE account_id = 'quiet-1'"))
+    assert offsets == {0} and scored
 
 
 async def test_a_model_switch_rescores_its_accounts_a_window_at_a_time(
