@@ -11,10 +11,11 @@ remembers the ids of signals ingested within `horizon` of the newest one (at mos
 which is how re-deliveries are dropped; `floor`, set by a history import, drops every signal
 older than the imported history's end, which the import has counted already. Both are left out
 of `fingerprint()`. `seen` holds a 64-bit digest of each id (a false match among 512 ids of
-one account: about 1 in 3e16) and the ingestion time in whole seconds, stored packed: 12 bytes
-an id instead of some 50 as JSON, which halves the state document the scorer writes with every
-batch. The packed form is kept alongside and grows as ids are added, so writing the document
-does not re-pack up to 512 ids each time (~30 µs); it is rebuilt only when old ids are let go.
+one account: about 1 in 3e16) and the ingestion time in whole seconds, packed: 12 bytes an id,
+in memory as in the stored document. A search of those bytes (a few kB) takes about a
+microsecond; as a dict of Python ints the same ids took ~45 kB an account in the scorer's
+cache, and rebuilding that dict was a large part of loading a state. Only letting old ids go
+unpacks them, every 32 ids.
 """
 
 from __future__ import annotations
@@ -93,16 +94,23 @@ class AccountState:
     sources: dict[str, float] = field(default_factory=dict)  # source -> newest event time
     attributes: dict[str, Latest] = field(default_factory=dict)
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
-    seen: dict[int, int] = field(default_factory=dict)  # id digest -> ingested at (s)
     newest: float | None = None
     # signals with an older event time were imported (services/scorer/imports.py): drop them
     floor: float | None = None
-    # `seen` as stored (_SEEN records, in its order); only `_remember` changes either
-    _packed: bytearray = field(default_factory=bytearray, repr=False, compare=False)
+    # the de-duplication memory: _SEEN records (id digest, ingested at), oldest first
+    packed: bytearray = field(default_factory=bytearray, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
-        if len(self._packed) != _SEEN.size * len(self.seen):  # given `seen` alone
-            self._packed = _pack(self.seen)
+    @property
+    def seen(self) -> dict[int, int]:
+        """The de-duplication memory as id digest -> ingested at (s)."""
+        return dict(_SEEN.iter_unpack(self.packed))
+
+    def _knows(self, digest: int) -> bool:
+        key, packed = digest.to_bytes(8), self.packed
+        at = packed.find(key)
+        while at % _SEEN.size and at != -1:  # a match across two records is no match
+            at = packed.find(key, at + 1)
+        return at != -1
 
     # --- updating -----------------------------------------------------------------------
 
@@ -113,7 +121,7 @@ class AccountState:
         models); False, and no change, if it is a duplicate."""
         kinds = kinds_of(model) if isinstance(model, Model) else model
         digest = id_digest(fact.signal_id)
-        if digest in self.seen or (self.floor is not None and fact.t < self.floor):
+        if (self.floor is not None and fact.t < self.floor) or self._knows(digest):
             return False
         self._remember(digest, fact, dedup)
         t, kind, data = fact.t, fact.kind, fact.data
@@ -216,18 +224,17 @@ class AccountState:
 
     def _remember(self, digest: int, fact: Fact, dedup: DedupPolicy) -> None:
         ingested = _whole_seconds(fact.t if fact.ingested is None else fact.ingested)
-        self.seen[digest] = ingested
-        self._packed += _SEEN.pack(digest, ingested)
+        self.packed += _SEEN.pack(digest, ingested)
         # every 32 ids: forget those ingested longer than the horizon ago, and the oldest
         # beyond three quarters of max_ids (re-deliveries come soon after the original,
         # whatever its event time)
-        seen, keep = self.seen, max(dedup.max_ids * 3 // 4, 1)
-        if len(seen) % 32 == 0 or len(seen) > dedup.max_ids:
-            floor = max(seen.values()) - dedup.horizon_seconds
-            if len(seen) > keep or min(seen.values()) < floor:
-                kept = sorted(((t, sid) for sid, t in seen.items() if t >= floor), reverse=True)
-                self.seen = {sid: t for t, sid in kept[:keep]}
-                self._packed = _pack(self.seen)
+        count, keep = len(self.packed) // _SEEN.size, max(dedup.max_ids * 3 // 4, 1)
+        if count % 32 == 0 or count > dedup.max_ids:
+            seen = list(_SEEN.iter_unpack(self.packed))
+            floor = max(t for _, t in seen) - dedup.horizon_seconds
+            if count > keep or min(t for _, t in seen) < floor:
+                kept = sorted(((t, sid) for sid, t in seen if t >= floor), reverse=True)
+                self.packed = bytearray(b"".join(_SEEN.pack(sid, t) for t, sid in kept[:keep]))
 
     # --- reading ------------------------------------------------------------------------
 
@@ -258,7 +265,7 @@ class AccountState:
             "sources": dict(sorted(self.sources.items())),
             "attributes": {k: list(v) for k, v in sorted(self.attributes.items())},
             "overrides": dict(sorted(self.overrides.items())),
-            "seen": base64.b64encode(self._packed).decode(),
+            "seen": base64.b64encode(self.packed).decode(),
             "newest": self.newest,
             "floor": self.floor,
             # only when a model reads them, so older documents and fingerprints stay the same
@@ -278,7 +285,6 @@ class AccountState:
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> AccountState:
-        seen, packed = _seen_from_json(doc["seen"])
         return cls(
             decayed={k: decay.decode(v) for k, v in doc["decayed"].items()},
             latest={k: (v[0], v[1], v[2]) for k, v in doc["latest"].items()},
@@ -292,10 +298,9 @@ class AccountState:
             sources=dict(doc["sources"]),
             attributes={k: (v[0], v[1], v[2]) for k, v in doc["attributes"].items()},
             overrides=dict(doc["overrides"]),
-            seen=seen,
             newest=doc["newest"],
             floor=doc.get("floor"),
-            _packed=packed,
+            packed=_seen_from_json(doc["seen"]),
         )
 
     def fingerprint(self) -> bytes:
@@ -321,17 +326,12 @@ def _whole_seconds(t: float) -> int:
     return max(math.ceil(t), 0)
 
 
-def _pack(seen: dict[int, int]) -> bytearray:
-    return bytearray(b"".join(map(_SEEN.pack, seen.keys(), seen.values())))
-
-
-def _seen_from_json(seen: str | dict[str, float]) -> tuple[dict[int, int], bytearray]:
-    """The de-duplication memory of a document, and its packed form."""
+def _seen_from_json(seen: str | dict[str, float]) -> bytearray:
+    """The de-duplication memory of a document, packed."""
     if isinstance(seen, dict):  # version 1 documents: {signal id: ingested at}
-        digests = {id_digest(signal_id): _whole_seconds(t) for signal_id, t in seen.items()}
-        return digests, _pack(digests)
-    packed = bytearray(base64.b64decode(seen))
-    return {digest: t for digest, t in _SEEN.iter_unpack(packed)}, packed
+        pairs = {id_digest(signal_id): _whole_seconds(t) for signal_id, t in seen.items()}
+        return bytearray(b"".join(map(_SEEN.pack, pairs.keys(), pairs.values())))
+    return bytearray(base64.b64decode(seen))
 
 
 def _keep_latest(table: dict[str, Latest], name: str, entry: Latest) -> None:
