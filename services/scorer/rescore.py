@@ -118,7 +118,7 @@ class AccountValues(TypedDict):
     segment: str
     freshness: bytes
     partition: int
-    state: bytes
+    state: bytes | None  # None: as stored (see account_row)
     last_event_at: datetime | None
     next_review_at: datetime
     updated_at: datetime
@@ -182,10 +182,16 @@ def _ts(t: float) -> datetime:
 
 
 def account_row(
-    account_id: str, entry: AccountEntry, now: datetime, next_review: float, active: Evaluation
+    account_id: str,
+    entry: AccountEntry,
+    now: datetime,
+    next_review: float,
+    active: Evaluation,
+    state_changed: bool = True,
 ) -> AccountValues:
     """The `accounts` row: attributes for filtering, segment, the sources' freshness, partition
-    and state."""
+    and state. The state is None when no signal changed it, as in a re-score of time alone:
+    `store.write_batch` then keeps the stored document as it is."""
     state = entry.state
     return {
         "account_id": account_id,
@@ -207,7 +213,7 @@ def account_row(
         ),
         "partition": entry.partition,
         # serialised now: the state goes on changing while the batch is being committed
-        "state": orjson.dumps(state.to_json()),
+        "state": orjson.dumps(state.to_json()) if state_changed else None,
         "last_event_at": _ts(state.newest) if state.newest else None,
         "next_review_at": _ts(next_review),
         "updated_at": now,

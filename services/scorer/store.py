@@ -29,6 +29,7 @@ from services.scorer.rescore import (
     Held,
     HistoryValues,
     OutboxValues,
+    Rows,
     ScoreValues,
     StoredScore,
 )
@@ -56,6 +57,13 @@ class Batch:
     scores: list[ScoreValues] = field(default_factory=list)
     history: list[HistoryValues] = field(default_factory=list)
     outbox: list[OutboxValues] = field(default_factory=list)
+
+    def add(self, account: AccountValues, rows: Rows) -> None:
+        """An account re-scored: its row and the rows of its scores."""
+        self.accounts.append(account)
+        self.scores += rows.scores
+        self.history += rows.history
+        self.outbox += rows.outbox
 
 
 async def load_offsets(
@@ -285,7 +293,8 @@ def _write_sql() -> str:
             for i, c in enumerate(columns, 1)
         )
         values = ", ".join(
-            _cast(c, f"u.{name}", dialect) for c, name in zip(columns, names, strict=True)
+            f"u.{name}::json" if _kept(table, c.name) else _cast(c, f"u.{name}", dialect)
+            for c, name in zip(columns, names, strict=True)
         )
         n += len(columns)
         sql = (
@@ -296,7 +305,11 @@ def _write_sql() -> str:
             sql += " ON CONFLICT DO NOTHING"
         elif conflict is not None:
             keys = [quote(k) for k in conflict]
-            updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in names if c not in keys)
+            updates = ", ".join(
+                _update(table, c.name, name)
+                for c, name in zip(columns, names, strict=True)
+                if name not in keys
+            )
             sql += f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
         if table is AccountRow:  # every account written; the change notification reads it
             sql += " RETURNING account_id"
@@ -309,6 +322,24 @@ def _write_sql() -> str:
         f"WITH {', '.join(parts)} SELECT fences_held({_FENCES_HELD}, ${n + 1}),"
         " (SELECT count(*) FROM notified)"
     )
+
+
+def _kept(table: Any, column: str) -> bool:
+    """Whether `column` of `table` keeps its stored value when a row brings a JSON null: an
+    account's state, which comes as null when no signal changed it (a re-score of time alone).
+    The stored document is then the new row's value, so PostgreSQL neither compresses it nor
+    writes its TOAST again. Inserted as a JSON null, not NULL: the column is NOT NULL, which is
+    checked before ON CONFLICT decides."""
+    return table is AccountRow and column == AccountRow.state.key
+
+
+def _update(table: Any, column: str, name: str) -> str:
+    """An upsert's assignment of `column` (`name`: as quoted in SQL)."""
+    new = f"EXCLUDED.{name}"
+    if _kept(table, column):
+        kept = f"{table.__tablename__}.{name}"
+        return f"{name} = CASE WHEN json_typeof({new}) = 'null' THEN {kept} ELSE {new} END"
+    return f"{name} = {new}"
 
 
 def _cast(column: Any, value: str, dialect: Any) -> str:

@@ -320,10 +320,8 @@ class BatchWriter:
         next_review = evaluation.next_review_at
         if any(score.held for score in entry.scores.values()):  # the sweep sends them
             next_review = min(next_review, now.timestamp() + self.cfg.replay_hold_seconds)
-        batch.accounts.append(account_row(account_id, entry, now, next_review, evaluation))
-        batch.scores += rows.scores
-        batch.history += rows.history
-        batch.outbox += rows.outbox
+        changed = bool(signal_ids)  # else a re-score of time alone: the state is as stored
+        batch.add(account_row(account_id, entry, now, next_review, evaluation, changed), rows)
 
 
 async def dead_letter(
