@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -47,6 +48,7 @@ from shared.scoring.state import DedupPolicy, Fact
 
 log = structlog.get_logger(__name__)
 SWEEP_PART = 500  # accounts per transaction of the sweep
+SWEEP_WRITERS = 2  # its transactions in flight at once
 
 
 @contextlib.contextmanager
@@ -263,27 +265,28 @@ class BatchWriter:
         return len(due)
 
     async def _sweep_write(self, accounts: dict[str, int], fences: Fences, now: datetime) -> None:
-        """Re-score `accounts` from stored state in parts of SWEEP_PART, each written in a
-        transaction of its own while the next is read and scored. A part that fails fails the
-        sweep; the parts stored before it are due no more, the others are swept again."""
-        ids, written = list(accounts), list[Batch]()
-        writing: asyncio.Task[None] | None = None
+        """Re-score `accounts` from stored state in parts (`sweep_parts`), each written in a
+        transaction of its own, fenced on its partition alone, while the next is read and
+        scored; up to SWEEP_WRITERS at once, so that PostgreSQL writes parts of different
+        partitions side by side. A part that fails fails the sweep; the parts stored before it
+        are due no more, the others are swept again."""
+        writing: list[asyncio.Task[None]] = []
+        written: list[Batch] = []
         try:
-            for start in range(0, len(ids), SWEEP_PART):
-                part = {account_id: accounts[account_id] for account_id in ids[start:][:SWEEP_PART]}
+            for partition, part in sweep_parts(accounts):
                 entries = await self.cache.get(part, self.partitions)
-                batch = Batch(fences=fences)
+                batch = Batch(fences={tp: at for tp, at in fences.items() if tp[1] == partition})
                 with _scoring_errors_refuse():
                     for account_id in part:
                         self._rescore_into(batch, account_id, entries[account_id], now, "time", [])
-                if writing is not None:
-                    await writing
+                if len(writing) == SWEEP_WRITERS:
+                    await writing.pop(0)
                 write = store.write_batch(self.engine, self.cfg.group_id, batch, now)
-                writing, written = asyncio.create_task(write), [*written, batch]
-            await writing  # type: ignore[misc]
+                writing, written = [*writing, asyncio.create_task(write)], [*written, batch]
+            await asyncio.gather(*writing)
         except Exception:
-            if writing is not None:  # its outcome is PostgreSQL's; wait for it to be known
-                await asyncio.gather(writing, return_exceptions=True)
+            # the outcome of the writes in flight is PostgreSQL's: wait for it to be known
+            await asyncio.gather(*writing, return_exceptions=True)
             self.cache.clear()  # the entries hold scores that may not be stored
             raise
         for batch in written:
@@ -322,6 +325,22 @@ class BatchWriter:
             next_review = min(next_review, now.timestamp() + self.cfg.replay_hold_seconds)
         changed = bool(signal_ids)  # else a re-score of time alone: the state is as stored
         batch.add(account_row(account_id, entry, now, next_review, evaluation, changed), rows)
+
+
+def sweep_parts(accounts: dict[str, int]) -> Iterator[tuple[int, dict[str, int]]]:
+    """`accounts` (id -> partition) in parts of at most SWEEP_PART accounts of one partition
+    each, taking the partitions in turn: consecutive parts are of different partitions while
+    there are several, so that writes in flight do not queue on one partition's fence."""
+    by_partition: dict[int, list[str]] = defaultdict(list)
+    for account_id, partition in accounts.items():
+        by_partition[partition].append(account_id)
+    runs = [
+        [(p, ids[i : i + SWEEP_PART]) for i in range(0, len(ids), SWEEP_PART)]
+        for p, ids in by_partition.items()
+    ]
+    for turn in itertools.zip_longest(*runs):
+        for partition, ids in filter(None, turn):
+            yield partition, dict.fromkeys(ids, partition)
 
 
 async def dead_letter(

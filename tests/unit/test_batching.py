@@ -13,6 +13,7 @@ from services.scorer.batching import behind, count, cut, halves, onward
 from services.scorer.cache import StateCache
 from services.scorer.partitions import Partitions
 from services.scorer.poll import Poller
+from services.scorer.writer import SWEEP_PART, sweep_parts
 from shared.config import ScorerSettings
 from shared.errors import FencedOut
 
@@ -155,3 +156,13 @@ async def test_records_of_a_partition_not_yet_adopted_are_neither_taken_nor_carr
     taken = await poller.poll()
     assert {tp: [r.key for r in rs] for tp, rs in taken.items()} == {P1: [b"c", b"c"]}
     assert poller.carry == {}
+
+
+def test_a_sweep_writes_parts_of_one_partition_each_taking_the_partitions_in_turn() -> None:
+    """So that its two writes in flight are of different partitions, and neither waits on the
+    other's fence."""
+    accounts = {f"a{i:04}": i % 3 for i in range(2600)} | {f"b{i:04}": 3 for i in range(10)}
+    parts = list(sweep_parts(accounts))
+    assert [p for p, _ in parts] == [0, 1, 2, 3, 0, 1, 2]
+    assert all(set(part.values()) == {p} and len(part) <= SWEEP_PART for p, part in parts)
+    assert sorted(a for _, part in parts for a in part) == sorted(accounts)
