@@ -101,7 +101,7 @@ class Scorer:
             settings, engine, self.models, self.cache, self.partitions, self.metrics, clock
         )
         self.news = self.writer.news
-        self.relay = Relay(engine, self.metrics, clock, self.cfg)
+        self.relay = Relay(engine, self.metrics, clock, self.cfg, self.partitions.owns_first)
         self.poller = Poller(self.cfg, self.partitions)
         self.consumer: AIOKafkaConsumer | None = None
         self._inflight: asyncio.Task[None] | None = None  # the commit of the last batch

@@ -30,6 +30,10 @@ class Partitions:
     def owned(self) -> list[TopicPartition]:
         return list(self.prepared)
 
+    def owns_first(self) -> bool:
+        """Partition 0 is here: this scorer does the jobs that one scorer of the group does."""
+        return any(tp.partition == 0 for tp in self.prepared)
+
     def forget(self, revoked: list[TopicPartition]) -> None:
         self.generation += 1
         for tp in revoked:

@@ -5,6 +5,10 @@ transaction, so two scorers never publish one row at once, and a crash before th
 the row is published again with the same CloudEvent id (consumers de-duplicate by it). Every
 few seconds it also refreshes the outbox and band gauges and prunes rows sent long ago, and
 every hour it keeps the score history's months (`history.maintain`).
+
+The band gauge counts every score (half a second at a million accounts), so one scorer counts:
+the one that owns partition 0 of the signals topic. The others clear the gauge, so that
+`max by (objective, band)` over the scorers reads the one count, not a stale one.
 """
 
 from __future__ import annotations
@@ -37,8 +41,10 @@ class Relay:
         metrics: ScorerMetrics,
         clock: Callable[[], datetime],
         cfg: ScorerSettings,
+        counts_bands: Callable[[], bool],
     ) -> None:
         self.engine = engine
+        self.counts_bands = counts_bands
         self.metrics = metrics
         self.clock = clock
         self.interval = cfg.relay_interval_seconds
@@ -84,8 +90,11 @@ class Relay:
 
     async def refresh_stats(self) -> None:
         self.metrics.outbox_backlog.set(await store.outbox_backlog(self.engine))
-        for objective, role, band, count in await store.band_counts(self.engine):
-            self.metrics.accounts.labels(objective, role, band).set(count)
+        if self.counts_bands():
+            for objective, role, band, count in await store.band_counts(self.engine):
+                self.metrics.accounts.labels(objective, role, band).set(count)
+        else:
+            self.metrics.accounts.clear()
         await store.prune_outbox(self.engine, self.clock() - KEEP_SENT)
 
     async def maintain_history(self) -> None:

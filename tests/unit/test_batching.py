@@ -1,18 +1,23 @@
 """Scorer batches: whole partitions up to a number of distinct accounts, the rest carried over in
-order; void after a rebalance; halved in order to isolate a poison record."""
+order; void after a rebalance; halved in order to isolate a poison record. One scorer counts
+bands."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
 from aiokafka import TopicPartition
+from prometheus_client import CollectorRegistry
 
 from services.scorer import store
 from services.scorer.batching import behind, count, cut, halves, onward
 from services.scorer.cache import StateCache
+from services.scorer.metrics import ScorerMetrics
 from services.scorer.partitions import Partitions
 from services.scorer.poll import Poller
+from services.scorer.relay import Relay
 from services.scorer.writer import SWEEP_PART, sweep_parts
 from shared.config import ScorerSettings
 from shared.errors import FencedOut
@@ -166,3 +171,39 @@ def test_a_sweep_writes_parts_of_one_partition_each_taking_the_partitions_in_tur
     assert [p for p, _ in parts] == [0, 1, 2, 3, 0, 1, 2]
     assert all(set(part.values()) == {p} and len(part) <= SWEEP_PART for p, part in parts)
     assert sorted(a for _, part in parts for a in part) == sorted(accounts)
+
+
+async def test_only_the_owner_of_partition_0_counts_bands_and_the_others_clear_the_gauge(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    counted: list[int] = []
+
+    async def band_counts(engine: object) -> list[tuple[str, str, str, int]]:
+        counted.append(1)
+        return [("churn", "active", "healthy", 7)]
+
+    async def nothing(*args: object) -> int:
+        return 0
+
+    monkeypatch.setattr(store, "band_counts", band_counts)
+    monkeypatch.setattr(store, "outbox_backlog", nothing)
+    monkeypatch.setattr(store, "prune_outbox", nothing)
+    registry = CollectorRegistry()
+    partitions = Partitions()
+    relay = Relay(
+        None,  # type: ignore[arg-type]
+        ScorerMetrics(registry),
+        lambda: datetime.now(UTC),
+        ScorerSettings(),
+        partitions.owns_first,
+    )
+    labels = {"objective": "churn", "model_role": "active", "band": "healthy"}
+
+    partitions.adopt({P0: 0, P1: 0})
+    await relay.refresh_stats()
+    assert registry.get_sample_value("healthscore_scorer_accounts", labels) == 7
+
+    partitions.forget([P0])  # a rebalance gives partition 0 to another scorer
+    await relay.refresh_stats()
+    assert registry.get_sample_value("healthscore_scorer_accounts", labels) is None
+    assert len(counted) == 1
