@@ -22,11 +22,11 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
-import orjson
 from cloudevents.core.bindings.kafka import to_structured
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
+from shared import jsonbytes
 from shared.scoring.engine import (
     Contributions,
     Evaluation,
@@ -66,7 +66,7 @@ class Held:
     signal_ids: list[str]  # the newest (at most 50) behind the held changes
 
     def to_json(self) -> bytes:
-        return orjson.dumps(
+        return jsonbytes.dumps(
             {
                 "score": self.score,
                 "band": self.band,
@@ -202,7 +202,7 @@ def account_row(
         "lifecycle_stage": state.attribute("lifecycle_stage"),
         "segment": active.segment,
         # as the API shows it: PostgreSQL hands it out as stored
-        "freshness": orjson.dumps(
+        "freshness": jsonbytes.dumps(
             {
                 source: {
                     "last_data_at": None if f["last_data_at"] is None else _ts(f["last_data_at"]),
@@ -213,7 +213,7 @@ def account_row(
         ),
         "partition": entry.partition,
         # serialised now: the state goes on changing while the batch is being committed
-        "state": orjson.dumps(state.to_json()) if state_changed else None,
+        "state": jsonbytes.dumps(state.to_json()) if state_changed else None,
         "last_event_at": _ts(state.newest) if state.newest else None,
         "next_review_at": _ts(next_review),
         "updated_at": now,
@@ -339,7 +339,7 @@ def rescore(
             held = old.held if old else None
             # serialised now: as JSON it is a tenth of the memory it takes as Python objects,
             # and a batch's rows are held until its commit
-            explanation = orjson.dumps(new.explanation())
+            explanation = jsonbytes.dumps(new.explanation())
             movers = top_movers(old.factors if old else None, new) if record else []
             causes = signal_ids + _news_causes(model, old, new)
             if record:
