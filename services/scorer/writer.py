@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -269,9 +269,10 @@ class BatchWriter:
         transaction of its own, fenced on its partition alone, while the next is read and
         scored; up to SWEEP_WRITERS at once, so that PostgreSQL writes parts of different
         partitions side by side. A part that fails fails the sweep; the parts stored before it
-        are due no more, the others are swept again."""
-        writing: list[asyncio.Task[None]] = []
-        written: list[Batch] = []
+        are due no more, the others are swept again. A part stored lets go of its rows and,
+        beyond the cache's size, of its accounts' entries: a window of a model switch is held
+        a few parts at a time, not whole."""
+        writing: Writing = deque()
         try:
             for partition, part in sweep_parts(accounts):
                 entries = await self.cache.get(part, self.partitions)
@@ -280,18 +281,16 @@ class BatchWriter:
                     for account_id in part:
                         self._rescore_into(batch, account_id, entries[account_id], now, "time", [])
                 if len(writing) == SWEEP_WRITERS:
-                    await writing.pop(0)
+                    await stored(writing, self.metrics, self.cache, scored=len(part))
                 write = store.write_batch(self.engine, self.cfg.group_id, batch, now)
-                writing, written = [*writing, asyncio.create_task(write)], [*written, batch]
-            await asyncio.gather(*writing)
+                writing.append((asyncio.create_task(write), batch))
+            while writing:
+                await stored(writing, self.metrics, self.cache)
         except Exception:
             # the outcome of the writes in flight is PostgreSQL's: wait for it to be known
-            await asyncio.gather(*writing, return_exceptions=True)
+            await asyncio.gather(*(task for task, _ in writing), return_exceptions=True)
             self.cache.clear()  # the entries hold scores that may not be stored
             raise
-        for batch in written:
-            record_history(self.metrics, batch)
-        self.cache.trim(keep=0)  # stored, none in flight: else a re-score of all holds all
 
     # --- rows -----------------------------------------------------------------------------
 
@@ -325,6 +324,21 @@ class BatchWriter:
             next_review = min(next_review, now.timestamp() + self.cfg.replay_hold_seconds)
         changed = bool(signal_ids)  # else a re-score of time alone: the state is as stored
         batch.add(account_row(account_id, entry, now, next_review, evaluation, changed), rows)
+
+
+Writing = deque[tuple[asyncio.Task[None], Batch]]  # a sweep's writes in flight, oldest first
+
+
+async def stored(
+    writing: Writing, metrics: ScorerMetrics, cache: StateCache, scored: int = 0
+) -> None:
+    """The oldest of a sweep's writes is done, and `scored` accounts wait to be written after
+    those in flight: count its history, and trim the cache to the entries still unstored (the
+    most recently used)."""
+    task, batch = writing.popleft()
+    await task
+    record_history(metrics, batch)
+    cache.trim(keep=scored + sum(len(b.accounts) for _, b in writing))
 
 
 def sweep_parts(accounts: dict[str, int]) -> Iterator[tuple[int, dict[str, int]]]:

@@ -4,6 +4,8 @@ bands."""
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
@@ -18,7 +20,7 @@ from services.scorer.metrics import ScorerMetrics
 from services.scorer.partitions import Partitions
 from services.scorer.poll import Poller
 from services.scorer.relay import Relay
-from services.scorer.writer import SWEEP_PART, sweep_parts
+from services.scorer.writer import SWEEP_PART, Writing, stored, sweep_parts
 from shared.config import ScorerSettings
 from shared.errors import FencedOut
 
@@ -207,3 +209,33 @@ async def test_only_the_owner_of_partition_0_counts_bands_and_the_others_clear_t
     await relay.refresh_stats()
     assert registry.get_sample_value("healthscore_scorer_accounts", labels) is None
     assert len(counted) == 1
+
+
+async def test_a_sweep_part_stored_lets_go_of_its_entries_beyond_the_cache_but_not_of_unstored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A model switch re-scores a window of thousands of accounts; once a part is stored, the
+    cache goes back to its size, keeping the entries of the parts still to be stored."""
+
+    async def load_accounts(engine: object, account_ids: list[str]) -> tuple[dict, dict]:  # type: ignore[type-arg]
+        return {}, {}
+
+    monkeypatch.setattr(store, "load_accounts", load_accounts)
+    partitions = Partitions()
+    partitions.adopt({P0: 0})
+    cache = StateCache(engine=None, size=2)  # type: ignore[arg-type]
+    parts = [[f"acc-{part}{i}" for i in range(3)] for part in "abc"]
+    for part in parts:  # as a sweep loads them: parts a and b written, c scored
+        await cache.get(dict.fromkeys(part, 0), partitions)
+
+    def part_batch(part: list[str]) -> store.Batch:
+        return store.Batch(accounts=[{"account_id": a} for a in part])  # type: ignore[misc]
+
+    done = asyncio.get_running_loop().create_future()
+    done.set_result(None)
+    writing: Writing = deque([(done, part_batch(parts[0])), (done, part_batch(parts[1]))])
+    await stored(writing, ScorerMetrics(CollectorRegistry()), cache, scored=len(parts[2]))
+    assert list(cache.entries) == parts[1] + parts[2]  # a let go; b in flight, c to be written
+    await stored(writing, ScorerMetrics(CollectorRegistry()), cache)
+    assert list(cache.entries) == parts[2][-2:]  # nothing in flight: back to the cache's size
+    assert not writing
