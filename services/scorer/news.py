@@ -93,15 +93,18 @@ class NewsBook:
         self.newest = max(self.newest, newest)
 
     async def catch_up(self, engine: AsyncEngine, partitions: Sequence[int], now: datetime) -> int:
-        """Make the accounts of `partitions` that news they have not had concerns due now.
-        Returns how many accounts."""
+        """Make the accounts of `partitions` that news they have not had concerns due now, a
+        window of accounts per transaction (an item about an industry may concern a tenth of
+        the accounts, 100,000 of a million: one UPDATE would hold all their rows locked). The
+        partitions record the news as done only once every window is, so a scorer stopped
+        halfway does it again. Returns how many accounts."""
         self.stored = False
         await self.refresh(engine, now)
         if not partitions or not self.items:
             return 0
         offsets = ConsumerOffsetRow
         mine = (offsets.group_id == self.group_id, offsets.topic == self.topic)
-        async with engine.begin() as conn:
+        async with engine.connect() as conn:
             applied = dict(
                 list(
                     await conn.execute(
@@ -111,29 +114,60 @@ class NewsBook:
                     )
                 )
             )
-            if max(self.ids.values()) <= min(applied.get(p, 0) for p in partitions):
-                return 0  # nothing new for any of them
-            made_due = 0
-            for item in self.items:
-                behind = [p for p in partitions if applied.get(p, 0) < self.ids[item.event_id]]
-                if not behind:
-                    continue
-                concerned = [
-                    getattr(AccountRow, name).in_(sorted(values)) for name, values in item.scope
-                ]
-                result = await conn.execute(
-                    update(AccountRow)
-                    .where(
-                        AccountRow.partition.in_(behind),
-                        *concerned,
-                        or_(AccountRow.next_review_at.is_(None), AccountRow.next_review_at > now),
-                    )
-                    .values(next_review_at=now)
-                )
-                made_due += result.rowcount
+        if max(self.ids.values()) <= min(applied.get(p, 0) for p in partitions):
+            return 0  # nothing new for any of them
+        made_due = 0
+        for item in self.items:
+            behind = [p for p in partitions if applied.get(p, 0) < self.ids[item.event_id]]
+            if behind:
+                made_due += await _make_due(engine, behind, item, now)
+        async with engine.begin() as conn:
             await conn.execute(
                 update(offsets)
                 .where(*mine, offsets.partition.in_(partitions))
                 .values(news_applied=func.greatest(offsets.news_applied, max(self.ids.values())))
             )
         return made_due
+
+
+NEWS_WINDOW = 5_000  # accounts made due per transaction
+
+
+async def _make_due(
+    engine: AsyncEngine, partitions: list[int], item: NewsItem, now: datetime
+) -> int:
+    """Make the accounts of `partitions` that `item` concerns due now, in windows of accounts in
+    id order; how many were not due already."""
+    concerned = [getattr(AccountRow, name).in_(sorted(values)) for name, values in item.scope]
+    made_due, after = 0, ""
+    while True:
+        window = (
+            select(AccountRow.account_id)
+            .where(AccountRow.partition.in_(partitions), AccountRow.account_id > after, *concerned)
+            .order_by(AccountRow.account_id)
+            .limit(NEWS_WINDOW)
+            .cte("news_window")
+        )
+        due = (
+            update(AccountRow)
+            .where(
+                AccountRow.account_id.in_(select(window.c.account_id)),
+                or_(AccountRow.next_review_at.is_(None), AccountRow.next_review_at > now),
+            )
+            .values(next_review_at=now)
+            .returning(AccountRow.account_id)
+            .cte("made_due")
+        )
+        async with engine.begin() as conn:
+            count, last = (
+                await conn.execute(
+                    select(
+                        select(func.count()).select_from(due).scalar_subquery(),
+                        select(func.max(window.c.account_id)).scalar_subquery(),
+                    )
+                )
+            ).one()
+        made_due += int(count)
+        if last is None:
+            return made_due
+        after = last

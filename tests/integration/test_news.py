@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.scorer import news as news_module
 from services.scorer.consume import Scorer
 from shared.config import DEFAULT_MODEL_PATH, Settings
 from shared.scoring.model import load_model
@@ -23,8 +24,9 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
 async def test_market_news_moves_the_accounts_it_concerns_and_no_other(
-    settings: Settings, engine: AsyncEngine, tmp_path: Path
+    settings: Settings, engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(news_module, "NEWS_WINDOW", 1)  # an account a window: several windows
     doc = yaml.safe_load(DEFAULT_MODEL_PATH.read_text())
     doc["factors"]["market_news"] = {
         "group": "market",
