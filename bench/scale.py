@@ -15,7 +15,8 @@ the sweep, the API and PostgreSQL.
    account from stored state (the sweep), while a producer keeps 500 signals/s flowing; the
    time until none is left due and every score has the new version; its peak RSS; the sweep's
    time per run of `sweep_batch_size` accounts, and of a run with nothing due; the scorer's
-   gauge refresh (band counts over every score).
+   gauge refresh (band counts over every score). Then a second switch, by two scorer processes
+   sharing the partitions (one a core: how the design grows), `*_two_scorers`.
 4. API at 1M, its health cache off: `GET .../health` of random accounts, and four filtered,
    sorted account lists, each under wrk with 8 connections for 10 s; p50/p99 (`api_list_p99_ms`
    is the slowest list's).
@@ -27,6 +28,7 @@ Last line: {"bench": "scale", "accounts": N, "rescore_all_seconds": ..., ...}
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -272,12 +274,12 @@ async def catch_ups(
 # --- 3. a model switch re-scores every account ----------------------------------------------
 
 
-def switched_model(workdir: Path) -> Path:
-    """The default model with churn risk's group weights moved a little: a new version."""
+def switched_model(workdir: Path, shift: float) -> Path:
+    """The default model with churn risk's group weights moved by `shift`: a new version."""
     model = yaml.safe_load(DEFAULT_MODEL_PATH.read_text())
     groups = model["objectives"]["churn_risk"]["groups"]
-    groups["usage"], groups["support"] = groups["usage"] - 0.02, groups["support"] + 0.02
-    path = workdir / "switched.yaml"
+    groups["usage"], groups["support"] = groups["usage"] - shift, groups["support"] + shift
+    path = workdir / f"switched-{shift}.yaml"
     path.write_text(yaml.safe_dump(model))
     return path
 
@@ -291,15 +293,16 @@ async def count(settings: Settings, sql: str, *args: object) -> int:
 
 
 async def rescore_all(
-    settings: Settings, engine: AsyncEngine, signals: list[Signal], workdir: Path
+    settings: Settings, engine: AsyncEngine, signals: list[Signal], model: Path, scorers: int
 ) -> dict[str, float]:
+    """The model switch to `model` by `scorers` processes, sharing the partitions."""
     own = topic_settings(settings, "steady")
     await ensure_topics(own.kafka, [own.kafka.topics.signals])
     env = settings_env(own)
-    model = switched_model(workdir)
-    # the steady stream: the cold stream's signals again, made fresh by the producer
+    # the steady stream: the cold stream's signals again, made fresh by the producer (and new
+    # to the scorer: ids of this run's own)
     lines = b"\n".join(
-        encode_signal(s.model_copy(update={"signal_id": f"steady-{i}"}))
+        encode_signal(s.model_copy(update={"signal_id": f"steady-{scorers}-{i}"}))
         for i, s in enumerate(
             (signals * (STEADY_RATE * 1800 // len(signals) + 1))[: STEADY_RATE * 1800]
         )
@@ -316,17 +319,21 @@ async def rescore_all(
     producer.stdin.write(lines)
     producer.stdin.close()
     started = time.perf_counter()
-    scorer = subprocess.Popen(
-        [sys.executable, "-m", "healthscore", "scorer"],
-        env={
-            **env,
-            "HEALTHSCORE_SCORER__MODEL_PATH": str(model),
-            "HEALTHSCORE_SCORER__METRICS_PORT": str(SCORER_METRICS_PORT),
-            "HEALTHSCORE_LOG__LEVEL": "WARNING",
-        },
-        cwd=ROOT,
-        start_new_session=True,
-    )
+    ports = [SCORER_METRICS_PORT + n for n in range(scorers)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "healthscore", "scorer"],
+            env={
+                **env,
+                "HEALTHSCORE_SCORER__MODEL_PATH": str(model),
+                "HEALTHSCORE_SCORER__METRICS_PORT": str(port),
+                "HEALTHSCORE_LOG__LEVEL": "WARNING",
+            },
+            cwd=ROOT,
+            start_new_session=True,
+        )
+        for port in ports
+    ]
     old_sql = "SELECT count(*) FROM scores WHERE model_version <> $1"
     version = model_version(model)
     scheduled, swept = (  # re-scored for the model change; for any reason (a sweep of time too)
@@ -339,10 +346,10 @@ async def rescore_all(
         # take a core from what is measured), then confirmed by a scan of every score
         last_scheduled, quiet_since, counts = 0.0, time.perf_counter(), [0.0]
         while True:
-            assert scorer.poll() is None, "the scorer died"
+            assert all(p.poll() is None for p in processes), "a scorer died"
             elapsed = time.perf_counter() - started
             assert elapsed < 1800, f"not done after 30 minutes: {counts[-1]:,.0f} swept"
-            figures = scrape()
+            figures = scrape(ports)
             if (now_scheduled := metric(figures, scheduled)) != last_scheduled:
                 last_scheduled, quiet_since = now_scheduled, time.perf_counter()
             counts.append(metric(figures, swept))
@@ -360,13 +367,13 @@ async def rescore_all(
             )
             await asyncio.sleep(1)
         seconds = time.perf_counter() - started
-        status = Path(f"/proc/{scorer.pid}/status").read_text()
-        peak = next(line for line in status.splitlines() if line.startswith("VmHWM"))
-        rss_mb = int(peak.split()[1]) / 1024
-        metrics = scrape()
+        rss_mb = max(peak_rss_mb(p.pid) for p in processes)
+        metrics = scrape(ports)
     finally:
-        scorer.terminate()
-        scorer.wait(60)
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(60)
         if producer.returncode is None:  # it may have sent all it had
             producer.kill()
         await producer.wait()
@@ -385,11 +392,19 @@ def model_version(path: Path) -> str:
     return load_model(path).version
 
 
-def scrape() -> str:
-    try:
-        return httpx.get(f"http://127.0.0.1:{SCORER_METRICS_PORT}/metrics", timeout=5).text
-    except httpx.TransportError:  # not serving yet
-        return ""
+def peak_rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    peak = next(line for line in status.splitlines() if line.startswith("VmHWM"))
+    return int(peak.split()[1]) / 1024
+
+
+def scrape(ports: list[int]) -> str:
+    """The scorers' metrics, one after the other (`metric` adds up each name's samples)."""
+    texts = []
+    for port in ports:
+        with contextlib.suppress(httpx.TransportError):  # not serving yet
+            texts.append(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text)
+    return "\n".join(texts)
 
 
 def metric(text: str, name: str) -> float:
@@ -491,8 +506,12 @@ async def main() -> None:
             "wal_bytes_per_signal_cold": round(cold_wal),
         }
         print("model switch: re-score every account", flush=True)
-        with_workdir = Path(os.environ.get("TMPDIR", "/tmp"))
-        figures |= await rescore_all(settings, engine, stream["cold"], with_workdir)
+        workdir = Path(os.environ.get("TMPDIR", "/tmp"))
+        model = switched_model(workdir, 0.02)
+        figures |= await rescore_all(settings, engine, stream["cold"], model, scorers=1)
+        print("model switch again, by two scorers (one a core)", flush=True)
+        two = await rescore_all(settings, engine, stream["cold"], switched_model(workdir, 0.04), 2)
+        figures |= {f"{name}_two_scorers": value for name, value in two.items()}
         await engine.dispose()
     report({"bench": "scale", **figures})
 
