@@ -49,7 +49,6 @@ from shared.scoring.state import DedupPolicy, Fact
 log = structlog.get_logger(__name__)
 SWEEP_PART = 500  # accounts per transaction of the sweep
 SWEEP_WRITERS = 2  # its transactions in flight at once
-YIELD_EVERY = 50  # accounts scored between turns of the event loop while a sweep scores a part
 
 
 @contextlib.contextmanager
@@ -267,25 +266,24 @@ class BatchWriter:
 
     async def _sweep_write(self, accounts: dict[str, int], fences: Fences, now: datetime) -> None:
         """Re-score `accounts` from stored state in parts (`sweep_parts`), each written in a
-        transaction of its own fenced on its partition alone while the next is read and scored,
-        up to SWEEP_WRITERS at once (of different partitions, so neither waits on the other). A
-        part that fails fails the sweep; those stored before it are due no more. A part stored
-        lets go of its rows and entries: a model switch's window is held a few parts at a time."""
+        transaction of its own, fenced on its partition alone, while the next is read and
+        scored; up to SWEEP_WRITERS at once, so that PostgreSQL writes parts of different
+        partitions side by side. A part that fails fails the sweep; the parts stored before it
+        are due no more, the others are swept again. A part stored lets go of its rows and,
+        beyond the cache's size, of its accounts' entries: a window of a model switch is held
+        a few parts at a time, not whole."""
         writing: Writing = deque()
-        parts = self.cache.parts(list(sweep_parts(accounts)), self.partitions)
         try:
-            async with contextlib.aclosing(parts):
-                async for partition, part, entries in parts:
-                    batch = Batch(fences={t: at for t, at in fences.items() if t[1] == partition})
-                    with _scoring_errors_refuse():
-                        for n, (account_id, entry) in enumerate(entries.items(), 1):
-                            self._rescore_into(batch, account_id, entry, now, "time", [])
-                            if n % YIELD_EVERY == 0:  # the reads and writes in flight move on
-                                await asyncio.sleep(0)
-                    if len(writing) == SWEEP_WRITERS:
-                        await stored(writing, self.metrics, self.cache, scored=len(part))
-                    write = store.write_batch(self.engine, self.cfg.group_id, batch, now)
-                    writing.append((asyncio.create_task(write), batch))
+            for partition, part in sweep_parts(accounts):
+                entries = await self.cache.get(part, self.partitions)
+                batch = Batch(fences={tp: at for tp, at in fences.items() if tp[1] == partition})
+                with _scoring_errors_refuse():
+                    for account_id in part:
+                        self._rescore_into(batch, account_id, entries[account_id], now, "time", [])
+                if len(writing) == SWEEP_WRITERS:
+                    await stored(writing, self.metrics, self.cache, scored=len(part))
+                write = store.write_batch(self.engine, self.cfg.group_id, batch, now)
+                writing.append((asyncio.create_task(write), batch))
             while writing:
                 await stored(writing, self.metrics, self.cache)
         except Exception:

@@ -23,7 +23,6 @@ from services.scorer.relay import Relay
 from services.scorer.writer import SWEEP_PART, Writing, stored, sweep_parts
 from shared.config import ScorerSettings
 from shared.errors import FencedOut
-from shared.scoring.state import AccountState
 
 
 def records(partition: int, keys: str) -> list[SimpleNamespace]:
@@ -240,41 +239,3 @@ async def test_a_sweep_part_stored_lets_go_of_its_entries_beyond_the_cache_but_n
     await stored(writing, ScorerMetrics(CollectorRegistry()), cache)
     assert list(cache.entries) == parts[2][-2:]  # nothing in flight: back to the cache's size
     assert not writing
-
-
-async def test_entries_read_ahead_are_taken_unless_newer_are_held_or_they_were_let_go(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A sweep reads its next part while it scores this one. What the cache holds by then is
-    newer than what was read; what it let go of meanwhile is read again; a rebalance since
-    the reading began fences the part out."""
-    reads: list[list[str]] = []
-
-    async def load_accounts(engine: object, account_ids: list[str]) -> tuple[dict, dict]:  # type: ignore[type-arg]
-        reads.append(list(account_ids))
-        state = AccountState(attributes={"name": (0.0, "crm", f"read {len(reads)}")})
-        return {a: state.to_json() for a in account_ids}, {}
-
-    monkeypatch.setattr(store, "load_accounts", load_accounts)
-    partitions = Partitions()
-    partitions.adopt({P0: 0})
-    cache = StateCache(engine=None, size=10)  # type: ignore[arg-type]
-    held = await cache.get({"a": 0}, partitions)  # read 1
-    loaded = await cache.load({"a": 0, "b": 0, "c": 0}, partitions)  # read 2: b and c
-    assert reads == [["a"], ["b", "c"]] and not {"b", "c"} & set(cache.entries)
-    cache.size = 0
-    cache.trim(keep=0)  # the cache lets a go meanwhile
-    found = await cache.get({"a": 0, "b": 0, "c": 0}, partitions, loaded)
-    assert reads[2:] == [["a"]]  # read 3: a again, and only a
-    assert [found[a].state.attribute("name") for a in "abc"] == ["read 3", "read 2", "read 2"]
-    assert found["a"] is not held["a"]
-
-    cache.size = 10
-    loaded = await cache.load({"d": 0}, partitions)
-    newer = (await cache.get({"d": 0}, partitions))["d"]  # the cache holds a newer d
-    assert (await cache.get({"d": 0}, partitions, loaded))["d"] is newer
-
-    loaded = await cache.load({"e": 0}, partitions)
-    partitions.adopt({P0: 0, P1: 0})  # a rebalance came
-    with pytest.raises(FencedOut):
-        await cache.get({"e": 0}, partitions, loaded)
