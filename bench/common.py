@@ -47,6 +47,13 @@ def infrastructure(*, database: bool = True) -> Iterator[Settings]:
         yield settings.model_copy(update={"database": database_settings})
 
 
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM (peak RSS) of a running process, in MB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    peak = next(line for line in status.splitlines() if line.startswith("VmHWM"))
+    return int(peak.split()[1]) / 1024
+
+
 def report(figures: dict[str, object]) -> None:
     """The last line of every benchmark: one JSON object."""
     print(orjson.dumps(figures).decode(), flush=True)

@@ -42,7 +42,7 @@ from pathlib import Path
 import httpx
 import yaml
 from api import run_wrk, serve
-from common import infrastructure, report, run
+from common import infrastructure, peak_rss_mb, report, run
 from scorer import STEADY_PRODUCER, catch_up, raw_consume
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -382,7 +382,7 @@ async def rescore_all(
         "rescore_all_seconds": round(seconds, 1),
         "rescore_accounts_per_second": round(ACCOUNTS / seconds),
         "rss_mb": round(rss_mb),
-        "sweep_seconds_per_run": round(seconds / max(sweeps, 1), 3),
+        "sweep_seconds_per_run": round(seconds * scorers / max(sweeps, 1), 3),  # in one scorer
     }
 
 
@@ -390,12 +390,6 @@ def model_version(path: Path) -> str:
     from shared.scoring.model import load_model
 
     return load_model(path).version
-
-
-def peak_rss_mb(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    peak = next(line for line in status.splitlines() if line.startswith("VmHWM"))
-    return int(peak.split()[1]) / 1024
 
 
 def scrape(ports: list[int]) -> str:

@@ -25,7 +25,7 @@ from pathlib import Path
 from statistics import median
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from common import infrastructure, report, run
+from common import infrastructure, peak_rss_mb, report, run
 from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -226,9 +226,7 @@ async def rss_at(settings: Settings, accounts: int) -> float:
         while await consumed(engine, rss_settings) < total:
             assert proc.poll() is None
             await asyncio.sleep(0.5)
-        status = Path(f"/proc/{proc.pid}/status").read_text()
-        peak = next(line for line in status.splitlines() if line.startswith("VmHWM"))
-        return int(peak.split()[1]) / 1024
+        return peak_rss_mb(proc.pid)
     finally:
         proc.terminate()
         proc.wait(30)
