@@ -25,14 +25,19 @@ from tests.support.infra import admin_sql, isolated_settings, running_infrastruc
 
 
 @contextlib.contextmanager
-def infrastructure(*, database: bool = True) -> Iterator[Settings]:
-    """The test session's broker and PostgreSQL (durable here), and settings of their own."""
+def infrastructure(
+    *, database: bool = True, server_settings: dict[str, str] | None = None
+) -> Iterator[Settings]:
+    """The test session's broker and PostgreSQL (durable here, started with `server_settings`
+    when the bench starts it), and settings of their own."""
     tag = uuid.uuid4().hex[:8]
     # the servers stop first, then their data (a durable PostgreSQL's: up to 1.5 GB) goes with
     # the directory
     with (
         tempfile.TemporaryDirectory(prefix="healthscore-bench-", ignore_cleanup_errors=True) as wd,
-        running_infrastructure(Path(wd), durable=True, database=database) as infra,
+        running_infrastructure(
+            Path(wd), durable=True, database=database, server_settings=server_settings
+        ) as infra,
     ):
         name = f"bench_{tag}"
         settings = isolated_settings(infra, tag, name, scorer={"sweep_interval_seconds": 3600})

@@ -307,6 +307,7 @@ class Postgres:
     port: int = field(default_factory=free_port)
     log_path: Path | None = None
     durable: bool = True
+    settings: dict[str, str] = field(default_factory=dict)  # server settings, e.g. shared_buffers
     proc: ManagedProcess | None = None
 
     def _chown(self, path: Path, user: str | None) -> None:
@@ -366,6 +367,8 @@ class Postgres:
                 "-c",
                 "full_page_writes=off",
             ]
+        for name, value in self.settings.items():
+            options += ["-c", f"{name}={value}"]
         log_path = self.log_path or self.datadir.parent / "postgres.log"
         if user is not None and not log_path.exists():
             log_path.parent.mkdir(parents=True, exist_ok=True)

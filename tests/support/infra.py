@@ -40,10 +40,16 @@ class Infra:
 
 @contextlib.contextmanager
 def running_infrastructure(
-    workdir: Path, *, durable: bool = False, database: bool = True, own: bool = False
+    workdir: Path,
+    *,
+    durable: bool = False,
+    database: bool = True,
+    own: bool = False,
+    server_settings: dict[str, str] | None = None,
 ) -> Iterator[Infra]:
     """The broker and PostgreSQL the environment names, else (or with `own`: always) ones
-    started here and stopped by PID on exit. Shared by the test session and the benchmarks."""
+    started here (PostgreSQL with `server_settings`) and stopped by PID on exit. Shared by the
+    test session and the benchmarks."""
     broker = postgres = None
     try:
         bootstrap = None if own else os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")
@@ -64,7 +70,10 @@ def running_infrastructure(
             )
         elif database:
             postgres = Postgres(
-                workdir / "pg", durable=durable, log_path=workdir / "postgres.log"
+                workdir / "pg",
+                durable=durable,
+                settings=server_settings or {},
+                log_path=workdir / "postgres.log",
             ).start()
             settings = DatabaseSettings(port=postgres.port, name="postgres", pool_size=5)
         yield Infra(bootstrap, settings, postgres, broker)
