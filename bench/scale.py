@@ -23,7 +23,8 @@ the sweep, the API and PostgreSQL.
 5. PostgreSQL bytes per account: state (the accounts table), current scores, history per
    month of activity.
 The bench's own PostgreSQL is started sized as production would be (`server_settings`):
-shared_buffers a quarter of memory, checkpoints up to 30 min apart.
+shared_buffers a quarter of memory (reported as the server has it), checkpoints up to 30 min
+apart.
 Last line: {"bench": "scale", "accounts": N, "rescore_all_seconds": ..., ...}
 """
 
@@ -199,7 +200,7 @@ async def build(settings: Settings, engine: AsyncEngine) -> tuple[list[Signal], 
     return signals, templates, time.perf_counter() - started
 
 
-async def sizes(settings: Settings) -> dict[str, float]:
+async def sizes(settings: Settings) -> dict[str, object]:
     conn = await connect(settings.database)
     try:
         row = await conn.fetchrow(
@@ -208,7 +209,9 @@ async def sizes(settings: Settings) -> dict[str, float]:
             " (SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits"
             "  WHERE inhparent = 'score_history'::regclass)::bigint AS history,"  # partitioned
             " (SELECT count(*) FROM score_history) AS history_rows,"
-            " pg_database_size(current_database()) AS database"
+            " pg_database_size(current_database()) AS database,"
+            # the server's own: one that TEST_DATABASE_URL names keeps its settings
+            " current_setting('shared_buffers') AS shared_buffers"
         )
     finally:
         await conn.close()
@@ -220,6 +223,7 @@ async def sizes(settings: Settings) -> dict[str, float]:
         "history_rows_per_account_month": round(row["history_rows"] / ACCOUNTS / months, 2),
         "bytes_per_account": round((row["accounts"] + row["scores"]) / ACCOUNTS),
         "database_gb": round(row["database"] / 1e9, 2),
+        "shared_buffers": row["shared_buffers"],
     }
 
 
@@ -493,7 +497,6 @@ async def main() -> None:
         figures: dict[str, object] = {
             "accounts": ACCOUNTS,
             "build_seconds": round(build_seconds),
-            "shared_buffers": server_settings()["shared_buffers"],
         }
         figures |= await sizes(settings)
         print(f"built in {build_seconds:.0f} s: {figures}", flush=True)

@@ -51,6 +51,25 @@ async def _imported(engine: AsyncEngine) -> int:
     return int(done or 0)
 
 
+async def _quiet(engine: AsyncEngine) -> None:
+    """Until no other session of the database is in a statement or a transaction: a COMMIT that
+    the killed import sent is then applied or not (the server finishes it after its client
+    died), and what is stored no longer moves."""
+    sql = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND backend_type = 'client backend' AND pid <> pg_backend_pid() AND state <> 'idle'"
+    )
+    deadline = time.monotonic() + 30
+    while busy := await _scalar(engine, sql):
+        assert time.monotonic() < deadline, f"{busy} sessions still busy 30 s after the kill"
+        await asyncio.sleep(0.05)
+
+
+async def _scalar(engine: AsyncEngine, sql: str) -> int:
+    async with engine.connect() as conn:
+        return int(await conn.scalar(text(sql)) or 0)
+
+
 async def test_import_resumes_after_kill_9_and_hands_over_to_the_live_stream(
     settings: Settings, engine: AsyncEngine, tmp_path: Path
 ) -> None:
@@ -86,6 +105,7 @@ async def test_import_resumes_after_kill_9_and_hands_over_to_the_live_stream(
     finally:
         if proc.poll() is None:
             proc.kill()
+    await _quiet(engine)
     killed_at = await _imported(engine)
     assert killed_at < accounts, "killed too late: nothing was left to resume"
     result = orjson.loads(run_cli(settings, "import", str(path), "--chunk", "5").splitlines()[-1])
