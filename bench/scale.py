@@ -82,13 +82,9 @@ def server_settings() -> dict[str, str]:
     """PostgreSQL sized as a production server for this data would be (docs/scaling.md):
     a quarter of memory for shared buffers, and checkpoints far enough apart that each page's
     first write after one (a full-page image in the WAL) is not most of the writing."""
-    memory_kb = next(
-        int(line.split()[1])
-        for line in Path("/proc/meminfo").read_text().splitlines()
-        if line.startswith("MemTotal:")
-    )
+    memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     return {
-        "shared_buffers": f"{memory_kb // 4 // 1024}MB",
+        "shared_buffers": f"{memory // 4 // 2**20}MB",
         "max_wal_size": "16GB",
         "checkpoint_timeout": "30min",
     }
@@ -494,10 +490,7 @@ async def main() -> None:
         engine = create_engine(settings.database)
         print(f"building {ACCOUNTS:,} accounts", flush=True)
         signals, templates, build_seconds = await build(settings, engine)
-        figures: dict[str, object] = {
-            "accounts": ACCOUNTS,
-            "build_seconds": round(build_seconds),
-        }
+        figures: dict[str, object] = {"accounts": ACCOUNTS, "build_seconds": round(build_seconds)}
         figures |= await sizes(settings)
         print(f"built in {build_seconds:.0f} s: {figures}", flush=True)
         print("API at scale (health cache off)", flush=True)

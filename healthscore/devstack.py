@@ -350,25 +350,18 @@ class Postgres:
             )
             if result.returncode != 0:
                 raise RuntimeError(f"initdb failed: {result.stderr.strip()}")
-        options = [
-            "-c",
-            "listen_addresses=127.0.0.1",
-            "-c",
-            f"unix_socket_directories={self.datadir}",
-            "-c",
-            "max_connections=300",
-        ]
+        settings = {
+            "listen_addresses": "127.0.0.1",
+            "unix_socket_directories": str(self.datadir),
+            "max_connections": "300",
+        }
         if not self.durable:  # throwaway test clusters: trade crash safety for speed
-            options += [
-                "-c",
-                "fsync=off",
-                "-c",
-                "synchronous_commit=off",
-                "-c",
-                "full_page_writes=off",
-            ]
-        for name, value in self.settings.items():
-            options += ["-c", f"{name}={value}"]
+            settings |= {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+        options = [
+            o
+            for name, value in (settings | self.settings).items()
+            for o in ("-c", f"{name}={value}")
+        ]
         log_path = self.log_path or self.datadir.parent / "postgres.log"
         if user is not None and not log_path.exists():
             log_path.parent.mkdir(parents=True, exist_ok=True)

@@ -44,11 +44,9 @@ def _world_events(end: datetime) -> list[dict[str, object]]:
 
 
 async def _imported(engine: AsyncEngine) -> int:
-    async with engine.connect() as conn:
-        done = await conn.scalar(
-            text("SELECT max(next_offset) FROM consumer_offsets WHERE group_id = :g"), {"g": GROUP}
-        )
-    return int(done or 0)
+    return await _scalar(
+        engine, "SELECT max(next_offset) FROM consumer_offsets WHERE group_id = :g", g=GROUP
+    )
 
 
 async def _quiet(engine: AsyncEngine) -> None:
@@ -65,9 +63,9 @@ async def _quiet(engine: AsyncEngine) -> None:
         await asyncio.sleep(0.05)
 
 
-async def _scalar(engine: AsyncEngine, sql: str) -> int:
+async def _scalar(engine: AsyncEngine, sql: str, **params: object) -> int:
     async with engine.connect() as conn:
-        return int(await conn.scalar(text(sql)) or 0)
+        return int(await conn.scalar(text(sql), params) or 0)
 
 
 async def test_import_resumes_after_kill_9_and_hands_over_to_the_live_stream(
