@@ -90,6 +90,12 @@ class ScoreRow(Base):
     confidence: Mapped[float] = mapped_column(Float)
     # the calibrated probability of the objective's outcome (null: the model has none)
     probability: Mapped[float | None] = mapped_column(Float)
+    # the account's attributes as this score was computed with them (its `accounts` row's, and
+    # written with it): the account lists filter on them inside their indexes (migration 0013)
+    industry: Mapped[str | None] = mapped_column(String(64))
+    region: Mapped[str | None] = mapped_column(String(16))
+    tier: Mapped[str | None] = mapped_column(String(16))
+    segment: Mapped[str | None] = mapped_column(String(64))
     # per factor: raw value, sub-score, weight, contribution; caps, overrides; the weighted
     # mean. `json` (see AccountRow.state): GET .../health splices it into its answer as is
     explanation: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -133,6 +133,10 @@ class ScoreValues(TypedDict):
     band: str
     confidence: float
     probability: float | None
+    industry: str | None
+    region: str | None
+    tier: str | None
+    segment: str
     explanation: bytes
     recorded_score: float | None
     previous_score: float | None
@@ -313,6 +317,7 @@ def rescore(
     when = _ts(at)
     written = recorded_at
     active: Evaluation | None = None
+    industry, region, tier = (entry.state.attribute(a) for a in ("industry", "region", "tier"))
     for role, model in models.items():
         previous = {obj: s.band for (obj, r), s in entry.scores.items() if r == role}
         evaluation = evaluate(model, entry.state, at, previous, news)
@@ -426,6 +431,10 @@ def rescore(
                     "band": new.band,
                     "confidence": new.confidence,
                     "probability": new.probability,
+                    "industry": industry,
+                    "region": region,
+                    "tier": tier,
+                    "segment": evaluation.segment,
                     "explanation": explanation,
                     "recorded_score": recorded,
                     "previous_score": previous_score,

@@ -141,29 +141,32 @@ async def test_history_pages_newest_first_within_a_range(api) -> None:  # type: 
     assert_problem(await client.get("/v1/accounts/nope/health/history", headers=AUTH), 404)
 
 
+async def _every_page(client: httpx.AsyncClient, params: dict[str, Any]) -> list[dict[str, Any]]:
+    """The items of a list, its pages followed by their cursors."""
+    items, more = [], {}
+    while True:
+        page = (await client.get("/v1/accounts", headers=AUTH, params={**params, **more})).json()
+        items += page["items"]
+        if not page["next_cursor"]:
+            return items
+        more = {"cursor": page["next_cursor"]}
+
+
 async def test_lists_filter_sort_and_page(api, engine: AsyncEngine) -> None:  # type: ignore[no-untyped-def]
     client, accounts = api
     async with engine.connect() as conn:
         rows = list(
             await conn.execute(
                 text(
-                    "SELECT s.account_id, s.score, s.band, a.tier, a.industry FROM scores s "
+                    "SELECT s.account_id, s.score, s.band, a.tier, a.industry, a.region,"
+                    " a.segment FROM scores s "
                     "JOIN accounts a USING (account_id) WHERE objective = 'churn_risk'"
                 )
             )
         )
     listed = (await client.get("/v1/accounts", headers=AUTH, params={"limit": 25})).json()
     assert len(listed["items"]) == 25 and listed["next_cursor"]  # capped at max_page_size
-    collected, cursor = [], None
-    while True:
-        params: dict[str, Any] = {"limit": 7, "sort": "-score"}
-        if cursor:
-            params["cursor"] = cursor
-        page = (await client.get("/v1/accounts", headers=AUTH, params=params)).json()
-        collected += page["items"]
-        cursor = page["next_cursor"]
-        if not cursor:
-            break
+    collected = await _every_page(client, {"limit": 7, "sort": "-score"})
     assert [i["account_id"] for i in collected] == [
         r.account_id for r in sorted(rows, key=lambda r: (r.score, r.account_id), reverse=True)
     ]
@@ -177,6 +180,14 @@ async def test_lists_filter_sort_and_page(api, engine: AsyncEngine) -> None:  # 
         await client.get("/v1/accounts", headers=AUTH, params={"tier": tier, "limit": 100})
     ).json()["items"]
     assert {i["account_id"] for i in by_tier} == {r.account_id for r in rows if r.tier == tier}
+    # the attributes as the accounts table has them (the lists filter on the scores' copy)
+    for attributes in (("industry", "region"), ("segment",), ("tier", "industry", "region")):
+        for row in rows[:3]:
+            params = {a: getattr(row, a) for a in attributes}
+            found = {i["account_id"] for i in await _every_page(client, params)}
+            assert found == {
+                r.account_id for r in rows if all(getattr(r, a) == params[a] for a in params)
+            }, params
     ranged = (
         await client.get("/v1/accounts", headers=AUTH, params={"min_score": 40, "max_score": 80})
     ).json()["items"]

@@ -2,22 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
 import signal
 import subprocess
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
 import httpx
 import orjson
 import pytest
 import yaml
+from alembic import command
+from alembic.config import Config
 
 from healthscore.devstack import free_port
+from services.api.routes.accounts import HEALTH_SQL
 from shared.config import Settings
-from tests.support.infra import healthscore_argv, ingest_process, run_cli, settings_env
+from shared.db import alembic_config
+from tests.support.infra import (
+    Infra,
+    admin_sql,
+    healthscore_argv,
+    ingest_process,
+    run_cli,
+    settings_env,
+)
 from tests.support.kafka_io import header, produce, read_topic
 from tests.support.samples import valid_events
 from tests.support.signals import produce_signals, simulated_signals
@@ -221,25 +236,18 @@ async def test_dead_letters_can_be_listed_and_replayed(settings: Settings) -> No
     assert [(r.key, r.value) for r in replayed] == [(b"acc-1", broken)]
 
 
-@SESSION_LOOP
-async def test_migrations_0002_and_0005_make_documents_the_api_reads_as_they_are(infra) -> None:  # type: ignore[no-untyped-def]
-    """A database scored under revision 0001 upgrades to documents the API reads as they are,
-    and downgrades back."""
-    import asyncio
-
-    import asyncpg
-    from alembic import command
-
-    from services.api.routes.accounts import HEALTH_SQL
-    from shared.db import alembic_config
-    from tests.support.infra import admin_sql
-
+@contextlib.asynccontextmanager
+async def _database_at(
+    infra: Infra, revision: str
+) -> AsyncIterator[tuple[asyncpg.Connection, Config]]:
+    """A database of its own migrated to `revision`: a connection to it and its Alembic
+    configuration (to upgrade and downgrade it further). Dropped after."""
     name = f"migrate_{time.monotonic_ns()}"
     await admin_sql(infra.database, f'CREATE DATABASE "{name}"')
     config = alembic_config(infra.database.url(name=name))
     db = infra.database
     try:
-        await asyncio.to_thread(command.upgrade, config, "0001")
+        await asyncio.to_thread(command.upgrade, config, revision)
         conn = await asyncpg.connect(
             host=db.host,
             port=db.port,
@@ -248,52 +256,120 @@ async def test_migrations_0002_and_0005_make_documents_the_api_reads_as_they_are
             database=name,
         )
         try:
-            old = {
-                "model_score": 61.5,
-                "factors": [
-                    {"factor": "nps", "contribution": 61.5, "status": "ok"},
-                    {"factor": "csat", "contribution": 0.0, "last_data_at": 1795000000.5},
-                ],
-                "caps": [],
-                "overrides": [],
-                "segment": "default",
-                "freshness": {
-                    "usage": {"last_data_at": 1795000000.5, "stale": False},
-                    "support": {"last_data_at": None, "stale": True},
-                },
-            }
-            await conn.execute(
-                "INSERT INTO accounts (account_id, partition, state, updated_at)"
-                " VALUES ('a1', 0, '{\"v\": 2}', now())"
-            )
-            await conn.execute(
-                "INSERT INTO scores (account_id, objective, model_role, model_version, score,"
-                " band, confidence, explanation, evaluated_at, changed_at, updated_at)"
-                " VALUES ('a1', 'churn_risk', 'active', 'm@1', 61.5, 'neutral', 0.5, $1::jsonb,"
-                " now(), now(), now())",
-                orjson.dumps(old).decode(),
-            )
-            await asyncio.to_thread(command.upgrade, config, "head")
-            health = orjson.loads(await conn.fetchval(HEALTH_SQL, "a1"))
-            usage = health["freshness"].pop("usage")
-            assert health["freshness"] == {"support": {"last_data_at": None, "stale": True}}
-            assert usage["stale"] is False
-            assert datetime.fromisoformat(usage["last_data_at"]) == datetime.fromtimestamp(
-                1795000000.5, UTC
-            )
-            [objective] = health["objectives"]
-            assert objective["weighted_score"] == 61.5
-            nps, csat = objective["factors"]
-            assert nps == old["factors"][0]  # 0005: factor times become RFC 3339
-            assert datetime.fromisoformat(csat.pop("last_data_at")) == datetime.fromtimestamp(
-                1795000000.5, UTC
-            )
-            assert csat == {"factor": "csat", "contribution": 0.0}
-            assert objective["band"] == "neutral" and "freshness" not in objective
-            await asyncio.to_thread(command.downgrade, config, "0001")
-            back = orjson.loads(await conn.fetchval("SELECT explanation::text FROM scores"))
-            assert back == {k: v for k, v in old.items() if k not in ("freshness", "segment")}
+            yield conn, config
         finally:
             await conn.close()
     finally:
         await admin_sql(infra.database, f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@SESSION_LOOP
+async def test_migrations_0002_and_0005_make_documents_the_api_reads_as_they_are(
+    infra: Infra,
+) -> None:
+    """A database scored under revision 0001 upgrades to documents the API reads as they are,
+    and downgrades back."""
+    async with _database_at(infra, "0001") as (conn, config):
+        old = {
+            "model_score": 61.5,
+            "factors": [
+                {"factor": "nps", "contribution": 61.5, "status": "ok"},
+                {"factor": "csat", "contribution": 0.0, "last_data_at": 1795000000.5},
+            ],
+            "caps": [],
+            "overrides": [],
+            "segment": "default",
+            "freshness": {
+                "usage": {"last_data_at": 1795000000.5, "stale": False},
+                "support": {"last_data_at": None, "stale": True},
+            },
+        }
+        await conn.execute(
+            "INSERT INTO accounts (account_id, partition, state, updated_at)"
+            " VALUES ('a1', 0, '{\"v\": 2}', now())"
+        )
+        await conn.execute(
+            "INSERT INTO scores (account_id, objective, model_role, model_version, score,"
+            " band, confidence, explanation, evaluated_at, changed_at, updated_at)"
+            " VALUES ('a1', 'churn_risk', 'active', 'm@1', 61.5, 'neutral', 0.5, $1::jsonb,"
+            " now(), now(), now())",
+            orjson.dumps(old).decode(),
+        )
+        await asyncio.to_thread(command.upgrade, config, "head")
+        health = orjson.loads(await conn.fetchval(HEALTH_SQL, "a1"))
+        usage = health["freshness"].pop("usage")
+        assert health["freshness"] == {"support": {"last_data_at": None, "stale": True}}
+        assert usage["stale"] is False
+        assert datetime.fromisoformat(usage["last_data_at"]) == datetime.fromtimestamp(
+            1795000000.5, UTC
+        )
+        [objective] = health["objectives"]
+        assert objective["weighted_score"] == 61.5
+        nps, csat = objective["factors"]
+        assert nps == old["factors"][0]  # 0005: factor times become RFC 3339
+        assert datetime.fromisoformat(csat.pop("last_data_at")) == datetime.fromtimestamp(
+            1795000000.5, UTC
+        )
+        assert csat == {"factor": "csat", "contribution": 0.0}
+        assert objective["band"] == "neutral" and "freshness" not in objective
+        await asyncio.to_thread(command.downgrade, config, "0001")
+        back = orjson.loads(await conn.fetchval("SELECT explanation::text FROM scores"))
+        assert back == {k: v for k, v in old.items() if k not in ("freshness", "segment")}
+
+
+@SESSION_LOOP
+async def test_migration_0013_copies_the_attributes_the_lists_filter_on_into_scores(
+    infra: Infra,
+) -> None:
+    """Scores stored before 0013 get their account's attributes, which the list indexes end
+    with; a downgrade takes them out again."""
+    async with _database_at(infra, "0012") as (conn, config):
+        await conn.execute(
+            "INSERT INTO accounts (account_id, industry, region, tier, segment, partition, state,"
+            " updated_at) VALUES ('a1', 'retail', 'emea', 'growth', 'smb', 0, '{}', now()),"
+            " ('a2', NULL, NULL, NULL, 'default', 0, '{}', now())"
+        )
+        for account in ("a1", "a2"):
+            for role in ("active", "shadow"):
+                await conn.execute(
+                    "INSERT INTO scores (account_id, objective, model_role, model_version, score,"
+                    " band, confidence, explanation, evaluated_at, changed_at, updated_at)"
+                    " VALUES ($1, 'churn_risk', $2, 'm@1', 61.5, 'neutral', 0.5, '{}', now(),"
+                    " now(), now())",
+                    account,
+                    role,
+                )
+        await asyncio.to_thread(command.upgrade, config, "0013")
+        copied = await conn.fetch(
+            "SELECT account_id, model_role, industry, region, tier, segment FROM scores"
+            " ORDER BY account_id, model_role"
+        )
+        assert [tuple(r) for r in copied] == [
+            ("a1", "active", "retail", "emea", "growth", "smb"),
+            ("a1", "shadow", "retail", "emea", "growth", "smb"),
+            ("a2", "active", None, None, None, "default"),
+            ("a2", "shadow", None, None, None, "default"),
+        ]
+        indexed = await conn.fetch(
+            "SELECT indexrelid::regclass::text AS name, pg_get_indexdef(indexrelid) AS definition"
+            " FROM pg_index WHERE indrelid = 'scores'::regclass"
+        )
+        lists = {
+            r["name"]: r["definition"]
+            for r in indexed
+            if "_list_" in r["name"] or "_band_" in r["name"]
+        }
+        assert len(lists) == 4
+        assert all(
+            d.endswith("account_id, score, tier, industry, region, segment)")
+            for d in lists.values()
+        )
+        await asyncio.to_thread(command.downgrade, config, "0012")
+        columns = await conn.fetch(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'scores'"
+        )
+        assert not {"industry", "region", "tier", "segment"} & {r["column_name"] for r in columns}
+        assert await conn.fetchval("SELECT pg_get_indexdef('ix_scores_list_score'::regclass)") == (
+            "CREATE INDEX ix_scores_list_score ON public.scores USING btree (objective,"
+            " model_role, COALESCE(score, ('-1'::integer)::double precision), account_id)"
+        )

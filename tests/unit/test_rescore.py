@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import orjson
 import yaml
 
-from services.scorer.rescore import AccountEntry, rescore
+from services.scorer.rescore import AccountEntry, account_row, rescore
 from shared.config import DEFAULT_MODEL_PATH
 from shared.scoring.model import Model
 from tests.support.facts import DAY, MODEL, NOW, active_account, make_fact
@@ -20,7 +20,8 @@ def shadow_model() -> Model:
     return Model.model_validate(doc)
 
 
-def score(entry: AccountEntry, at: float, models: dict[str, Model]):  # type: ignore[no-untyped-def]
+def scored(entry: AccountEntry, at: float, models: dict[str, Model]):  # type: ignore[no-untyped-def]
+    """The rows and the active model's evaluation."""
     return rescore(
         models=models,
         account_id="acc-1",
@@ -31,7 +32,11 @@ def score(entry: AccountEntry, at: float, models: dict[str, Model]):  # type: ig
         history_min_delta=5.0,
         changes_topic="changes",
         recorded_at=datetime.fromtimestamp(at, UTC),
-    )[0]
+    )
+
+
+def score(entry: AccountEntry, at: float, models: dict[str, Model]):  # type: ignore[no-untyped-def]
+    return scored(entry, at, models)[0]
 
 
 def test_first_score_is_history_not_news_then_a_band_change_is_both() -> None:
@@ -61,6 +66,27 @@ def test_a_shadow_model_is_scored_and_stored_but_never_emits_change_events() -> 
     events = later.outbox
     assert events and all(b"candidate@" not in row["payload"] for row in events)
     assert all(MODEL.version.encode() in row["payload"] for row in events)
+
+
+def test_every_score_carries_the_attributes_its_account_row_has_then_and_after_a_change() -> None:
+    """The lists filter on the scores' copy of the account's attributes: it is written from
+    the same state as the `accounts` row, so it follows a change of tier."""
+    models = {"active": MODEL, "shadow": shadow_model()}
+    entry = AccountEntry(active_account(), 0)
+    copied = ("industry", "region", "tier", "segment")
+    tiers = []
+    for change in (None, make_fact("subscription_changed", 1, 0.5)):
+        if change is not None:
+            entry.state.apply(MODEL, change)
+        at = NOW.timestamp()
+        rows, active = scored(entry, at, models)
+        account = account_row("acc-1", entry, NOW, at, active)
+        assert len(rows.scores) == 4  # two objectives, two models
+        assert [{c: r[c] for c in copied} for r in rows.scores] == [
+            {c: account[c] for c in copied}
+        ] * 4
+        tiers.append(account["tier"])
+    assert tiers == ["growth", "enterprise"]
 
 
 def test_a_model_change_is_recorded_as_such() -> None:

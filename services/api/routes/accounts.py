@@ -228,24 +228,27 @@ class AccountQuery:
 
 
 def _conditions(model: Model, query: AccountQuery, *, bands: bool = True) -> list[Any]:
-    """Conditions on `scores` alone: the ones on the account's attributes select account ids
-    in a subquery, so that neither the counts nor a page's ordering read the wide `accounts`
-    rows (their state documents) of accounts they do not show."""
+    """Conditions on `scores` alone. The account's attributes and the score are in the list
+    indexes (migration 0013), where a candidate that does not match is passed over; the
+    conditions only `accounts` can answer (staleness, a name) select account ids in a subquery,
+    so that neither the counts nor a page's ordering read the wide `accounts` rows (their state
+    documents) of accounts they do not show."""
     _known(model, query.objective, list(query.band), query.segment)
     conditions: list[Any] = [
         ScoreRow.objective == query.objective,
         ScoreRow.model_role == "active",
     ]
-    attributes: list[Any] = [
+    conditions += [
         column == value.strip().lower()
         for column, value in (
-            (AccountRow.segment, query.segment),
-            (AccountRow.industry, query.industry),
-            (AccountRow.tier, query.tier),
-            (AccountRow.region, query.region),
+            (ScoreRow.segment, query.segment),
+            (ScoreRow.industry, query.industry),
+            (ScoreRow.tier, query.tier),
+            (ScoreRow.region, query.region),
         )
         if value is not None
     ]
+    on_accounts: list[Any] = []
     if query.band and bands:
         conditions.append(ScoreRow.band.in_(query.band))
     if query.min_score is not None:
@@ -253,19 +256,21 @@ def _conditions(model: Model, query: AccountQuery, *, bands: bool = True) -> lis
     if query.max_score is not None:
         conditions.append(ScoreRow.score <= query.max_score)
     if query.stale_only:
-        attributes.append(STALE)
+        on_accounts.append(STALE)
     if query.changed_since is not None:
         conditions.append(ScoreRow.changed_at >= query.changed_since)
     if query.q:  # the start of an id or a name, any case (migration 0010 indexes both)
         like = query.q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        attributes.append(
+        on_accounts.append(
             or_(
                 func.lower(AccountRow.account_id).like(like + "%"),
                 func.lower(AccountRow.name).like(like + "%"),
             )
         )
-    if attributes:
-        conditions.append(ScoreRow.account_id.in_(select(AccountRow.account_id).where(*attributes)))
+    if on_accounts:
+        conditions.append(
+            ScoreRow.account_id.in_(select(AccountRow.account_id).where(*on_accounts))
+        )
     return conditions
 
 
