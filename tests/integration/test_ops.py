@@ -327,7 +327,7 @@ async def test_migration_0013_copies_the_attributes_the_lists_filter_on_into_sco
         await conn.execute(
             "INSERT INTO accounts (account_id, industry, region, tier, segment, partition, state,"
             " updated_at) VALUES ('a1', 'retail', 'emea', 'growth', 'smb', 0, '{}', now()),"
-            " ('a2', NULL, NULL, NULL, 'default', 0, '{}', now())"
+            " ('a2', NULL, NULL, NULL, 'default', 1, '{}', now())"
         )
         for account in ("a1", "a2"):
             for role in ("active", "shadow"):
