@@ -237,16 +237,16 @@ def _conditions(model: Model, query: AccountQuery, *, bands: bool = True) -> lis
     conditions: list[Any] = [
         ScoreRow.objective == query.objective,
         ScoreRow.model_role == "active",
-    ]
-    conditions += [
-        column == value.strip().lower()
-        for column, value in (
-            (ScoreRow.segment, query.segment),
-            (ScoreRow.industry, query.industry),
-            (ScoreRow.tier, query.tier),
-            (ScoreRow.region, query.region),
-        )
-        if value is not None
+        *(
+            column == value.strip().lower()
+            for column, value in (
+                (ScoreRow.segment, query.segment),
+                (ScoreRow.industry, query.industry),
+                (ScoreRow.tier, query.tier),
+                (ScoreRow.region, query.region),
+            )
+            if value is not None
+        ),
     ]
     on_accounts: list[Any] = []
     if query.band and bands:
