@@ -410,6 +410,42 @@ async def test_a_sweep_of_more_accounts_than_the_cache_holds_keeps_it_to_its_siz
     assert due == 0
 
 
+async def test_a_swept_account_still_knows_its_signals_and_learns_new_ones(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    """The sweep reads states without their de-duplication memory (a re-score of time alone
+    neither reads nor writes it) and the stored memory stays as it was. The next signals for
+    those accounts read it: re-deliveries are dropped, new signals counted and remembered."""
+    signals = simulated_signals(6, 4, seed=41)
+    held_back = {s.account_id: s for s in signals}  # each account's last signal
+    first = [s for s in signals if s is not held_back[s.account_id]]
+    total = await produce_signals(settings, first)
+    async with running_scorer(settings, engine) as scorer:
+        await wait_consumed(engine, settings, total)
+        memories = await _memories(engine)
+        assert len(memories) == 6 and all(memories.values())
+        scorer.cache.clear()  # as after a restart: the sweep reads the states itself
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE accounts SET next_review_at = now() - interval '1 h'"))
+        assert await scorer.writer.sweep() == 6
+        assert all(entry.state.packed is None for entry in scorer.cache.entries.values())
+        assert await _memories(engine) == memories
+        again = first[::2] + list(held_back.values())
+        total += await produce_signals(settings, again)
+        await wait_consumed(engine, settings, total)
+        assert scorer.metrics.duplicates._value.get() == len(first[::2])
+        assert scorer.metrics.isolations._value.get() == 0  # no batch failed on the way
+    assert await mismatches(engine, signals) == []
+    after = await _memories(engine)
+    assert all(after[a].startswith(memories[a]) and after[a] != memories[a] for a in memories)
+
+
+async def _memories(engine: AsyncEngine) -> dict[str, bytes]:
+    async with engine.connect() as conn:
+        rows = await conn.execute(text("SELECT account_id, seen FROM accounts"))
+        return {r.account_id: bytes(r.seen) for r in rows}
+
+
 async def test_accounts_of_a_partition_without_records_yet_are_swept(
     settings: Settings, engine: AsyncEngine
 ) -> None:
