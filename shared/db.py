@@ -64,13 +64,8 @@ class AccountRow(Base):
     # of partitions its scorer owns
     partition: Mapped[int] = mapped_column(Integer)
     # `json`, not `jsonb`: kept as the text written, so PostgreSQL validates it but builds no
-    # binary form on each of the scorer's writes, and hands it back without rendering it.
-    # NULL only in a write that keeps the stored value (services/scorer/store.py)
-    state: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    # the state's de-duplication memory (shared/scoring/state.py), apart from the document:
-    # random digests that do not compress, and that a re-score of time alone never reads.
-    # Stored out of line uncompressed (migration 0014), so the document stays in the row
-    seen: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # binary form on each of the scorer's writes, and hands it back without rendering it
+    state: Mapped[dict[str, Any]] = mapped_column(JSON)
     # per source: newest data and whether it is stale, under the active model, as the API
     # shows it
     freshness: Mapped[dict[str, Any] | None] = mapped_column(JSON)

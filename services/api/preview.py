@@ -76,4 +76,4 @@ async def account_for_preview(
             )
             for r in rows
         )
-    return AccountState.from_json(doc, seen=None), bands, news
+    return AccountState.from_json(doc), bands, news

@@ -1,12 +1,9 @@
 """Account state between batches: the scorer's LRU of the accounts it owns.
 
 A batch reads the entries of its accounts from here, and what is missing from PostgreSQL in one
-round trip. The sweep reads states without their de-duplication memory, which a re-score of
-time alone neither reads nor writes; a batch's signals then read it for the entries that lack
-it, in one more round trip. Entries of a batch that is not yet committed are never evicted
-(their state exists nowhere else); a rebalance or a failed batch clears everything, since other
-scorers may write those accounts from then on, or the state in memory holds what was never
-stored.
+round trip. Entries of a batch that is not yet committed are never evicted (their state exists
+nowhere else); a rebalance or a failed batch clears everything, since other scorers may write
+those accounts from then on, or the state in memory holds what was never stored.
 """
 
 from __future__ import annotations
@@ -33,26 +30,20 @@ class StateCache:
     def clear(self) -> None:
         self.entries.clear()
 
-    async def get(
-        self, wanted: dict[str, int], partitions: Partitions, seen: bool = True
-    ) -> dict[str, AccountEntry]:
-        """The entries of `wanted` (account id -> partition), the missing ones loaded, with
-        their de-duplication memory if `seen`. FencedOut if a rebalance came while loading:
-        the cache was cleared meanwhile."""
+    async def get(self, wanted: dict[str, int], partitions: Partitions) -> dict[str, AccountEntry]:
+        """The entries of `wanted` (account id -> partition), the missing ones loaded. FencedOut
+        if a rebalance came while loading: the cache was cleared meanwhile."""
         missing = [a for a in wanted if a not in self.entries]
-        unseen = [a for a in wanted if a in self.entries and self.entries[a].state.packed is None]
         generation = partitions.generation
-        states, scores = await store.load_accounts(self.engine, missing, seen)
-        memories = await store.load_seen(self.engine, unseen) if seen and unseen else {}
+        states, scores = await store.load_accounts(self.engine, missing)
         partitions.still(generation)
         for account_id in missing:
+            doc = states.get(account_id)
             self.entries[account_id] = AccountEntry(
-                states.get(account_id) or AccountState(),
+                AccountState.from_json(doc) if doc else AccountState(),
                 wanted[account_id],
                 scores.get(account_id, {}),
             )
-        for account_id, memory in memories.items():
-            self.entries[account_id].state.packed = bytearray(memory)
         found = {}
         for account_id, partition in wanted.items():
             self.entries.move_to_end(account_id)

@@ -193,7 +193,8 @@ async def import_history(
         states, scores = await store.load_accounts(engine, chunk)
         batch = store.Batch(fences={fence: (start or None, start + len(chunk))})
         for account_id in chunk:
-            state = states.get(account_id) or AccountState()
+            doc = states.get(account_id)
+            state = AccountState.from_json(doc) if doc else AccountState()
             floor, state.floor = state.floor, None
             entry = AccountEntry(
                 state,

@@ -119,7 +119,6 @@ class AccountValues(TypedDict):
     freshness: bytes
     partition: int
     state: bytes | None  # None: as stored (see account_row)
-    seen: bytes | None  # the same
     last_event_at: datetime | None
     next_review_at: datetime
     updated_at: datetime
@@ -196,7 +195,7 @@ def account_row(
 ) -> AccountValues:
     """The `accounts` row: attributes for filtering, segment, the sources' freshness, partition
     and state. The state is None when no signal changed it, as in a re-score of time alone:
-    `store.write_batch` then keeps the stored document and de-duplication memory as they are."""
+    `store.write_batch` then keeps the stored document as it is."""
     state = entry.state
     return {
         "account_id": account_id,
@@ -219,7 +218,6 @@ def account_row(
         "partition": entry.partition,
         # serialised now: the state goes on changing while the batch is being committed
         "state": jsonbytes.dumps(state.to_json()) if state_changed else None,
-        "seen": state.seen_bytes() if state_changed else None,
         "last_event_at": _ts(state.newest) if state.newest else None,
         "next_review_at": _ts(next_review),
         "updated_at": now,

@@ -19,7 +19,7 @@ from typing import Any
 
 import asyncpg
 import orjson
-from sqlalchemy import LargeBinary, String, delete, func, null, select, text, tuple_, update
+from sqlalchemy import LargeBinary, String, delete, func, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import JSON
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -44,7 +44,6 @@ from shared.db import (
 )
 from shared.errors import FencedOut
 from shared.scoring.engine import contributions
-from shared.scoring.state import AccountState
 
 
 @dataclass
@@ -101,22 +100,20 @@ async def store_first_offsets(
 
 
 async def load_accounts(
-    engine: AsyncEngine, account_ids: Sequence[str], seen: bool = True
-) -> tuple[dict[str, AccountState], dict[str, dict[tuple[str, str], StoredScore]]]:
-    """The stored states and current scores of these accounts; the states without their
-    de-duplication memory unless `seen`."""
-    states: dict[str, AccountState] = {}
+    engine: AsyncEngine, account_ids: Sequence[str]
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[tuple[str, str], StoredScore]]]:
+    """The stored state documents and current scores of these accounts."""
+    states: dict[str, dict[str, Any]] = {}
     scores: dict[str, dict[tuple[str, str], StoredScore]] = {}
     if not account_ids:
         return states, scores
-    memory = AccountRow.seen if seen else null().label("seen")
     async with engine.connect() as conn:
         rows = await conn.execute(
-            select(AccountRow.account_id, AccountRow.state, memory).where(
+            select(AccountRow.account_id, AccountRow.state).where(
                 AccountRow.account_id.in_(account_ids)
             )
         )
-        states = {r.account_id: _state(r.state, r.seen, seen) for r in rows}
+        states = {r.account_id: r.state for r in rows}
         rows = await conn.execute(
             select(
                 ScoreRow.account_id,
@@ -146,21 +143,6 @@ async def load_accounts(
                 Held.from_json(r.held) if r.held else None,
             )
     return states, scores
-
-
-async def load_seen(engine: AsyncEngine, account_ids: Sequence[str]) -> dict[str, bytes]:
-    """The stored de-duplication memories of these accounts."""
-    async with engine.connect() as conn:
-        rows = await conn.execute(
-            select(AccountRow.account_id, AccountRow.seen).where(
-                AccountRow.account_id.in_(account_ids)
-            )
-        )
-        return {r.account_id: r.seen or b"" for r in rows}
-
-
-def _state(doc: dict[str, Any] | None, memory: bytes | None, seen: bool) -> AccountState:
-    return AccountState.from_json(doc, (memory or b"") if seen else None) if doc else AccountState()
 
 
 async def due_for_review(
@@ -311,7 +293,8 @@ def _write_sql() -> str:
             for i, c in enumerate(columns, 1)
         )
         values = ", ".join(
-            _cast(c, f"u.{name}", dialect) for c, name in zip(columns, names, strict=True)
+            f"u.{name}::json" if _kept(table, c.name) else _cast(c, f"u.{name}", dialect)
+            for c, name in zip(columns, names, strict=True)
         )
         n += len(columns)
         sql = (
@@ -342,18 +325,20 @@ def _write_sql() -> str:
 
 
 def _kept(table: Any, column: str) -> bool:
-    """Whether `column` of `table` keeps its stored value when a row brings null: an account's
-    state and its de-duplication memory, null when no signal changed them (a re-score of time
-    alone). The stored values are then the new row's, so PostgreSQL neither compresses them
-    nor writes their TOAST again."""
-    return table is AccountRow and column in (AccountRow.state.key, AccountRow.seen.key)
+    """Whether `column` of `table` keeps its stored value when a row brings a JSON null: an
+    account's state, which comes as null when no signal changed it (a re-score of time alone).
+    The stored document is then the new row's value, so PostgreSQL neither compresses it nor
+    writes its TOAST again. Inserted as a JSON null, not NULL: the column is NOT NULL, which is
+    checked before ON CONFLICT decides."""
+    return table is AccountRow and column == AccountRow.state.key
 
 
 def _update(table: Any, column: str, name: str) -> str:
     """An upsert's assignment of `column` (`name`: as quoted in SQL)."""
     new = f"EXCLUDED.{name}"
     if _kept(table, column):
-        return f"{name} = coalesce({new}, {table.__tablename__}.{name})"
+        kept = f"{table.__tablename__}.{name}"
+        return f"{name} = CASE WHEN json_typeof({new}) = 'null' THEN {kept} ELSE {new} END"
     return f"{name} = {new}"
 
 

@@ -275,7 +275,7 @@ class BatchWriter:
         writing: Writing = deque()
         try:
             for partition, part in sweep_parts(accounts):
-                entries = await self.cache.get(part, self.partitions, seen=False)
+                entries = await self.cache.get(part, self.partitions)
                 batch = Batch(fences={tp: at for tp, at in fences.items() if tp[1] == partition})
                 with _scoring_errors_refuse():
                     for account_id in part:

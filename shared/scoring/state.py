@@ -12,12 +12,10 @@ which is how re-deliveries are dropped; `floor`, set by a history import, drops 
 older than the imported history's end, which the import has counted already. Both are left out
 of `fingerprint()`. `seen` holds a 64-bit digest of each id (a false match among 512 ids of
 one account: about 1 in 3e16) and the ingestion time in whole seconds, packed: 12 bytes an id,
-in memory as in storage. A search of those bytes (a few kB) takes about a microsecond; as a
-dict of Python ints the same ids took ~45 kB an account in the scorer's cache, and rebuilding
-that dict was a large part of loading a state. Only letting old ids go unpacks them, every 32
-ids. It is stored apart from the document (`seen_bytes()`; the `seen` column of `accounts`):
-most of a state's bytes, and nothing a re-score of time alone reads. A state read without it
-(`packed` None) can be scored but not fed signals.
+in memory as in the stored document. A search of those bytes (a few kB) takes about a
+microsecond; as a dict of Python ints the same ids took ~45 kB an account in the scorer's
+cache, and rebuilding that dict was a large part of loading a state. Only letting old ids go
+unpacks them, every 32 ids.
 """
 
 from __future__ import annotations
@@ -99,26 +97,16 @@ class AccountState:
     newest: float | None = None
     # signals with an older event time were imported (services/scorer/imports.py): drop them
     floor: float | None = None
-    # the de-duplication memory: _SEEN records (id digest, ingested at), oldest first; None
-    # when read without it
-    packed: bytearray | None = field(default_factory=bytearray, repr=False, compare=False)
+    # the de-duplication memory: _SEEN records (id digest, ingested at), oldest first
+    packed: bytearray = field(default_factory=bytearray, repr=False, compare=False)
 
     @property
     def seen(self) -> dict[int, int]:
         """The de-duplication memory as id digest -> ingested at (s)."""
-        return dict(_SEEN.iter_unpack(self._memory()))
-
-    def seen_bytes(self) -> bytes:
-        """The de-duplication memory as stored."""
-        return bytes(self._memory())
-
-    def _memory(self) -> bytearray:
-        if self.packed is None:
-            raise LookupError("the state was read without its de-duplication memory")
-        return self.packed
+        return dict(_SEEN.iter_unpack(self.packed))
 
     def _knows(self, digest: int) -> bool:
-        key, packed = digest.to_bytes(8), self._memory()
+        key, packed = digest.to_bytes(8), self.packed
         at = packed.find(key)
         while at % _SEEN.size and at != -1:  # a match across two records is no match
             at = packed.find(key, at + 1)
@@ -236,14 +224,13 @@ class AccountState:
 
     def _remember(self, digest: int, fact: Fact, dedup: DedupPolicy) -> None:
         ingested = _whole_seconds(fact.t if fact.ingested is None else fact.ingested)
-        packed = self._memory()
-        packed += _SEEN.pack(digest, ingested)
+        self.packed += _SEEN.pack(digest, ingested)
         # every 32 ids: forget those ingested longer than the horizon ago, and the oldest
         # beyond three quarters of max_ids (re-deliveries come soon after the original,
         # whatever its event time)
-        count, keep = len(packed) // _SEEN.size, max(dedup.max_ids * 3 // 4, 1)
+        count, keep = len(self.packed) // _SEEN.size, max(dedup.max_ids * 3 // 4, 1)
         if count % 32 == 0 or count > dedup.max_ids:
-            seen = list(_SEEN.iter_unpack(packed))
+            seen = list(_SEEN.iter_unpack(self.packed))
             floor = max(t for _, t in seen) - dedup.horizon_seconds
             if count > keep or min(t for _, t in seen) < floor:
                 kept = sorted(((t, sid) for sid, t in seen if t >= floor), reverse=True)
@@ -270,15 +257,15 @@ class AccountState:
     # --- persistence --------------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
-        """The stored document: everything but the de-duplication memory (`seen_bytes`)."""
         return {
-            "v": 4,
+            "v": 3,
             "decayed": {k: decay.encode(v) for k, v in sorted(self.decayed.items())},
             "latest": {k: list(v) for k, v in sorted(self.latest.items())},
             "last": dict(sorted(self.last.items())),
             "sources": dict(sorted(self.sources.items())),
             "attributes": {k: list(v) for k, v in sorted(self.attributes.items())},
             "overrides": dict(sorted(self.overrides.items())),
+            "seen": base64.b64encode(self.packed).decode(),
             "newest": self.newest,
             "floor": self.floor,
             # only when a model reads them, so older documents and fingerprints stay the same
@@ -297,9 +284,7 @@ class AccountState:
         }
 
     @classmethod
-    def from_json(cls, doc: dict[str, Any], seen: bytes | None = b"") -> AccountState:
-        """The state of a stored document and its de-duplication memory (None: not read).
-        Documents before version 4 hold the memory themselves."""
+    def from_json(cls, doc: dict[str, Any]) -> AccountState:
         return cls(
             decayed={k: decay.decode(v) for k, v in doc["decayed"].items()},
             latest={k: (v[0], v[1], v[2]) for k, v in doc["latest"].items()},
@@ -315,19 +300,13 @@ class AccountState:
             overrides=dict(doc["overrides"]),
             newest=doc["newest"],
             floor=doc.get("floor"),
-            packed=(
-                _seen_from_json(doc["seen"])
-                if "seen" in doc
-                else None
-                if seen is None
-                else bytearray(seen)
-            ),
+            packed=_seen_from_json(doc["seen"]),
         )
 
     def fingerprint(self) -> bytes:
         """Canonical bytes of everything but the de-duplication memory (`seen`, `floor`)."""
         doc = self.to_json()
-        del doc["floor"]
+        del doc["seen"], doc["floor"]
         return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import re
@@ -26,8 +25,6 @@ from healthscore.devstack import free_port
 from services.api.routes.accounts import HEALTH_SQL
 from shared.config import Settings
 from shared.db import alembic_config
-from shared.scoring.state import AccountState
-from tests.support.facts import fold, make_fact
 from tests.support.infra import (
     Infra,
     admin_sql,
@@ -379,49 +376,11 @@ async def test_migration_0013_copies_the_attributes_the_lists_filter_on_into_sco
 
 
 @SESSION_LOOP
-async def test_migration_0014_stores_the_de_duplication_memory_apart(infra: Infra) -> None:
-    """Each account's memory leaves its document for the `seen` column, bytes for the base64
-    it was; a first-version memory (an object) stays where the scorer reads it; the state read
-    back is the same state. A downgrade puts it back."""
-    facts = [make_fact("session_started", i, 1 - i / 100) for i in range(30)]
-    state = fold(facts)
-    memory = state.seen_bytes()
-    old = {**state.to_json(), "v": 3, "seen": base64.b64encode(memory).decode()}
-    first = {**state.to_json(), "v": 1, "seen": {f.signal_id: f.ingested for f in facts}}
+async def test_migration_0014_drops_the_tier_index_nothing_reads(infra: Infra) -> None:
     async with _database_at(infra, "0013") as (conn, config):
-        await conn.execute(
-            "INSERT INTO accounts (account_id, partition, state, updated_at)"
-            " VALUES ('a1', 0, $1, now()), ('a2', 1, $1, now()), ('v1', 1, $2, now())",
-            json.dumps(old),
-            json.dumps(first),
-        )
+        index = "SELECT to_regclass('ix_accounts_tier')::text"
+        assert await conn.fetchval(index) == "ix_accounts_tier"
         await asyncio.to_thread(command.upgrade, config, "0014")
-        rows = {
-            r["account_id"]: (json.loads(r["state"]), r["seen"])
-            for r in await conn.fetch("SELECT account_id, state::text, seen FROM accounts")
-        }
-        for account in ("a1", "a2"):
-            doc, seen = rows[account]
-            assert "seen" not in doc and doc["v"] == 4 and seen == memory
-            moved = AccountState.from_json(doc, seen)
-            assert moved.fingerprint() == state.fingerprint() and moved.seen == state.seen
-        assert rows["v1"] == (first, None)
-        assert AccountState.from_json(*rows["v1"]).seen == state.seen
-        assert await conn.fetchval(
-            "SELECT attstorage FROM pg_attribute"
-            " WHERE attrelid = 'accounts'::regclass AND attname = 'seen'"
-        ) == b"e"  # out of line, never compressed
-        assert await conn.fetchval("SELECT to_regclass('ix_accounts_tier')") is None
+        assert await conn.fetchval(index) is None
         await asyncio.to_thread(command.downgrade, config, "0013")
-        back = {
-            r["account_id"]: json.loads(r["state"])
-            for r in await conn.fetch("SELECT account_id, state::text FROM accounts")
-        }
-        assert back["v1"] == first
-        for account in ("a1", "a2"):
-            assert back[account]["v"] == 3 and AccountState.from_json(back[account]).seen == (
-                state.seen
-            )
-        assert await conn.fetchval("SELECT to_regclass('ix_accounts_tier')::text") == (
-            "ix_accounts_tier"
-        )
+        assert await conn.fetchval(index) == "ix_accounts_tier"

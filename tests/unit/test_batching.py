@@ -83,7 +83,7 @@ async def test_a_rebalance_while_accounts_load_voids_the_batch(
     partitions.adopt({TopicPartition("s", 0): 10})
     cache = StateCache(engine=None, size=10)  # type: ignore[arg-type]
 
-    async def load_accounts(*_: object) -> tuple[dict, dict]:  # type: ignore[type-arg]
+    async def load_accounts(engine: object, account_ids: list[str]) -> tuple[dict, dict]:  # type: ignore[type-arg]
         partitions.forget([TopicPartition("s", 0)])  # the rebalance callback runs meanwhile
         cache.clear()
         return {}, {}
@@ -217,7 +217,7 @@ async def test_a_sweep_part_stored_lets_go_of_its_entries_beyond_the_cache_but_n
     """A model switch re-scores a window of thousands of accounts; once a part is stored, the
     cache goes back to its size, keeping the entries of the parts still to be stored."""
 
-    async def load_accounts(*_: object) -> tuple[dict, dict]:  # type: ignore[type-arg]
+    async def load_accounts(engine: object, account_ids: list[str]) -> tuple[dict, dict]:  # type: ignore[type-arg]
         return {}, {}
 
     monkeypatch.setattr(store, "load_accounts", load_accounts)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import math
 import random
 from datetime import timedelta
@@ -64,7 +63,7 @@ def test_batches_restarts_and_duplicates_change_nothing(
     for cut in cuts * 10:
         chunk = stream[position : position + cut]
         position += cut
-        state = reloaded(fold(chunk, state))
+        state = AccountState.from_json(orjson.loads(orjson.dumps(fold(chunk, state).to_json())))
     state = fold(stream[position:], state)
     assert state.fingerprint() == reference.fingerprint()
 
@@ -241,34 +240,20 @@ def test_csm_sentiment_override_feeds_its_factor() -> None:
     assert (csm.status, csm.raw, csm.sub_score) == ("ok", 5.0, 5.0)
 
 
-def reloaded(state: AccountState) -> AccountState:
-    """The state as the scorer stores and reads it: the document, the memory apart."""
-    return AccountState.from_json(orjson.loads(orjson.dumps(state.to_json())), state.seen_bytes())
-
-
-def test_dedup_memory_is_stored_apart_and_older_documents_still_read() -> None:
+def test_dedup_memory_survives_its_document_and_reads_version_1() -> None:
     facts = [make_fact("session_started", i, 1 - i / 100) for i in range(40)]
     state = AccountState()
     for fact in facts:
         state.apply(MODEL, fact)
     doc = orjson.loads(orjson.dumps(state.to_json()))
-    assert "seen" not in doc and len(state.seen_bytes()) == 40 * 12
-    restored = AccountState.from_json(doc, state.seen_bytes())
+    assert isinstance(doc["seen"], str) and len(doc["seen"]) == math.ceil(40 * 12 / 3) * 4
+    restored = AccountState.from_json(doc)
     assert restored.seen == state.seen
     assert [restored.apply(MODEL, f) for f in facts] == [False] * 40
-    # read without it (a re-score of time alone): scored alike, but fed no signal
-    unread = AccountState.from_json(doc, None)
-    assert evaluate(MODEL, unread, NOW.timestamp()) == evaluate(MODEL, state, NOW.timestamp())
-    with pytest.raises(LookupError, match="without its de-duplication memory"):
-        unread.apply(MODEL, make_fact("session_started", 99, 0.5))
-    # documents before version 4 hold it, base64, and version 1 as {signal id: ingested at};
-    # the document's own is the one read
-    packed = {**doc, "v": 3, "seen": base64.b64encode(state.seen_bytes()).decode()}
-    assert AccountState.from_json(packed, None).seen == state.seen
+    # a document written before the ids were packed: {signal id: ingested at}
     old = {**doc, "v": 1, "seen": {f.signal_id: f.ingested for f in facts[:10]}}
-    upgraded = AccountState.from_json(old, b"")
+    upgraded = AccountState.from_json(old)
     assert [upgraded.apply(MODEL, f) for f in facts[:12]] == [False] * 10 + [True] * 2
-    assert upgraded.to_json()["v"] == 4 and len(upgraded.seen_bytes()) == 12 * 12
 
 
 def test_dedup_memory_is_bounded() -> None:
@@ -278,7 +263,7 @@ def test_dedup_memory_is_bounded() -> None:
         state.apply(MODEL, make_fact("session_started", i, 10 - i / 100), policy)
     assert 37 <= len(state.seen) <= 50  # trimmed to three quarters, then growing again
     assert state.apply(MODEL, make_fact("session_started", 499, 10 - 4.99), policy) is False
-    # the packed form kept alongside follows every trim: storage holds exactly `seen`
-    restored = reloaded(state)
+    # the packed form kept alongside follows every trim: the document holds exactly `seen`
+    restored = AccountState.from_json(orjson.loads(orjson.dumps(state.to_json())))
     assert restored.seen == state.seen
     assert restored.apply(MODEL, make_fact("session_started", 499, 10 - 4.99), policy) is False
