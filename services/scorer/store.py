@@ -99,6 +99,17 @@ async def store_first_offsets(
         )
 
 
+# The state documents and the current scores of a part's accounts, each score with only its
+# explanation's factors (what `top_movers` compares against). Read on the driver's connection:
+# a model switch reads every account, and SQLAlchemy's rows cost the scorer ~15 µs of CPU an
+# account more (20k bench: 68-71 against 53-55 µs an account, JSON decoding included).
+_LOAD_STATES = "SELECT account_id, state FROM accounts WHERE account_id = ANY($1::VARCHAR[])"
+_LOAD_SCORES = """\
+SELECT account_id, objective, model_role, score, band, explanation -> 'factors',
+       recorded_score, previous_score, alert_baseline, model_version, changed_at, held
+FROM scores WHERE account_id = ANY($1::VARCHAR[])"""
+
+
 async def load_accounts(
     engine: AsyncEngine, account_ids: Sequence[str]
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[tuple[str, str], StoredScore]]]:
@@ -108,39 +119,33 @@ async def load_accounts(
     if not account_ids:
         return states, scores
     async with engine.connect() as conn:
-        rows = await conn.execute(
-            select(AccountRow.account_id, AccountRow.state).where(
-                AccountRow.account_id.in_(account_ids)
-            )
-        )
-        states = {r.account_id: r.state for r in rows}
-        rows = await conn.execute(
-            select(
-                ScoreRow.account_id,
-                ScoreRow.objective,
-                ScoreRow.model_role,
-                ScoreRow.score,
-                ScoreRow.band,
-                ScoreRow.explanation["factors"].label("factors"),
-                ScoreRow.recorded_score,
-                ScoreRow.previous_score,
-                ScoreRow.alert_baseline,
-                ScoreRow.model_version,
-                ScoreRow.changed_at,
-                ScoreRow.held,
-            ).where(ScoreRow.account_id.in_(account_ids))
-        )
-        for r in rows:
-            scores.setdefault(r.account_id, {})[(r.objective, r.model_role)] = StoredScore(
-                r.score,
-                r.band,
-                contributions(r.factors or ()),
-                r.recorded_score,
-                r.previous_score,
-                r.alert_baseline,
-                r.model_version,
-                r.changed_at,
-                Held.from_json(r.held) if r.held else None,
+        raw: Any = (await conn.get_raw_connection()).driver_connection  # asyncpg's connection
+        ids = list(account_ids)
+        states = dict(await raw.fetch(_LOAD_STATES, ids))
+        for (
+            account_id,
+            objective,
+            role,
+            score,
+            band,
+            factors,
+            recorded,
+            previous,
+            alert_baseline,
+            version,
+            changed_at,
+            held,
+        ) in await raw.fetch(_LOAD_SCORES, ids):
+            scores.setdefault(account_id, {})[(objective, role)] = StoredScore(
+                score,
+                band,
+                contributions(factors or ()),
+                recorded,
+                previous,
+                alert_baseline,
+                version,
+                changed_at,
+                Held.from_json(held) if held else None,
             )
     return states, scores
 
