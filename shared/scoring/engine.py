@@ -568,6 +568,11 @@ class Contributions:
         sub = self.numbers[i + 1]
         return self.numbers[i], None if math.isnan(sub) else sub
 
+    def by_name(self) -> dict[str, tuple[float, float]]:
+        """factor -> (contribution, sub-score or NaN)."""
+        numbers = self.numbers
+        return dict(zip(self.names, zip(numbers[0::2], numbers[1::2], strict=True), strict=True))
+
 
 def contributions(factors: Iterable[FactorResult | dict[str, Any]]) -> Contributions:
     names: list[str] = []
@@ -586,23 +591,27 @@ def top_movers(
     before: Contributions | None, new: ObjectiveScore, limit: int = 3
 ) -> list[dict[str, Any]]:
     """The factors whose contribution moved most since `before`."""
-    moves: list[dict[str, Any]] = []
+    old = before.by_name() if before is not None else {}
+    moved: list[tuple[float, str, float, FactorResult, tuple[float, float]]] = []
     for f in new.factors:
-        prior = before.get(f.factor) if before is not None else None
-        old_contribution = prior[0] if prior else 0.0
-        delta = round(f.contribution - old_contribution, 6)
+        prior = old.get(f.factor, _NONE_BEFORE)
+        delta = round(f.contribution - prior[0], 6)
         if delta:
-            moves.append(
-                {
-                    "factor": f.factor,
-                    "group": f.group,
-                    "delta": delta,
-                    "old_contribution": old_contribution,
-                    "new_contribution": f.contribution,
-                    "old_sub_score": prior[1] if prior else None,
-                    "new_sub_score": f.sub_score,
-                    "status": f.status,
-                }
-            )
-    moves.sort(key=lambda m: (-abs(m["delta"]), m["factor"]))
-    return moves[:limit]
+            moved.append((-abs(delta), f.factor, delta, f, prior))
+    moved.sort()  # by the size of the move, then the factor's (unique) name
+    return [
+        {
+            "factor": f.factor,
+            "group": f.group,
+            "delta": delta,
+            "old_contribution": prior[0],
+            "new_contribution": f.contribution,
+            "old_sub_score": None if math.isnan(prior[1]) else prior[1],
+            "new_sub_score": f.sub_score,
+            "status": f.status,
+        }
+        for _, _, delta, f, prior in moved[:limit]
+    ]
+
+
+_NONE_BEFORE = (0.0, math.nan)  # a factor the score before did not have
