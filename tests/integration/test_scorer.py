@@ -281,6 +281,7 @@ async def test_kill_minus_nine_six_times_matches_the_reference(
     rng = random.Random(11)
     size = -(-len(signals) // 6)
     produced, kills, in_flight = 0, 0, 0
+    producing: asyncio.Task[int] | None = None
     proc = _start_scorer(settings)
     try:
         for start in range(0, len(signals), size):
@@ -297,6 +298,9 @@ async def test_kill_minus_nine_six_times_matches_the_reference(
             proc = _start_scorer(settings)
         await wait_consumed(engine, settings, produced, timeout=300, watch=[proc])
     finally:
+        if producing is not None and not producing.done():  # a wait that failed: stop sending
+            producing.cancel()
+            await asyncio.gather(producing, return_exceptions=True)
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
     assert kills == 6
