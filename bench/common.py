@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 import tempfile
 import uuid
@@ -57,6 +58,36 @@ def peak_rss_mb(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
     peak = next(line for line in status.splitlines() if line.startswith("VmHWM"))
     return int(peak.split()[1]) / 1024
+
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU of a running process so far, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU of a process and of its children, the ones that have exited included: PostgreSQL's
+    postmaster and its backends."""
+    fields = Path(f"/proc/{root}/stat").read_text().rsplit(")", 1)[1].split()
+    total = sum(int(f) for f in fields[11:15]) / TICK  # its own, and its exited children's
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                child = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(child[1]) == root:
+                    total += (int(child[11]) + int(child[12])) / TICK
+    return total
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores have spent busy since boot (not idle, not waiting for I/O)."""
+    # user nice system idle iowait irq softirq steal (guest time is counted in user already)
+    jiffies = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(jiffies) - jiffies[3] - jiffies[4]) / TICK
 
 
 def report(figures: dict[str, object]) -> None:

@@ -42,10 +42,19 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import httpx
 import yaml
 from api import run_wrk, serve
-from common import infrastructure, peak_rss_mb, report, run
+from common import (
+    cpu_seconds,
+    infrastructure,
+    machine_busy_seconds,
+    peak_rss_mb,
+    report,
+    run,
+    tree_cpu_seconds,
+)
 from scorer import STEADY_PRODUCER, catch_up, raw_consume
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -306,7 +315,7 @@ async def count(settings: Settings, sql: str, *args: object) -> int:
 
 async def rescore_all(
     settings: Settings, engine: AsyncEngine, signals: list[Signal], model: Path, scorers: int
-) -> dict[str, float]:
+) -> dict[str, object]:
     """The model switch to `model` by `scorers` processes, sharing the partitions."""
     own = topic_settings(settings, "steady")
     await ensure_topics(own.kafka, [own.kafka.topics.signals])
@@ -330,6 +339,8 @@ async def rescore_all(
     assert producer.stdin is not None
     producer.stdin.write(lines)
     producer.stdin.close()
+    postgres = await postmaster_pid(settings)
+    cpu_before = (tree_cpu_seconds(postgres) if postgres else 0.0, machine_busy_seconds())
     started = time.perf_counter()
     ports = [SCORER_METRICS_PORT + n for n in range(scorers)]
     processes = [
@@ -380,6 +391,13 @@ async def rescore_all(
             await asyncio.sleep(1)
         seconds = time.perf_counter() - started
         rss_mb = max(peak_rss_mb(p.pid) for p in processes)
+        cores = {  # where the machine's CPU went, in cores busy on average
+            "scorers": sum(cpu_seconds(p.pid) for p in processes) / seconds,
+            "postgres": (tree_cpu_seconds(postgres) - cpu_before[0]) / seconds
+            if postgres
+            else None,
+            "machine": (machine_busy_seconds() - cpu_before[1]) / seconds,
+        }
         metrics = scrape(ports)
     finally:
         for process in processes:
@@ -394,8 +412,25 @@ async def rescore_all(
         "rescore_all_seconds": round(seconds, 1),
         "rescore_accounts_per_second": round(ACCOUNTS / seconds),
         "rss_mb": round(rss_mb),
+        # the rest of the machine: the steady stream's producer, the broker, this bench
+        "rescore_cores": {k: None if v is None else round(v, 2) for k, v in cores.items()},
         "sweep_seconds_per_run": round(seconds * scorers / max(sweeps, 1), 3),  # in one scorer
     }
+
+
+async def postmaster_pid(settings: Settings) -> int | None:
+    """PostgreSQL's postmaster, when it runs on this machine and its PID file can be read."""
+    try:
+        conn = await connect(settings.database)
+        try:
+            directory = await conn.fetchval("SHOW data_directory")
+        finally:
+            await conn.close()
+        pid = int(Path(directory, "postmaster.pid").read_text().split()[0])
+        cpu_seconds(pid)
+    except (OSError, ValueError, asyncpg.PostgresError):
+        return None
+    return pid
 
 
 def model_version(path: Path) -> str:
