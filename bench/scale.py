@@ -13,7 +13,9 @@ the sweep, the API and PostgreSQL.
    in the same run.
 3. Model switch: a `healthscore scorer` process started with a changed model re-scores every
    account from stored state (the sweep), while a producer keeps 500 signals/s flowing; the
-   time until none is left due and every score has the new version; its peak RSS; the sweep's
+   time until none is left due and every score has the new version; its peak RSS; where the
+   CPU went meanwhile (`rescore_cores`: the scorers', PostgreSQL's and the whole machine's busy
+   cores on average, from /proc; PostgreSQL's only when it runs here); the sweep's
    time per run of `sweep_batch_size` accounts, and of a run with nothing due; the scorer's
    gauge refresh (band counts over every score). Then a second switch, by two scorer processes
    sharing the partitions (one a core: how the design grows), `*_two_scorers`.
