@@ -414,7 +414,7 @@ async def rescore_all(
         "rescore_all_seconds": round(seconds, 1),
         "rescore_accounts_per_second": round(ACCOUNTS / seconds),
         "rss_mb": round(rss_mb),
-        # the rest of the machine: the steady stream's producer, the broker, this bench
+        # `machine` less the other two: the steady stream's producer, the broker, this bench
         "rescore_cores": {k: None if v is None else round(v, 2) for k, v in cores.items()},
         "sweep_seconds_per_run": round(seconds * scorers / max(sweeps, 1), 3),  # in one scorer
     }
