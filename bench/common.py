@@ -63,23 +63,26 @@ def peak_rss_mb(pid: int) -> float:
 TICK = os.sysconf("SC_CLK_TCK")
 
 
+def _stat(pid: int | str) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (the first is the state)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def cpu_seconds(pid: int) -> float:
     """User and system CPU of a running process so far, in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = _stat(pid)
     return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def tree_cpu_seconds(root: int) -> float:
     """CPU of a process and of its children, the ones that have exited included: PostgreSQL's
     postmaster and its backends."""
-    fields = Path(f"/proc/{root}/stat").read_text().rsplit(")", 1)[1].split()
-    total = sum(int(f) for f in fields[11:15]) / TICK  # its own, and its exited children's
+    total = sum(int(f) for f in _stat(root)[11:15]) / TICK  # its own, its exited children's
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError, ValueError, IndexError):
-                child = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(child[1]) == root:
-                    total += (int(child[11]) + int(child[12])) / TICK
+                if int(_stat(entry.name)[1]) == root:
+                    total += cpu_seconds(int(entry.name))
     return total
 
 
