@@ -429,8 +429,8 @@ async def postmaster_pid(settings: Settings) -> int | None:
         finally:
             await conn.close()
         pid = int(Path(directory, "postmaster.pid").read_text().split()[0])
-        cpu_seconds(pid)
-    except (OSError, ValueError, asyncpg.PostgresError):
+        cpu_seconds(pid)  # raises OSError unless the process is one of this machine's
+    except (OSError, ValueError, IndexError, asyncpg.PostgresError):
         return None
     return pid
 
