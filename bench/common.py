@@ -103,3 +103,73 @@ def run(main) -> None:  # type: ignore[no-untyped-def]
 
     uvloop.run(main())
     asyncio.set_event_loop_policy(None)
+
+
+def wal_by_relation(data_directory: str, start: str, end: str, names: dict[int, str]) -> dict:
+    """What the WAL between two LSNs holds, by the relation of each record's first block
+    (`names`: relfilenode -> relation name): bytes of records and of full-page images, and
+    how many of each. Read with the server's own pg_waldump; {} where it cannot be run here
+    (another machine's server, or no pg_waldump)."""
+    import re
+    import subprocess
+
+    from healthscore.devstack import postgres_bindir
+
+    waldump = postgres_bindir() / "pg_waldump"
+    wal = Path(data_directory) / "pg_wal"
+    if not waldump.exists() or not wal.is_dir():
+        return {}
+    out = subprocess.run(
+        [str(waldump), "-p", str(wal), "-s", start, "-e", end],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout
+    line_re = re.compile(r"len \(rec/tot\):\s*(\d+)/\s*(\d+)")
+    rel_re = re.compile(r"blkref #0: rel \d+/\d+/(\d+)")
+    totals: dict[str, list[int]] = {}
+    for line in out.splitlines():
+        m = line_re.search(line)
+        if not m:
+            continue
+        rec, tot = int(m.group(1)), int(m.group(2))
+        found = rel_re.search(line)
+        rel = found.group(1) if found else None
+        name = names.get(int(rel), f"rel {rel}") if rel else "(no relation)"
+        entry = totals.setdefault(name, [0, 0, 0, 0])  # records, record bytes, FPIs, FPI bytes
+        entry[0] += 1
+        entry[1] += rec
+        if "FPW" in line:
+            entry[2] += line.count("FPW")
+            entry[3] += tot - rec
+    return {
+        name: {"records": r, "record_bytes": rb, "fpi": f, "fpi_bytes": fb}
+        for name, (r, rb, f, fb) in sorted(totals.items(), key=lambda kv: -(kv[1][1] + kv[1][3]))
+    }
+
+
+@contextlib.contextmanager
+def profiled(name: str) -> Iterator[None]:
+    """With BENCH_PYSPY set to a folder: py-spy samples this process while the block runs,
+    into FOLDER/NAME.txt (collapsed stacks, for flame graphs or a grep by stage)."""
+    folder = os.environ.get("BENCH_PYSPY")
+    if not folder:
+        yield
+        return
+    import shutil
+    import signal
+    import subprocess
+
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    out = Path(folder) / f"{name}.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen(
+        [spy, "record", "-p", str(os.getpid()), "-r", "200", "-f", "raw", "-o", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)

@@ -27,6 +27,10 @@ the sweep, the API and PostgreSQL.
 The bench's own PostgreSQL is started sized as production would be (`server_settings`):
 shared_buffers a quarter of memory (reported as the server has it), checkpoints up to 30 min
 apart.
+BENCH_SCALE_PHASES (default "api,catchup,switch") runs a part of 2-4, e.g. "catchup" while
+profiling the cold path. The cold catch-up also reports where its CPU went (`cold_cpu_us`: the
+scorer's and PostgreSQL's microseconds of CPU a signal) and what its WAL holds, by relation
+(`cold_wal`: record and full-page-image bytes a signal), read with the server's pg_waldump.
 Last line: {"bench": "scale", "accounts": N, "rescore_all_seconds": ..., ...}
 """
 
@@ -53,9 +57,11 @@ from common import (
     infrastructure,
     machine_busy_seconds,
     peak_rss_mb,
+    profiled,
     report,
     run,
     tree_cpu_seconds,
+    wal_by_relation,
 )
 from scorer import STEADY_PRODUCER, catch_up, raw_consume
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -77,6 +83,7 @@ TEMPLATES = 2_000
 DAYS = 56
 STREAM = 100_000
 STEADY_RATE = 500
+PHASES = set(os.environ.get("BENCH_SCALE_PHASES", "api,catchup,switch").split(","))
 ID_FORMAT = "acct-%07d"
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "bench-token"
@@ -263,15 +270,55 @@ def streams(signals: list[Signal], templates: list[str]) -> dict[str, list[Signa
     return out
 
 
-async def wal_position(settings: Settings) -> int:
-    return await count(settings, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint")
+async def wal_lsn(settings: Settings) -> str:
+    conn = await connect(settings.database)
+    try:
+        return str(await conn.fetchval("SELECT pg_current_wal_lsn()::text"))
+    finally:
+        await conn.close()
+
+
+def wal_bytes(start: str, end: str) -> int:
+    """Bytes of WAL between two LSNs as PostgreSQL writes them (`X/Y`)."""
+    high, low = (int(part, 16) for part in end.split("/"))
+    high0, low0 = (int(part, 16) for part in start.split("/"))
+    return ((high << 32) + low) - ((high0 << 32) + low0)
+
+
+async def wal_breakdown(
+    settings: Settings, start: str, end: str, signals: int
+) -> dict[str, object]:
+    """The WAL of a catch-up by relation, in bytes a signal (records, full-page images)."""
+    conn = await connect(settings.database)
+    try:
+        directory = await conn.fetchval("SHOW data_directory")
+        names = {
+            int(r["relfilenode"]): r["relname"]
+            for r in await conn.fetch(
+                "SELECT c.relfilenode, coalesce(t.relname || ' (toast)', c.relname) AS relname"
+                " FROM pg_class c LEFT JOIN pg_class t ON t.reltoastrelid = c.oid"
+                " WHERE c.relfilenode <> 0"
+            )
+        }
+    finally:
+        await conn.close()
+    found = await asyncio.to_thread(wal_by_relation, directory, start, end, names)
+    return {
+        name: {
+            "records": round(f["record_bytes"] / signals),
+            "fpi": round(f["fpi_bytes"] / signals),
+        }
+        for name, f in list(found.items())[:12]
+    }
 
 
 async def catch_ups(
     settings: Settings, engine: AsyncEngine, stream: dict[str, list[Signal]]
-) -> dict[str, tuple[float, float, float]]:
-    """(scorer signals/s, raw consume+decode signals/s, WAL bytes per signal) of each stream."""
+) -> dict[str, dict[str, object]]:
+    """Each stream's scorer signals/s, raw consume+decode signals/s, WAL bytes a signal, the
+    scorer's and PostgreSQL's CPU a signal, and the WAL by relation (cold only)."""
     rates = {}
+    postgres = await postmaster_pid(settings)
     for name in ("hot", "cold"):
         own = topic_settings(settings, name)
         total = await produce(
@@ -280,15 +327,30 @@ async def catch_ups(
             [(s.account_id.encode(), encode_signal(s)) for s in stream[name]],
         )
         raw = await raw_consume(own, total)
-        wal = await wal_position(settings)
-        rate, _, stop, task = await catch_up(own, engine, total)
+        start = await wal_lsn(settings)
+        cpu = (cpu_seconds(os.getpid()), tree_cpu_seconds(postgres) if postgres else 0.0)
+        with profiled(f"catchup-{name}"):
+            rate, _, stop, task = await catch_up(own, engine, total)
+        scorer_us = (
+            (cpu_seconds(os.getpid()) - cpu[0]) / total * 1e6
+        )  # this process: the bench's polls too
+        postgres_us = (tree_cpu_seconds(postgres) - cpu[1]) / total * 1e6 if postgres else None
         stop.set()
         await task
-        wal_per_signal = (await wal_position(settings) - wal) / total
-        rates[name] = (rate, raw, wal_per_signal)
+        end = await wal_lsn(settings)
+        wal_per_signal = wal_bytes(start, end) / total
+        figures: dict[str, object] = {
+            "rate": rate,
+            "raw": raw,
+            "wal": wal_per_signal,
+            "cpu_us": {"scorer": round(scorer_us), "postgres": postgres_us and round(postgres_us)},
+        }
+        if name == "cold":
+            figures["wal_by_relation"] = await wal_breakdown(settings, start, end, total)
+        rates[name] = figures
         print(
             f"  {name}: scorer {rate:,.0f}/s, raw consume {raw:,.0f}/s,"
-            f" {wal_per_signal:,.0f} bytes of WAL a signal",
+            f" {wal_per_signal:,.0f} bytes of WAL a signal, CPU µs a signal {figures['cpu_us']}",
             flush=True,
         )
     return rates
@@ -530,31 +592,38 @@ async def main() -> None:
         figures: dict[str, object] = {"accounts": ACCOUNTS, "build_seconds": round(build_seconds)}
         figures |= await sizes(settings)
         print(f"built in {build_seconds:.0f} s: {figures}", flush=True)
-        print("API at scale (health cache off)", flush=True)
-        figures |= api_latency(settings)
-        figures["sweep_idle_ms"] = round(await idle_sweep_ms(settings, engine), 1)
-        figures["gauges_ms"] = round(await gauges_ms(engine), 1)
-        print("catch-up, state cache hitting and missing", flush=True)
-        settle_heap(STREAM_YOUNG_GC_THRESHOLD)  # as `healthscore scorer` does once started
+        if "api" in PHASES:
+            print("API at scale (health cache off)", flush=True)
+            figures |= api_latency(settings)
+            figures["sweep_idle_ms"] = round(await idle_sweep_ms(settings, engine), 1)
+            figures["gauges_ms"] = round(await gauges_ms(engine), 1)
         stream = streams(signals, templates)
-        rates = await catch_ups(settings, engine, stream)
-        hot, hot_raw, _ = rates["hot"]
-        cold, cold_raw, cold_wal = rates["cold"]
-        figures |= {
-            "catchup_eps_hot": round(hot),
-            "catchup_eps_cold": round(cold),
-            "catchup_ratio_hot": round(hot / hot_raw, 3),
-            "catchup_ratio_cold": round(cold / cold_raw, 3),
-            "raw_consume_eps": round((hot_raw + cold_raw) / 2),
-            "wal_bytes_per_signal_cold": round(cold_wal),
-        }
-        print("model switch: re-score every account", flush=True)
-        workdir = Path(os.environ.get("TMPDIR", "/tmp"))
-        model = switched_model(workdir, 0.02)
-        figures |= await rescore_all(settings, engine, stream["cold"], model, scorers=1)
-        print("model switch again, by two scorers (one a core)", flush=True)
-        two = await rescore_all(settings, engine, stream["cold"], switched_model(workdir, 0.04), 2)
-        figures |= {f"{name}_two_scorers": value for name, value in two.items()}
+        if "catchup" in PHASES:
+            print("catch-up, state cache hitting and missing", flush=True)
+            settle_heap(STREAM_YOUNG_GC_THRESHOLD)  # as `healthscore scorer` does once started
+            rates = await catch_ups(settings, engine, stream)
+            hot, cold = rates["hot"], rates["cold"]
+            figures |= {
+                "catchup_eps_hot": round(hot["rate"]),
+                "catchup_eps_cold": round(cold["rate"]),
+                "catchup_ratio_hot": round(hot["rate"] / hot["raw"], 3),
+                "catchup_ratio_cold": round(cold["rate"] / cold["raw"], 3),
+                "raw_consume_eps": round((hot["raw"] + cold["raw"]) / 2),
+                "wal_bytes_per_signal_cold": round(cold["wal"]),
+                "cold_cpu_us": cold["cpu_us"],
+                "hot_cpu_us": hot["cpu_us"],
+                "cold_wal": cold["wal_by_relation"],
+            }
+        if "switch" in PHASES:
+            print("model switch: re-score every account", flush=True)
+            workdir = Path(os.environ.get("TMPDIR", "/tmp"))
+            model = switched_model(workdir, 0.02)
+            figures |= await rescore_all(settings, engine, stream["cold"], model, scorers=1)
+            print("model switch again, by two scorers (one a core)", flush=True)
+            two = await rescore_all(
+                settings, engine, stream["cold"], switched_model(workdir, 0.04), 2
+            )
+            figures |= {f"{name}_two_scorers": value for name, value in two.items()}
         await engine.dispose()
     report({"bench": "scale", **figures})
 
