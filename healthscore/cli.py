@@ -54,13 +54,46 @@ def _settings(service: str) -> Settings:
 
 
 @app.command()
-def migrate() -> None:
-    """Apply the database migrations (idempotent)."""
+def migrate(
+    to: Annotated[
+        str,
+        typer.Option(
+            help="the revision to take the database to, up or down (e.g. 0015: the lean store's"
+            " first half, for a rolling upgrade; docs/runbook.md)"
+        ),
+    ] = "head",
+) -> None:
+    """Apply the database migrations (idempotent), and record the configured models."""
+    from services.scorer.models import configured
+    from services.scorer.store import register_models
+    from shared.db import create_engine
     from shared.db import migrate as apply
 
     settings = _settings("migrate")
-    apply(settings.database)
-    typer.echo("database migrated to head")
+    apply(settings.database, to=to)
+
+    async def register() -> None:
+        engine = create_engine(settings.database)
+        try:
+            exists = await _scalar(engine, "SELECT to_regclass('model_versions') IS NOT NULL")
+            if exists:  # from revision 0015 on: the API derives explanations with them
+                await register_models(engine, configured(settings.scorer).values(), _now())
+        finally:
+            await engine.dispose()
+
+    asyncio.run(register())
+    typer.echo(f"database migrated to {to}")
+
+
+async def _scalar(engine: Any, sql: str) -> Any:
+    from sqlalchemy import text
+
+    async with engine.connect() as conn:
+        return await conn.scalar(text(sql))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 @app.command()

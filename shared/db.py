@@ -1,8 +1,10 @@
 """PostgreSQL: the system of record. Table definitions, engine factory and migration check.
 
-The scorer is the only writer of accounts, scores, score_history, consumer_offsets and outbox;
-the API writes only overrides and override_audit (and sends the override to the scorer as a
-signal). Alembic migrations under shared/migrations/ create these tables; services call
+The scorer is the only writer of accounts, account_states, seen_signals, scores, score_history,
+consumer_offsets and outbox; the API writes only overrides and override_audit (and sends the
+override to the scorer as a signal). Each table the scorer writes has its row type beside it
+(`...Values`), which the write statement is built from (services/scorer/store.py). Alembic
+migrations under shared/migrations/ create these tables; services call
 `ensure_migrated` at start and refuse to run on a database that is behind.
 """
 
@@ -10,21 +12,24 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict
 
 from sqlalchemy import (
     BigInteger,
+    Column,
     DateTime,
     Float,
     Index,
     Integer,
     LargeBinary,
     MetaData,
+    SmallInteger,
     String,
+    Table,
     Text,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSON, JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSON, JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -32,6 +37,17 @@ from shared.config import DatabaseSettings
 from shared.errors import DatabaseNotMigrated
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# room left on each page of account_states: a state's rewrite lands on its own page, a HOT
+# update (no index touched), while the page has room for the new version
+STATE_FILLFACTOR = 80
+# the de-duplication memory is stored, and let go, a period of this many seconds at a time
+SEEN_PERIOD = 6 * 3600
+
+
+def seen_period(t: float) -> int:
+    """The period of the de-duplication memory a time (epoch seconds) falls in."""
+    return int(t // SEEN_PERIOD)
+
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -49,7 +65,8 @@ Timestamp = DateTime(timezone=True)
 
 
 class AccountRow(Base):
-    """One account: its CRM attributes, resolved segment and rolling scorer state."""
+    """One account's profile: its CRM attributes and resolved segment, and the signals-topic
+    partition it hashes to. Written when one of them changes, not with every batch."""
 
     __tablename__ = "accounts"
 
@@ -63,21 +80,122 @@ class AccountRow(Base):
     # the signals-topic partition this account hashes to: the sweep re-scores only accounts
     # of partitions its scorer owns
     partition: Mapped[int] = mapped_column(Integer)
-    # `json`, not `jsonb`: kept as the text written, so PostgreSQL validates it but builds no
-    # binary form on each of the scorer's writes, and hands it back without rendering it
-    state: Mapped[dict[str, Any]] = mapped_column(JSON)
-    # per source: newest data and whether it is stale, under the active model, as the API
-    # shows it
-    freshness: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    last_event_at: Mapped[datetime | None] = mapped_column(Timestamp)
-    next_review_at: Mapped[datetime | None] = mapped_column(Timestamp)
     updated_at: Mapped[datetime] = mapped_column(Timestamp)
 
-    __table_args__ = (Index("ix_accounts_partition_review", "partition", "next_review_at"),)
+
+class ProfileValues(TypedDict):
+    """An `accounts` row as the scorer writes it."""
+
+    account_id: str
+    name: str | None
+    industry: str | None
+    region: str | None
+    tier: str | None
+    lifecycle_stage: str | None
+    segment: str
+    partition: int
+    updated_at: datetime
+
+
+class AccountStateRow(Base):
+    """One account's rolling state, what its scorer rewrites with every batch that touches it:
+    narrow, with room on its page (fillfactor) so that the rewrite is a HOT update, which
+    touches no index (docs/adr/0018). Its de-duplication memory is kept apart
+    (SeenSignalsRow); the explanations of its scores are derived from it on read."""
+
+    __tablename__ = "account_states"
+
+    account_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    partition: Mapped[int] = mapped_column(Integer)
+    # AccountState.to_bytes: MessagePack, the exact integers kept
+    state: Mapped[bytes] = mapped_column(LargeBinary)
+    # when time alone may next move its scores; moved only earlier, or once it has come (the
+    # sweep then sets the next): so a batch's rewrite leaves it, and its index, as it is
+    next_review_at: Mapped[datetime] = mapped_column(Timestamp)
+    # as of the last evaluation under the active model: the stale sources (null: none) and
+    # the newest data of any source, for the account lists
+    stale_sources: Mapped[list[str] | None] = mapped_column(ARRAY(String(16)))
+    data_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
+
+    __table_args__ = (
+        Index("ix_account_states_partition_review", "partition", "next_review_at"),
+        {"postgresql_with": {"fillfactor": STATE_FILLFACTOR}},
+    )
+
+
+class StateValues(TypedDict):
+    """An `account_states` row as the scorer writes it."""
+
+    account_id: str
+    partition: int
+    state: bytes  # empty: unchanged (a re-score of time alone), the stored one is kept
+    next_review_at: datetime
+    stale_sources: list[str] | None
+    data_at: datetime | None
+    updated_at: datetime
+
+
+class SeenSignalsRow(Base):
+    """The de-duplication memory, apart from the state: the 8-byte digests of the signal ids
+    an account took in one period (`seen_period`), appended to by each batch. Partitioned by
+    period; a period past the horizon is dropped whole (services/scorer/upkeep.py)."""
+
+    __tablename__ = "seen_signals"
+
+    account_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    period: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ids: Mapped[bytes] = mapped_column(LargeBinary)
+
+    __table_args__ = ({"postgresql_partition_by": "RANGE (period)"},)
+
+
+class SeenValues(TypedDict):
+    """A `seen_signals` row as the scorer writes it: `ids` are appended to the period's."""
+
+    account_id: str
+    period: int
+    ids: bytes
+
+
+# What the API reads of an account, whichever layout it is stored in (a view: migrations 0015
+# and 0016). Not in Base's metadata: alembic's comparisons leave it alone.
+account_views = Table(
+    "account_views",
+    MetaData(),
+    Column("account_id", String(128), primary_key=True),
+    Column("partition", Integer),
+    Column("name", Text),
+    Column("industry", String(64)),
+    Column("region", String(16)),
+    Column("tier", String(16)),
+    Column("lifecycle_stage", String(16)),
+    Column("segment", String(64)),
+    Column("state", LargeBinary),
+    Column("legacy_state", JSON),  # release 0014's document, until the account is converted
+    Column("stale_sources", ARRAY(String(16))),
+    Column("data_at", Timestamp),
+    Column("updated_at", Timestamp),
+)
+
+
+class ModelVersionRow(Base):
+    """Every model version a scorer has served: the API derives explanations with it, and a
+    model switch compares the new scores with the old."""
+
+    __tablename__ = "model_versions"
+
+    version: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    document: Mapped[dict[str, Any]] = mapped_column(JSON)  # Model.model_dump(mode="json")
+    registered_at: Mapped[datetime] = mapped_column(Timestamp)
 
 
 class ScoreRow(Base):
-    """The current score of one account for one objective and model role (active/shadow)."""
+    """The current score of one account for one objective and model role (active/shadow).
+    Its explanation is not stored: it is `evaluate`'s, of the account's stored state at
+    `evaluated_at` under `model_version` (with the market news `news` names), derived again
+    on read (docs/adr/0018)."""
 
     __tablename__ = "scores"
 
@@ -96,9 +214,8 @@ class ScoreRow(Base):
     region: Mapped[str | None] = mapped_column(String(16))
     tier: Mapped[str | None] = mapped_column(String(16))
     segment: Mapped[str | None] = mapped_column(String(64))
-    # per factor: raw value, sub-score, weight, contribution; caps, overrides; the weighted
-    # mean. `json` (see AccountRow.state): GET .../health splices it into its answer as is
-    explanation: Mapped[dict[str, Any]] = mapped_column(JSON)
+    # the market news items (event ids) the score read; null: none
+    news: Mapped[list[str] | None] = mapped_column(ARRAY(String(128)))
     # score at the newest history row (what the next change is measured against), and the
     # score before that change (so lists can sort by the size of the last change)
     recorded_score: Mapped[float | None] = mapped_column(Float)
@@ -110,12 +227,35 @@ class ScoreRow(Base):
     held: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     evaluated_at: Mapped[datetime] = mapped_column(Timestamp)
     changed_at: Mapped[datetime] = mapped_column(Timestamp)
-    updated_at: Mapped[datetime] = mapped_column(Timestamp)
 
-    # the account lists' expression indexes are the migrations' (0010, 0011)
+    # the account lists' expression indexes are the migrations' (0010, 0011, 0013)
     __table_args__ = (
         Index("ix_scores_objective_changed", "objective", "model_role", "changed_at"),
     )
+
+
+class ScoreValues(TypedDict):
+    """A `scores` row as the scorer writes it."""
+
+    account_id: str
+    objective: str
+    model_role: str
+    model_version: str
+    score: float | None
+    band: str
+    confidence: float
+    probability: float | None
+    industry: str | None
+    region: str | None
+    tier: str | None
+    segment: str
+    news: list[str] | None
+    recorded_score: float | None
+    previous_score: float | None
+    alert_baseline: float | None
+    held: bytes | None
+    evaluated_at: datetime
+    changed_at: datetime
 
 
 class ScoreHistoryRow(Base):
@@ -144,6 +284,25 @@ class ScoreHistoryRow(Base):
     __table_args__ = (Index("ix_score_history_account_at", "account_id", "at", "id"),)
 
 
+class HistoryValues(TypedDict):
+    """A `score_history` row as the scorer writes it (its id is the table's)."""
+
+    account_id: str
+    objective: str
+    model_role: str
+    model_version: str
+    at: datetime
+    old_score: float | None
+    new_score: float | None
+    old_band: str | None
+    new_band: str
+    probability: float | None
+    cause: str
+    top_movers: list[dict[str, Any]]
+    signal_ids: list[str]
+    recorded_at: datetime
+
+
 class ConsumerOffsetRow(Base):
     """Next offset to consume, written in the same transaction as the work it covers."""
 
@@ -156,6 +315,12 @@ class ConsumerOffsetRow(Base):
     updated_at: Mapped[datetime] = mapped_column(Timestamp)
     # the newest market news item whose accounts in this partition were made due
     news_applied: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    # the store's layout of this partition's accounts (migration 0015): 1, as release 0014
+    # wrote it; 2, its writers of that release fenced out and its accounts being converted;
+    # 3, converted. `fence_epoch` moves with every write of this release: a write that leaves
+    # it as it was is one of release 0014's, and is refused from 2 on (its fence fails)
+    store_format: Mapped[int] = mapped_column(SmallInteger, server_default="3")
+    fence_epoch: Mapped[int] = mapped_column(BigInteger, server_default="0")
 
 
 class MarketNewsRow(Base):
@@ -189,6 +354,18 @@ class OutboxRow(Base):
     sent_at: Mapped[datetime | None] = mapped_column(Timestamp)
 
     __table_args__ = (Index("ix_outbox_unsent", "id", postgresql_where=text("sent_at IS NULL")),)
+
+
+class OutboxValues(TypedDict):
+    """An `outbox` row as its writers write it (its id is the table's)."""
+
+    event_id: str
+    topic: str
+    key: str
+    payload: bytes
+    content_type: str
+    created_at: datetime
+    sent_at: datetime | None
 
 
 class OverrideRow(Base):
@@ -286,23 +463,57 @@ def head_revision() -> str:
     return head
 
 
-def migrate(settings: DatabaseSettings, *, name: str | None = None) -> None:
-    """Apply every migration (synchronous: alembic drives its own event loop)."""
+def migrate(settings: DatabaseSettings, *, name: str | None = None, to: str = "head") -> None:
+    """Take the database to revision `to`, up or down (synchronous: alembic drives its own
+    event loop)."""
+    import asyncio
+
     from alembic import command
+    from alembic.script import ScriptDirectory
 
-    command.upgrade(alembic_config(settings.url(name=name)), "head")
+    config = alembic_config(settings.url(name=name))
+    script = ScriptDirectory.from_config(config)
+    revisions = [r.revision for r in script.walk_revisions()]  # newest first
+    target = revisions[0] if to == "head" else to
+    if target not in revisions:
+        raise ValueError(f"no revision {to!r} (known: {', '.join(revisions)})")
+    current = asyncio.run(_current_revision(settings, name))
+    if current in revisions and revisions.index(target) > revisions.index(current):
+        command.downgrade(config, target)
+    else:
+        command.upgrade(config, target)
 
 
-async def ensure_migrated(engine: AsyncEngine) -> None:
-    """Raise DatabaseNotMigrated unless the database is at the head revision."""
+async def _current_revision(settings: DatabaseSettings, name: str | None) -> str | None:
+    engine = create_engine(settings, name=name)
+    try:
+        async with engine.connect() as conn:
+            if not await conn.scalar(text("SELECT to_regclass('alembic_version') IS NOT NULL")):
+                return None
+            current = await conn.scalar(text("SELECT version_num FROM alembic_version"))
+            return None if current is None else str(current)
+    finally:
+        await engine.dispose()
+
+
+# Revisions before the head this release also runs on: 0015 is the first half of the move to
+# the lean store, where this release's scorers take partitions over from release 0014's
+# (migration 0015's docstring); `healthscore migrate` then takes the database to the head.
+ALSO_RUNS_ON = ("0015",)
+
+
+async def ensure_migrated(engine: AsyncEngine) -> str:
+    """The database's revision; DatabaseNotMigrated unless this build runs on it (the head,
+    or one of ALSO_RUNS_ON)."""
     head = head_revision()
     async with engine.connect() as conn:
         exists = await conn.scalar(text("SELECT to_regclass('alembic_version') IS NOT NULL"))
         current = (
             await conn.scalar(text("SELECT version_num FROM alembic_version")) if exists else None
         )
-    if current != head:
+    if current != head and current not in ALSO_RUNS_ON:
         raise DatabaseNotMigrated(
             f"database is at revision {current or 'none'}, this build needs {head}: "
             "run `healthscore migrate` first"
         )
+    return str(current)

@@ -1,11 +1,11 @@
 """The REST API: FastAPI on uvicorn. It reads what the scorer writes and never writes scores.
 
 `create_app(settings)` builds the app; its lifespan owns the SQLAlchemy engine, a plain
-asyncpg pool for the hottest read and the cache of its answers (services/api/cache.py), and
-refuses to start on an unmigrated database. Two pure-ASGI middlewares wrap every request:
-one caps the body size (413 problem), one records request counts and latency by route
-template and status. The console's pages (services/api/console/) and the API's own docs
-are served beside the API, with everything they load.
+asyncpg pool for the hottest read (services/api/health.py) and the cache of its answers
+(services/api/cache.py), and refuses to start on an unmigrated database. Two pure-ASGI
+middlewares wrap every request: one caps the body size (413 problem), one records request
+counts and latency by route template and status. The console's pages (services/api/console/)
+and the API's own docs are served beside the API, with everything they load.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from services.api import problems
 from services.api.cache import HealthCache
 from services.api.console.mount import install_console
+from services.api.health import HealthReader
 from services.api.routes import accounts, ops, overrides
 from shared.config import Settings
 from shared.db import create_engine, ensure_migrated
@@ -217,6 +218,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
             await ensure_migrated(engine)
             app.state.engine = engine
             app.state.reads = await _read_pool(settings)
+            app.state.health_reader = HealthReader(app.state.reads, app.state.registry)
             await app.state.health_cache.start()
             settle_heap()
             try:

@@ -9,13 +9,15 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from shared.db import AccountRow, MarketNewsRow, ScoreRow
+from services.api.health import stored_state
+from shared.db import MarketNewsRow, ScoreRow, account_views
 from shared.scoring.engine import ObjectiveScore, evaluate, reads_news
 from shared.scoring.model import Model
-from shared.scoring.news import News, NewsItem
+from shared.scoring.news import News, NewsItem, ordered
 from shared.scoring.state import AccountState
 
 PREVIEW_ID = "preview"
@@ -51,8 +53,13 @@ async def account_for_preview(
 ) -> tuple[AccountState, dict[str, str], News] | None:
     """The stored state, the current bands (their hysteresis) and, for a model that reads
     news, the news it would read; None when there is no such account."""
-    doc = await conn.scalar(select(AccountRow.state).where(AccountRow.account_id == account_id))
-    if doc is None:
+    views = account_views.c
+    found = (
+        await conn.execute(
+            select(views.state, views.legacy_state).where(views.account_id == account_id)
+        )
+    ).one_or_none()
+    if found is None:
         return None
     rows = await conn.execute(
         select(ScoreRow.objective, ScoreRow.band).where(
@@ -76,4 +83,9 @@ async def account_for_preview(
             )
             for r in rows
         )
-    return AccountState.from_json(doc), bands, news
+    return stored_state(found.state, _text(found.legacy_state)), bands, ordered(news)
+
+
+def _text(document: Any) -> str | None:
+    """A document SQLAlchemy decoded, as its JSON text again (None stays None)."""
+    return None if document is None else orjson.dumps(document).decode()

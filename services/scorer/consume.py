@@ -11,15 +11,14 @@ backs off (growing, with jitter, reset only by a commit) and reads again from th
 offsets; a batch that fails for any other reason is isolated record by record, so one poison
 signal is dead-lettered and never stalls its partition. The parts: `poll` and `batching`
 (collecting, and pure cutting), `partitions` (ownership and positions), `cache` (account
-state), `writer` (rows, commit, isolation, sweep), `relay` (outbox -> changes topic), `models`
-(the served models).
+state), `prepare` (records -> rows, through `rows`), `commit`, `isolation`, `sweep` (time alone,
+and model switches), `relay` (outbox -> changes topic), `models` (the served models), `news`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import random
 import signal
 import time
@@ -32,15 +31,22 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from prometheus_client import REGISTRY, CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.scorer import offsets, poll
+from services.scorer import legacy, offsets, poll
 from services.scorer.batching import Records
 from services.scorer.cache import StateCache
+from services.scorer.commit import Committer
+from services.scorer.context import ScorerContext
+from services.scorer.deadletters import DeadLetters
+from services.scorer.isolation import Isolator
 from services.scorer.metrics import ScorerMetrics
-from services.scorer.models import ModelSet, Rescheduling
+from services.scorer.models import ModelSet
+from services.scorer.news import NewsBook
 from services.scorer.partitions import Partitions
 from services.scorer.poll import Poller
+from services.scorer.prepare import Prepared, Preparer
 from services.scorer.relay import Relay
-from services.scorer.writer import BatchWriter, Prepared
+from services.scorer.rows import Rescorer
+from services.scorer.sweep import Sweeper
 from shared.config import Settings
 from shared.errors import FencedOut, HealthScoreError
 from shared.events import utcnow
@@ -97,10 +103,25 @@ class Scorer:
         self.models = ModelSet(self.cfg, self.metrics, models)
         self.partitions = Partitions()
         self.cache = StateCache(engine, self.cfg.state_cache_size)
-        self.writer = BatchWriter(
-            settings, engine, self.models, self.cache, self.partitions, self.metrics, clock
+        self.news = NewsBook(
+            self.cfg.group_id, settings.kafka.topics.signals, self.cfg.news_retention_days
         )
-        self.news = self.writer.news
+        ctx = ScorerContext(
+            settings,
+            engine,
+            self.models,
+            self.cache,
+            self.partitions,
+            self.news,
+            self.metrics,
+            clock,
+        )
+        dead_letters = DeadLetters(settings.kafka.topics.dlq, self.metrics, clock)
+        rescorer = Rescorer(ctx)
+        self.preparer = Preparer(ctx, rescorer, dead_letters)
+        self.committer = Committer(ctx)
+        self.isolator = Isolator(ctx, self.preparer, self.committer, dead_letters)
+        self.sweeper = Sweeper(ctx, rescorer, self.committer)
         self.relay = Relay(engine, self.metrics, clock, self.cfg, self.partitions.owns_first)
         self.poller = Poller(self.cfg, self.partitions)
         self.consumer: AIOKafkaConsumer | None = None
@@ -108,9 +129,6 @@ class Scorer:
         self._failures = 0  # retriable failures since the last commit: the back-off's exponent
         self._reload_requested = False
         self._taken_at: dict[TopicPartition, float] = {}  # epoch ms each partition was taken
-        self._sweep_backlog = False
-        self.rescheduling = Rescheduling()
-        self._last_sweep = -math.inf  # the first pass sweeps (monotonic time starts at boot)
 
     # --- partitions and models ------------------------------------------------------------
 
@@ -130,6 +148,7 @@ class Scorer:
         positions = await offsets.starting(
             self.consumer, self.engine, self.cfg.group_id, assigned, self.metrics, self.clock()
         )
+        await legacy.take_over(self.engine, self.cfg.group_id, positions)
         self._taken_at.update({tp: time.time() * 1000 for tp in assigned})
         # owned before the seeks; a poll that spans this (a new generation) is voided
         # (Poller.poll), and the scorer reads again from here
@@ -140,7 +159,7 @@ class Scorer:
             partitions=sorted(tp.partition for tp in assigned),
             offsets={tp.partition: offset for tp, offset in positions.items()},
         )
-        self.rescheduling.restart(tp.partition for tp in self.partitions.owned())
+        self.sweeper.rescheduling.restart(tp.partition for tp in self.partitions.owned())
 
     def request_reload(self) -> None:
         """SIGHUP: re-read the model files before the next batch."""
@@ -158,22 +177,12 @@ class Scorer:
         if not self.models.reload():
             return False
         self.cache.clear()
-        self.rescheduling.restart(tp.partition for tp in self.partitions.owned())
+        self.sweeper.rescheduling.restart(tp.partition for tp in self.partitions.owned())
         return True
-
-    async def _reschedule(self) -> None:
-        if count := await self.rescheduling.step(self.engine, self.models, self.writer.sweep):
-            self.metrics.model_rescheduled.inc(count)
 
     async def sweep(self) -> int:
         """Re-score accounts whose scores are due to move with time alone, or with news."""
-        owned = sorted(tp.partition for tp in self.partitions.owned())
-        if concerned := await self.news.catch_up(self.engine, owned, self.clock()):
-            self.metrics.news_rescheduled.inc(concerned)
-            log.info("scorer.news_scheduled", accounts=concerned)
-        swept = await self.writer.sweep()
-        self._sweep_backlog = swept == self.cfg.sweep_batch_size  # more due: sweep again soon
-        return swept
+        return await self.sweeper.turn(sweep_due=True)
 
     # --- the loop -----------------------------------------------------------------------
 
@@ -191,8 +200,9 @@ class Scorer:
                 started = await unless_stopped(reachable(self.consumer.start, "consumer"), stop)
             if started:
                 await self.news.refresh(self.engine, self.clock())
+                await self.models.register(self.engine)
                 self.health.ready = True
-                log.info("scorer.started", models=self.models.versions())
+                log.info("scorer.started", models=self.models.served())
                 await self._loop(producer, stop)
         finally:
             self.health.ready = False
@@ -215,18 +225,15 @@ class Scorer:
                 if records:
                     try:
                         with gc_paused():
-                            prepared = await self.writer.prepare(records, producer)
+                            prepared = await self.preparer.prepare(records, producer)
                     except Exception as exc:
                         raise BatchFailed(records, exc) from exc
                     await self._settle()
-                    self.cache.trim(keep=len(prepared.batch.accounts))
+                    self.cache.trim(keep=len(prepared.batch.states))
                     self._inflight = asyncio.create_task(self._commit(prepared))
-                sweep_due = (
-                    self._sweep_backlog
-                    or self.news.stored
-                    or time.monotonic() - self._last_sweep >= self.cfg.sweep_interval_seconds
-                )
-                if not records or self._reload_requested or self.rescheduling.pending or sweep_due:
+                sweep_due = self.sweeper.due()
+                between = self._reload_requested or self.sweeper.rescheduling.pending
+                if not records or between or sweep_due:
                     await self._settle()
                 if beyond := offsets.beyond_end(
                     self.consumer, self.partitions.committed, self._taken_at
@@ -236,12 +243,8 @@ class Scorer:
                     await self._rewind()
                 if self._reload_requested:
                     await self.reload_models()
-                if self.rescheduling.pending:  # between batches: nothing in flight
-                    await self._reschedule()
-                if sweep_due:
-                    self._last_sweep = time.monotonic()
-                    if await self.sweep():
-                        self._failures = 0  # it committed
+                if await self.sweeper.turn(sweep_due):
+                    self._failures = 0  # it committed
                 self._observe_progress()
             except Exception as exc:
                 await self._recover(exc, producer)
@@ -252,7 +255,7 @@ class Scorer:
 
     async def _commit(self, prepared: Prepared) -> None:
         try:
-            await self.writer.commit(prepared)
+            await self.committer.commit(prepared)
         except Exception as exc:
             raise BatchFailed(prepared.records, exc) from exc
         self._failures = 0
@@ -279,7 +282,7 @@ class Scorer:
                 if not isinstance(exc, BatchFailed):
                     raise failure from cause
                 await self._rewind()
-                await self.writer.isolate(exc.records, producer)
+                await self.isolator.isolate(exc.records, producer)
                 self._failures = 0
                 await self._rewind()
                 return

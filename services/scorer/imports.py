@@ -41,8 +41,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.scorer import store
 from services.scorer.news import NewsBook, store_news
-from services.scorer.rescore import AccountEntry, HistoryValues, account_row, rescore
+from services.scorer.rescore import (
+    AccountEntry,
+    Prior,
+    profile_row,
+    rescore,
+    seen_row,
+    state_row,
+)
 from shared.config import Settings
+from shared.db import SEEN_PERIOD, HistoryValues, seen_period
 from shared.errors import ConfigurationError
 from shared.history import load_events
 from shared.scoring.kinds import KindIndex, kind_index
@@ -182,6 +190,8 @@ async def import_history(
     )
     fence = (f"import/{digest(paths)}", 0)
     done = (await store.load_offsets(engine, GROUP, [fence])).get(fence, 0)
+    await store.register_models(engine, models.values(), clock())
+    horizon = cfg.dedup_horizon_hours * 3600
     log.info("import.started", events=events, accounts=len(accounts), already_done=done)
     history_rows = 0
     for start in range(done, len(accounts), chunk_accounts):
@@ -190,17 +200,27 @@ async def import_history(
             break
         now = clock()
         chunk = accounts[start : start + chunk_accounts]
-        states, scores = await store.load_accounts(engine, chunk)
+        found = await store.load_accounts(engine, chunk, seen_period(now.timestamp() - horizon))
+        versions = await store.model_versions(
+            engine, {s.model_version for f in found.values() for s in f.scores.values()}
+        )
         batch = store.Batch(fences={fence: (start or None, start + len(chunk))})
         for account_id in chunk:
-            doc = states.get(account_id)
-            state = AccountState.from_json(doc) if doc else AccountState()
+            stored = found.get(account_id) or store.Stored()
+            state = AccountState.from_bytes(stored.state) if stored.state else AccountState()
+            state.remember_stored(stored.memory, SEEN_PERIOD)
             floor, state.floor = state.floor, None
             entry = AccountEntry(
                 state,
                 partition_of(account_id, settings.kafka.partitions),
-                scores.get(account_id, {}),
+                stored.scores,
+                stored.profile,
+                stored.state,
             )
+            prior = Prior(versions, {item.event_id: item for item in how.news})
+            # the scores as they stand, before the history changes them
+            for key in list(entry.scores):
+                prior.factors(entry, key)
             batch.history += score_in_event_time(
                 how, account_id, entry, facts[account_id], end, now.timestamp()
             )
@@ -218,12 +238,14 @@ async def import_history(
                 recorded_at=now,
                 news=how.news,
             )
-            batch.history += final.history
-            batch.scores += final.scores
-            batch.accounts.append(
-                account_row(account_id, entry, now, evaluation.next_review_at, evaluation)
+            final.outbox = []  # the past is not news
+            batch.add(
+                profile_row(account_id, entry, now, evaluation),
+                state_row(account_id, entry, now, evaluation.next_review_at, evaluation),
+                seen_row(account_id, entry, now),
+                final,
             )
-        await store.write_batch(engine, GROUP, batch, now)
+        await store.write_batch(engine, GROUP, batch, now, cfg.dedup_max_ids_per_account * 8)
         history_rows += len(batch.history)
         log.info("import.progress", accounts_done=start + len(chunk), of=len(accounts))
     return ImportResult(

@@ -2,18 +2,22 @@
 
 A switch (SIGHUP) re-reads the model files without stopping consumption: an invalid file
 changes nothing; a valid one takes effect for the next batch, and every account whose scores
-came from another version is then re-scored from stored state, a window at a time.
+came from another version is then re-scored from stored state, a window at a time
+(sweep.Rescheduling). Every version served is recorded in `model_versions`, and the versions of
+stored scores are read back from there: explanations are derived from them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
+from datetime import UTC, datetime
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.scorer import store
 from services.scorer.metrics import ScorerMetrics
+from services.scorer.rescore import AccountEntry
 from shared.config import ScorerSettings
 from shared.errors import ConfigurationError
 from shared.scoring.kinds import KindIndex, kind_index
@@ -38,17 +42,52 @@ class ModelSet:
         self.metrics = metrics
         self.models: dict[str, Model] = {}
         self.kinds: KindIndex = {}
+        # every version met: the served ones, and those of stored scores (from model_versions)
+        self.versions: dict[str, Model] = {}
+        self._unknown: set[str] = set()  # versions the database does not have either
+        self._registered = False
         self._use(models or configured(cfg))
+
+    async def register(self, engine: AsyncEngine) -> None:
+        """Record the served versions in the database (once per switch): the API derives
+        explanations with them."""
+        if not self._registered:
+            await store.register_models(engine, self.models.values(), datetime.now(UTC))
+            self._registered = True
+
+    async def learn(self, engine: AsyncEngine, entries: Iterable[AccountEntry]) -> None:
+        """Know the versions of these accounts' stored scores: a change is told against the
+        score before it, derived from its version (rescore.Prior)."""
+        await self.register(engine)
+        wanted = (
+            {
+                score.model_version
+                for entry in entries
+                for score in entry.scores.values()
+                if score.factors is None
+            }
+            - self.versions.keys()
+            - self._unknown
+        )
+        if wanted:
+            found = await store.model_versions(engine, wanted)
+            self.versions.update(found)
+            if missing := wanted - found.keys():
+                self._unknown |= missing
+                log.warning("scorer.model_versions_unknown", versions=sorted(missing))
 
     def _use(self, models: dict[str, Model]) -> None:
         kinds = kind_index(list(models.values()))  # raises if the models' aggregates clash
         for role, model in self.models.items():
             self.metrics.model.remove(role, model.version)
         self.models, self.kinds = models, kinds
+        self.versions.update({model.version: model for model in models.values()})
+        self._registered = False
         for role, model in models.items():
             self.metrics.model.labels(role, model.version).set(1)
 
-    def versions(self) -> dict[str, str]:
+    def served(self) -> dict[str, str]:
+        """The version of each role's model."""
         return {role: model.version for role, model in self.models.items()}
 
     def expected(self) -> list[tuple[str, str, str]]:
@@ -68,60 +107,5 @@ class ModelSet:
             log.error("scorer.model_reload_failed", error=str(exc))
             return False
         self.metrics.model_reloads.labels("ok").inc()
-        log.info("scorer.models_loaded", models=self.versions())
+        log.info("scorer.models_loaded", models=self.served())
         return True
-
-
-class Rescheduling:
-    """After a model switch or a rebalance: the owned accounts whose scores came from another
-    model are re-scored from stored state, a window of accounts (in id order) per pass of the
-    loop, between batches. The window is read, its outdated accounts re-scored and written in
-    short transactions (`sweep`: `BatchWriter.sweep`); nothing marks them first, so each is written
-    once, and a restart simply scans again: what is outdated is read from the scores."""
-
-    WINDOW = 2_000  # accounts looked at per pass: a few seconds of re-scoring at most
-
-    def __init__(self) -> None:
-        self.partitions: set[int] = set()  # still to scan; none: nothing to do
-        self.after: str | None = None  # the last account id scanned
-        self.rescored = 0
-
-    @property
-    def pending(self) -> bool:
-        return bool(self.partitions)
-
-    def restart(self, partitions: Iterable[int]) -> None:
-        """Scan these partitions from their first account (what was scanned before may have
-        been re-scored for another model)."""
-        self.partitions, self.after, self.rescored = set(partitions), None, 0
-
-    async def step(
-        self,
-        engine: AsyncEngine,
-        models: ModelSet,
-        sweep: Callable[[store.Find], Awaitable[int]],
-    ) -> int:
-        """Re-score the outdated accounts of the next window; how many. Partitions no longer
-        owned are left to their new owner, which scans them on assignment. The scan moves on
-        only once the window is stored: a failed one is looked at again."""
-        expected = models.expected()
-        ends: list[str | None] = []
-
-        async def outdated(owned: list[int]) -> list[tuple[str, int]]:
-            partitions = sorted(self.partitions.intersection(owned))
-            if partitions and self.after is None:
-                await store.drop_unconfigured_scores(engine, partitions, expected)
-            found, end = await store.outdated_accounts(
-                engine, partitions, expected, self.after, self.WINDOW
-            )
-            ends.append(end)
-            return found
-
-        count = await sweep(outdated)
-        self.after = ends[0]
-        self.rescored += count
-        if self.after is None:  # the end: every owned account was looked at
-            self.partitions.clear()
-            if self.rescored:
-                log.info("scorer.model_change_rescored", accounts=self.rescored)
-        return count

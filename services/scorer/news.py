@@ -17,12 +17,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shared.db import AccountRow, ConsumerOffsetRow, MarketNewsRow
-from shared.scoring.news import News, NewsItem
+from shared.db import AccountRow, AccountStateRow, ConsumerOffsetRow, MarketNewsRow
+from shared.scoring.news import News, NewsItem, ordered
 from shared.scoring.state import Fact
 
 
@@ -55,7 +55,8 @@ class NewsBook:
     group_id: str  # the scorers' consumer group and topic: whose offsets rows record the news
     topic: str
     retention_days: float
-    items: News = ()
+    items: News = ()  # in the order evaluations read them (shared.scoring.news.ordered)
+    by_id: dict[str, NewsItem] = field(default_factory=dict)
     ids: dict[str, int] = field(default_factory=dict)  # event id -> row id
     newest: int = 0  # the newest row id read
     stored: bool = False  # news stored since the last sweep: sweep soon
@@ -88,7 +89,8 @@ class NewsBook:
             }
             kept.append(NewsItem.of(row.event_id, row.occurred_at.timestamp(), data))
             self.ids[row.event_id] = row.id
-        self.items = tuple(sorted(kept, key=lambda item: item.t))
+        self.items = ordered(kept)
+        self.by_id = {item.event_id: item for item in self.items}
         self.ids = {item.event_id: self.ids[item.event_id] for item in self.items}
         self.newest = max(self.newest, newest)
 
@@ -125,7 +127,10 @@ class NewsBook:
             await conn.execute(
                 update(offsets)
                 .where(*mine, offsets.partition.in_(partitions))
-                .values(news_applied=func.greatest(offsets.news_applied, max(self.ids.values())))
+                .values(
+                    news_applied=func.greatest(offsets.news_applied, max(self.ids.values())),
+                    fence_epoch=offsets.fence_epoch + 1,  # a write of this release (0015)
+                )
             )
         return made_due
 
@@ -149,13 +154,13 @@ async def _make_due(
             .cte("news_window")
         )
         due = (
-            update(AccountRow)
+            update(AccountStateRow)
             .where(
-                AccountRow.account_id.in_(select(window.c.account_id)),
-                or_(AccountRow.next_review_at.is_(None), AccountRow.next_review_at > now),
+                AccountStateRow.account_id.in_(select(window.c.account_id)),
+                AccountStateRow.next_review_at > now,
             )
             .values(next_review_at=now)
-            .returning(AccountRow.account_id)
+            .returning(AccountStateRow.account_id)
             .cte("made_due")
         )
         async with engine.begin() as conn:

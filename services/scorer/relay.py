@@ -4,7 +4,8 @@ Rows are claimed with FOR UPDATE SKIP LOCKED, published, and marked sent in the 
 transaction, so two scorers never publish one row at once, and a crash before the mark means
 the row is published again with the same CloudEvent id (consumers de-duplicate by it). Every
 few seconds it also refreshes the outbox and band gauges and prunes rows sent long ago, and
-every hour it keeps the score history's months (`history.maintain`).
+every hour it keeps the score history's months (`history.maintain`) and the de-duplication
+memory's periods (`memory.maintain`).
 
 The band gauge counts every score (half a second at a million accounts), so one scorer counts:
 the one that owns partition 0 of the signals topic. The others clear the gauge, so that
@@ -23,7 +24,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.scorer import history, store
+from services.scorer import history, memory, store
 from services.scorer.metrics import ScorerMetrics
 from shared.config import ScorerSettings
 
@@ -49,6 +50,7 @@ class Relay:
         self.clock = clock
         self.interval = cfg.relay_interval_seconds
         self.history_retention_days = cfg.history_retention_days
+        self.dedup_horizon_seconds = cfg.dedup_horizon_hours * 3600
 
     async def run(self, producer: AIOKafkaProducer, stop: asyncio.Event) -> None:
         last_stats = last_history = -math.inf  # both on the first turn
@@ -61,6 +63,7 @@ class Relay:
                 if time.monotonic() - last_history > HISTORY_EVERY_SECONDS:
                     last_history = time.monotonic()
                     await self.maintain_history()
+                    await memory.maintain(self.engine, self.clock(), self.dedup_horizon_seconds)
                 if not sent:
                     await asyncio.sleep(self.interval)
             except asyncio.CancelledError:

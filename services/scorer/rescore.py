@@ -20,13 +20,22 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, TypedDict
+from typing import Any
 
 from cloudevents.core.bindings.kafka import to_structured
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
 from shared import jsonbytes
+from shared.db import (
+    HistoryValues,
+    OutboxValues,
+    ProfileValues,
+    ScoreValues,
+    SeenValues,
+    StateValues,
+    seen_period,
+)
 from shared.scoring.engine import (
     Contributions,
     Evaluation,
@@ -36,7 +45,7 @@ from shared.scoring.engine import (
     top_movers,
 )
 from shared.scoring.model import Model
-from shared.scoring.news import News
+from shared.scoring.news import News, NewsItem, ordered
 from shared.scoring.state import AccountState
 
 EVENT_NAMESPACE = uuid.UUID("5b0c6c1e-4f4e-4a39-9d3e-6f0c2a9a1d57")
@@ -88,90 +97,72 @@ class StoredScore:
 
     score: float | None
     band: str
-    factors: Contributions  # compact: what top_movers needs, not the whole explanation
+    # compact: what top_movers needs, not the whole explanation; None when the score was
+    # read from the store, until `Prior` derives it from the state it was evaluated from
+    factors: Contributions | None
     recorded_score: float | None
     previous_score: float | None
     alert_baseline: float | None
     model_version: str
     changed_at: datetime
     held: Held | None = None
+    evaluated_at: datetime | None = None
+    news: tuple[str, ...] = ()  # the market news items it read (event ids)
+
+
+Profile = tuple[Any, ...]  # an `accounts` row's values as stored (id and time left out)
 
 
 @dataclass
 class AccountEntry:
-    """What the scorer holds for one account between batches."""
+    """What the scorer holds for one account between batches: its state, and what is stored
+    of it (the profile, the state its stored scores were evaluated from, whether its
+    de-duplication memory is loaded)."""
 
     state: AccountState
     partition: int
     scores: dict[tuple[str, str], StoredScore] = field(default_factory=dict)
+    profile: Profile | None = None  # as stored; None: no `accounts` row yet
+    stored: bytes | None = None  # the stored state the stored scores were evaluated from
+    memory_loaded: bool = True  # False: read for a re-score, without its memory
+
+    def previous_bands(self, role: str) -> dict[str, str]:
+        return {obj: s.band for (obj, r), s in self.scores.items() if r == role}
 
 
-# The rows the scorer writes, by column (shared/db.py names the tables): what crosses from
-# here to the store. Documents travel already serialised (bytes), to hold less memory.
-class AccountValues(TypedDict):
-    account_id: str
-    name: str | None
-    industry: str | None
-    region: str | None
-    tier: str | None
-    lifecycle_stage: str | None
-    segment: str
-    freshness: bytes
-    partition: int
-    state: bytes | None  # None: as stored (see account_row)
-    last_event_at: datetime | None
-    next_review_at: datetime
-    updated_at: datetime
+@dataclass(frozen=True)
+class Prior:
+    """Derives what the scorer no longer stores: the contributions of a stored score, from
+    the stored state at its `evaluated_at` under its model version (the API derives the whole
+    explanation the same way). `versions`: the models by version; `news`: items by event id."""
 
+    versions: dict[str, Model]
+    news: dict[str, NewsItem] = field(default_factory=dict)
 
-class ScoreValues(TypedDict):
-    account_id: str
-    objective: str
-    model_role: str
-    model_version: str
-    score: float | None
-    band: str
-    confidence: float
-    probability: float | None
-    industry: str | None
-    region: str | None
-    tier: str | None
-    segment: str
-    explanation: bytes
-    recorded_score: float | None
-    previous_score: float | None
-    alert_baseline: float | None
-    held: bytes | None
-    evaluated_at: datetime
-    changed_at: datetime
-    updated_at: datetime
+    def factors(self, entry: AccountEntry, key: tuple[str, str]) -> Contributions | None:
+        old = entry.scores.get(key)
+        if old is None:
+            return None
+        if old.factors is None and entry.stored is not None:
+            self._derive(entry, key[1], old)
+        return old.factors
 
-
-class HistoryValues(TypedDict):
-    account_id: str
-    objective: str
-    model_role: str
-    model_version: str
-    at: datetime
-    old_score: float | None
-    new_score: float | None
-    old_band: str | None
-    new_band: str
-    probability: float | None
-    cause: str
-    top_movers: list[dict[str, Any]]
-    signal_ids: list[str]
-    recorded_at: datetime
-
-
-class OutboxValues(TypedDict):
-    event_id: str
-    topic: str
-    key: str
-    payload: bytes
-    content_type: str
-    created_at: datetime
-    sent_at: datetime | None
+    def _derive(self, entry: AccountEntry, role: str, old: StoredScore) -> None:
+        model = self.versions.get(old.model_version)
+        if model is None or old.evaluated_at is None or entry.stored is None:
+            return  # a version no longer known: the change is told against nothing
+        state = AccountState.from_bytes(entry.stored)
+        news = ordered(self.news[e] for e in old.news if e in self.news)
+        at = old.evaluated_at.timestamp()
+        evaluation = evaluate(model, state, at, entry.previous_bands(role), news)
+        for name, result in evaluation.scores.items():
+            stored = entry.scores.get((name, role))
+            if (
+                stored is not None
+                and stored.factors is None
+                and stored.evaluated_at == old.evaluated_at
+            ):
+                stored.factors = contributions(result.factors)
 
 
 @dataclass
@@ -185,43 +176,69 @@ def _ts(t: float) -> datetime:
     return datetime.fromtimestamp(t, UTC)
 
 
-def account_row(
+def profile_row(
+    account_id: str, entry: AccountEntry, now: datetime, active: Evaluation
+) -> ProfileValues | None:
+    """The `accounts` row, when it differs from the stored one (None: it does not)."""
+    state = entry.state
+    profile: Profile = (
+        state.attribute("name"),
+        state.attribute("industry"),
+        state.attribute("region"),
+        state.attribute("tier"),
+        state.attribute("lifecycle_stage"),
+        active.segment,
+        entry.partition,
+    )
+    if profile == entry.profile:
+        return None
+    entry.profile = profile
+    return {
+        "account_id": account_id,
+        "name": profile[0],
+        "industry": profile[1],
+        "region": profile[2],
+        "tier": profile[3],
+        "lifecycle_stage": profile[4],
+        "segment": active.segment,
+        "partition": entry.partition,
+        "updated_at": now,
+    }
+
+
+def state_row(
     account_id: str,
     entry: AccountEntry,
     now: datetime,
     next_review: float,
     active: Evaluation,
     state_changed: bool = True,
-) -> AccountValues:
-    """The `accounts` row: attributes for filtering, segment, the sources' freshness, partition
-    and state. The state is None when no signal changed it, as in a re-score of time alone:
-    `store.write_batch` then keeps the stored document as it is."""
-    state = entry.state
+) -> StateValues:
+    """The `account_states` row: the state (empty when no signal changed it, as in a
+    re-score of time alone: `store.write_batch` keeps the stored one), the next review (which
+    the store moves only earlier, or once it has come), and what the lists show of the
+    sources' freshness."""
+    stale = sorted(source for source, f in active.freshness.items() if f["stale"])
+    newest = [f["last_data_at"] for f in active.freshness.values() if f["last_data_at"]]
     return {
         "account_id": account_id,
-        "name": state.attribute("name"),
-        "industry": state.attribute("industry"),
-        "region": state.attribute("region"),
-        "tier": state.attribute("tier"),
-        "lifecycle_stage": state.attribute("lifecycle_stage"),
-        "segment": active.segment,
-        # as the API shows it: PostgreSQL hands it out as stored
-        "freshness": jsonbytes.dumps(
-            {
-                source: {
-                    "last_data_at": None if f["last_data_at"] is None else _ts(f["last_data_at"]),
-                    "stale": f["stale"],
-                }
-                for source, f in active.freshness.items()
-            }
-        ),
         "partition": entry.partition,
         # serialised now: the state goes on changing while the batch is being committed
-        "state": jsonbytes.dumps(state.to_json()) if state_changed else None,
-        "last_event_at": _ts(state.newest) if state.newest else None,
+        "state": entry.state.to_bytes() if state_changed else b"",
         "next_review_at": _ts(next_review),
+        "stale_sources": stale or None,
+        "data_at": _ts(max(newest)) if newest else None,
         "updated_at": now,
     }
+
+
+def seen_row(account_id: str, entry: AccountEntry, now: datetime) -> SeenValues | None:
+    """The ids the account's memory took since it was last stored (None: none), for the
+    period of `now`."""
+    ids = entry.state.unstored_ids()
+    if not ids:
+        return None
+    return {"account_id": account_id, "period": seen_period(now.timestamp()), "ids": ids}
 
 
 def change_event(
@@ -305,6 +322,7 @@ def rescore(
     reflects: float | None = None,
     replay: bool = False,
     news: News = (),
+    prior: Prior | None = None,
 ) -> tuple[Rows, Evaluation]:
     """Evaluate every model role for one account and build the rows to write.
 
@@ -312,15 +330,17 @@ def rescore(
     "model_change" for a role whose stored score came from another model version. `at` is the
     scoring time (epoch seconds), `recorded_at` when the rows are written, `reflects` the event
     time of the newest signal behind the change (default: `at`) and `replay` whether that is
-    the past being caught up on; `news` the market news known."""
+    the past being caught up on; `news` the market news known; `prior` derives the
+    contributions of scores read from the store, when a change is to be told against them."""
     rows = Rows()
+    prior = prior or Prior({})
+    replaced: dict[tuple[str, str], StoredScore] = {}
     when = _ts(at)
     written = recorded_at
     active: Evaluation | None = None
     industry, region, tier = (entry.state.attribute(a) for a in ("industry", "region", "tier"))
     for role, model in models.items():
-        previous = {obj: s.band for (obj, r), s in entry.scores.items() if r == role}
-        evaluation = evaluate(model, entry.state, at, previous, news)
+        evaluation = evaluate(model, entry.state, at, entry.previous_bands(role), news)
         if role == "active":
             active = evaluation
         for objective, new in evaluation.scores.items():
@@ -342,11 +362,9 @@ def rescore(
             previous_score = old.previous_score if old else None
             baseline_alert = _peak(old.alert_baseline if old else None, new.score)
             held = old.held if old else None
-            # serialised now: as JSON it is a tenth of the memory it takes as Python objects,
-            # and a batch's rows are held until its commit
-            explanation = jsonbytes.dumps(new.explanation())
-            movers = top_movers(old.factors if old else None, new) if record else []
-            causes = signal_ids + _news_causes(model, old, new)
+            key = (objective, role)
+            movers = top_movers(prior.factors(entry, key), new) if record else []
+            causes = signal_ids + _news_causes(model, prior.factors(entry, key), new)
             if record:
                 rows.history.append(
                     {
@@ -371,7 +389,10 @@ def rescore(
             if role != "active":
                 change = None  # shadow models never emit change events
             elif old is not None and replay and change in _HELD_CHANGES:
-                held = _hold(held, old, reflects if reflects is not None else at, signal_ids)
+                factors = prior.factors(entry, key)
+                held = _hold(
+                    held, old, factors, reflects if reflects is not None else at, signal_ids
+                )
                 change, baseline_alert = None, new.score  # as if sent; `held` has the one heard
             elif held is not None and not replay:  # the catch-up is over: the net change
                 heard = _heard(held, old)
@@ -409,6 +430,7 @@ def rescore(
                         "sent_at": None,
                     }
                 )
+            read = tuple(item["event_id"] for item in new.news)
             stored = StoredScore(
                 new.score,
                 new.band,
@@ -419,8 +441,10 @@ def rescore(
                 model.version,
                 changed_at,
                 held,
+                when,
+                read,
             )
-            entry.scores[(objective, role)] = stored
+            replaced[key] = stored
             rows.scores.append(
                 {
                     "account_id": account_id,
@@ -435,16 +459,18 @@ def rescore(
                     "region": region,
                     "tier": tier,
                     "segment": evaluation.segment,
-                    "explanation": explanation,
+                    "news": list(read) or None,
                     "recorded_score": recorded,
                     "previous_score": previous_score,
                     "alert_baseline": baseline_alert,
                     "held": held.to_json() if held else None,
                     "evaluated_at": when,
                     "changed_at": changed_at,
-                    "updated_at": written,
                 }
             )
+    # what is kept from here on: the scores just made, the state they were evaluated from
+    entry.scores.update(replaced)
+    entry.stored = None
     assert active is not None
     return rows, active
 
@@ -468,27 +494,34 @@ def _change(
     return None
 
 
-def _news_causes(model: Model, old: StoredScore | None, new: ObjectiveScore) -> list[str]:
+def _news_causes(model: Model, old: Contributions | None, new: ObjectiveScore) -> list[str]:
     """The market news a score read, when a market factor's sub-score moved with it: the ids
     go with the signals behind the change."""
     if not new.news:
         return []
     for f in new.factors:
         if model.factors[f.factor].market is not None:
-            before = old.factors.get(f.factor) if old else None
+            before = old.get(f.factor) if old else None
             if before is None or before[1] != f.sub_score:
                 return [item["event_id"] for item in new.news]
     return []
 
 
-def _hold(held: Held | None, old: StoredScore, reflects: float, signal_ids: list[str]) -> Held:
-    """`held`, or what subscribers heard before this catch-up (`old`), now holding one more
-    change."""
+def _hold(
+    held: Held | None,
+    old: StoredScore,
+    before: Contributions | None,
+    reflects: float,
+    signal_ids: list[str],
+) -> Held:
+    """`held`, or what subscribers heard before this catch-up (`old`, its contributions
+    `before`), now holding one more change."""
     if held is None:
+        names = before.names if before is not None else ()
         factors = [
             {"factor": name, "contribution": c, "sub_score": sub}
-            for name in old.factors.names
-            if (got := old.factors.get(name)) is not None
+            for name in names
+            if before is not None and (got := before.get(name)) is not None
             for c, sub in [got]
         ]
         held = Held(old.score, old.band, old.alert_baseline, factors, reflects, [])

@@ -21,46 +21,60 @@ import asyncpg
 import orjson
 from sqlalchemy import LargeBinary, String, delete, func, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.dialects.postgresql import JSON
+from sqlalchemy.dialects.postgresql import ARRAY, JSON
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.scorer.rescore import (
-    AccountValues,
-    Held,
-    HistoryValues,
-    OutboxValues,
-    Rows,
-    ScoreValues,
-    StoredScore,
-)
+from services.scorer.rescore import Held, Profile, Rows, StoredScore
 from shared.db import (
     NOTIFY_CHANGED,
     AccountRow,
+    AccountStateRow,
     ConsumerOffsetRow,
+    HistoryValues,
+    ModelVersionRow,
     OutboxRow,
+    OutboxValues,
+    ProfileValues,
     ScoreHistoryRow,
     ScoreRow,
+    ScoreValues,
+    SeenSignalsRow,
+    SeenValues,
+    StateValues,
     notify_changed,
 )
 from shared.errors import FencedOut
-from shared.scoring.engine import contributions
+from shared.scoring.model import Model
 
 
 @dataclass
 class Batch:
     """Everything one transaction writes. `fences` maps (topic, partition) to the stored
     offset expected now and the offset to store (equal for sweep-only writes). An account
-    whose scores are written has its account row written too (which the API's caches hear)."""
+    whose scores are written has its state row written too (which the API's caches hear); its
+    profile only when it changed, its memory only with the ids it took."""
 
     fences: dict[tuple[str, int], tuple[int | None, int]] = field(default_factory=dict)
-    accounts: list[AccountValues] = field(default_factory=list)
+    profiles: list[ProfileValues] = field(default_factory=list)
+    states: list[StateValues] = field(default_factory=list)
+    seen: list[SeenValues] = field(default_factory=list)
     scores: list[ScoreValues] = field(default_factory=list)
     history: list[HistoryValues] = field(default_factory=list)
     outbox: list[OutboxValues] = field(default_factory=list)
 
-    def add(self, account: AccountValues, rows: Rows) -> None:
-        """An account re-scored: its row and the rows of its scores."""
-        self.accounts.append(account)
+    def add(
+        self,
+        profile: ProfileValues | None,
+        state: StateValues,
+        seen: SeenValues | None,
+        rows: Rows,
+    ) -> None:
+        """An account re-scored: its rows."""
+        if profile is not None:
+            self.profiles.append(profile)
+        self.states.append(state)
+        if seen is not None:
+            self.seen.append(seen)
         self.scores += rows.scores
         self.history += rows.history
         self.outbox += rows.outbox
@@ -99,57 +113,128 @@ async def store_first_offsets(
         )
 
 
-# The state documents and the current scores of a part's accounts. Read on the driver's
-# connection: a model switch reads every account, and SQLAlchemy's rows cost the scorer ~15 µs
-# of CPU an account more (20k bench: 68-71 against 53-55 µs an account, JSON decoding
-# included). The explanation is read whole, though only its factors are kept (what
-# `top_movers` compares against): the factors are most of it, and `explanation -> 'factors'`
-# had PostgreSQL parse every explanation, 10 of its 12.7 ms for 500 accounts' scores.
-_LOAD_STATES = "SELECT account_id, state FROM accounts WHERE account_id = ANY($1::VARCHAR[])"
+async def register_models(engine: AsyncEngine, models: Iterable[Model], now: datetime) -> None:
+    """Record these models' versions (each once): the API derives explanations with them."""
+    rows = [
+        {
+            "version": m.version,
+            "name": m.name,
+            "document": m.model_dump(mode="json"),
+            "registered_at": now,
+        }
+        for m in models
+    ]
+    async with engine.begin() as conn:
+        await conn.execute(postgresql.insert(ModelVersionRow).values(rows).on_conflict_do_nothing())
+
+
+async def model_versions(engine: AsyncEngine, versions: Iterable[str]) -> dict[str, Model]:
+    """The registered models of these versions (those not registered are left out)."""
+    wanted = sorted(set(versions))
+    if not wanted:
+        return {}
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(ModelVersionRow.version, ModelVersionRow.document).where(
+                ModelVersionRow.version.in_(wanted)
+            )
+        )
+        return {version: Model.model_validate(document) for version, document in rows}
+
+
+@dataclass
+class Stored:
+    """What is stored of one account: its profile, state and current scores, and the ids its
+    memory holds by period (when asked for)."""
+
+    profile: Profile | None = None
+    state: bytes | None = None
+    scores: dict[tuple[str, str], StoredScore] = field(default_factory=dict)
+    memory: list[tuple[int, bytes]] = field(default_factory=list)
+
+
+# Read on the driver's connection: a model switch reads every account, and SQLAlchemy's rows
+# cost the scorer ~15 µs of CPU an account more.
+_LOAD_STATES = """\
+SELECT w.account_id, s.state, a.name, a.industry, a.region, a.tier, a.lifecycle_stage,
+       a.segment, a.partition
+FROM unnest($1::VARCHAR[]) AS w(account_id)
+LEFT JOIN account_states s ON s.account_id = w.account_id
+LEFT JOIN accounts a ON a.account_id = w.account_id"""
 _LOAD_SCORES = """\
-SELECT account_id, objective, model_role, score, band, explanation, recorded_score,
-       previous_score, alert_baseline, model_version, changed_at, held
+SELECT account_id, objective, model_role, score, band, recorded_score, previous_score,
+       alert_baseline, model_version, changed_at, held, evaluated_at, news
 FROM scores WHERE account_id = ANY($1::VARCHAR[])"""
+_LOAD_MEMORY = """\
+SELECT account_id, period, ids FROM seen_signals
+WHERE account_id = ANY($1::VARCHAR[]) AND period >= $2"""
 
 
 async def load_accounts(
-    engine: AsyncEngine, account_ids: Sequence[str]
-) -> tuple[dict[str, dict[str, Any]], dict[str, dict[tuple[str, str], StoredScore]]]:
-    """The stored state documents and current scores of these accounts."""
-    states: dict[str, dict[str, Any]] = {}
-    scores: dict[str, dict[tuple[str, str], StoredScore]] = {}
+    engine: AsyncEngine, account_ids: Sequence[str], memory_from: int | None = None
+) -> dict[str, Stored]:
+    """What is stored of these accounts (those never stored are left out), with the memory of
+    the periods from `memory_from` on (None: without their memory)."""
+    found: dict[str, Stored] = {}
     if not account_ids:
-        return states, scores
+        return found
     async with engine.connect() as conn:
         raw: Any = (await conn.get_raw_connection()).driver_connection  # asyncpg's connection
         ids = list(account_ids)
-        states = dict(await raw.fetch(_LOAD_STATES, ids))
+        for account_id, state, *profile in await raw.fetch(_LOAD_STATES, ids):
+            if state is not None or profile[-1] is not None:
+                found[account_id] = Stored(
+                    tuple(profile) if profile[-1] is not None else None, state
+                )
         for (
             account_id,
             objective,
             role,
             score,
             band,
-            explanation,
             recorded,
             previous,
             alert_baseline,
             version,
             changed_at,
             held,
+            evaluated_at,
+            news,
         ) in await raw.fetch(_LOAD_SCORES, ids):
-            scores.setdefault(account_id, {})[(objective, role)] = StoredScore(
+            stored = found.setdefault(account_id, Stored())
+            stored.scores[(objective, role)] = StoredScore(
                 score,
                 band,
-                contributions(explanation.get("factors") or ()),
+                None,  # derived from the state when needed (rescore.Prior)
                 recorded,
                 previous,
                 alert_baseline,
                 version,
                 changed_at,
-                Held.from_json(held) if held else None,
+                Held.from_json(held) if held else None,  # decoded by the engine's codec
+                evaluated_at,
+                tuple(news or ()),
             )
-    return states, scores
+        if memory_from is not None:
+            for account_id, period, digests in await raw.fetch(_LOAD_MEMORY, ids, memory_from):
+                found.setdefault(account_id, Stored()).memory.append((period, digests))
+    return found
+
+
+async def load_memory(
+    engine: AsyncEngine, account_ids: Sequence[str], memory_from: int
+) -> dict[str, list[tuple[int, bytes]]]:
+    """The memories of accounts read before without them."""
+    memory: dict[str, list[tuple[int, bytes]]] = {a: [] for a in account_ids}
+    if not account_ids:
+        return memory
+    async with engine.connect() as conn:
+        raw: Any = (await conn.get_raw_connection()).driver_connection
+        for account_id, period, digests in await raw.fetch(
+            _LOAD_MEMORY, list(account_ids), memory_from
+        ):
+            memory[account_id].append((period, digests))
+    return memory
 
 
 async def due_for_review(
@@ -159,10 +244,10 @@ async def due_for_review(
         return []
     async with engine.connect() as conn:
         rows = await conn.execute(
-            select(AccountRow.account_id, AccountRow.partition)
-            .where(AccountRow.partition.in_(partitions))
-            .where(AccountRow.next_review_at <= now)
-            .order_by(AccountRow.next_review_at)
+            select(AccountStateRow.account_id, AccountStateRow.partition)
+            .where(AccountStateRow.partition.in_(partitions))
+            .where(AccountStateRow.next_review_at <= now)
+            .order_by(AccountStateRow.next_review_at)
             .limit(limit)
         )
         return [(r.account_id, r.partition) for r in rows]
@@ -177,7 +262,7 @@ async def drop_unconfigured_scores(
         return
     key = tuple_(ScoreRow.model_role, ScoreRow.objective)
     async with engine.begin() as conn:
-        owned = select(AccountRow.account_id).where(AccountRow.partition.in_(partitions))
+        owned = select(AccountStateRow.account_id).where(AccountStateRow.partition.in_(partitions))
         dropped = await conn.execute(
             delete(ScoreRow)
             .where(
@@ -200,7 +285,7 @@ Find = Callable[[list[int]], Awaitable[list[tuple[str, int]]]]
 # id and its size.
 _OUTDATED_WINDOW = """\
 WITH window_ AS (
-  SELECT account_id, partition FROM accounts
+  SELECT account_id, partition FROM account_states
   WHERE partition = ANY($1::INTEGER[]) AND ($2::VARCHAR IS NULL OR account_id > $2::VARCHAR)
   ORDER BY account_id LIMIT $3),
 expected AS (
@@ -244,7 +329,8 @@ async def outdated_accounts(
 
 # The fences, as the first parts of the batch's one statement ($1 group, $2 now, then one array
 # per column of the fences): a partition seen for the first time is inserted (DO NOTHING if
-# another scorer got there first), any other is moved on only from the offset expected. The
+# another scorer got there first), any other is moved on only from the offset expected, and
+# its `fence_epoch` with it (a write of release 0014 leaves that as it was: migration 0015). The
 # statement's final SELECT hands the number of fences that held to `fences_held`, which aborts
 # it unless all did. That SELECT reads the fences, so PostgreSQL runs them first and the row
 # writes (read by nothing) after, to completion: writers of one partition queue on its offsets
@@ -258,7 +344,9 @@ fence_insert AS (
   SELECT $1, f.topic, f.partition, f.next_offset, $2 FROM fence_rows f WHERE f.expected IS NULL
   ON CONFLICT DO NOTHING RETURNING 1),
 fence_update AS (
-  UPDATE consumer_offsets c SET next_offset = f.next_offset, updated_at = $2 FROM fence_rows f
+  UPDATE consumer_offsets c SET next_offset = f.next_offset, updated_at = $2,
+         fence_epoch = c.fence_epoch + 1
+  FROM fence_rows f
   WHERE c.group_id = $1 AND c.topic = f.topic AND c.partition = f.partition
     AND c.next_offset = f.expected
   RETURNING 1)"""
@@ -267,63 +355,112 @@ _FENCES_HELD = "(SELECT count(*) FROM fence_insert) + (SELECT count(*) FROM fenc
 FENCED_OUT = "HSF01"  # the SQLSTATE fences_held raises
 
 
-# what write_batch writes after the fences: (table, the key to upsert on, or () to keep rows that
-# exist, or None for a plain insert)
-_TARGETS: tuple[tuple[Any, tuple[str, ...] | None], ...] = (
-    (AccountRow, ("account_id",)),
-    (ScoreRow, ("account_id", "objective", "model_role")),
-    (ScoreHistoryRow, None),
-    (OutboxRow, ()),
+@dataclass(frozen=True)
+class _Target:
+    """A table the batch writes: its row type's columns, and what a row that exists already
+    becomes (`conflict`: the key to upsert on; () keeps the row there is; None: a plain
+    insert), with assignments other than the new row's value (`kept`, by column)."""
+
+    table: Any
+    values: Any  # the TypedDict of its rows
+    conflict: tuple[str, ...] | None
+    kept: Mapping[str, str] = field(default_factory=dict)
+    returning: bool = False
+
+
+# A state is empty when no signal changed it (a re-score of time alone): the stored one stays,
+# so PostgreSQL writes no new value (empty, not NULL: the column is NOT NULL, which is checked
+# before ON CONFLICT decides). The next review moves only earlier, or once it has come:
+# a batch's re-score then leaves it (and its index) as it was, and the update stays HOT; an
+# account reviewed too early by a review time left in place is re-scored, and set right, then.
+# The memory's new ids are appended to the period's, the newest `$cap` bytes kept.
+_TARGETS: tuple[_Target, ...] = (
+    _Target(AccountRow, ProfileValues, ("account_id",)),
+    _Target(
+        AccountStateRow,
+        StateValues,
+        ("account_id",),
+        {
+            "state": (
+                "CASE WHEN octet_length(EXCLUDED.state) = 0 THEN account_states.state"
+                " ELSE EXCLUDED.state END"
+            ),
+            "next_review_at": (
+                "CASE WHEN EXCLUDED.next_review_at < account_states.next_review_at"
+                " OR account_states.next_review_at <= $2 THEN EXCLUDED.next_review_at"
+                " ELSE account_states.next_review_at END"
+            ),
+        },
+        returning=True,
+    ),
+    _Target(
+        SeenSignalsRow,
+        SeenValues,
+        ("account_id", "period"),
+        {
+            "ids": (
+                "substring(seen_signals.ids || EXCLUDED.ids FROM greatest(octet_length("
+                "seen_signals.ids) + octet_length(EXCLUDED.ids) - {cap} + 1, 1))"
+            )
+        },
+    ),
+    _Target(ScoreRow, ScoreValues, ("account_id", "objective", "model_role")),
+    _Target(ScoreHistoryRow, HistoryValues, None),
+    _Target(OutboxRow, OutboxValues, ()),
 )
 
 
-def _columns(table: Any) -> list[Any]:
-    return [c for c in table.__table__.columns if c.autoincrement is not True]
+def _columns(target: _Target) -> list[Any]:
+    table = target.table.__table__
+    return [table.columns[name] for name in target.values.__annotations__]
 
 
 @functools.cache
 def _write_sql() -> str:
-    """A whole batch in ONE statement: the fences, then an INSERT per table from one JSON array
+    """A whole batch in ONE statement: the fences, then an INSERT per table from one array
     per column (zipped by ROWS FROM, each value cast to its column's type), as data-modifying
-    CTEs, then the change notification. One round trip and no per-row SQL. Each array is one
-    orjson call on the client, sent as UTF-8 bytes and parsed by the server; the stored JSON
-    documents go into it as the text they are."""
+    CTEs, then the change notification. One round trip and no per-row SQL. Binary columns
+    travel as bytea arrays; the others as one JSON array each (one orjson call on the client,
+    parsed by the server)."""
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     quote = dialect.identifier_preparer.quote
     parts, n = [_FENCES], _FENCE_PARAMETERS
-    for table, conflict in _TARGETS:
-        columns = _columns(table)
+    cap = "$" + str(n + 1 + sum(len(_columns(t)) for t in _TARGETS) + 1)
+    for target in _TARGETS:
+        columns = _columns(target)
         names = [quote(c.name) for c in columns]
         arrays = ", ".join(
-            f"json_array_elements{'' if _is_json(c) else '_text'}"
+            f"unnest(${n + i}::BYTEA[])"
+            if isinstance(c.type, LargeBinary)
+            else f"json_array_elements{'' if _json_valued(c) else '_text'}"
             f"(convert_from(${n + i}::BYTEA, 'UTF8')::json)"
             for i, c in enumerate(columns, 1)
         )
         values = ", ".join(
-            f"u.{name}::json" if _kept(table, c.name) else _cast(c, f"u.{name}", dialect)
-            for c, name in zip(columns, names, strict=True)
+            _cast(c, f"u.{name}", dialect) for c, name in zip(columns, names, strict=True)
         )
         n += len(columns)
+        table = target.table.__tablename__
         sql = (
-            f"INSERT INTO {table.__tablename__} ({', '.join(names)})"
+            f"INSERT INTO {table} ({', '.join(names)})"
             f" SELECT {values} FROM ROWS FROM ({arrays}) AS u({', '.join(names)})"
         )
-        if conflict == ():
+        if target.conflict == ():
             sql += " ON CONFLICT DO NOTHING"
-        elif conflict is not None:
-            keys = [quote(k) for k in conflict]
+        elif target.conflict is not None:
+            keys = [quote(k) for k in target.conflict]
             updates = ", ".join(
-                _update(table, c.name, name)
+                f"{name} = " + target.kept.get(c.name, f"EXCLUDED.{name}").replace("{cap}", cap)
                 for c, name in zip(columns, names, strict=True)
                 if name not in keys
             )
             sql += f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
-        if table is AccountRow:  # every account written; the change notification reads it
+        if target.returning:  # the accounts written; the change notification reads them
             sql += " RETURNING account_id"
-        parts.append(f"{table.__tablename__} AS ({sql})")
+        parts.append(f"{table} AS ({sql})")
     # then the change notification of the accounts written, and the check ($n+1: how many
     # fences there are); a SELECT in WITH runs only if read, hence the count
-    ids = f"ARRAY(SELECT account_id FROM {AccountRow.__tablename__})"
+    ids = f"ARRAY(SELECT account_id FROM {AccountStateRow.__tablename__})"
     parts.append(f"notified AS ({notify_changed(ids)})")
     return (
         f"WITH {', '.join(parts)} SELECT fences_held({_FENCES_HELD}, ${n + 1}),"
@@ -331,48 +468,36 @@ def _write_sql() -> str:
     )
 
 
-def _kept(table: Any, column: str) -> bool:
-    """Whether `column` of `table` keeps its stored value when a row brings a JSON null: an
-    account's state, which comes as null when no signal changed it (a re-score of time alone).
-    The stored document is then the new row's value, so PostgreSQL neither compresses it nor
-    writes its TOAST again. Inserted as a JSON null, not NULL: the column is NOT NULL, which is
-    checked before ON CONFLICT decides."""
-    return table is AccountRow and column == AccountRow.state.key
-
-
-def _update(table: Any, column: str, name: str) -> str:
-    """An upsert's assignment of `column` (`name`: as quoted in SQL)."""
-    new = f"EXCLUDED.{name}"
-    if _kept(table, column):
-        kept = f"{table.__tablename__}.{name}"
-        return f"{name} = CASE WHEN json_typeof({new}) = 'null' THEN {kept} ELSE {new} END"
-    return f"{name} = {new}"
-
-
 def _cast(column: Any, value: str, dialect: Any) -> str:
     """The value cast to its column's type, without a length: an explicit cast to VARCHAR(n)
     silently truncates, where storing into the column refuses a value too long (SQLSTATE
     22001), as it must: a truncated account id would be another account's."""
     column_type = column.type
+    if isinstance(column_type, LargeBinary):
+        return value
+    if isinstance(column_type, ARRAY):  # a JSON array of strings, or null
+        return (
+            f"(CASE WHEN json_typeof({value}) = 'array' THEN"
+            f" ARRAY(SELECT json_array_elements_text({value})) END)"
+        )
     if isinstance(column_type, String) and column_type.length is not None:
         column_type = String()
     type_ = column_type.compile(dialect=dialect)
-    if _is_json(column):  # a JSON null is SQL NULL
+    if _json_valued(column):  # a JSON null is SQL NULL
         return f"(CASE WHEN json_typeof({value}) = 'null' THEN NULL ELSE {value} END)::{type_}"
-    if isinstance(column.type, LargeBinary):  # sent as hex
-        return f"decode({value}, 'hex')"
     return f"{value}::{type_}"
 
 
-def _is_json(column: Any) -> bool:
-    return isinstance(column.type, JSON)  # json or jsonb
+def _json_valued(column: Any) -> bool:
+    """Whether the column's array elements are read as JSON values, not as text."""
+    return isinstance(column.type, JSON | ARRAY)  # json, jsonb, or an array
 
 
 def _json_array(values: list[Any]) -> bytes:
-    """A JSON array of documents: those the rows carry already serialised (bytes, to hold less
-    memory) go in as the text they are, the rest through orjson. Joined here rather than as
-    orjson.Fragment objects returned from orjson's `default` hook: a scorer died twice of heap
-    corruption inside this function while it did that (glibc's "malloc(): invalid size
+    """A JSON array of values: documents the rows carry already serialised (bytes, to hold
+    less memory) go in as the text they are, the rest through orjson. Joined here rather than
+    as orjson.Fragment objects returned from orjson's `default` hook: a scorer died twice of
+    heap corruption inside this function while it did that (glibc's "malloc(): invalid size
     (unsorted)", the stack from faulthandler)."""
     return (
         b"["
@@ -384,40 +509,47 @@ def _json_array(values: list[Any]) -> bytes:
     )
 
 
-def _arrays(table: Any, rows: Sequence[Mapping[str, Any]]) -> list[bytes]:
-    """One JSON array per column, as UTF-8 bytes; a column a row leaves out is NULL, as in an
-    INSERT."""
+def _arrays(target: _Target, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """One array per column: a list of bytes for a binary column, else a JSON array as UTF-8
+    bytes; a column a row leaves out is NULL, as in an INSERT."""
     return [
-        _json_array([r.get(c.name) for r in rows])
-        if _is_json(c)
+        [r.get(c.name) for r in rows]
+        if isinstance(c.type, LargeBinary)
+        else _json_array([r.get(c.name) for r in rows])
+        if isinstance(c.type, JSON)
         else orjson.dumps(
-            [None if (v := r.get(c.name)) is None else v.hex() for r in rows]
-            if isinstance(c.type, LargeBinary)
-            else [r.get(c.name) for r in rows],
+            [r.get(c.name) for r in rows],
             option=orjson.OPT_NAIVE_UTC,  # as asyncpg would send a naive time: in UTC
         )
-        for c in _columns(table)
+        for c in _columns(target)
     ]
 
 
-async def write_batch(engine: AsyncEngine, group_id: str, batch: Batch, now: datetime) -> None:
+async def write_batch(
+    engine: AsyncEngine, group_id: str, batch: Batch, now: datetime, memory_cap: int = 4096
+) -> None:
     """The batch's one statement on the driver's connection, in autocommit: PostgreSQL runs it
     as a transaction of its own, in one round trip. FencedOut, and nothing written or notified,
-    if any fence did not hold."""
+    if any fence did not hold. `memory_cap`: the most bytes of ids kept for an account and
+    period."""
     fences = sorted(batch.fences.items())
     fence_arrays = [[t for (t, _), _ in fences], [p for (_, p), _ in fences]]
     fence_arrays += [[e for _, (e, _) in fences], [n for _, (_, n) in fences]]
     rows: tuple[Sequence[Mapping[str, Any]], ...] = (
-        batch.accounts,
+        batch.profiles,
+        batch.states,
+        batch.seen,
         batch.scores,
         batch.history,
         batch.outbox,
     )
-    arrays = [a for (table, _), r in zip(_TARGETS, rows, strict=True) for a in _arrays(table, r)]
+    arrays = [a for target, r in zip(_TARGETS, rows, strict=True) for a in _arrays(target, r)]
     async with engine.connect() as conn:
         raw: Any = (await conn.get_raw_connection()).driver_connection  # asyncpg's connection
         try:
-            await raw.fetchrow(_write_sql(), group_id, now, *fence_arrays, *arrays, len(fences))
+            await raw.fetchrow(
+                _write_sql(), group_id, now, *fence_arrays, *arrays, len(fences), memory_cap
+            )
         except asyncpg.PostgresError as exc:
             if exc.sqlstate == FENCED_OUT:
                 partitions = [f"{t}[{p}]" for (t, p), _ in fences]

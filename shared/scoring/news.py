@@ -8,6 +8,7 @@ each decayed by the factor's half-life since it happened.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,3 +40,9 @@ class NewsItem:
 
 
 News = tuple[NewsItem, ...]
+
+
+def ordered(items: Iterable[NewsItem]) -> News:
+    """News in the order every evaluation reads it: by time, then event id. A market factor
+    sums the impacts in this order, so the API deriving an explanation adds as the scorer did."""
+    return tuple(sorted(items, key=lambda item: (item.t, item.event_id)))

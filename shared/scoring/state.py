@@ -11,11 +11,15 @@ remembers the ids of signals ingested within `horizon` of the newest one (at mos
 which is how re-deliveries are dropped; `floor`, set by a history import, drops every signal
 older than the imported history's end, which the import has counted already. Both are left out
 of `fingerprint()`. `seen` holds a 64-bit digest of each id (a false match among 512 ids of
-one account: about 1 in 3e16) and the ingestion time in whole seconds, packed: 12 bytes an id,
-in memory as in the stored document. A search of those bytes (a few kB) takes about a
-microsecond; as a dict of Python ints the same ids took ~45 kB an account in the scorer's
-cache, and rebuilding that dict was a large part of loading a state. Only letting old ids go
-unpacks them, every 32 ids.
+one account: about 1 in 3e16) and the ingestion time in whole seconds, packed: 12 bytes an id.
+A search of those bytes (a few kB) takes about a microsecond. Only letting old ids go unpacks
+them, every 32 ids.
+
+Stored, the two live apart (docs/adr/0018): `to_bytes` is the state without the memory, in
+MessagePack (msgspec), exact integers kept; the memory is stored as the digests the account
+took in each period of `seen_signals` (`unstored_ids` hands over those since the last write),
+and read back with `remember_stored`, each id as of its period's end. `to_json`/`from_json`
+are the documents of releases up to 0014, for their migration and the fingerprint.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import msgspec
 import orjson
 
 from shared.scoring import decay
@@ -99,6 +104,8 @@ class AccountState:
     floor: float | None = None
     # the de-duplication memory: _SEEN records (id digest, ingested at), oldest first
     packed: bytearray = field(default_factory=bytearray, repr=False, compare=False)
+    # digests of the ids remembered since the memory was last stored (8 bytes each)
+    unstored: bytearray = field(default_factory=bytearray, repr=False, compare=False)
 
     @property
     def seen(self) -> dict[int, int]:
@@ -225,6 +232,7 @@ class AccountState:
     def _remember(self, digest: int, fact: Fact, dedup: DedupPolicy) -> None:
         ingested = _whole_seconds(fact.t if fact.ingested is None else fact.ingested)
         self.packed += _SEEN.pack(digest, ingested)
+        self.unstored += digest.to_bytes(8)
         # every 32 ids: forget those ingested longer than the horizon ago, and the oldest
         # beyond three quarters of max_ids (re-deliveries come soon after the original,
         # whatever its event time)
@@ -233,8 +241,16 @@ class AccountState:
             seen = list(_SEEN.iter_unpack(self.packed))
             floor = max(t for _, t in seen) - dedup.horizon_seconds
             if count > keep or min(t for _, t in seen) < floor:
-                kept = sorted(((t, sid) for sid, t in seen if t >= floor), reverse=True)
-                self.packed = bytearray(b"".join(_SEEN.pack(sid, t) for t, sid in kept[:keep]))
+                kept = sorted(((t, sid) for sid, t in seen if t >= floor), reverse=True)[:keep]
+                self.packed = bytearray(b"".join(_SEEN.pack(sid, t) for t, sid in kept))
+                if self.unstored:  # what is let go is not stored either
+                    known = {sid.to_bytes(8) for _, sid in kept}
+                    unstored = self.unstored
+                    self.unstored = bytearray().join(
+                        unstored[i : i + 8]
+                        for i in range(0, len(unstored), 8)
+                        if bytes(unstored[i : i + 8]) in known
+                    )
 
     # --- reading ------------------------------------------------------------------------
 
@@ -254,7 +270,65 @@ class AccountState:
                 active.append({"override_id": override_id, **o})
         return sorted(active, key=lambda o: (o["set_at"], o["override_id"]))
 
-    # --- persistence --------------------------------------------------------------------
+    # --- persistence ---------------------------------------------------------------------
+
+    def to_bytes(self) -> bytes:
+        """The stored form: everything but the de-duplication memory, in MessagePack."""
+        return _BINARY_HEADER + _ENCODER.encode(
+            _Binary(
+                {k: (landmark, _signed(total)) for k, (landmark, total) in self.decayed.items()},
+                self.latest,
+                self.last,
+                self.sources,
+                self.attributes,
+                self.overrides,
+                self.newest,
+                self.floor,
+                self.first,
+                {k: _wide(n) for k, n in self.counts.items()},
+                {
+                    k: (w, {d: _wide(n) for d, n in days.items()})
+                    for k, (w, days) in self.windows.items()
+                },
+            )
+        )
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> AccountState:
+        if data[:1] != _BINARY_HEADER:
+            raise ValueError(f"not a stored account state (format byte {data[:1]!r})")
+        b = _DECODER.decode(memoryview(data)[1:])
+        return cls(
+            decayed={k: (landmark, _unsigned(t)) for k, (landmark, t) in b.decayed.items()},
+            latest=b.latest,
+            last=b.last,
+            first=b.first,
+            counts={k: _narrow(n) for k, n in b.counts.items()},
+            windows={
+                k: (w, {d: _narrow(n) for d, n in days.items()})
+                for k, (w, days) in b.windows.items()
+            },
+            sources=b.sources,
+            attributes=b.attributes,
+            overrides=b.overrides,
+            newest=b.newest,
+            floor=b.floor,
+        )
+
+    def remember_stored(self, periods: list[tuple[int, bytes]], period_seconds: float) -> None:
+        """Take the memory stored apart: the digests of each period, each id remembered as of
+        its period's end (so never let go before its time)."""
+        records = bytearray()
+        for period, ids in sorted(periods):
+            ingested = _whole_seconds((period + 1) * period_seconds)
+            records += b"".join(_SEEN.pack(d, ingested) for (d,) in _DIGEST.iter_unpack(ids))
+        self.packed = records + self.packed
+
+    def unstored_ids(self) -> bytes:
+        """The digests remembered since the last call (or load), for the store; then none."""
+        ids = bytes(self.unstored)
+        self.unstored.clear()
+        return ids
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -308,6 +382,48 @@ class AccountState:
         doc = self.to_json()
         del doc["seen"], doc["floor"]
         return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
+
+
+class _Binary(msgspec.Struct, array_like=True):
+    """AccountState as stored (`to_bytes`): a MessagePack array, the fields in this order."""
+
+    decayed: dict[str, tuple[int, bytes]]  # landmark, total as signed big-endian bytes
+    latest: dict[str, tuple[float, str, Any]]
+    last: dict[str, float]
+    sources: dict[str, float]
+    attributes: dict[str, tuple[float, str, Any]]
+    overrides: dict[str, dict[str, Any]]
+    newest: float | None
+    floor: float | None
+    first: dict[str, float]
+    counts: dict[str, Any]  # int, or _BIG for one beyond 64 bits
+    windows: dict[str, tuple[int, dict[int, Any]]]
+
+
+_BINARY_HEADER = b"\x04"  # the format of a stored state: 3 was the JSON document
+_BIG = 1  # MessagePack extension type of an integer beyond 64 bits (signed big-endian bytes)
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder(
+    _Binary, ext_hook=lambda code, data: _unsigned(bytes(data)) if code == _BIG else None
+)
+_DIGEST = struct.Struct(">Q")
+
+
+def _signed(n: int) -> bytes:
+    return n.to_bytes((n.bit_length() + 8) // 8, "big", signed=True)
+
+
+def _unsigned(data: bytes) -> int:
+    return int.from_bytes(data, "big", signed=True)
+
+
+def _wide(n: int) -> int | msgspec.msgpack.Ext:
+    """An exact count or window total, as MessagePack can carry it."""
+    return n if -(2**63) <= n < 2**64 else msgspec.msgpack.Ext(_BIG, _signed(n))
+
+
+def _narrow(n: Any) -> int:
+    return int(n)
 
 
 _SEEN = struct.Struct(">QI")  # id digest, ingested at (epoch seconds)

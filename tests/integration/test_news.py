@@ -18,7 +18,13 @@ from shared.config import DEFAULT_MODEL_PATH, Settings
 from shared.scoring.model import load_model
 from tests.support.infra import running
 from tests.support.kafka_io import header, read_topic
-from tests.support.signals import produce_signals, signal_of, simulated_signals, wait_consumed
+from tests.support.signals import (
+    health_documents,
+    produce_signals,
+    signal_of,
+    simulated_signals,
+    wait_consumed,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -65,7 +71,7 @@ async def test_market_news_moves_the_accounts_it_concerns_and_no_other(
     async with running(scorer):
         await wait_consumed(engine, settings, total)
         await scorer.sweep()
-        before = await _churn_scores(engine)
+        before = await _churn_scores(settings, engine)
         # a re-delivery, and a signal no ingest would make (a scope of no known attribute): it is
         # dead-lettered alone, the rest goes on
         forged = news.model_copy(
@@ -74,7 +80,7 @@ async def test_market_news_moves_the_accounts_it_concerns_and_no_other(
         total += await produce_signals(settings, [news, forged, news])
         await wait_consumed(engine, settings, total)
         await scorer.sweep()  # the news reaches the accounts it concerns
-        after = await _churn_scores(engine)
+        after = await _churn_scores(settings, engine)
         await scorer.sweep()  # nothing new: no account made due again
         assert scorer.metrics.news_rescheduled._value.get() == len(concerned)  # once only
         async with engine.connect() as conn:
@@ -109,18 +115,19 @@ async def test_market_news_moves_the_accounts_it_concerns_and_no_other(
     assert {a for a, causes in history if "news-eu-rules" in causes} == concerned
 
 
-async def _churn_scores(engine: AsyncEngine) -> dict[str, tuple[float, dict]]:  # type: ignore[type-arg]
+async def _churn_scores(settings: Settings, engine: AsyncEngine) -> dict[str, tuple[float, dict]]:  # type: ignore[type-arg]
+    """Each account's churn score and its explanation, as the API derives it."""
     async with engine.connect() as conn:
-        rows = await conn.execute(
-            text(
-                "SELECT account_id, score, explanation FROM scores "
-                "WHERE objective = 'churn_risk' AND model_role = 'active'"
-            )
-        )
-        return {
-            r.account_id: (
-                r.score,
-                r.explanation if isinstance(r.explanation, dict) else orjson.loads(r.explanation),
-            )
-            for r in rows
-        }
+        accounts = list(await conn.scalars(text("SELECT account_id FROM accounts")))
+    scores = {}
+    for account_id, document in (await health_documents(settings.database, accounts)).items():
+        [churn] = [
+            o
+            for o in document["objectives"]
+            if o["objective"] == "churn_risk" and o["model_role"] == "active"
+        ]
+        scores[account_id] = (churn["score"], {k: churn[k] for k in EXPLANATION if k in churn})
+    return scores
+
+
+EXPLANATION = ("weighted_score", "factors", "caps", "overrides", "news")

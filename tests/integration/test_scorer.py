@@ -19,9 +19,9 @@ from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.scorer import store
-from services.scorer.models import Rescheduling
+from services.scorer.sweep import Rescheduling
 from shared.config import DEFAULT_MODEL_PATH, Settings
-from shared.db import AccountRow, create_engine, ensure_migrated
+from shared.db import AccountRow, AccountStateRow, create_engine, ensure_migrated
 from shared.errors import DatabaseNotMigrated, FencedOut
 from shared.events import Signal
 from shared.scoring.model import Model
@@ -31,6 +31,7 @@ from tests.support.kafka_io import read_topic
 from tests.support.signals import (
     MODEL,
     consumed,
+    health_documents,
     mismatches,
     produce_signals,
     running_scorer,
@@ -88,13 +89,9 @@ async def test_signals_become_scores_history_and_cloudevents(
             outbox = await conn.scalar(text("SELECT count(*) FROM outbox"))
             scores = list(
                 await conn.execute(
-                    text(
-                        "SELECT account_id, objective, score, band, confidence, explanation, "
-                        "model_version FROM scores"
-                    )
+                    text("SELECT account_id, objective, score, band, model_version FROM scores")
                 )
             )
-            freshness = list(await conn.execute(text("SELECT freshness FROM accounts")))
             history = list(
                 await conn.execute(
                     text(
@@ -107,23 +104,28 @@ async def test_signals_become_scores_history_and_cloudevents(
     assert {(r.account_id, r.objective) for r in scores} == {
         (a, o) for a in accounts for o in ("churn_risk", "expansion")
     }
+    documents = await health_documents(settings.database, sorted(accounts))
     for row in scores:
         assert row.model_version == MODEL.version
-        factors = row.explanation["factors"]
+        [explanation] = [
+            o for o in documents[row.account_id]["objectives"] if o["objective"] == row.objective
+        ]
+        factors = explanation["factors"]
         assert {f["factor"] for f in factors} == set(MODEL.objectives[row.objective].factors)
         ok = [f for f in factors if f["status"] == "ok"]
-        weighted = row.explanation["weighted_score"]
+        weighted = explanation["weighted_score"]
         assert sum(f["contribution"] for f in ok) == pytest.approx(weighted, abs=1e-3)
-        caps = [c["max"] for c in row.explanation["caps"]]
+        caps = [c["max"] for c in explanation["caps"]]
         assert row.score == pytest.approx(min([weighted, *caps]), abs=1e-3)
-    assert len(freshness) == len(accounts)
-    for (sources,) in freshness:
+    assert len(documents) == len(accounts)
+    for document in documents.values():
+        sources = document["freshness"]
         assert set(sources) == {"usage", "support", "billing"}
         for source in sources.values():  # as the API shows it; no data is stale data
             if source["last_data_at"] is None:
                 assert source["stale"] is True
             else:
-                assert datetime.fromisoformat(source["last_data_at"]).tzinfo is not None
+                assert source["last_data_at"].tzinfo is not None
     assert len(history) < total / 5  # history is of changes, not of events
     first = [h for h in history if h.old_band is None]
     assert len(first) == len(scores)  # every account's first score is recorded once
@@ -169,7 +171,7 @@ async def test_a_stale_writer_is_fenced_out(settings: Settings, engine: AsyncEng
             group,
             store.Batch(
                 fences={("t", 0): (10, 30)},
-                accounts=[{"account_id": "x", "partition": 0, "state": {}, "updated_at": now}],
+                profiles=[{"account_id": "x", "partition": 0, "updated_at": now}],  # type: ignore[typeddict-item]
             ),
             now,
         )
@@ -179,7 +181,7 @@ async def test_a_stale_writer_is_fenced_out(settings: Settings, engine: AsyncEng
             group,
             store.Batch(
                 fences={("t", 0): (20, 40), ("t", 1): (7, 9)},
-                accounts=[{"account_id": "y", "partition": 1, "state": {}, "updated_at": now}],
+                profiles=[{"account_id": "y", "partition": 1, "updated_at": now}],  # type: ignore[typeddict-item]
             ),
             now,
         )
@@ -408,12 +410,16 @@ async def test_a_sweep_of_more_accounts_than_the_cache_holds_keeps_it_to_its_siz
     async with running_scorer(settings, engine) as scorer:
         await wait_consumed(engine, settings, total)
         async with engine.begin() as conn:
-            await conn.execute(text("UPDATE accounts SET next_review_at = now() - interval '1 h'"))
-        swept = [await scorer.writer.sweep() for _ in range(4)]
+            await conn.execute(
+                text("UPDATE account_states SET next_review_at = now() - interval '1 h'")
+            )
+        swept = [await scorer.sweeper.sweep() for _ in range(4)]
         assert len(scorer.cache) <= 10
     assert swept == [25, 25, 10, 0]
     async with engine.connect() as conn:
-        due = await conn.scalar(text("SELECT count(*) FROM accounts WHERE next_review_at <= now()"))
+        due = await conn.scalar(
+            text("SELECT count(*) FROM account_states WHERE next_review_at <= now()")
+        )
     assert due == 0
 
 
@@ -428,9 +434,14 @@ async def test_accounts_of_a_partition_without_records_yet_are_swept(
     async with engine.begin() as conn:
         await conn.execute(
             insert(AccountRow).values(
+                account_id="quiet-1", partition=0, updated_at=datetime.now(UTC)
+            )
+        )
+        await conn.execute(
+            insert(AccountStateRow).values(
                 account_id="quiet-1",
                 partition=0,
-                state=AccountState().to_json(),
+                state=AccountState().to_bytes(),
                 next_review_at=datetime.now(UTC) - timedelta(hours=1),
                 updated_at=datetime.now(UTC),
             )

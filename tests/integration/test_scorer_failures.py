@@ -8,7 +8,6 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import httpx
-import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 from sqlalchemy import text
@@ -19,6 +18,7 @@ from shared.config import Settings
 from shared.events import Signal
 from shared.kafka import ensure_topics
 from shared.ops import Health, ops_app
+from shared.scoring.state import AccountState
 from tests.support.infra import connect, running
 from tests.support.kafka_io import header, read_topic
 from tests.support.signals import (
@@ -153,8 +153,9 @@ async def test_a_partition_whose_writes_hang_shows_in_healthz_and_the_metric(
 async def test_the_sweep_leaves_an_account_it_cannot_store_and_scores_the_others(
     settings: Settings, engine: AsyncEngine
 ) -> None:
-    """A state stored before ingest refused NUL (json holds it; a text column does not): the
-    sweep re-scores every other due account and counts the one it could not store."""
+    """A state stored before ingest refused NUL (a state holds it; the account's name column
+    does not): the sweep re-scores every other due account and counts the one it could not
+    store."""
     now = [datetime.now(UTC)]
     signals = simulated_signals(20, 30, seed=23, end=now[0])
     total = await produce_signals(settings, signals)
@@ -162,24 +163,24 @@ async def test_the_sweep_leaves_an_account_it_cannot_store_and_scores_the_others
     async with running(scorer):
         await wait_consumed(engine, settings, total)
         async with engine.begin() as conn:
-            state = await conn.scalar(
-                text("SELECT state::text FROM accounts WHERE account_id = 'acc-000003'")
+            stored = await conn.scalar(
+                text("SELECT state FROM account_states WHERE account_id = 'acc-000003'")
             )
-            poisoned = orjson.loads(state)
-            poisoned["attributes"]["name"] = [now[0].timestamp(), "old-import", "Acme\x00Corp"]
+            poisoned = AccountState.from_bytes(stored)
+            poisoned.attributes["name"] = (now[0].timestamp(), "old-import", "Acme\x00Corp")
             await conn.execute(
-                text(
-                    "UPDATE accounts SET state = CAST(:s AS json) WHERE account_id = 'acc-000003'"
-                ),
-                {"s": orjson.dumps(poisoned).decode()},
+                text("UPDATE account_states SET state = :s WHERE account_id = 'acc-000003'"),
+                {"s": poisoned.to_bytes()},
             )
-            await conn.execute(text("UPDATE accounts SET next_review_at = now() - interval '1 h'"))
+            await conn.execute(
+                text("UPDATE account_states SET next_review_at = now() - interval '1 h'")
+            )
         scorer.cache.clear()
         now[0] += timedelta(days=1)
         assert await scorer.sweep() == 20
         assert scorer.metrics.sweep_refused._value.get() == 1
         async with engine.connect() as conn:
-            rows = await conn.execute(text("SELECT account_id, updated_at FROM accounts"))
+            rows = await conn.execute(text("SELECT account_id, updated_at FROM account_states"))
             swept = {r.account_id for r in rows if r.updated_at >= now[0]}
     assert swept == {s.account_id for s in signals} - {"acc-000003"}
 

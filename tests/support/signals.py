@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import orjson
 from prometheus_client import CollectorRegistry
 from sqlalchemy import func, select, text
@@ -18,9 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.scorer import store
 from services.scorer.consume import Scorer
-from services.scorer.rescore import AccountEntry, account_row, rescore
+from services.scorer.rescore import AccountEntry, profile_row, rescore, seen_row, state_row
 from services.simulator.world import World
-from shared.config import DEFAULT_MODEL_PATH, Settings
+from shared.config import DEFAULT_MODEL_PATH, DatabaseSettings, Settings
 from shared.db import ConsumerOffsetRow
 from shared.events import Signal, encode_signal
 from shared.scoring.engine import evaluate
@@ -121,7 +122,7 @@ async def mismatches(engine: AsyncEngine, signals: list[Signal], model: Model = 
     async with engine.connect() as conn:
         stored = {
             r.account_id: r.state
-            for r in await conn.execute(text("SELECT account_id, state FROM accounts"))
+            for r in await conn.execute(text("SELECT account_id, state FROM account_states"))
         }
         scores = list(
             await conn.execute(
@@ -135,7 +136,7 @@ async def mismatches(engine: AsyncEngine, signals: list[Signal], model: Model = 
     for account_id, state in reference.items():
         if (
             account_id in stored
-            and AccountState.from_json(stored[account_id]).fingerprint() != state.fingerprint()
+            and AccountState.from_bytes(stored[account_id]).fingerprint() != state.fingerprint()
         ):
             bad.append(account_id)
     for row in scores:
@@ -143,6 +144,22 @@ async def mismatches(engine: AsyncEngine, signals: list[Signal], model: Model = 
         if expected.scores[row.objective].score != row.score:
             bad.append(f"{row.account_id}/{row.objective}")
     return bad
+
+
+async def health_documents(
+    database: DatabaseSettings, account_ids: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """What `GET .../health` answers for these accounts (the API's own reader: explanations
+    derived from the stored state), by account id; times as datetimes."""
+    from services.api.health import HealthReader
+
+    pool = await asyncpg.create_pool(dsn=database.url(driver="postgresql"))
+    try:
+        reader = HealthReader(pool, CollectorRegistry())
+        found = {a: await reader.read(a) for a in account_ids}
+    finally:
+        await pool.close()
+    return {a: health.document for a, health in found.items() if health is not None}
 
 
 async def score_and_store(
@@ -161,6 +178,7 @@ async def score_and_store(
         entry.state.apply(MODEL, Fact.from_signal(signal))
     items = sorted(entries.items())
     now = max(at)
+    await store.register_models(engine, [MODEL], now)  # as the scorer does when it starts
     for start in range(0, len(items), chunk):
         batch = store.Batch()
         for account_id, entry in items[start : start + chunk]:
@@ -177,8 +195,13 @@ async def score_and_store(
                     recorded_at=now,
                 )
                 batch.history += rows.history
-            batch.scores += rows.scores
-            batch.accounts.append(account_row(account_id, entry, now, now.timestamp(), evaluation))
+            rows.history, rows.outbox = [], []  # the history of every time; no change events
+            batch.add(
+                profile_row(account_id, entry, now, evaluation),
+                state_row(account_id, entry, now, now.timestamp(), evaluation),
+                seen_row(account_id, entry, now),
+                rows,
+            )
         await store.write_batch(engine, "seed", batch, now)
     return [account_id for account_id, _ in items]
 

@@ -99,7 +99,7 @@ def test_no_module_imports_itself_round_a_cycle() -> None:
 def test_the_checks_above_see_real_imports() -> None:
     """So that the two tests above cannot pass by finding nothing."""
     assert "shared.scoring.model" in GRAPH["shared.scoring.state"]
-    assert "services.scorer.writer" in GRAPH["services.scorer.consume"]
+    assert "services.scorer.prepare" in GRAPH["services.scorer.consume"]
     assert "services.scorer.consume" in GRAPH["healthscore.cli"]  # a lazy import
 
 

@@ -20,7 +20,7 @@ from services.scorer.metrics import ScorerMetrics
 from services.scorer.partitions import Partitions
 from services.scorer.poll import Poller
 from services.scorer.relay import Relay
-from services.scorer.writer import SWEEP_PART, Writing, stored, sweep_parts
+from services.scorer.sweep import SWEEP_PART, Sweeper, Writing, sweep_parts
 from shared.config import ScorerSettings
 from shared.errors import FencedOut
 
@@ -83,10 +83,10 @@ async def test_a_rebalance_while_accounts_load_voids_the_batch(
     partitions.adopt({TopicPartition("s", 0): 10})
     cache = StateCache(engine=None, size=10)  # type: ignore[arg-type]
 
-    async def load_accounts(engine: object, account_ids: list[str]) -> tuple[dict, dict]:  # type: ignore[type-arg]
+    async def load_accounts(engine: object, account_ids: list[str], memory_from: object) -> dict:  # type: ignore[type-arg]
         partitions.forget([TopicPartition("s", 0)])  # the rebalance callback runs meanwhile
         cache.clear()
-        return {}, {}
+        return {}
 
     monkeypatch.setattr(store, "load_accounts", load_accounts)
     with pytest.raises(FencedOut, match="reassigned"):
@@ -217,8 +217,8 @@ async def test_a_sweep_part_stored_lets_go_of_its_entries_beyond_the_cache_but_n
     """A model switch re-scores a window of thousands of accounts; once a part is stored, the
     cache goes back to its size, keeping the entries of the parts still to be stored."""
 
-    async def load_accounts(engine: object, account_ids: list[str]) -> tuple[dict, dict]:  # type: ignore[type-arg]
-        return {}, {}
+    async def load_accounts(engine: object, account_ids: list[str], memory_from: object) -> dict:  # type: ignore[type-arg]
+        return {}
 
     monkeypatch.setattr(store, "load_accounts", load_accounts)
     partitions = Partitions()
@@ -229,13 +229,24 @@ async def test_a_sweep_part_stored_lets_go_of_its_entries_beyond_the_cache_but_n
         await cache.get(dict.fromkeys(part, 0), partitions)
 
     def part_batch(part: list[str]) -> store.Batch:
-        return store.Batch(accounts=[{"account_id": a} for a in part])  # type: ignore[misc]
+        return store.Batch(states=[{"account_id": a} for a in part])  # type: ignore[misc]
 
     done = asyncio.get_running_loop().create_future()
     done.set_result(None)
     writing: Writing = deque([(done, part_batch(parts[0])), (done, part_batch(parts[1]))])
-    await stored(writing, ScorerMetrics(CollectorRegistry()), cache, scored=len(parts[2]))
+    ctx = SimpleNamespace(
+        cfg=ScorerSettings(),
+        engine=None,
+        models=None,
+        cache=cache,
+        partitions=partitions,
+        news=None,
+        metrics=ScorerMetrics(CollectorRegistry()),
+        clock=lambda: datetime.now(UTC),
+    )
+    sweeper = Sweeper(ctx, None, None)  # type: ignore[arg-type]
+    await sweeper._stored(writing, scored=len(parts[2]))
     assert list(cache.entries) == parts[1] + parts[2]  # a let go; b in flight, c to be written
-    await stored(writing, ScorerMetrics(CollectorRegistry()), cache)
+    await sweeper._stored(writing)
     assert list(cache.entries) == parts[2][-2:]  # nothing in flight: back to the cache's size
     assert not writing

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import orjson
 import yaml
 
-from services.scorer.rescore import AccountEntry, account_row, rescore
+from services.scorer.rescore import AccountEntry, profile_row, rescore, state_row
 from shared.config import DEFAULT_MODEL_PATH
 from shared.scoring.model import Model
 from tests.support.facts import DAY, MODEL, NOW, active_account, make_fact
@@ -80,7 +80,8 @@ def test_every_score_carries_the_attributes_its_account_row_has_then_and_after_a
             entry.state.apply(MODEL, change)
         at = NOW.timestamp()
         rows, active = scored(entry, at, models)
-        account = account_row("acc-1", entry, NOW, at, active)
+        account = profile_row("acc-1", entry, NOW, active)
+        assert account is not None  # new, then changed: written both times
         assert len(rows.scores) == 4  # two objectives, two models
         assert [{c: r[c] for c in copied} for r in rows.scores] == [
             {c: account[c] for c in copied}
@@ -97,13 +98,13 @@ def test_a_model_change_is_recorded_as_such() -> None:
     assert causes == {"model_change"}  # a config change is never mistaken for a customer's
 
 
-def test_what_the_scorer_stores_is_the_health_documents_definition() -> None:
-    """The explanation and the freshness, as the scorer encodes them, validate against
-    shared/health.py with no field missing or extra; their times are RFC 3339."""
+def test_what_the_scorer_stores_for_the_lists_and_derives_for_the_document() -> None:
+    """The explanation, as the engine makes it, validates against shared/health.py with no
+    field missing or extra, its times RFC 3339; the state row carries the stale sources and
+    the newest data the lists show, and the profile is written only when it changes."""
     import orjson
 
-    from services.scorer.rescore import account_row
-    from shared.health import Explanation, SourceFreshness
+    from shared.health import Explanation
     from shared.scoring.engine import evaluate
 
     entry = AccountEntry(active_account(), 0)
@@ -113,9 +114,14 @@ def test_what_the_scorer_stores_is_the_health_documents_definition() -> None:
         Explanation.model_validate(stored, extra="forbid")
         times = [f["last_data_at"] for f in stored["factors"] if f["last_data_at"]]
         assert times and all(datetime.fromisoformat(t).tzinfo is not None for t in times)
-    row = account_row("acc-1", entry, NOW, NOW.timestamp(), evaluation)
-    for source in orjson.loads(row["freshness"]).values():
-        SourceFreshness.model_validate(source, extra="forbid")
+    row = state_row("acc-1", entry, NOW, NOW.timestamp(), evaluation)
+    stale = sorted(s for s, f in evaluation.freshness.items() if f["stale"])
+    assert row["stale_sources"] == (stale or None)
+    newest = max(f["last_data_at"] for f in evaluation.freshness.values() if f["last_data_at"])
+    assert row["data_at"] == datetime.fromtimestamp(newest, UTC)
+    assert row["state"] and state_row("acc-1", entry, NOW, 0, evaluation, False)["state"] == b""
+    assert profile_row("acc-1", entry, NOW, evaluation) is not None
+    assert profile_row("acc-1", entry, NOW, evaluation) is None  # as stored: not written again
 
 
 def replayed(entry: AccountEntry, fact_kind: str, n: int, *, replay: bool = True):  # type: ignore[no-untyped-def]
@@ -199,14 +205,16 @@ def test_a_calibrated_model_states_the_probability_in_score_history_and_event() 
     model = Model.model_validate(doc)
     entry = AccountEntry(active_account(), 0)
     score(entry, NOW.timestamp(), {"active": model})
-    later = score(entry, NOW.timestamp() + 45 * DAY, {"active": model})
+    later, evaluation = scored(entry, NOW.timestamp() + 45 * DAY, {"active": model})
     [history] = [h for h in later.history if h["objective"] == "churn_risk"]
     new = history["new_score"]
     assert new is not None
     expected = 1 / (1 + math.exp(-(1.5 - 4.0 * new / 100)))
     assert history["probability"] == round(expected, 6)
     [row] = [r for r in later.scores if r["objective"] == "churn_risk"]
-    explanation = Explanation.model_validate_json(row["explanation"], extra="forbid")
+    explanation = Explanation.model_validate(
+        orjson.loads(orjson.dumps(evaluation.scores["churn_risk"].explanation())), extra="forbid"
+    )
     assert (
         explanation.probability,
         explanation.probability_horizon_days,
@@ -218,5 +226,5 @@ def test_a_calibrated_model_states_the_probability_in_score_history_and_event() 
     assert churn_events and churn_events[0]["data"]["probability"] == round(expected, 6)
     # the objective that is not calibrated states none, and its document has no such key
     [expansion] = [r for r in later.scores if r["objective"] == "expansion"]
-    assert "probability" not in orjson.loads(expansion["explanation"])
+    assert "probability" not in evaluation.scores["expansion"].explanation()
     assert expansion["probability"] is None

@@ -26,7 +26,7 @@ from services.api.problems import Problem
 from services.api.routes.accounts import AccountQuery, account_page, band_counts, override_response
 from services.api.routes.overrides import preview_override, record_override, revoke
 from services.api.schemas import OverrideRequest
-from shared.db import AccountRow, OverrideRow, ScoreHistoryRow, ScoreRow
+from shared.db import AccountRow, OverrideRow, ScoreHistoryRow
 from shared.events import Region, Tier
 from shared.scoring.engine import UNKNOWN_BAND, factor_weights
 from shared.scoring.model import Model
@@ -367,24 +367,18 @@ async def _account_page(
     now = _now()
     start = now - timedelta(days=days)
     engine: AsyncEngine = request.app.state.engine
-    async with engine.connect() as conn:
-        account = (
-            await conn.execute(select(AccountRow).where(AccountRow.account_id == account_id))
-        ).one_or_none()
-        if account is None:
-            return page.error(
-                404,
-                "No such account",
-                f"There is no account {account_id!r}. Search for it on the Accounts page; an "
-                "account appears once its first event has been scored.",
-            )
-        scores = list(
-            await conn.execute(
-                select(ScoreRow).where(
-                    ScoreRow.account_id == account_id, ScoreRow.model_role == "active"
-                )
-            )
+    # the account and its explanations as `GET .../health` answers them (services/api/health.py)
+    health = await request.app.state.health_reader.read(account_id)
+    if health is None:
+        return page.error(
+            404,
+            "No such account",
+            f"There is no account {account_id!r}. Search for it on the Accounts page; an "
+            "account appears once its first event has been scored.",
         )
+    account = health.document
+    scores = [o for o in account["objectives"] if o["model_role"] == "active"]
+    async with engine.connect() as conn:
         history = list(
             await conn.execute(
                 select(ScoreHistoryRow)
@@ -404,7 +398,7 @@ async def _account_page(
                 .order_by(OverrideRow.created_at.desc())
             )
         )
-    by_objective = {s.objective: s for s in scores}
+    by_objective = {s["objective"]: {"probability": None, **s} for s in scores}
     objectives = []
     for name, spec in model.objectives.items():
         score = by_objective.get(name)
@@ -422,14 +416,14 @@ async def _account_page(
             )
             for h in reversed(rows)
         ]
-        initial = rows[-1].old_score if rows else (score.score if score else None)
-        explanation = score.explanation if score else {}
+        initial = rows[-1].old_score if rows else (score["score"] if score else None)
+        explanation = score or {}
         objectives.append(
             {
                 "name": name,
                 "spec": spec,
                 "score": score,
-                "effects": charts.effects(explanation, score.confidence if score else 0.0),
+                "effects": charts.effects(explanation, score["confidence"] if score else 0.0),
                 "explanation": explanation,
                 "chart": charts.history_chart(
                     points,
@@ -442,7 +436,7 @@ async def _account_page(
                 "changes": rows[:15],
             }
         )
-    state_overrides = (account.state or {}).get("overrides", {})
+    state_overrides = health.state.overrides
     items = [override_response(row, now) for row in overrides]
     return page.render(
         "account.html",

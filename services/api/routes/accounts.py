@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import math
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -18,7 +17,6 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
-    text,
     tuple_,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -38,7 +36,7 @@ from services.api.schemas import (
     Name,
     OverrideResponse,
 )
-from shared.db import AccountRow, ScoreHistoryRow, ScoreRow
+from shared.db import AccountRow, ScoreHistoryRow, ScoreRow, account_views
 from shared.events import Region, Tier
 from shared.scoring.engine import UNKNOWN_BAND
 from shared.scoring.model import Model
@@ -76,37 +74,6 @@ def override_response(row: Any, now: datetime) -> OverrideResponse:
     return OverrideResponse(**row._mapping, status=status)
 
 
-# The hottest read, answered by PostgreSQL as the finished JSON document in one round trip:
-# the account's and the objectives' fields as JSON, each explanation (stored as `json`, in the
-# answer's shape) spliced in as the text it is, so no JSON is parsed or rebuilt. The second
-# column is when the first active override expires: the answer holds until then, or until the
-# account changes (services/api/cache.py).
-HEALTH_SQL = """
-SELECT left(json_build_object(
-  'account_id', a.account_id, 'name', a.name, 'industry', a.industry, 'region', a.region,
-  'tier', a.tier, 'lifecycle_stage', a.lifecycle_stage, 'segment', a.segment,
-  'last_event_at', a.last_event_at, 'updated_at', a.updated_at,
-  'freshness', coalesce(a.freshness, '{}'::json),
-  'active_overrides', o.active
-)::text, -1) || ', "objectives" : [' || coalesce((
-  SELECT string_agg(left(json_build_object(
-           'objective', s.objective, 'model_role', s.model_role,
-           'model_version', s.model_version, 'score', s.score, 'band', s.band,
-           'confidence', s.confidence, 'evaluated_at', s.evaluated_at,
-           'changed_at', s.changed_at)::text, -1) || ', ' || substr(s.explanation::text, 2),
-         ', ' ORDER BY s.model_role, s.objective)
-  FROM scores s WHERE s.account_id = a.account_id), '') || ']}',
-  o.until
-FROM accounts a, LATERAL (
-  SELECT coalesce(json_agg(to_jsonb(o) || '{"status": "active"}' ORDER BY o.created_at), '[]')
-           AS active,
-         extract(epoch FROM min(o.expires_at))::float8 AS until
-  FROM overrides o WHERE o.account_id = a.account_id AND o.revoked_at IS NULL
-    AND o.expires_at > now()) o
-WHERE a.account_id = $1
-"""
-
-
 @router.get(
     "/{account_id}/health",
     response_model=AccountHealthResponse,
@@ -118,11 +85,11 @@ async def get_health(request: Request, account_id: AccountId, caller: Reader) ->
     document = cache.get(account_id)
     if document is None:
         generation = cache.generation
-        row = await request.app.state.reads.fetchrow(HEALTH_SQL, account_id)
-        if row is None:
+        health = await request.app.state.health_reader.read(account_id)
+        if health is None:
             raise Problem(404, f"no account {account_id!r}")
-        document = row[0].encode()
-        cache.put(account_id, document, generation, row[1] or math.inf)
+        document = health.to_json()
+        cache.put(account_id, document, generation, health.until)
     return Response(document, media_type="application/json")
 
 
@@ -206,7 +173,7 @@ def _known(model: Model, objective: str, bands: list[str], segment: str | None) 
         raise Problem(422, detail, slug="unknown-name")
 
 
-STALE = text("jsonb_path_exists(accounts.freshness::jsonb, '$.* ? (@.stale == true)')")
+VIEWS = account_views.c
 
 
 @dataclass(frozen=True)
@@ -256,21 +223,19 @@ def _conditions(model: Model, query: AccountQuery, *, bands: bool = True) -> lis
     if query.max_score is not None:
         conditions.append(ScoreRow.score <= query.max_score)
     if query.stale_only:
-        on_accounts.append(STALE)
+        on_accounts.append(VIEWS.stale_sources.is_not(None))
     if query.changed_since is not None:
         conditions.append(ScoreRow.changed_at >= query.changed_since)
     if query.q:  # the start of an id or a name, any case (migration 0010 indexes both)
         like = query.q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         on_accounts.append(
             or_(
-                func.lower(AccountRow.account_id).like(like + "%"),
-                func.lower(AccountRow.name).like(like + "%"),
+                func.lower(VIEWS.account_id).like(like + "%"),
+                func.lower(VIEWS.name).like(like + "%"),
             )
         )
     if on_accounts:
-        conditions.append(
-            ScoreRow.account_id.in_(select(AccountRow.account_id).where(*on_accounts))
-        )
+        conditions.append(ScoreRow.account_id.in_(select(VIEWS.account_id).where(*on_accounts)))
     return conditions
 
 
@@ -326,11 +291,11 @@ async def account_page(
     stmt = (
         select(
             page.c.account_id,
-            AccountRow.name,
-            AccountRow.industry,
-            AccountRow.tier,
-            AccountRow.region,
-            AccountRow.segment,
+            VIEWS.name,
+            VIEWS.industry,
+            VIEWS.tier,
+            VIEWS.region,
+            VIEWS.segment,
             page.c.objective,
             page.c.score,
             page.c.band,
@@ -338,10 +303,11 @@ async def account_page(
             page.c.probability,
             page.c.change,
             page.c.changed_at,
-            AccountRow.freshness,
+            VIEWS.stale_sources,
+            VIEWS.data_at,
             page.c.sort_value,
         )
-        .join(AccountRow, AccountRow.account_id == page.c.account_id)
+        .join(account_views, VIEWS.account_id == page.c.account_id)
         .order_by(
             page.c.sort_value.desc() if descending else page.c.sort_value.asc(),
             page.c.account_id.desc() if descending else page.c.account_id.asc(),
@@ -353,19 +319,11 @@ async def account_page(
             **{
                 k: v
                 for k, v in row._mapping.items()
-                if k not in ("freshness", "sort_value", "change")
+                if k not in ("stale_sources", "sort_value", "change")
             },
             # a difference of two scores of 4 decimals, to 4 decimals (not -41.64149999999999)
             change=None if row.change is None else round(row.change, 4),
-            stale_sources=sorted(s for s, f in (row.freshness or {}).items() if f["stale"]),
-            data_at=max(
-                (
-                    datetime.fromisoformat(f["last_data_at"])
-                    for f in (row.freshness or {}).values()
-                    if f["last_data_at"]
-                ),
-                default=None,
-            ),
+            stale_sources=list(row.stale_sources or ()),
         )
         for row in rows[:limit]
     ]

@@ -1,0 +1,104 @@
+"""the lean store, first half: its tables beside release 0014's, and that release's writers
+fenced out of each partition this release takes
+
+Release 0014 kept each account's state as a JSON document with its de-duplication memory
+inside, and each score's explanation beside it; every batch rewrote both, ~33 kB of WAL a cold
+signal. This release keeps the state in `account_states` (binary, narrow, updated HOT), the
+memory in `seen_signals` (a row per account and period, appended to), and derives the
+explanations on read from the state and `model_versions` (docs/adr/0018).
+
+This revision only adds; release 0014's scorers and API go on working on it, so it can be
+applied under load. A scorer of this release, taking a partition, first moves it to
+`store_format` 2 (from then on a write of release 0014, which leaves `fence_epoch` as it is,
+finds its fence refused, as one that lost the partition would: `fence_of_this_release`), then
+converts the partition's accounts (services/scorer/legacy.py), then marks it 3. The API reads
+accounts through `account_views`, which shows an account not yet converted from its old
+columns. Revision 0016 converts what is left and drops the old columns.
+
+Down: every converted account is written back as release 0014 wrote it (its JSON state with
+its memory, its freshness, each score's explanation derived again), a chunk at a time, then
+this revision's tables go. Run it with the scorers stopped.
+
+Revision ID: 0015
+Revises: 0014
+Create Date: 2026-12-07
+"""
+
+from alembic import op
+
+from shared.legacy import (
+    BACKFILL_NEWS,
+    FENCE_FUNCTION,
+    LEGACY_VIEW,
+    NEWS_FUNCTION,
+    downgrade_accounts,
+)
+
+revision = "0015"
+down_revision = "0014"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.execute(
+        "CREATE TABLE model_versions (version VARCHAR(128) PRIMARY KEY, name VARCHAR(64)"
+        " NOT NULL, document JSON NOT NULL, registered_at TIMESTAMPTZ NOT NULL)"
+    )
+    op.execute(
+        "CREATE TABLE account_states (account_id VARCHAR(128) PRIMARY KEY, partition INTEGER"
+        " NOT NULL, state BYTEA NOT NULL, next_review_at TIMESTAMPTZ NOT NULL,"
+        " stale_sources VARCHAR(16)[], data_at TIMESTAMPTZ, updated_at TIMESTAMPTZ NOT NULL)"
+        " WITH (fillfactor = 80)"
+    )
+    op.execute("ALTER INDEX account_states_pkey RENAME TO pk_account_states")
+    op.execute(
+        "CREATE INDEX ix_account_states_partition_review"
+        " ON account_states (partition, next_review_at)"
+    )
+    op.execute(
+        "CREATE TABLE seen_signals (account_id VARCHAR(128) NOT NULL, period INTEGER NOT NULL,"
+        " ids BYTEA NOT NULL, CONSTRAINT pk_seen_signals PRIMARY KEY (account_id, period))"
+        " PARTITION BY RANGE (period)"
+    )
+    op.execute("CREATE TABLE seen_signals_default PARTITION OF seen_signals DEFAULT")
+    op.execute("ALTER TABLE scores ADD COLUMN news VARCHAR(128)[]")
+    op.execute(BACKFILL_NEWS)
+    op.execute(NEWS_FUNCTION)
+    op.execute(
+        "CREATE TRIGGER news_of_release_0014 BEFORE INSERT OR UPDATE ON scores"
+        " FOR EACH ROW EXECUTE FUNCTION news_of_release_0014()"
+    )
+    op.execute(
+        "ALTER TABLE scores ALTER COLUMN explanation DROP NOT NULL,"
+        " ALTER COLUMN updated_at DROP NOT NULL"
+    )
+    op.execute("ALTER TABLE accounts ALTER COLUMN state DROP NOT NULL")
+    op.execute(
+        "ALTER TABLE consumer_offsets ADD COLUMN store_format SMALLINT NOT NULL DEFAULT 1,"
+        " ADD COLUMN fence_epoch BIGINT NOT NULL DEFAULT 0"
+    )
+    op.execute(FENCE_FUNCTION)
+    op.execute(
+        "CREATE TRIGGER fence_of_this_release BEFORE UPDATE ON consumer_offsets"
+        " FOR EACH ROW EXECUTE FUNCTION fence_of_this_release()"
+    )
+    op.execute(LEGACY_VIEW)
+
+
+def downgrade() -> None:
+    # outside a transaction, a chunk at a time: a stopped downgrade goes on where it was
+    with op.get_context().autocommit_block():
+        downgrade_accounts(op.get_bind())
+    op.execute("DROP VIEW account_views")
+    op.execute("DROP TRIGGER fence_of_this_release ON consumer_offsets")
+    op.execute("DROP FUNCTION fence_of_this_release()")
+    op.execute("DROP TRIGGER news_of_release_0014 ON scores")
+    op.execute("DROP FUNCTION news_of_release_0014()")
+    op.execute("ALTER TABLE consumer_offsets DROP COLUMN store_format, DROP COLUMN fence_epoch")
+    op.execute("ALTER TABLE accounts ALTER COLUMN state SET NOT NULL")
+    op.execute(
+        "ALTER TABLE scores ALTER COLUMN explanation SET NOT NULL,"
+        " ALTER COLUMN updated_at SET NOT NULL, DROP COLUMN news"
+    )
+    op.execute("DROP TABLE seen_signals, account_states, model_versions")
