@@ -22,13 +22,14 @@ the sweep, the API and PostgreSQL.
 4. API at 1M, its health cache off: `GET .../health` of random accounts, and four filtered,
    sorted account lists, each under wrk with 8 connections for 10 s; p50/p99 (`api_list_p99_ms`
    is the slowest list's).
-5. PostgreSQL bytes per account: state (the accounts table), current scores, history per
-   month of activity.
+5. PostgreSQL bytes per account: state (the accounts and account_states tables), current
+   scores, the de-duplication memory apart (seen_signals), history per month of activity.
 The bench's own PostgreSQL is started sized as production would be (`server_settings`):
 shared_buffers a quarter of memory (reported as the server has it), checkpoints up to 30 min
 apart.
 BENCH_SCALE_PHASES (default "api,catchup,switch") runs a part of 2-4, e.g. "catchup" while
-profiling the cold path. The cold catch-up also reports where its CPU went (`cold_cpu_us`: the
+profiling the cold path; BENCH_PG_STATEMENTS adds PostgreSQL's time per statement of the cold
+catch-up (pg_stat_statements). The cold catch-up also reports where its CPU went (`cold_cpu_us`: the
 scorer's and PostgreSQL's microseconds of CPU a signal) and what its WAL holds, by relation
 (`cold_wal`: record and full-page-image bytes a signal), read with the server's pg_waldump.
 Last line: {"bench": "scale", "accounts": N, "rescore_all_seconds": ..., ...}
@@ -63,11 +64,12 @@ from common import (
     tree_cpu_seconds,
     wal_by_relation,
 )
+from prometheus_client import CollectorRegistry
 from scorer import STEADY_PRODUCER, catch_up, raw_consume
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.api.auth import hash_token
-from services.scorer import store
+from services.scorer import memory, store
 from services.scorer.imports import partition_of
 from shared.config import DEFAULT_MODEL_PATH, Settings
 from shared.db import create_engine
@@ -84,7 +86,10 @@ DAYS = 56
 STREAM = 100_000
 STEADY_RATE = 500
 PHASES = set(os.environ.get("BENCH_SCALE_PHASES", "api,catchup,switch").split(","))
+STATEMENTS = bool(os.environ.get("BENCH_PG_STATEMENTS"))
 ID_FORMAT = "acct-%07d"
+# what the build copies from the templates to every account
+TABLES = ("accounts", "account_states", "seen_signals", "scores", "score_history")
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "bench-token"
 SCORER_METRICS_PORT = 19102
@@ -101,11 +106,35 @@ def server_settings() -> dict[str, str]:
     a quarter of memory for shared buffers, and checkpoints far enough apart that each page's
     first write after one (a full-page image in the WAL) is not most of the writing."""
     memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    return {
+    settings = {
         "shared_buffers": f"{memory // 4 // 2**20}MB",
         "max_wal_size": "16GB",
         "checkpoint_timeout": "30min",
     }
+    if STATEMENTS:
+        settings["shared_preload_libraries"] = "pg_stat_statements"
+    return settings
+
+
+async def statements(settings: Settings, signals: int, reset: bool = False) -> dict[str, object]:
+    """With BENCH_PG_STATEMENTS set: PostgreSQL's time per statement (pg_stat_statements), in
+    microseconds a signal, the costliest first; `reset` starts counting afresh."""
+    if not STATEMENTS:
+        return {}
+    conn = await connect(settings.database)
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        if reset:
+            await conn.execute("SELECT pg_stat_statements_reset()")
+            return {}
+        rows = await conn.fetch(
+            "SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 60) AS q,"
+            " sum(total_exec_time) AS t FROM pg_stat_statements GROUP BY 1 ORDER BY 2 DESC"
+            " LIMIT 8"
+        )
+    finally:
+        await conn.close()
+    return {r["q"]: round(r["t"] * 1000 / signals) for r in rows}
 
 
 def topic_settings(settings: Settings, name: str) -> Settings:
@@ -117,6 +146,32 @@ def topic_settings(settings: Settings, name: str) -> Settings:
     return settings.model_copy(update={"kafka": kafka, "scorer": scorer})
 
 
+async def scanned(settings: Settings) -> None:
+    """The phase's partitions as a running system's are: every account scored by the models
+    served, as the scorer records once a scan is done. (A new consumer group on a database of
+    a million accounts would otherwise begin by reading every score; a running one does that
+    only after a model switch.)"""
+    from services.scorer.metrics import ScorerMetrics
+    from services.scorer.models import ModelSet, configured
+
+    models = ModelSet(
+        settings.scorer, ScorerMetrics(CollectorRegistry()), configured(settings.scorer)
+    )
+    conn = await connect(settings.database)
+    try:
+        await conn.executemany(
+            "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset, updated_at,"
+            " store_format, models_scanned) VALUES ($1, $2, $3, 0, now(), 3, $4)"
+            " ON CONFLICT DO NOTHING",
+            [
+                (settings.scorer.group_id, settings.kafka.topics.signals, p, models.fingerprint())
+                for p in range(settings.kafka.partitions)
+            ],
+        )
+    finally:
+        await conn.close()
+
+
 # --- 1. the database --------------------------------------------------------------------------
 
 
@@ -125,8 +180,13 @@ async def build(settings: Settings, engine: AsyncEngine) -> tuple[list[Signal], 
     templates' signals, their ids (in template order) and the seconds the build took."""
     started = time.perf_counter()
     now = datetime.now(UTC)
-    signals = simulated_signals(TEMPLATES, DAYS, seed=21, end=now - timedelta(hours=1))
+    signals = [  # each ingested as it happened: the memory holds the last 48 hours' ids
+        s.model_copy(update={"ingested_at": s.occurred_at + timedelta(seconds=2)})
+        for s in simulated_signals(TEMPLATES, DAYS, seed=21, end=now - timedelta(hours=1))
+    ]
     at = [now - timedelta(days=d) for d in (56, 49, 42, 35, 28, 21, 14, 7, 0)]
+    # the memory's periods, as a running scorer keeps them
+    await memory.maintain(engine, now, settings.scorer.dedup_horizon_hours * 3600)
     templates = await score_and_store(engine, signals, at)
     print(f"  {TEMPLATES:,} templates scored at {len(at)} times", flush=True)
     partitions = settings.kafka.partitions
@@ -144,7 +204,7 @@ async def build(settings: Settings, engine: AsyncEngine) -> tuple[list[Signal], 
     ]
     conn = await connect(settings.database)
     try:
-        for table in ("accounts", "scores", "score_history"):
+        for table in TABLES:
             await conn.execute(f"CREATE TABLE template_{table} AS SELECT * FROM {table}")
             await conn.execute(f"TRUNCATE {table}")
         await conn.execute(
@@ -163,17 +223,18 @@ async def build(settings: Settings, engine: AsyncEngine) -> tuple[list[Signal], 
                     table,
                 )
             ]
-            for table in ("accounts", "scores", "score_history")
+            for table in TABLES
         }
     finally:
         await conn.close()
     replaced = {
-        "accounts": {
+        "accounts": {"account_id": "s.account_id", "partition": "s.partition"},
+        "account_states": {
             "account_id": "s.account_id",
-            "name": "'Customer ' || s.number",
             "partition": "s.partition",
             "next_review_at": "s.next_review_at",
         },
+        "seen_signals": {"account_id": "s.account_id"},
         "scores": {"account_id": "s.account_id"},
         "score_history": {"account_id": "s.account_id"},
     }
@@ -202,11 +263,11 @@ async def build(settings: Settings, engine: AsyncEngine) -> tuple[list[Signal], 
             print(f"  copied {done}/{len(chunks)} chunks", end="\r", flush=True)
 
     await asyncio.gather(*(worker() for _ in range(2)))  # one per core
+    # what a running scorer's upkeep lets go of: memory past the horizon
+    await memory.maintain(engine, now, settings.scorer.dedup_horizon_hours * 3600)
     conn = await connect(settings.database)
     try:
-        await conn.execute(
-            "DROP TABLE template_accounts, template_scores, template_score_history, scale_ids"
-        )
+        await conn.execute(f"DROP TABLE {', '.join(f'template_{t}' for t in TABLES)}, scale_ids")
         await conn.execute("VACUUM ANALYZE")
         await conn.execute("CHECKPOINT")  # the build's own writes flushed before measuring
     finally:
@@ -218,8 +279,11 @@ async def sizes(settings: Settings) -> dict[str, object]:
     conn = await connect(settings.database)
     try:
         row = await conn.fetchrow(
-            "SELECT pg_total_relation_size('accounts') AS accounts,"
+            "SELECT pg_total_relation_size('accounts') AS profiles,"
+            " pg_total_relation_size('account_states') AS states,"
             " pg_total_relation_size('scores') AS scores,"
+            " (SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits"
+            "  WHERE inhparent = 'seen_signals'::regclass)::bigint AS seen,"  # partitioned
             " (SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits"
             "  WHERE inhparent = 'score_history'::regclass)::bigint AS history,"  # partitioned
             " (SELECT count(*) FROM score_history) AS history_rows,"
@@ -230,12 +294,16 @@ async def sizes(settings: Settings) -> dict[str, object]:
     finally:
         await conn.close()
     months = DAYS / 30.44
+    state = row["profiles"] + row["states"]
     return {
-        "state_bytes_per_account": round(row["accounts"] / ACCOUNTS),
+        "state_bytes_per_account": round(state / ACCOUNTS),
         "scores_bytes_per_account": round(row["scores"] / ACCOUNTS),
+        # the de-duplication memory, apart from the state (~8 bytes an id of the horizon)
+        "seen_bytes_per_account": round(row["seen"] / ACCOUNTS),
         "history_bytes_per_account_month": round(row["history"] / ACCOUNTS / months),
         "history_rows_per_account_month": round(row["history_rows"] / ACCOUNTS / months, 2),
-        "bytes_per_account": round((row["accounts"] + row["scores"]) / ACCOUNTS),
+        # state + current scores, as every release has counted it
+        "bytes_per_account": round((state + row["scores"]) / ACCOUNTS),
         "database_gb": round(row["database"] / 1e9, 2),
         "shared_buffers": row["shared_buffers"],
     }
@@ -321,12 +389,14 @@ async def catch_ups(
     postgres = await postmaster_pid(settings)
     for name in ("hot", "cold"):
         own = topic_settings(settings, name)
+        await scanned(own)
         total = await produce(
             own,
             own.kafka.topics.signals,
             [(s.account_id.encode(), encode_signal(s)) for s in stream[name]],
         )
         raw = await raw_consume(own, total)
+        await statements(settings, total, reset=True)
         start = await wal_lsn(settings)
         cpu = (cpu_seconds(os.getpid()), tree_cpu_seconds(postgres) if postgres else 0.0)
         with profiled(f"catchup-{name}"):
@@ -347,6 +417,7 @@ async def catch_ups(
         }
         if name == "cold":
             figures["wal_by_relation"] = await wal_breakdown(settings, start, end, total)
+            figures["statements"] = await statements(settings, total)
         rates[name] = figures
         print(
             f"  {name}: scorer {rate:,.0f}/s, raw consume {raw:,.0f}/s,"
@@ -613,6 +684,7 @@ async def main() -> None:
                 "cold_cpu_us": cold["cpu_us"],
                 "hot_cpu_us": hot["cpu_us"],
                 "cold_wal": cold["wal_by_relation"],
+                **({"cold_statements_us": cold["statements"]} if cold["statements"] else {}),
             }
         if "switch" in PHASES:
             print("model switch: re-score every account", flush=True)

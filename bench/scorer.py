@@ -31,7 +31,6 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.scorer.consume import Scorer
-from services.scorer.writer import BatchWriter
 from shared.config import Settings
 from shared.db import create_engine
 from shared.events import Signal, decode_signal, encode_signal
@@ -47,36 +46,36 @@ STEADY_SECONDS = 20
 RSS_ACCOUNTS = 100_000
 
 
-class MeasuredWriter(BatchWriter):
-    """The scorer's batch writer, recording the exact freshness of every signal it commits,
-    when it first had records in hand and when it last committed."""
+class Measured:
+    """A scorer's run as measured: the exact freshness of every signal it commits, when it
+    first had records in hand and when it last committed."""
 
-    freshness: list[float]
-    first_records: float | None = None
-    last_commit: float = 0.0
+    def __init__(self, scorer: Scorer) -> None:
+        self.freshness: list[float] = []
+        self.first_records: float | None = None
+        self.last_commit = 0.0
+        prepare, observe = scorer.preparer.prepare, scorer.committer.observe
+        partitions = scorer.partitions
 
-    async def prepare(self, records, producer):  # type: ignore[no-untyped-def]
-        if self.first_records is None and any(tp in self.partitions for tp in records):
-            self.first_records = time.perf_counter()  # records it owns, not ones it will drop
-        return await super().prepare(records, producer)
+        async def measured_prepare(records, producer):  # type: ignore[no-untyped-def]
+            if self.first_records is None and any(tp in partitions for tp in records):
+                self.first_records = time.perf_counter()  # records it owns, not ones it drops
+            return await prepare(records, producer)
 
-    def observe(self, prepared):  # type: ignore[no-untyped-def]
-        self.last_commit = time.perf_counter()
-        committed = time.time()
-        self.freshness.extend(committed - t for t in prepared.event_times)
-        super().observe(prepared)
+        def measured_observe(prepared):  # type: ignore[no-untyped-def]
+            self.last_commit = time.perf_counter()
+            committed = time.time()
+            self.freshness.extend(committed - t for t in prepared.event_times)
+            observe(prepared)
+
+        scorer.preparer.prepare = measured_prepare  # type: ignore[method-assign]
+        scorer.committer.observe = measured_observe  # type: ignore[method-assign]
 
 
 class MeasuredScorer(Scorer):
-    writer: MeasuredWriter
-
     def __init__(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
-        w = self.writer
-        self.writer = MeasuredWriter(
-            w.settings, w.engine, w.models, w.cache, w.partitions, w.metrics, w.clock
-        )
-        self.writer.freshness = []
+        self.measured = Measured(self)
 
 
 async def raw_consume(settings: Settings, total: int) -> float:
@@ -141,7 +140,7 @@ asyncio.run(main())
 async def steady_freshness(
     settings: Settings, scorer: MeasuredScorer, template: list[Signal], already: int
 ) -> tuple[float, float, float]:
-    scorer.writer.freshness = []
+    scorer.measured.freshness = []
     count = STEADY_RATE * STEADY_SECONDS
     lines = b"\n".join(encode_signal(s) for s in fresh_copies((template * 3)[:count]))
     env = settings_env(settings)
@@ -158,9 +157,9 @@ async def steady_freshness(
     await proc.communicate(lines)
     achieved = count / (time.monotonic() - started)
     assert proc.returncode == 0
-    while len(scorer.writer.freshness) < count:
+    while len(scorer.measured.freshness) < count:
         await asyncio.sleep(0.1)
-    ordered = sorted(scorer.writer.freshness)
+    ordered = sorted(scorer.measured.freshness)
     return (ordered[len(ordered) // 2] * 1000, ordered[int(len(ordered) * 0.99)] * 1000, achieved)
 
 
@@ -240,14 +239,14 @@ async def catch_up(
     it joined the group) to the commit that covers the whole topic. It keeps running (stop it
     with the event returned)."""
     scorer = MeasuredScorer(settings, engine, registry=CollectorRegistry())
-    scorer.writer.freshness = []
+    scorer.measured.freshness = []
     stop = asyncio.Event()
     task = asyncio.create_task(scorer.run(stop))
     while await consumed(engine, settings) < total:
         # the scorer times its own last commit: looking seldom takes less of its event loop
         await asyncio.sleep(0.25)
-    assert scorer.writer.first_records is not None
-    return total / (scorer.writer.last_commit - scorer.writer.first_records), scorer, stop, task
+    assert scorer.measured.first_records is not None
+    return total / (scorer.measured.last_commit - scorer.measured.first_records), scorer, stop, task
 
 
 async def main() -> None:

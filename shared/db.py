@@ -116,6 +116,8 @@ class AccountStateRow(Base):
     # the newest data of any source, for the account lists
     stale_sources: Mapped[list[str] | None] = mapped_column(ARRAY(String(16)))
     data_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    # the periods its memory has rows in (null: none): what reading it probes
+    seen_periods: Mapped[list[int] | None] = mapped_column(ARRAY(Integer))
     updated_at: Mapped[datetime] = mapped_column(Timestamp)
 
     __table_args__ = (
@@ -133,6 +135,7 @@ class StateValues(TypedDict):
     next_review_at: datetime
     stale_sources: list[str] | None
     data_at: datetime | None
+    seen_periods: list[int] | None
     updated_at: datetime
 
 
@@ -321,6 +324,10 @@ class ConsumerOffsetRow(Base):
     # it as it was is one of release 0014's, and is refused from 2 on (its fence fails)
     store_format: Mapped[int] = mapped_column(SmallInteger, server_default="3")
     fence_epoch: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    # the models (services/scorer/models.py fingerprint) every account of this partition was
+    # last scanned and scored to; forgotten by a write with other models. A scorer taking the
+    # partition scans it for scores of other models only when its own differ
+    models_scanned: Mapped[str | None] = mapped_column(String(16))
 
 
 class MarketNewsRow(Base):

@@ -13,7 +13,6 @@ this one, when no database is left at 0015.
 
 from __future__ import annotations
 
-import struct
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -95,8 +94,6 @@ BEGIN
 END $$
 """
 
-_SEEN = struct.Struct(">QI")  # a release 0014 memory record: id digest, ingested at
-
 # --- release 0014 -> this release ---------------------------------------------------------
 
 # the next chunk of accounts of the partitions (all: NULL) not converted yet, after an id
@@ -114,14 +111,16 @@ CONVERT = text(
     """
 WITH states AS (
   INSERT INTO account_states (account_id, partition, state, next_review_at, stale_sources,
-                              data_at, updated_at)
+                              data_at, seen_periods, updated_at)
   SELECT u.account_id, u.partition, decode(u.state, 'hex'), u.next_review_at,
          CASE WHEN u.stale = '' THEN NULL ELSE string_to_array(u.stale, ',') END, u.data_at,
+         CASE WHEN u.periods = '' THEN NULL ELSE string_to_array(u.periods, ',')::INTEGER[] END,
          u.updated_at
   FROM unnest(CAST(:ids AS VARCHAR[]), CAST(:partitions AS INTEGER[]), CAST(:states AS TEXT[]),
               CAST(:reviews AS TIMESTAMPTZ[]), CAST(:stale AS TEXT[]),
-              CAST(:data_at AS TIMESTAMPTZ[]), CAST(:updated AS TIMESTAMPTZ[]))
-       AS u(account_id, partition, state, next_review_at, stale, data_at, updated_at)
+              CAST(:data_at AS TIMESTAMPTZ[]), CAST(:periods AS TEXT[]),
+              CAST(:updated AS TIMESTAMPTZ[]))
+       AS u(account_id, partition, state, next_review_at, stale, data_at, periods, updated_at)
   ON CONFLICT DO NOTHING)
 INSERT INTO seen_signals (account_id, period, ids)
 SELECT m.account_id, m.period, decode(m.ids, 'hex')
@@ -136,7 +135,7 @@ def converted(row: Any, now: datetime) -> tuple[dict[str, Any], list[tuple[int, 
     its memory, the digests of each period."""
     state = AccountState.from_json(orjson.loads(row.state)) if row.state else AccountState()
     periods: dict[int, bytearray] = defaultdict(bytearray)
-    for digest, ingested in _SEEN.iter_unpack(state.packed):
+    for digest, ingested in state.seen.items():
         periods[seen_period(ingested)] += digest.to_bytes(8)
     freshness = orjson.loads(row.freshness) if row.freshness else {}
     stale = sorted(source for source, f in freshness.items() if f.get("stale"))
@@ -168,6 +167,7 @@ def convert_parameters(rows: Iterable[Any], now: datetime) -> dict[str, list[Any
         columns["reviews"].append(values["next_review_at"])
         columns["stale"].append(values["stale"])
         columns["data_at"].append(values["data_at"])
+        columns["periods"].append(",".join(str(period) for period, _ in periods))
         columns["updated"].append(values["updated_at"])
         for period, ids in periods:
             columns["seen_ids"].append(values["account_id"])

@@ -43,9 +43,14 @@ class StateCache:
         missing = [a for a in wanted if a not in self.entries]
         generation = partitions.generation
         found = await store.load_accounts(self.engine, missing, memory_from)
-        without = []
+        without: dict[str, set[int]] = {}
+        memories: dict[str, list[tuple[int, bytes]]] = {}
         if memory_from is not None:
-            without = [a for a in wanted if a in self.entries and not self.entries[a].memory_loaded]
+            without = {
+                a: self.entries[a].periods
+                for a in wanted
+                if a in self.entries and not self.entries[a].memory_loaded
+            }
             memories = await store.load_memory(self.engine, without, memory_from)
         partitions.still(generation)
         for account_id in missing:
@@ -60,6 +65,7 @@ class StateCache:
                 stored.profile,
                 stored.state,
                 memory_loaded=memory_from is not None,
+                periods=set(stored.periods),
             )
         for account_id in without:
             entry = self.entries[account_id]

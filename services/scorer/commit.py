@@ -27,6 +27,7 @@ class Committer:
     def __init__(self, ctx: ScorerContext) -> None:
         self.cfg = ctx.cfg
         self.engine = ctx.engine
+        self.models = ctx.models
         self.partitions = ctx.partitions
         self.metrics = ctx.metrics
         self.clock = ctx.clock
@@ -34,7 +35,9 @@ class Committer:
     async def write(self, batch: Batch, now: datetime) -> None:
         """One transaction, as every writer of the scorer makes it."""
         memory_cap = self.cfg.dedup_max_ids_per_account * 8
-        await store.write_batch(self.engine, self.cfg.group_id, batch, now, memory_cap)
+        await store.write_batch(
+            self.engine, self.cfg.group_id, batch, now, memory_cap, self.models.fingerprint()
+        )
 
     async def commit(self, prepared: Prepared) -> None:
         """Write a prepared batch in one transaction; a rebalance since it was prepared voids it

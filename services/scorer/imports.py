@@ -46,7 +46,7 @@ from services.scorer.rescore import (
     Prior,
     profile_row,
     rescore,
-    seen_row,
+    seen_rows,
     state_row,
 )
 from shared.config import Settings
@@ -199,8 +199,9 @@ async def import_history(
             log.warning("import.stopped", accounts_done=start, of=len(accounts))
             break
         now = clock()
+        at = now.timestamp()
         chunk = accounts[start : start + chunk_accounts]
-        found = await store.load_accounts(engine, chunk, seen_period(now.timestamp() - horizon))
+        found = await store.load_accounts(engine, chunk, seen_period(at - horizon))
         versions = await store.model_versions(
             engine, {s.model_version for f in found.values() for s in f.scores.values()}
         )
@@ -216,6 +217,7 @@ async def import_history(
                 stored.scores,
                 stored.profile,
                 stored.state,
+                periods=set(stored.periods),
             )
             prior = Prior(versions, {item.event_id: item for item in how.news})
             # the scores as they stand, before the history changes them
@@ -239,10 +241,11 @@ async def import_history(
                 news=how.news,
             )
             final.outbox = []  # the past is not news
+            seen = seen_rows(account_id, entry, seen_period(at - horizon), at)
             batch.add(
                 profile_row(account_id, entry, now, evaluation),
                 state_row(account_id, entry, now, evaluation.next_review_at, evaluation),
-                seen_row(account_id, entry, now),
+                seen,
                 final,
             )
         await store.write_batch(engine, GROUP, batch, now, cfg.dedup_max_ids_per_account * 8)

@@ -4,10 +4,10 @@
 (shared/db.py), partitioned by period: a partition per period, and a default one for a row that
 finds none (a period not created in time, a test's clock far from now). Every scorer runs
 `maintain` hourly (and on start) beside the history's months; an advisory lock lets one at a
-time do it. It creates the current period and the next PERIODS_AHEAD, drops the periods that
-ended before the horizon (`scorer.dedup_horizon_hours`) whole, and deletes the rows of such
-periods from the default partition. Dropping a period is what lets its ids go: no row is
-rewritten to forget one.
+time do it. It creates the periods from the oldest within the horizon to PERIODS_AHEAD after
+the current one, drops the periods that ended before the horizon (`scorer.dedup_horizon_hours`)
+whole, and deletes the rows of such periods from the default partition. Dropping a period is
+what lets its ids go: no row is rewritten to forget one.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ async def maintain(engine: AsyncEngine, now: datetime, horizon_seconds: float) -
                 )
             )
         )
-        for period in range(current, current + PERIODS_AHEAD + 1):
+        for period in range(oldest, current + PERIODS_AHEAD + 1):
             name = f"seen_signals_p{period}"
             if name in names:
                 continue

@@ -9,9 +9,11 @@ stored scores are read back from there: explanations are derived from them.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
+import orjson
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -89,6 +91,11 @@ class ModelSet:
     def served(self) -> dict[str, str]:
         """The version of each role's model."""
         return {role: model.version for role, model in self.models.items()}
+
+    def fingerprint(self) -> str:
+        """What the served models make of an account's score rows, in 16 hex digits: a
+        partition whose accounts were all scanned to it needs no scan again (sweep.py)."""
+        return hashlib.sha256(orjson.dumps(sorted(self.expected()))).hexdigest()[:16]
 
     def expected(self) -> list[tuple[str, str, str]]:
         """(role, objective, version) of every score row an account should have."""

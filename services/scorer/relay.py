@@ -3,7 +3,8 @@
 Rows are claimed with FOR UPDATE SKIP LOCKED, published, and marked sent in the same
 transaction, so two scorers never publish one row at once, and a crash before the mark means
 the row is published again with the same CloudEvent id (consumers de-duplicate by it). Every
-few seconds it also refreshes the outbox and band gauges and prunes rows sent long ago, and
+few seconds it also refreshes the outbox gauge and prunes rows sent long ago, as often as its
+cost allows the band gauge, and
 every hour it keeps the score history's months (`history.maintain`) and the de-duplication
 memory's periods (`memory.maintain`).
 
@@ -31,6 +32,9 @@ from shared.config import ScorerSettings
 log = structlog.get_logger(__name__)
 
 STATS_EVERY_SECONDS = 10
+# the band gauge counts every score (half a second at a million accounts): refreshed no more
+# often than keeps that count under 1% of PostgreSQL's time, nor less often than STATS_EVERY
+BANDS_SHARE = 0.01
 HISTORY_EVERY_SECONDS = 3600
 KEEP_SENT = timedelta(days=7)
 
@@ -53,13 +57,21 @@ class Relay:
         self.dedup_horizon_seconds = cfg.dedup_horizon_hours * 3600
 
     async def run(self, producer: AIOKafkaProducer, stop: asyncio.Event) -> None:
-        last_stats = last_history = -math.inf  # both on the first turn
+        last_stats = last_bands = last_history = -math.inf  # all on the first turn
+        counted = False  # whether the last band refresh counted (this scorer owned partition 0)
+        bands_every = float(STATS_EVERY_SECONDS)
         while not stop.is_set():
             try:
                 sent = await self.relay_once(producer)
                 if time.monotonic() - last_stats > STATS_EVERY_SECONDS:
                     last_stats = time.monotonic()
-                    await self.refresh_stats()
+                    await self.refresh_outbox()
+                counts = self.counts_bands()
+                if time.monotonic() - last_bands > bands_every or counts != counted:
+                    last_bands, counted = time.monotonic(), counts
+                    await self.refresh_bands()
+                    took = time.monotonic() - last_bands
+                    bands_every = max(float(STATS_EVERY_SECONDS), took / BANDS_SHARE)
                 if time.monotonic() - last_history > HISTORY_EVERY_SECONDS:
                     last_history = time.monotonic()
                     await self.maintain_history()
@@ -92,13 +104,19 @@ class Relay:
         return len(rows)
 
     async def refresh_stats(self) -> None:
+        await self.refresh_outbox()
+        await self.refresh_bands()
+
+    async def refresh_outbox(self) -> None:
         self.metrics.outbox_backlog.set(await store.outbox_backlog(self.engine))
+        await store.prune_outbox(self.engine, self.clock() - KEEP_SENT)
+
+    async def refresh_bands(self) -> None:
         if self.counts_bands():
             for objective, role, band, count in await store.band_counts(self.engine):
                 self.metrics.accounts.labels(objective, role, band).set(count)
         else:
             self.metrics.accounts.clear()
-        await store.prune_outbox(self.engine, self.clock() - KEEP_SENT)
 
     async def maintain_history(self) -> None:
         done = await history.maintain(self.engine, self.clock(), self.history_retention_days)

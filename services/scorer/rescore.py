@@ -28,13 +28,13 @@ from cloudevents.core.v1.event import CloudEvent
 
 from shared import jsonbytes
 from shared.db import (
+    SEEN_PERIOD,
     HistoryValues,
     OutboxValues,
     ProfileValues,
     ScoreValues,
     SeenValues,
     StateValues,
-    seen_period,
 )
 from shared.scoring.engine import (
     Contributions,
@@ -125,6 +125,7 @@ class AccountEntry:
     profile: Profile | None = None  # as stored; None: no `accounts` row yet
     stored: bytes | None = None  # the stored state the stored scores were evaluated from
     memory_loaded: bool = True  # False: read for a re-score, without its memory
+    periods: set[int] = field(default_factory=set)  # the periods its memory has rows in
 
     def previous_bands(self, role: str) -> dict[str, str]:
         return {obj: s.band for (obj, r), s in self.scores.items() if r == role}
@@ -220,6 +221,7 @@ def state_row(
     sources' freshness."""
     stale = sorted(source for source, f in active.freshness.items() if f["stale"])
     newest = [f["last_data_at"] for f in active.freshness.values() if f["last_data_at"]]
+    periods = sorted(entry.periods)
     return {
         "account_id": account_id,
         "partition": entry.partition,
@@ -228,17 +230,24 @@ def state_row(
         "next_review_at": _ts(next_review),
         "stale_sources": stale or None,
         "data_at": _ts(max(newest)) if newest else None,
+        "seen_periods": periods or None,
         "updated_at": now,
     }
 
 
-def seen_row(account_id: str, entry: AccountEntry, now: datetime) -> SeenValues | None:
-    """The ids the account's memory took since it was last stored (None: none), for the
-    period of `now`."""
-    ids = entry.state.unstored_ids()
-    if not ids:
-        return None
-    return {"account_id": account_id, "period": seen_period(now.timestamp()), "ids": ids}
+def seen_rows(
+    account_id: str, entry: AccountEntry, keep_from: int, at: float | None
+) -> list[SeenValues]:
+    """The ids the account's memory took since it was last stored, in the period of `at` (the
+    write: they are kept for the horizon from then; None: each in its ingestion's); the
+    entry's periods then are those it has rows in from `keep_from` on (earlier ones are let
+    go)."""
+    rows: list[SeenValues] = [
+        {"account_id": account_id, "period": period, "ids": ids}
+        for period, ids in entry.state.unstored_ids(SEEN_PERIOD, at).items()
+    ]
+    entry.periods = {p for p in entry.periods | {r["period"] for r in rows} if p >= keep_from}
+    return rows
 
 
 def change_event(
@@ -364,7 +373,9 @@ def rescore(
             held = old.held if old else None
             key = (objective, role)
             movers = top_movers(prior.factors(entry, key), new) if record else []
-            causes = signal_ids + _news_causes(model, prior.factors(entry, key), new)
+            causes = signal_ids + (
+                _news_causes(model, prior.factors(entry, key), new) if new.news else []
+            )
             if record:
                 rows.history.append(
                     {

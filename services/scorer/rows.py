@@ -13,12 +13,13 @@ from collections.abc import Iterator
 from datetime import datetime
 
 from services.scorer.context import ScorerContext
+from services.scorer.memory import first_kept
 from services.scorer.rescore import (
     AccountEntry,
     Prior,
     profile_row,
     rescore,
-    seen_row,
+    seen_rows,
     state_row,
 )
 from services.scorer.store import Batch
@@ -40,6 +41,7 @@ def scoring_errors_refuse() -> Iterator[None]:
 class Rescorer:
     def __init__(self, ctx: ScorerContext) -> None:
         self.cfg = ctx.cfg
+        self.horizon = ctx.cfg.dedup_horizon_hours * 3600
         self.changes_topic = ctx.settings.kafka.topics.changes
         self.models = ctx.models
         self.news = ctx.news
@@ -76,9 +78,11 @@ class Rescorer:
         if any(score.held for score in entry.scores.values()):  # the sweep sends them
             next_review = min(next_review, now.timestamp() + self.cfg.replay_hold_seconds)
         changed = bool(signal_ids)  # else a re-score of time alone: the state is as stored
+        at = now.timestamp()
+        seen = seen_rows(account_id, entry, first_kept(at, self.horizon), at)
         batch.add(
             profile_row(account_id, entry, now, evaluation),
             state_row(account_id, entry, now, next_review, evaluation, changed),
-            seen_row(account_id, entry, now),
+            seen,
             rows,
         )

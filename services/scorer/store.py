@@ -24,6 +24,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY, JSON
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from services.scorer.partitions import Fences
 from services.scorer.rescore import Held, Profile, Rows, StoredScore
 from shared.db import (
     NOTIFY_CHANGED,
@@ -66,15 +67,14 @@ class Batch:
         self,
         profile: ProfileValues | None,
         state: StateValues,
-        seen: SeenValues | None,
+        seen: list[SeenValues],
         rows: Rows,
     ) -> None:
         """An account re-scored: its rows."""
         if profile is not None:
             self.profiles.append(profile)
         self.states.append(state)
-        if seen is not None:
-            self.seen.append(seen)
+        self.seen += seen
         self.scores += rows.scores
         self.history += rows.history
         self.outbox += rows.outbox
@@ -150,14 +150,15 @@ class Stored:
     profile: Profile | None = None
     state: bytes | None = None
     scores: dict[tuple[str, str], StoredScore] = field(default_factory=dict)
+    periods: list[int] = field(default_factory=list)  # those its memory has rows in
     memory: list[tuple[int, bytes]] = field(default_factory=list)
 
 
 # Read on the driver's connection: a model switch reads every account, and SQLAlchemy's rows
 # cost the scorer ~15 µs of CPU an account more.
 _LOAD_STATES = """\
-SELECT w.account_id, s.state, a.name, a.industry, a.region, a.tier, a.lifecycle_stage,
-       a.segment, a.partition
+SELECT w.account_id, s.state, s.seen_periods, a.name, a.industry, a.region, a.tier,
+       a.lifecycle_stage, a.segment, a.partition
 FROM unnest($1::VARCHAR[]) AS w(account_id)
 LEFT JOIN account_states s ON s.account_id = w.account_id
 LEFT JOIN accounts a ON a.account_id = w.account_id"""
@@ -165,9 +166,12 @@ _LOAD_SCORES = """\
 SELECT account_id, objective, model_role, score, band, recorded_score, previous_score,
        alert_baseline, model_version, changed_at, held, evaluated_at, news
 FROM scores WHERE account_id = ANY($1::VARCHAR[])"""
+# an account's memory, a row per period it has rows in (as its state row lists them): one
+# partition probed for each, where an account id in every period would probe them all
 _LOAD_MEMORY = """\
-SELECT account_id, period, ids FROM seen_signals
-WHERE account_id = ANY($1::VARCHAR[]) AND period >= $2"""
+SELECT m.account_id, m.period, m.ids
+FROM unnest($1::VARCHAR[], $2::INTEGER[]) AS w(account_id, period)
+JOIN seen_signals m ON m.account_id = w.account_id AND m.period = w.period"""
 
 
 async def load_accounts(
@@ -181,10 +185,12 @@ async def load_accounts(
     async with engine.connect() as conn:
         raw: Any = (await conn.get_raw_connection()).driver_connection  # asyncpg's connection
         ids = list(account_ids)
-        for account_id, state, *profile in await raw.fetch(_LOAD_STATES, ids):
+        for account_id, state, periods, *profile in await raw.fetch(_LOAD_STATES, ids):
             if state is not None or profile[-1] is not None:
                 found[account_id] = Stored(
-                    tuple(profile) if profile[-1] is not None else None, state
+                    tuple(profile) if profile[-1] is not None else None,
+                    state,
+                    periods=periods or [],
                 )
         for (
             account_id,
@@ -216,23 +222,32 @@ async def load_accounts(
                 tuple(news or ()),
             )
         if memory_from is not None:
-            for account_id, period, digests in await raw.fetch(_LOAD_MEMORY, ids, memory_from):
-                found.setdefault(account_id, Stored()).memory.append((period, digests))
+            wanted = {a: stored.periods for a, stored in found.items()}
+            for account_id, rows in (await _memory(raw, wanted, memory_from)).items():
+                found[account_id].memory = rows
     return found
 
 
 async def load_memory(
-    engine: AsyncEngine, account_ids: Sequence[str], memory_from: int
+    engine: AsyncEngine, periods: Mapping[str, Iterable[int]], memory_from: int
 ) -> dict[str, list[tuple[int, bytes]]]:
-    """The memories of accounts read before without them."""
-    memory: dict[str, list[tuple[int, bytes]]] = {a: [] for a in account_ids}
-    if not account_ids:
-        return memory
+    """The memories of accounts read before without them (`periods`: those each has rows in),
+    of the periods from `memory_from` on."""
+    if not periods:
+        return {}
     async with engine.connect() as conn:
         raw: Any = (await conn.get_raw_connection()).driver_connection
-        for account_id, period, digests in await raw.fetch(
-            _LOAD_MEMORY, list(account_ids), memory_from
-        ):
+        return await _memory(raw, periods, memory_from)
+
+
+async def _memory(
+    raw: Any, periods: Mapping[str, Iterable[int]], memory_from: int
+) -> dict[str, list[tuple[int, bytes]]]:
+    pairs = [(a, p) for a, ps in periods.items() for p in ps if p >= memory_from]
+    memory: dict[str, list[tuple[int, bytes]]] = {a: [] for a in periods}
+    if pairs:
+        ids, numbers = (list(column) for column in zip(*pairs, strict=True))
+        for account_id, period, digests in await raw.fetch(_LOAD_MEMORY, ids, numbers):
             memory[account_id].append((period, digests))
     return memory
 
@@ -273,6 +288,40 @@ async def drop_unconfigured_scores(
         )
         if changed := list(set(dropped.scalars())):
             await conn.exec_driver_sql(NOTIFY_CHANGED, (changed,))
+
+
+async def models_scanned(
+    engine: AsyncEngine, group_id: str, topic: str, partitions: Sequence[int]
+) -> dict[int, str | None]:
+    """The models each partition's accounts were last all scanned to (ModelSet.fingerprint)."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(
+            select(ConsumerOffsetRow.partition, ConsumerOffsetRow.models_scanned).where(
+                ConsumerOffsetRow.group_id == group_id,
+                ConsumerOffsetRow.topic == topic,
+                ConsumerOffsetRow.partition.in_(partitions),
+            )
+        )
+        return {p: m for p, m in rows}
+
+
+async def mark_models_scanned(
+    engine: AsyncEngine, group_id: str, fences: Fences, models: str
+) -> None:
+    """Record that these partitions' accounts are all scored by `models`, where each
+    partition's offset is still the one this scorer holds (else another wrote it since)."""
+    async with engine.begin() as conn:
+        for (topic, partition), (at, _) in fences.items():
+            await conn.execute(
+                update(ConsumerOffsetRow)
+                .where(
+                    ConsumerOffsetRow.group_id == group_id,
+                    ConsumerOffsetRow.topic == topic,
+                    ConsumerOffsetRow.partition == partition,
+                    ConsumerOffsetRow.next_offset == at,
+                )
+                .values(models_scanned=models, fence_epoch=ConsumerOffsetRow.fence_epoch + 1)
+            )
 
 
 # what picks the accounts a sweep re-scores: owned partitions -> (account id, partition)
@@ -330,7 +379,8 @@ async def outdated_accounts(
 # The fences, as the first parts of the batch's one statement ($1 group, $2 now, then one array
 # per column of the fences): a partition seen for the first time is inserted (DO NOTHING if
 # another scorer got there first), any other is moved on only from the offset expected, and
-# its `fence_epoch` with it (a write of release 0014 leaves that as it was: migration 0015). The
+# its `fence_epoch` with it (a write of release 0014 leaves that as it was: migration 0015), and
+# its `models_scanned` is forgotten unless this writer serves those very models. The
 # statement's final SELECT hands the number of fences that held to `fences_held`, which aborts
 # it unless all did. That SELECT reads the fences, so PostgreSQL runs them first and the row
 # writes (read by nothing) after, to completion: writers of one partition queue on its offsets
@@ -345,7 +395,8 @@ fence_insert AS (
   ON CONFLICT DO NOTHING RETURNING 1),
 fence_update AS (
   UPDATE consumer_offsets c SET next_offset = f.next_offset, updated_at = $2,
-         fence_epoch = c.fence_epoch + 1
+         fence_epoch = c.fence_epoch + 1,
+         models_scanned = CASE WHEN c.models_scanned = {models} THEN c.models_scanned END
   FROM fence_rows f
   WHERE c.group_id = $1 AND c.topic = f.topic AND c.partition = f.partition
     AND c.next_offset = f.expected
@@ -425,7 +476,9 @@ def _write_sql() -> str:
     dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
     quote = dialect.identifier_preparer.quote
     parts, n = [_FENCES], _FENCE_PARAMETERS
-    cap = "$" + str(n + 1 + sum(len(_columns(t)) for t in _TARGETS) + 1)
+    last = n + 1 + sum(len(_columns(t)) for t in _TARGETS)  # the number of fences
+    cap, models = f"${last + 1}", f"${last + 2}::VARCHAR"
+    parts[0] = _FENCES.replace("{models}", models)
     for target in _TARGETS:
         columns = _columns(target)
         names = [quote(c.name) for c in columns]
@@ -475,10 +528,14 @@ def _cast(column: Any, value: str, dialect: Any) -> str:
     column_type = column.type
     if isinstance(column_type, LargeBinary):
         return value
-    if isinstance(column_type, ARRAY):  # a JSON array of strings, or null
+    if isinstance(column_type, ARRAY):  # a JSON array, or null
+        item = column_type.item_type
+        if isinstance(item, String) and item.length is not None:
+            item = String()
         return (
             f"(CASE WHEN json_typeof({value}) = 'array' THEN"
             f" ARRAY(SELECT json_array_elements_text({value})) END)"
+            f"::{item.compile(dialect=dialect)}[]"
         )
     if isinstance(column_type, String) and column_type.length is not None:
         column_type = String()
@@ -526,12 +583,17 @@ def _arrays(target: _Target, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
 
 
 async def write_batch(
-    engine: AsyncEngine, group_id: str, batch: Batch, now: datetime, memory_cap: int = 4096
+    engine: AsyncEngine,
+    group_id: str,
+    batch: Batch,
+    now: datetime,
+    memory_cap: int = 4096,
+    models: str | None = None,
 ) -> None:
     """The batch's one statement on the driver's connection, in autocommit: PostgreSQL runs it
     as a transaction of its own, in one round trip. FencedOut, and nothing written or notified,
     if any fence did not hold. `memory_cap`: the most bytes of ids kept for an account and
-    period."""
+    period; `models`: the writer's ModelSet.fingerprint (None: forget every partition's)."""
     fences = sorted(batch.fences.items())
     fence_arrays = [[t for (t, _), _ in fences], [p for (_, p), _ in fences]]
     fence_arrays += [[e for _, (e, _) in fences], [n for _, (_, n) in fences]]
@@ -548,7 +610,7 @@ async def write_batch(
         raw: Any = (await conn.get_raw_connection()).driver_connection  # asyncpg's connection
         try:
             await raw.fetchrow(
-                _write_sql(), group_id, now, *fence_arrays, *arrays, len(fences), memory_cap
+                _write_sql(), group_id, now, *fence_arrays, *arrays, len(fences), memory_cap, models
             )
         except asyncpg.PostgresError as exc:
             if exc.sqlstate == FENCED_OUT:

@@ -56,7 +56,7 @@ class Sweeper:
         self.clock = ctx.clock
         self.rescorer = rescorer
         self.committer = committer
-        self.rescheduling = Rescheduling()
+        self.rescheduling = Rescheduling(ctx.cfg.group_id, ctx.settings.kafka.topics.signals)
         self._backlog = False  # the last sweep found as many due as it takes: more are
         self._last = -math.inf  # the first pass sweeps (monotonic time starts at boot)
 
@@ -69,7 +69,9 @@ class Sweeper:
         """A window of the model switch's scan, if one is under way; the accounts due, if
         `sweep_due`. How many accounts were swept (the window's are counted apart)."""
         if self.rescheduling.pending:
-            found = await self.rescheduling.step(self.engine, self.models, self.sweep)
+            found = await self.rescheduling.step(
+                self.engine, self.models, self.sweep, self.partitions.hold
+            )
             self.metrics.model_rescheduled.inc(found)
         if not sweep_due:
             return 0
@@ -174,11 +176,15 @@ class Rescheduling:
     model are re-scored from stored state, a window of accounts (in id order) per pass of the
     loop, between batches. The window is read, its outdated accounts re-scored and written in
     short transactions (`Sweeper.sweep`); nothing marks them first, so each is written once,
-    and a restart simply scans again: what is outdated is read from the scores."""
+    and a restart simply scans again: what is outdated is read from the scores. A partition
+    whose every account was scanned to the models served now (its offsets row says so, and no
+    write with other models has been since) is not scanned: at a million accounts a scan reads
+    every score."""
 
     WINDOW = 2_000  # accounts looked at per pass: a few seconds of re-scoring at most
 
-    def __init__(self) -> None:
+    def __init__(self, group_id: str, topic: str) -> None:
+        self.group_id, self.topic = group_id, topic
         self.partitions: set[int] = set()  # still to scan; none: nothing to do
         self.after: str | None = None  # the last account id scanned
         self.rescored = 0
@@ -197,11 +203,21 @@ class Rescheduling:
         engine: AsyncEngine,
         models: ModelSet,
         sweep: Callable[[store.Find], Awaitable[int]],
+        hold: Callable[[], Fences],
     ) -> int:
         """Re-score the outdated accounts of the next window; how many. Partitions no longer
         owned are left to their new owner, which scans them on assignment. The scan moves on
-        only once the window is stored: a failed one is looked at again."""
-        expected = models.expected()
+        only once the window is stored: a failed one is looked at again. `hold`: the fences
+        of the partitions owned, which a finished scan is recorded under."""
+        expected, fingerprint = models.expected(), models.fingerprint()
+        if self.after is None:  # a scan begins: leave out what was scanned to these models
+            marks = await store.models_scanned(
+                engine, self.group_id, self.topic, sorted(self.partitions)
+            )
+            self.partitions -= {p for p, m in marks.items() if m == fingerprint}
+            if not self.partitions:
+                return 0
+        scanned = set(self.partitions)
         ends: list[str | None] = []
 
         async def outdated(owned: list[int]) -> list[tuple[str, int]]:
@@ -218,6 +234,8 @@ class Rescheduling:
         self.after = ends[0]
         self.rescored += count
         if self.after is None:  # the end: every owned account was looked at
+            held = {tp: at for tp, at in hold().items() if tp[1] in scanned}
+            await store.mark_models_scanned(engine, self.group_id, held, fingerprint)
             self.partitions.clear()
             if self.rescored:
                 log.info("scorer.model_change_rescored", accounts=self.rescored)

@@ -11,14 +11,16 @@ remembers the ids of signals ingested within `horizon` of the newest one (at mos
 which is how re-deliveries are dropped; `floor`, set by a history import, drops every signal
 older than the imported history's end, which the import has counted already. Both are left out
 of `fingerprint()`. `seen` holds a 64-bit digest of each id (a false match among 512 ids of
-one account: about 1 in 3e16) and the ingestion time in whole seconds, packed: 12 bytes an id.
+one account: about 1 in 3e16) and the ingestion time in whole seconds: 12 bytes an id.
 A search of those bytes (a few kB) takes about a microsecond. Only letting old ids go unpacks
 them, every 32 ids.
 
 Stored, the two live apart (docs/adr/0018): `to_bytes` is the state without the memory, in
 MessagePack (msgspec), exact integers kept; the memory is stored as the digests the account
-took in each period of `seen_signals` (`unstored_ids` hands over those since the last write),
-and read back with `remember_stored`, each id as of its period's end. `to_json`/`from_json`
+took in each period of `seen_signals` (`unstored_ids` hands over those since the last write,
+by the period they were ingested in), and read back with `remember_stored`, each id as of its
+period's end. In memory the digests are one byte string and their times an array beside it,
+so a stored period is taken whole, not an id at a time. `to_json`/`from_json`
 are the documents of releases up to 0014, for their migration and the fingerprint.
 """
 
@@ -28,8 +30,10 @@ import base64
 import hashlib
 import math
 import struct
+from array import array
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import repeat
 from typing import Any
 
 import msgspec
@@ -102,21 +106,23 @@ class AccountState:
     newest: float | None = None
     # signals with an older event time were imported (services/scorer/imports.py): drop them
     floor: float | None = None
-    # the de-duplication memory: _SEEN records (id digest, ingested at), oldest first
-    packed: bytearray = field(default_factory=bytearray, repr=False, compare=False)
-    # digests of the ids remembered since the memory was last stored (8 bytes each)
-    unstored: bytearray = field(default_factory=bytearray, repr=False, compare=False)
+    # the de-duplication memory: id digests (8 bytes each) and, at the same index, when each
+    # was ingested (whole seconds)
+    digests: bytearray = field(default_factory=bytearray, repr=False, compare=False)
+    ingested: array[int] = field(default_factory=lambda: array("I"), repr=False, compare=False)
+    # what the memory took since it was last stored: ingested at -> digests
+    unstored: dict[int, bytearray] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def seen(self) -> dict[int, int]:
         """The de-duplication memory as id digest -> ingested at (s)."""
-        return dict(_SEEN.iter_unpack(self.packed))
+        return dict(zip(_ids(self.digests), self.ingested, strict=True))
 
     def _knows(self, digest: int) -> bool:
-        key, packed = digest.to_bytes(8), self.packed
-        at = packed.find(key)
-        while at % _SEEN.size and at != -1:  # a match across two records is no match
-            at = packed.find(key, at + 1)
+        key, digests = digest.to_bytes(8), self.digests
+        at = digests.find(key)
+        while at % 8 and at != -1:  # a match across two digests is no match
+            at = digests.find(key, at + 1)
         return at != -1
 
     # --- updating -----------------------------------------------------------------------
@@ -231,26 +237,34 @@ class AccountState:
 
     def _remember(self, digest: int, fact: Fact, dedup: DedupPolicy) -> None:
         ingested = _whole_seconds(fact.t if fact.ingested is None else fact.ingested)
-        self.packed += _SEEN.pack(digest, ingested)
-        self.unstored += digest.to_bytes(8)
+        key = digest.to_bytes(8)
+        self.digests += key
+        self.ingested.append(ingested)
+        self.unstored.setdefault(ingested, bytearray()).extend(key)
         # every 32 ids: forget those ingested longer than the horizon ago, and the oldest
         # beyond three quarters of max_ids (re-deliveries come soon after the original,
         # whatever its event time)
-        count, keep = len(self.packed) // _SEEN.size, max(dedup.max_ids * 3 // 4, 1)
+        count, keep = len(self.ingested), max(dedup.max_ids * 3 // 4, 1)
         if count % 32 == 0 or count > dedup.max_ids:
-            seen = list(_SEEN.iter_unpack(self.packed))
-            floor = max(t for _, t in seen) - dedup.horizon_seconds
-            if count > keep or min(t for _, t in seen) < floor:
-                kept = sorted(((t, sid) for sid, t in seen if t >= floor), reverse=True)[:keep]
-                self.packed = bytearray(b"".join(_SEEN.pack(sid, t) for t, sid in kept))
-                if self.unstored:  # what is let go is not stored either
-                    known = {sid.to_bytes(8) for _, sid in kept}
-                    unstored = self.unstored
-                    self.unstored = bytearray().join(
-                        unstored[i : i + 8]
-                        for i in range(0, len(unstored), 8)
-                        if bytes(unstored[i : i + 8]) in known
-                    )
+            floor = max(self.ingested) - dedup.horizon_seconds
+            if count > keep or min(self.ingested) < floor:
+                self._keep(floor, keep)
+
+    def _keep(self, floor: float, keep: int) -> None:
+        """Let go of the ids ingested before `floor`, and of the oldest beyond `keep`."""
+        seen = zip(self.ingested, _keys(self.digests), strict=True)
+        kept = sorted(((t, key) for t, key in seen if t >= floor), reverse=True)[:keep]
+        kept.reverse()  # oldest first again
+        self.digests = bytearray(b"".join(key for _, key in kept))
+        self.ingested = array("I", (t for t, _ in kept))
+        if self.unstored:  # what is let go is not stored either
+            known = {key for _, key in kept}
+            unstored: dict[int, bytearray] = {}
+            for t, keys in self.unstored.items():
+                still = b"".join(key for key in _keys(keys) if key in known)
+                if still:
+                    unstored[t] = bytearray(still)
+            self.unstored = unstored
 
     # --- reading ------------------------------------------------------------------------
 
@@ -303,11 +317,8 @@ class AccountState:
             latest=b.latest,
             last=b.last,
             first=b.first,
-            counts={k: _narrow(n) for k, n in b.counts.items()},
-            windows={
-                k: (w, {d: _narrow(n) for d, n in days.items()})
-                for k, (w, days) in b.windows.items()
-            },
+            counts=b.counts,
+            windows=b.windows,
             sources=b.sources,
             attributes=b.attributes,
             overrides=b.overrides,
@@ -318,17 +329,23 @@ class AccountState:
     def remember_stored(self, periods: list[tuple[int, bytes]], period_seconds: float) -> None:
         """Take the memory stored apart: the digests of each period, each id remembered as of
         its period's end (so never let go before its time)."""
-        records = bytearray()
+        digests, ingested = bytearray(), array("I")
         for period, ids in sorted(periods):
-            ingested = _whole_seconds((period + 1) * period_seconds)
-            records += b"".join(_SEEN.pack(d, ingested) for (d,) in _DIGEST.iter_unpack(ids))
-        self.packed = records + self.packed
+            digests += ids
+            ingested.extend(repeat(_whole_seconds((period + 1) * period_seconds), len(ids) // 8))
+        self.digests[:0] = digests
+        self.ingested[:0] = ingested
 
-    def unstored_ids(self) -> bytes:
-        """The digests remembered since the last call (or load), for the store; then none."""
-        ids = bytes(self.unstored)
-        self.unstored.clear()
-        return ids
+    def unstored_ids(self, period_seconds: float, at: float | None = None) -> dict[int, bytes]:
+        """The digests remembered since the last call (or load), for the store, by the period
+        they are stored in: that of `at` (when they are written), or with no `at` each id's
+        own ingestion's (as if each had been stored when it was ingested); then none."""
+        periods: dict[int, bytearray] = {}
+        for t, keys in self.unstored.items():
+            period = int((t if at is None else at) // period_seconds)
+            periods.setdefault(period, bytearray()).extend(keys)
+        self.unstored = {}
+        return {period: bytes(keys) for period, keys in periods.items()}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -339,7 +356,9 @@ class AccountState:
             "sources": dict(sorted(self.sources.items())),
             "attributes": {k: list(v) for k, v in sorted(self.attributes.items())},
             "overrides": dict(sorted(self.overrides.items())),
-            "seen": base64.b64encode(self.packed).decode(),
+            "seen": base64.b64encode(
+                b"".join(map(_SEEN.pack, _ids(self.digests), self.ingested))
+            ).decode(),
             "newest": self.newest,
             "floor": self.floor,
             # only when a model reads them, so older documents and fingerprints stay the same
@@ -359,6 +378,7 @@ class AccountState:
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> AccountState:
+        digests, ingested = _seen_from_json(doc["seen"])
         return cls(
             decayed={k: decay.decode(v) for k, v in doc["decayed"].items()},
             latest={k: (v[0], v[1], v[2]) for k, v in doc["latest"].items()},
@@ -374,7 +394,8 @@ class AccountState:
             overrides=dict(doc["overrides"]),
             newest=doc["newest"],
             floor=doc.get("floor"),
-            packed=_seen_from_json(doc["seen"]),
+            digests=digests,
+            ingested=ingested,
         )
 
     def fingerprint(self) -> bytes:
@@ -396,7 +417,7 @@ class _Binary(msgspec.Struct, array_like=True):
     newest: float | None
     floor: float | None
     first: dict[str, float]
-    counts: dict[str, Any]  # int, or _BIG for one beyond 64 bits
+    counts: dict[str, Any]  # int; one beyond 64 bits travels as the extension _BIG
     windows: dict[str, tuple[int, dict[int, Any]]]
 
 
@@ -422,10 +443,6 @@ def _wide(n: int) -> int | msgspec.msgpack.Ext:
     return n if -(2**63) <= n < 2**64 else msgspec.msgpack.Ext(_BIG, _signed(n))
 
 
-def _narrow(n: Any) -> int:
-    return int(n)
-
-
 _SEEN = struct.Struct(">QI")  # id digest, ingested at (epoch seconds)
 DAY = 86_400.0
 
@@ -442,12 +459,26 @@ def _whole_seconds(t: float) -> int:
     return max(math.ceil(t), 0)
 
 
-def _seen_from_json(seen: str | dict[str, float]) -> bytearray:
-    """The de-duplication memory of a document, packed."""
+def _seen_from_json(seen: str | dict[str, float]) -> tuple[bytearray, array[int]]:
+    """The de-duplication memory of a document: digests, and when each was ingested."""
     if isinstance(seen, dict):  # version 1 documents: {signal id: ingested at}
         pairs = {id_digest(signal_id): _whole_seconds(t) for signal_id, t in seen.items()}
-        return bytearray(b"".join(map(_SEEN.pack, pairs.keys(), pairs.values())))
-    return bytearray(base64.b64decode(seen))
+    else:
+        pairs = dict(_SEEN.iter_unpack(base64.b64decode(seen)))
+    return (
+        bytearray(b"".join(d.to_bytes(8) for d in pairs)),
+        array("I", pairs.values()),
+    )
+
+
+def _keys(digests: bytes | bytearray) -> list[bytes]:
+    """The 8-byte digests, each as bytes."""
+    view = bytes(digests)
+    return [view[i : i + 8] for i in range(0, len(view), 8)]
+
+
+def _ids(digests: bytes | bytearray) -> list[int]:
+    return [d for (d,) in _DIGEST.iter_unpack(digests)]
 
 
 def _keep_latest(table: dict[str, Latest], name: str, entry: Latest) -> None:

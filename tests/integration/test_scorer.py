@@ -624,3 +624,57 @@ async def test_an_outage_sends_one_net_change_per_account_marked_replay(
     came_back = {k for k in flipped_back if heard[k] == final[k] != "at_risk"}
     assert len(came_back) >= 10 and not came_back & set(band_changes)
     assert steps >= 2 * len(came_back)
+
+
+async def test_a_partition_scanned_to_the_models_served_is_not_scanned_again(
+    settings: Settings, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scorer taking a partition scans it for scores of other models only when its offsets
+    row does not say that every account is scored by the models it serves: at a million
+    accounts a scan reads every score. A write with other models makes the row say nothing."""
+    signals = simulated_signals(30, 5, seed=33)
+    total = await produce_signals(settings, signals)
+    group, topic = settings.scorer.group_id, settings.kafka.topics.signals
+    partitions = list(range(settings.kafka.partitions))
+    async with running_scorer(settings, engine) as scorer:
+        await wait_consumed(engine, settings, total)
+        fingerprint = scorer.models.fingerprint()
+        deadline = asyncio.get_running_loop().time() + 30
+        while scorer.sweeper.rescheduling.pending:
+            assert asyncio.get_running_loop().time() < deadline, "the first scan never ended"
+            await asyncio.sleep(0.1)
+    marks = await store.models_scanned(engine, group, topic, partitions)
+    assert marks == dict.fromkeys(partitions, fingerprint)
+
+    windows = []
+    scan = store.outdated_accounts
+
+    async def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        windows.append(await scan(*args, **kwargs))
+        return windows[-1]
+
+    monkeypatch.setattr(store, "outdated_accounts", counted)
+    async with running_scorer(settings, engine) as scorer:  # a restart
+        deadline = asyncio.get_running_loop().time() + 30
+        while (
+            len(scorer.partitions.owned()) < len(partitions) or scorer.sweeper.rescheduling.pending
+        ):
+            assert asyncio.get_running_loop().time() < deadline, "partitions not taken"
+            await asyncio.sleep(0.1)
+        assert scorer.metrics.sweeps._value.get() >= 1  # it went between batches: no scan
+        assert windows == []
+
+    offsets = await store.load_offsets(engine, group, [(topic, 0)])
+    held = offsets[(topic, 0)]
+    batch = store.Batch(fences={(topic, 0): (held, held)})
+    await store.write_batch(engine, group, batch, datetime.now(UTC), models="another")
+    marks = await store.models_scanned(engine, group, topic, partitions)
+    assert marks == {0: None, **dict.fromkeys(partitions[1:], fingerprint)}
+    async with running_scorer(settings, engine) as scorer:
+        deadline = asyncio.get_running_loop().time() + 30
+        while not windows or scorer.sweeper.rescheduling.pending:
+            assert asyncio.get_running_loop().time() < deadline, "partition 0 was not scanned"
+            await asyncio.sleep(0.1)
+    assert windows and all(found == [] for found, _ in windows)  # nothing was outdated
+    marks = await store.models_scanned(engine, group, topic, partitions)
+    assert marks == dict.fromkeys(partitions, fingerprint)

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.scorer import store
 from services.scorer.consume import Scorer
-from services.scorer.rescore import AccountEntry, profile_row, rescore, seen_row, state_row
+from services.scorer.rescore import AccountEntry, profile_row, rescore, seen_rows, state_row
 from services.simulator.world import World
 from shared.config import DEFAULT_MODEL_PATH, DatabaseSettings, Settings
 from shared.db import ConsumerOffsetRow
@@ -196,10 +196,11 @@ async def score_and_store(
                 )
                 batch.history += rows.history
             rows.history, rows.outbox = [], []  # the history of every time; no change events
+            seen = seen_rows(account_id, entry, 0, None)  # as if stored when ingested
             batch.add(
                 profile_row(account_id, entry, now, evaluation),
                 state_row(account_id, entry, now, now.timestamp(), evaluation),
-                seen_row(account_id, entry, now),
+                seen,
                 rows,
             )
         await store.write_batch(engine, "seed", batch, now)

@@ -21,7 +21,7 @@ from services.scorer.partitions import Partitions
 from services.scorer.poll import Poller
 from services.scorer.relay import Relay
 from services.scorer.sweep import SWEEP_PART, Sweeper, Writing, sweep_parts
-from shared.config import ScorerSettings
+from shared.config import ScorerSettings, Settings
 from shared.errors import FencedOut
 
 
@@ -235,6 +235,7 @@ async def test_a_sweep_part_stored_lets_go_of_its_entries_beyond_the_cache_but_n
     done.set_result(None)
     writing: Writing = deque([(done, part_batch(parts[0])), (done, part_batch(parts[1]))])
     ctx = SimpleNamespace(
+        settings=Settings(environment="test"),
         cfg=ScorerSettings(),
         engine=None,
         models=None,

@@ -48,7 +48,8 @@ def upgrade() -> None:
     op.execute(
         "CREATE TABLE account_states (account_id VARCHAR(128) PRIMARY KEY, partition INTEGER"
         " NOT NULL, state BYTEA NOT NULL, next_review_at TIMESTAMPTZ NOT NULL,"
-        " stale_sources VARCHAR(16)[], data_at TIMESTAMPTZ, updated_at TIMESTAMPTZ NOT NULL)"
+        " stale_sources VARCHAR(16)[], data_at TIMESTAMPTZ, seen_periods INTEGER[],"
+        " updated_at TIMESTAMPTZ NOT NULL)"
         " WITH (fillfactor = 80)"
     )
     op.execute("ALTER INDEX account_states_pkey RENAME TO pk_account_states")
@@ -76,7 +77,7 @@ def upgrade() -> None:
     op.execute("ALTER TABLE accounts ALTER COLUMN state DROP NOT NULL")
     op.execute(
         "ALTER TABLE consumer_offsets ADD COLUMN store_format SMALLINT NOT NULL DEFAULT 1,"
-        " ADD COLUMN fence_epoch BIGINT NOT NULL DEFAULT 0"
+        " ADD COLUMN fence_epoch BIGINT NOT NULL DEFAULT 0, ADD COLUMN models_scanned VARCHAR(16)"
     )
     op.execute(FENCE_FUNCTION)
     op.execute(
@@ -95,7 +96,10 @@ def downgrade() -> None:
     op.execute("DROP FUNCTION fence_of_this_release()")
     op.execute("DROP TRIGGER news_of_release_0014 ON scores")
     op.execute("DROP FUNCTION news_of_release_0014()")
-    op.execute("ALTER TABLE consumer_offsets DROP COLUMN store_format, DROP COLUMN fence_epoch")
+    op.execute(
+        "ALTER TABLE consumer_offsets DROP COLUMN store_format, DROP COLUMN fence_epoch,"
+        " DROP COLUMN models_scanned"
+    )
     op.execute("ALTER TABLE accounts ALTER COLUMN state SET NOT NULL")
     op.execute(
         "ALTER TABLE scores ALTER COLUMN explanation SET NOT NULL,"
