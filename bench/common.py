@@ -149,9 +149,9 @@ def wal_by_relation(data_directory: str, start: str, end: str, names: dict[int, 
 
 
 @contextlib.contextmanager
-def profiled(name: str) -> Iterator[None]:
-    """With BENCH_PYSPY set to a folder: py-spy samples this process while the block runs,
-    into FOLDER/NAME.txt (collapsed stacks, for flame graphs or a grep by stage)."""
+def profiled(name: str, pid: int | None = None) -> Iterator[None]:
+    """With BENCH_PYSPY set to a folder: py-spy samples this process (or `pid`) while the block
+    runs, into FOLDER/NAME.txt (collapsed stacks, for flame graphs or a grep by stage)."""
     folder = os.environ.get("BENCH_PYSPY")
     if not folder:
         yield
@@ -164,7 +164,7 @@ def profiled(name: str) -> Iterator[None]:
     out = Path(folder) / f"{name}.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
-        [spy, "record", "-p", str(os.getpid()), "-r", "200", "-f", "raw", "-o", str(out)],
+        [spy, "record", "-p", str(pid or os.getpid()), "-r", "200", "-f", "raw", "-o", str(out)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

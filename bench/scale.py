@@ -26,12 +26,13 @@ the sweep, the API and PostgreSQL.
    scores, the de-duplication memory apart (seen_signals), history per month of activity.
 The bench's own PostgreSQL is started sized as production would be (`server_settings`):
 shared_buffers a quarter of memory (reported as the server has it), checkpoints up to 30 min
-apart.
+apart, full-page images in the WAL compressed with zstd (BENCH_WAL_COMPRESSION=off compares).
 BENCH_SCALE_PHASES (default "api,catchup,switch") runs a part of 2-4, e.g. "catchup" while
-profiling the cold path; BENCH_PG_STATEMENTS adds PostgreSQL's time per statement of the cold
-catch-up (pg_stat_statements). The cold catch-up also reports where its CPU went (`cold_cpu_us`: the
-scorer's and PostgreSQL's microseconds of CPU a signal) and what its WAL holds, by relation
-(`cold_wal`: record and full-page-image bytes a signal), read with the server's pg_waldump.
+profiling the cold path ("switch2": the two scorers' switch alone). The cold catch-up also
+reports where its CPU went (`cold_cpu_us`: the scorer's and PostgreSQL's microseconds of CPU a
+signal) and what its WAL holds, by relation (`cold_wal`: record and full-page-image bytes a
+signal), read with the server's pg_waldump; BENCH_PG_STATEMENTS adds PostgreSQL's time per
+statement (pg_stat_statements); BENCH_PYSPY samples the catch-ups and the switches' scorers.
 Last line: {"bench": "scale", "accounts": N, "rescore_all_seconds": ..., ...}
 """
 
@@ -103,13 +104,15 @@ LISTS = {  # filtered and sorted account lists, a page of 50
 
 def server_settings() -> dict[str, str]:
     """PostgreSQL sized as a production server for this data would be (docs/scaling.md):
-    a quarter of memory for shared buffers, and checkpoints far enough apart that each page's
-    first write after one (a full-page image in the WAL) is not most of the writing."""
+    a quarter of memory for shared buffers, checkpoints far enough apart that each page's
+    first write after one (a full-page image in the WAL) is not most of the writing, and
+    those images compressed (BENCH_WAL_COMPRESSION, default zstd; "off" to compare)."""
     memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     settings = {
         "shared_buffers": f"{memory // 4 // 2**20}MB",
         "max_wal_size": "16GB",
         "checkpoint_timeout": "30min",
+        "wal_compression": os.environ.get("BENCH_WAL_COMPRESSION", "zstd"),
     }
     if STATEMENTS:
         settings["shared_preload_libraries"] = "pg_stat_statements"
@@ -492,6 +495,9 @@ async def rescore_all(
         )
         for port in ports
     ]
+    profiling = contextlib.ExitStack()
+    for n, process in enumerate(processes):
+        profiling.enter_context(profiled(f"switch-{scorers}-{n}", process.pid))
     old_sql = "SELECT count(*) FROM scores WHERE model_version <> $1"
     version = model_version(model)
     scheduled, swept = (  # re-scored for the model change; for any reason (a sweep of time too)
@@ -535,6 +541,7 @@ async def rescore_all(
         }
         metrics = scrape(ports)
     finally:
+        profiling.close()
         for process in processes:
             process.terminate()
         for process in processes:
@@ -686,11 +693,12 @@ async def main() -> None:
                 "cold_wal": cold["wal_by_relation"],
                 **({"cold_statements_us": cold["statements"]} if cold["statements"] else {}),
             }
+        workdir = Path(os.environ.get("TMPDIR", "/tmp"))
         if "switch" in PHASES:
             print("model switch: re-score every account", flush=True)
-            workdir = Path(os.environ.get("TMPDIR", "/tmp"))
             model = switched_model(workdir, 0.02)
             figures |= await rescore_all(settings, engine, stream["cold"], model, scorers=1)
+        if "switch" in PHASES or "switch2" in PHASES:
             print("model switch again, by two scorers (one a core)", flush=True)
             two = await rescore_all(
                 settings, engine, stream["cold"], switched_model(workdir, 0.04), 2

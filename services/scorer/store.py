@@ -167,11 +167,15 @@ SELECT account_id, objective, model_role, score, band, recorded_score, previous_
        alert_baseline, model_version, changed_at, held, evaluated_at, news
 FROM scores WHERE account_id = ANY($1::VARCHAR[])"""
 # an account's memory, a row per period it has rows in (as its state row lists them): one
-# partition probed for each, where an account id in every period would probe them all
+# partition probed for each (the LATERAL subquery, at most one row by the key, is run per pair,
+# so the partitions are pruned as it runs; a join would hash every partition whole), where an
+# account id in every period would probe them all
 _LOAD_MEMORY = """\
-SELECT m.account_id, m.period, m.ids
+SELECT w.account_id, w.period, m.ids
 FROM unnest($1::VARCHAR[], $2::INTEGER[]) AS w(account_id, period)
-JOIN seen_signals m ON m.account_id = w.account_id AND m.period = w.period"""
+CROSS JOIN LATERAL (
+  SELECT m.ids FROM seen_signals m
+  WHERE m.account_id = w.account_id AND m.period = w.period LIMIT 1) m"""
 
 
 async def load_accounts(

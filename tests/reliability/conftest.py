@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import tarfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,19 @@ def scale() -> Scale:
     if name not in SCALES:
         raise pytest.UsageError(f"RELIABILITY_SCALE must be one of {sorted(SCALES)}")
     return SCALES[name]
+
+
+LEGACY = Path(__file__).resolve().parents[1] / "data" / "legacy"
+
+
+@pytest.fixture(scope="session")
+def release_0014(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The code of release 0014 (tests/data/legacy), the last before the lean store: its
+    `healthscore` runs with this folder first on the path and as its working directory."""
+    root = tmp_path_factory.mktemp("release-0014")
+    with tarfile.open(LEGACY / "release-0014.tar.gz") as archive:
+        archive.extractall(root, filter="data")
+    return root
 
 
 @dataclass(frozen=True)

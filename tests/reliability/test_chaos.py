@@ -21,11 +21,12 @@ from healthscore.devstack import Broker, ObjectStore
 from shared.config import Settings
 from shared.db import create_engine
 from tests.reliability.conftest import Controlled, Scale
-from tests.support.infra import Infra, fresh_settings
+from tests.support.infra import Infra, fresh_settings, run_cli
 from tests.support.pipeline import (
     Outcome,
     Pipeline,
     Service,
+    flowing,
     produce_stream,
     raw_stream,
     settle_and_check,
@@ -74,10 +75,9 @@ async def test_kill_minus_nine_of_ingest_and_the_scorer(
     started = time.monotonic()
     pipeline = Pipeline(settings, tmp_path)
     services = {"ingest": pipeline.ingest(), "scorer": pipeline.scorer()}
-    producing = asyncio.create_task(produce_stream(settings, stream, scale.rate))
     rng = random.Random(scale.seed)
     kills: Counter[str] = Counter()
-    try:
+    async with flowing(pipeline, engine, stream, outcome, scale.rate) as producing:
         while min(kills["ingest"], kills["scorer"]) < scale.kills:
             await asyncio.sleep(rng.uniform(0.2, 2.0))
             name = rng.choice([n for n in services if kills[n] < scale.kills])
@@ -88,12 +88,6 @@ async def test_kill_minus_nine_of_ingest_and_the_scorer(
             outcome.recovery_seconds.append(
                 await progressed(services[name], settings, engine, producing)
             )
-        await producing
-        await settle_and_check(settings, engine, stream, outcome)
-        outcome.unplanned_exits = len(pipeline.unplanned_exits())
-    finally:
-        producing.cancel()
-        pipeline.stop()
     outcome.seconds = time.monotonic() - started
     assert kills == {"ingest": scale.kills, "scorer": scale.kills}
     assert_nothing_lost(outcome)
@@ -111,20 +105,14 @@ async def test_postgres_restart_under_load(
     pipeline = Pipeline(settings, tmp_path)
     pipeline.ingest()
     scorer = pipeline.scorer()
-    producing = asyncio.create_task(produce_stream(settings, stream, len(stream.records) / 30))
-    try:
+    rate = len(stream.records) / 30
+    async with flowing(pipeline, engine, stream, outcome, rate) as producing:
         await wait_for(lambda: consumed(engine, settings), timeout=60)  # under load
         await asyncio.to_thread(infra.postgres.stop)  # fast shutdown: sessions are cut
         outcome.faults["PostgreSQL fast stop + start"] += 1
         await asyncio.sleep(5)
         await asyncio.to_thread(infra.postgres.start)
         outcome.recovery_seconds.append(await progressed(scorer, settings, engine, producing))
-        await producing
-        await settle_and_check(settings, engine, stream, outcome)
-        outcome.unplanned_exits = len(pipeline.unplanned_exits())
-    finally:
-        producing.cancel()
-        pipeline.stop()
     outcome.seconds = time.monotonic() - started
     assert_nothing_lost(outcome)
 
@@ -144,9 +132,8 @@ async def test_a_frozen_broker_is_noticed_and_survived(
              "HEALTHSCORE_SCORER__STALL_AFTER_SECONDS": "5"}  # fmt: skip
     pipeline = Pipeline(settings, tmp_path, **stall)
     ingest, scorer = pipeline.ingest(), pipeline.scorer()
-    producing = asyncio.create_task(produce_stream(settings, stream, len(stream.records) / 40))
     seen_stalled: set[str] = set()
-    try:
+    async with flowing(pipeline, engine, stream, outcome, len(stream.records) / 40):
         await wait_for(lambda: consumed(engine, settings), timeout=60)
         infra.broker.proc.signal(signal.SIGSTOP)
         outcome.faults["broker SIGSTOP 15 s"] += 1
@@ -162,12 +149,6 @@ async def test_a_frozen_broker_is_noticed_and_survived(
         outcome.recovery_seconds.append(
             await wait_for(lambda: all(s.healthz() == 200 for s in (ingest, scorer)), timeout=120)
         )
-        await producing
-        await settle_and_check(settings, engine, stream, outcome)
-        outcome.unplanned_exits = len(pipeline.unplanned_exits())
-    finally:
-        producing.cancel()
-        pipeline.stop()
     outcome.seconds = time.monotonic() - started
     outcome.notes += [] if seen_stalled else ["no /healthz reported the stall"]
     assert seen_stalled, "a frozen broker with records waiting must show as a stall"
@@ -197,25 +178,22 @@ async def test_the_broker_killed_and_started_again_under_load(
             pipeline = Pipeline(settings, tmp_path, **stall)
             services = [pipeline.ingest(), pipeline.scorer()]
             rate = len(stream.records) / (scale.broker_kills * 8 + 10)
-            producing = asyncio.create_task(produce_stream(settings, stream, rate))
             replaced: list[str] = []
             try:
-                await wait_for(lambda: consumed(engine, settings), timeout=90)
-                for _ in range(scale.broker_kills):
-                    await asyncio.sleep(rng.uniform(1.0, 4.0))
-                    await asyncio.to_thread(broker.kill)
-                    outcome.faults["broker kill -9 + start"] += 1
-                    await asyncio.sleep(rng.uniform(0.2, 2.0))
-                    await asyncio.to_thread(broker.start)
-                    outcome.recovery_seconds.append(
-                        await supervised_recovery(services, settings, engine, producing, replaced)
-                    )
-                await producing
-                await settle_and_check(settings, engine, stream, outcome)
-                outcome.unplanned_exits = len(pipeline.unplanned_exits())
+                async with flowing(pipeline, engine, stream, outcome, rate) as producing:
+                    await wait_for(lambda: consumed(engine, settings), timeout=90)
+                    for _ in range(scale.broker_kills):
+                        await asyncio.sleep(rng.uniform(1.0, 4.0))
+                        await asyncio.to_thread(broker.kill)
+                        outcome.faults["broker kill -9 + start"] += 1
+                        await asyncio.sleep(rng.uniform(0.2, 2.0))
+                        await asyncio.to_thread(broker.start)
+                        outcome.recovery_seconds.append(
+                            await supervised_recovery(
+                                services, settings, engine, producing, replaced
+                            )
+                        )
             finally:
-                producing.cancel()
-                pipeline.stop()
                 await engine.dispose()
     finally:
         broker.stop()
@@ -266,9 +244,8 @@ async def test_scorers_joining_and_leaving_under_load(
     pipeline.ingest()
     running = [pipeline.scorer()]
     rate = len(stream.records) / (scale.rebalances * 5 + 10)
-    producing = asyncio.create_task(produce_stream(settings, stream, rate))
     rng = random.Random(scale.seed)
-    try:
+    async with flowing(pipeline, engine, stream, outcome, rate) as producing:
         for _ in range(scale.rebalances):
             running.append(pipeline.scorer())
             outcome.faults["scorer joins"] += 1
@@ -279,12 +256,43 @@ async def test_scorers_joining_and_leaving_under_load(
             outcome.recovery_seconds.append(
                 await progressed(running[0], settings, engine, producing)
             )
-        await producing
-        await settle_and_check(settings, engine, stream, outcome)
-        outcome.unplanned_exits = len(pipeline.unplanned_exits())
-    finally:
-        producing.cancel()
-        pipeline.stop()
+    outcome.seconds = time.monotonic() - started
+    assert_nothing_lost(outcome)
+
+
+async def test_a_rolling_upgrade_from_release_0014_under_load(
+    infra: Infra, scale: Scale, report, tmp_path: Path, release_0014: Path
+) -> None:
+    """Release 0014 runs (ingest and two scorers) on its schema while events flow; the
+    database is migrated to the lean store's first half (0015) under load; each scorer is
+    replaced by one of this release in turn (each takes its partitions over, fencing release
+    0014's writers out and converting their accounts); then the database is migrated to the
+    head. Nothing is lost or counted twice."""
+    outcome = report(Outcome("rolling upgrade from release 0014"))
+    started = time.monotonic()
+    async with fresh_settings(infra, revision="0014") as settings:
+        engine = create_engine(settings.database)
+        stream = raw_stream(settings, accounts=scale.accounts // 2, days=scale.days, hostile=0,
+                            seed=scale.seed + 6)  # fmt: skip
+        pipeline = Pipeline(settings, tmp_path)
+        pipeline.ingest(release=release_0014)  # it stays: nothing it writes changes
+        scorers = [pipeline.scorer(release=release_0014) for _ in range(2)]
+        rate = len(stream.records) / 40
+        try:
+            async with flowing(pipeline, engine, stream, outcome, rate) as producing:
+                await wait_for(lambda: consumed(engine, settings), timeout=90)
+                await asyncio.to_thread(run_cli, settings, "migrate", "--to", "0015")
+                outcome.faults["migrated to 0015 under load"] += 1
+                for old in scorers:
+                    assert old.stop() == 0, "a release 0014 scorer leaving exits cleanly"
+                    new = pipeline.scorer()
+                    outcome.faults["release 0014 scorer replaced"] += 1
+                    recovery = await progressed(new, settings, engine, producing)
+                    outcome.recovery_seconds.append(recovery)
+                await asyncio.to_thread(run_cli, settings, "migrate")
+                outcome.faults["migrated to the head under load"] += 1
+        finally:
+            await engine.dispose()
     outcome.seconds = time.monotonic() - started
     assert_nothing_lost(outcome)
 

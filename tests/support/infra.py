@@ -154,13 +154,15 @@ async def running(worker: W) -> AsyncIterator[W]:
 
 
 @contextlib.asynccontextmanager
-async def fresh_settings(infra: Infra) -> AsyncIterator[Settings]:
-    """Settings for one test: fresh topics, consumer groups and a migrated database."""
+async def fresh_settings(infra: Infra, revision: str | None = None) -> AsyncIterator[Settings]:
+    """Settings for one test: fresh topics, consumer groups and a database migrated to the
+    head, or to `revision` (an earlier release's schema)."""
     tag = uuid.uuid4().hex[:10]
     db_name = f"test_{tag}"
-    await admin_sql(infra.database, f'CREATE DATABASE "{db_name}" TEMPLATE "{TEMPLATE_DB}"')
+    template = "" if revision else f' TEMPLATE "{TEMPLATE_DB}"'
+    await admin_sql(infra.database, f'CREATE DATABASE "{db_name}"{template}')
     try:
-        yield isolated_settings(
+        settings = isolated_settings(
             infra,
             tag,
             db_name,
@@ -173,6 +175,9 @@ async def fresh_settings(infra: Infra) -> AsyncIterator[Settings]:
             },
             api={"max_override_days": 90},
         )
+        if revision:
+            await asyncio.to_thread(migrate, settings.database, to=revision)
+        yield settings
     finally:
         await admin_sql(infra.database, f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
 

@@ -22,6 +22,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -59,6 +60,7 @@ class Service:
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
     retired: bool = False  # stopped by the test on purpose
+    release: Path | None = None  # the code of an earlier release to run (None: this one)
 
     def start(self) -> Service:
         with self.log.open("ab") as log:
@@ -68,6 +70,7 @@ class Service:
                 stdout=log,
                 stderr=log,
                 start_new_session=True,
+                cwd=self.release,
             )
         self.starts += 1
         return self
@@ -122,11 +125,15 @@ class Pipeline:
         self.env = {**settings_env(settings), **env}
         self.services: list[Service] = []
 
-    def _service(self, command: str, port_variable: str | None) -> Service:
+    def _service(
+        self, command: str, port_variable: str | None, release: Path | None = None
+    ) -> Service:
         port = free_port()
         env = dict(self.env)
         if port_variable:
             env[port_variable] = str(port)
+        if release is not None:  # its code first on the path (this one's is installed)
+            env["PYTHONPATH"] = str(release)
         index = sum(s.command == command for s in self.services)
         service = Service(
             f"{command}-{index}",
@@ -134,15 +141,17 @@ class Pipeline:
             env,
             self.workdir / f"{command}-{index}.log",
             port if port_variable else None,
+            release=release,
         )
         self.services.append(service)
         return service.start()
 
-    def ingest(self) -> Service:
-        return self._service("ingest", "HEALTHSCORE_INGEST__METRICS_PORT")
+    def ingest(self, release: Path | None = None) -> Service:
+        return self._service("ingest", "HEALTHSCORE_INGEST__METRICS_PORT", release)
 
-    def scorer(self) -> Service:
-        return self._service("scorer", "HEALTHSCORE_SCORER__METRICS_PORT")
+    def scorer(self, release: Path | None = None) -> Service:
+        """A scorer of this release, or of the earlier one whose code is at `release`."""
+        return self._service("scorer", "HEALTHSCORE_SCORER__METRICS_PORT", release)
 
     def api(self, tokens: list[dict[str, Any]]) -> Service:
         """The API on its own port (`metrics_port` is its HTTP port: it serves /metrics too)."""
@@ -333,6 +342,25 @@ async def settle_and_check(
         outcome.notes.append(f"mismatched: {bad[:5]}")
     outcome.notes += await _outbox_delivered(settings, engine)
     return outcome
+
+
+@contextlib.asynccontextmanager
+async def flowing(
+    pipeline: Pipeline, engine: AsyncEngine, stream: RawStream, outcome: Outcome, rate: float
+) -> AsyncIterator[asyncio.Task[None]]:
+    """A chaos scenario's frame: the stream produced at `rate` records/s while the body injects
+    its faults (it gets the producing task); then the stream's end, the end state checked
+    against the reference (`settle_and_check`), the unplanned exits counted, and the pipeline
+    stopped however the body ended."""
+    producing = asyncio.create_task(produce_stream(pipeline.settings, stream, rate))
+    try:
+        yield producing
+        await producing
+        await settle_and_check(pipeline.settings, engine, stream, outcome)
+        outcome.unplanned_exits = len(pipeline.unplanned_exits())
+    finally:
+        producing.cancel()
+        pipeline.stop()
 
 
 async def _outbox_delivered(settings: Settings, engine: AsyncEngine) -> list[str]:

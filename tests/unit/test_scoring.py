@@ -267,3 +267,47 @@ def test_dedup_memory_is_bounded() -> None:
     restored = AccountState.from_json(orjson.loads(orjson.dumps(state.to_json())))
     assert restored.seen == state.seen
     assert restored.apply(MODEL, make_fact("session_started", 499, 10 - 4.99), policy) is False
+
+
+def test_the_stored_state_keeps_every_aggregate_exactly_and_leaves_the_memory_out() -> None:
+    """to_bytes/from_bytes (MessagePack) give back the same state to the bit, with integers
+    beyond 64 bits (which JSON documents could not hold) too; the memory is stored apart."""
+    state = active_account()
+    state.apply(MODEL, _override(1, "pin", 20, 1, 10, "churn_risk"))
+    state.floor = NOW.timestamp() - DAY
+    data = state.to_bytes()
+    assert data[:1] == b"\x04" and len(data) < len(orjson.dumps(state.to_json())) // 2
+    again = AccountState.from_bytes(data)
+    assert again.fingerprint() == state.fingerprint() and again.floor == state.floor
+    assert again.seen == {} and state.seen  # the memory is not in the stored state
+    at = NOW.timestamp()
+    assert evaluate(MODEL, again, at).scores == evaluate(MODEL, state, at).scores
+    state.counts["huge"] = 3**80  # an exact count or window total past 64 bits
+    state.windows["w"] = (30, {20_000: -(2**90), 20_001: 7})
+    wide = AccountState.from_bytes(state.to_bytes())
+    assert wide.counts["huge"] == 3**80 and wide.windows["w"] == (30, {20_000: -(2**90), 20_001: 7})
+    with pytest.raises(ValueError, match="not a stored account state"):
+        AccountState.from_bytes(orjson.dumps(again.to_json()))
+
+
+def test_the_memory_is_stored_by_period_and_read_back_as_of_each_periods_end() -> None:
+    """What the memory took since it was last stored goes to the period of the write (or, for
+    a build from history, of each id's ingestion); read back, each id is remembered as of the
+    end of its period, and a re-delivery of any of them is dropped."""
+    period = 6 * 3600.0
+    facts = [make_fact("session_started", i, 1 - i / 100) for i in range(20)]
+    state = fold(facts)
+    written = state.unstored_ids(period, at=NOW.timestamp())
+    assert list(written) == [int(NOW.timestamp() // period)]
+    assert len(written[int(NOW.timestamp() // period)]) == 20 * 8
+    assert state.unstored_ids(period) == {}  # handed over once
+    later = [make_fact("feature_used", i, i / 4) for i in range(8)]
+    for fact in later:
+        fact.ingested = fact.t  # ingested as they happened, over two days
+    by_ingestion = fold(later, state).unstored_ids(period)
+    assert sum(len(ids) for ids in by_ingestion.values()) == 8 * 8 and len(by_ingestion) > 1
+    loaded = AccountState.from_bytes(state.to_bytes())
+    loaded.remember_stored([*written.items(), *by_ingestion.items()], period)
+    assert loaded.seen.keys() == state.seen.keys()
+    assert all(t % period == 0 for t in loaded.seen.values())  # the ends of their periods
+    assert [loaded.apply(MODEL, f) for f in facts] == [False] * 20
