@@ -5,8 +5,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+PEER := .venv-peer
+PEER_STAMP := $(PEER)/.installed-$(shell cksum < bench/peer-requirements.txt | cut -d' ' -f1)
 
-.PHONY: help install run test test-unit lint fmt migrate schemas bench-ingest bench-scorer bench-import bench-api bench-console bench-scale bench-backtest backtest-demo chaos soak clean
+.PHONY: help install run test test-unit lint fmt migrate schemas bench-ingest bench-scorer bench-import bench-api bench-console bench-scale bench-peer bench-backtest backtest-demo chaos soak clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -66,6 +68,14 @@ bench-scale: $(STAMP) ## 1,000,000 accounts: catch-up with cache misses, model s
 	@command -v wrk >/dev/null || { echo "bench-scale needs wrk: apt-get install wrk"; exit 2; }
 	$(BIN)/python bench/scale.py
 
+$(PEER_STAMP): bench/peer-requirements.txt
+	@test -x $(PEER)/bin/python || $(PYTHON) -m venv $(PEER)
+	$(PEER)/bin/python -m pip install --quiet -r bench/peer-requirements.txt
+	@rm -f $(PEER)/.installed-* && touch $@
+
+bench-peer: $(STAMP) $(PEER_STAMP) ## the scorer vs Quix Streams on the same signals, hot and cold (bench/peer.py)
+	$(BIN)/python bench/peer.py
+
 bench-backtest: $(STAMP) ## back-test speed: 25,000 accounts, 100,000 events, lead time included (bench/backtest_speed.py)
 	$(BIN)/python bench/backtest_speed.py
 
@@ -79,4 +89,4 @@ soak: $(STAMP) ## steady traffic for SOAK_MINUTES (default 30); RSS and lag ever
 	$(BIN)/python bench/soak.py
 
 clean: ## remove the virtualenv, local data and caches
-	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(PEER) .data .pytest_cache .mypy_cache .ruff_cache .hypothesis
