@@ -142,7 +142,7 @@ class StateValues(TypedDict):
 class SeenSignalsRow(Base):
     """The de-duplication memory, apart from the state: the 8-byte digests of the signal ids
     an account took in one period (`seen_period`), appended to by each batch. Partitioned by
-    period; a period past the horizon is dropped whole (services/scorer/upkeep.py)."""
+    period; a period past the horizon is dropped whole (services/scorer/memory.py)."""
 
     __tablename__ = "seen_signals"
 
