@@ -234,7 +234,7 @@ class Ingest:
                 if not classify(exc).retriable:
                     raise
                 self.metrics.retries.inc()
-                log.warning("ingest.deliver_retry", error=repr(exc), delay=delay)
+                log.warning("ingest.delivery_retry", error=repr(exc), delay=delay)
                 if stop.is_set() and delay > 5:
                     return False  # shutting down while the broker is away: commit nothing
                 await asyncio.sleep(delay)

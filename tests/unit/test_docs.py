@@ -215,3 +215,66 @@ def test_payload_schemas_accept_what_ingest_accepts() -> None:
     ):
         for name in sample_names(vendor):
             jsonschema.validate(sample(vendor, name), schemas[stem])
+
+
+# --- the names on-call reads in the docs are the names the code uses --------------------------
+
+CODE = ("services", "shared", "healthscore")
+OPERATOR_DOCS = (
+    "README.md",
+    "docs/*.md",
+    "deploy/**/*.yml",
+    "deploy/**/*.yaml",
+    "deploy/**/*.json",
+)
+LOG_EVENT = re.compile(r"`((?:ingest|scorer|api|import|relay|startup|console)\.[a-z_]+)`")
+METRIC = re.compile(r"\bhealthscore_[a-z0-9_]+")
+HEALTH_PREFIX = re.compile(r"health\.register\(.*?\"(healthscore_[a-z_]+)\"\)")
+SUFFIX = re.compile(r"_(total|bucket|count|sum|created)$")  # a sample's, beyond its metric's
+
+
+def _texts(patterns: tuple[str, ...]) -> Iterator[tuple[Path, str]]:
+    for pattern in patterns:
+        for path in sorted(ROOT.glob(pattern)):
+            yield path, path.read_text()
+
+
+def _code() -> str:
+    return "\n".join(
+        path.read_text() for folder in CODE for path in sorted((ROOT / folder).rglob("*.py"))
+    )
+
+
+def test_every_log_event_the_docs_name_is_logged() -> None:
+    code = _code()
+    named = {
+        (event, path.relative_to(ROOT).as_posix())
+        for path, text in _texts(OPERATOR_DOCS)
+        for event in LOG_EVENT.findall(text)
+    }
+    assert named, "the docs name log events (the runbook does)"
+    missing = sorted((e, p) for e, p in named if f'"{e}"' not in code)
+    assert not missing, f"named in the docs, logged nowhere: {missing}"
+
+
+def test_every_metric_the_docs_dashboards_and_alerts_name_is_exported() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from shared.ops import Health
+
+    code = _code()
+    names = set(METRIC.findall(code))
+    for prefix in set(HEALTH_PREFIX.findall(code)):  # the names a service's Health builds
+        registry = CollectorRegistry()
+        Health(stall_after=1.0).register(registry, prefix)
+        names |= {family.name for family in registry.collect()}
+    exported = {SUFFIX.sub("", name) for name in names}
+    expected = {"healthscore_scorer_seconds_since_progress", "healthscore_ingest_records_consumed"}
+    assert expected <= exported
+    named = {
+        (name, path.relative_to(ROOT).as_posix())
+        for path, text in _texts(OPERATOR_DOCS)
+        for name in METRIC.findall(text)
+    }
+    missing = sorted((n, p) for n, p in named if SUFFIX.sub("", n) not in exported)
+    assert not missing, f"named in the docs, exported by no service: {missing}"
