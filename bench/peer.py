@@ -14,8 +14,10 @@ Two workloads of the same signals (2,000 simulated accounts over 10 days, as ben
 - cold: each signal renamed to an account of its own (every signal a state miss and a new
   account: for the scorer, a PostgreSQL read that finds nothing and a new row).
 Each workload runs ROUNDS rounds of the peer followed by the scorer (from an empty database),
-both consuming the whole topic from the start with a group of their own; a rate is signals
-from the first one processed to the commit that covers the last. The ratio is the median of
+both consuming the whole topic from the start with a group of their own. The scorer's rate
+runs from its first signal in hand to the commit that covers the last; the peer's, from its
+first signal processed to its last, leaving out its final checkpoint's commit (in the peer's
+favour; the time to `run`'s return is printed beside it). The ratio is the median of
 the rounds' scorer/peer ratios. BENCH_PYSPY=FOLDER samples both (bench/common.py `profiled`).
 Last line: {"bench": "peer", "hot_ratio": ..., "cold_ratio": ..., ...}
 """
@@ -72,7 +74,10 @@ def peer(settings: Settings, total: int, round_: int) -> float:
         out, err = process.communicate()
     if process.returncode != 0:
         raise SystemExit(f"the peer failed ({process.returncode}):\n{err[-3000:]}")
-    return float(json.loads(out.splitlines()[-1])["eps"])
+    rates = json.loads(out.splitlines()[-1])
+    print(f"    peer {rates['eps']:,.0f}/s to its last signal processed,"
+          f" {rates['eps_to_return']:,.0f}/s to its shutdown", file=sys.stderr)  # fmt: skip
+    return float(rates["eps"])
 
 
 async def scorer(settings: Settings, total: int, round_: int) -> float:
@@ -80,7 +85,7 @@ async def scorer(settings: Settings, total: int, round_: int) -> float:
     engine = create_engine(settings.database)
     try:
         async with engine.begin() as conn:
-            await conn.execute(text(f"TRUNCATE {', '.join(SCORER_TABLES)}, account_states"))
+            await conn.execute(text(f"TRUNCATE {', '.join(SCORER_TABLES)}"))
         group = f"{settings.scorer.group_id}-{settings.kafka.topics.signals}-{round_}"
         own = settings.model_copy(
             update={"scorer": settings.scorer.model_copy(update={"group_id": group})}

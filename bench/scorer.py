@@ -40,7 +40,17 @@ from tests.support.kafka_io import produce
 from tests.support.signals import consumed, simulated_signals
 
 ROUNDS = 3
-SCORER_TABLES = ("accounts", "scores", "score_history", "outbox", "consumer_offsets")
+# everything a scorer writes: a round left with the last one's state and de-duplication memory
+# would drop every signal as a duplicate
+SCORER_TABLES = (
+    "accounts",
+    "account_states",
+    "seen_signals",
+    "scores",
+    "score_history",
+    "outbox",
+    "consumer_offsets",
+)
 STEADY_RATE = 5_000
 STEADY_SECONDS = 20
 RSS_ACCOUNTS = 100_000
