@@ -40,6 +40,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.scorer import store
+from services.scorer.memory import first_kept
 from services.scorer.news import NewsBook, store_news
 from services.scorer.rescore import (
     AccountEntry,
@@ -50,7 +51,7 @@ from services.scorer.rescore import (
     state_row,
 )
 from shared.config import Settings
-from shared.db import SEEN_PERIOD, HistoryValues, seen_period
+from shared.db import SEEN_PERIOD, HistoryValues
 from shared.errors import ConfigurationError
 from shared.history import load_events
 from shared.scoring.kinds import KindIndex, kind_index
@@ -200,8 +201,9 @@ async def import_history(
             break
         now = clock()
         at = now.timestamp()
+        kept = first_kept(at, horizon)  # the oldest period of the memory read and kept
         chunk = accounts[start : start + chunk_accounts]
-        found = await store.load_accounts(engine, chunk, seen_period(at - horizon))
+        found = await store.load_accounts(engine, chunk, kept)
         versions = await store.model_versions(
             engine, {s.model_version for f in found.values() for s in f.scores.values()}
         )
@@ -241,7 +243,7 @@ async def import_history(
                 news=how.news,
             )
             final.outbox = []  # the past is not news
-            seen = seen_rows(account_id, entry, seen_period(at - horizon), at)
+            seen = seen_rows(account_id, entry, kept, at)
             batch.add(
                 profile_row(account_id, entry, now, evaluation),
                 state_row(account_id, entry, now, evaluation.next_review_at, evaluation),

@@ -103,10 +103,6 @@ class Relay:
         self.metrics.published.inc(len(rows))
         return len(rows)
 
-    async def refresh_stats(self) -> None:
-        await self.refresh_outbox()
-        await self.refresh_bands()
-
     async def refresh_outbox(self) -> None:
         self.metrics.outbox_backlog.set(await store.outbox_backlog(self.engine))
         await store.prune_outbox(self.engine, self.clock() - KEEP_SENT)

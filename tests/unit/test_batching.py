@@ -202,11 +202,11 @@ async def test_only_the_owner_of_partition_0_counts_bands_and_the_others_clear_t
     labels = {"objective": "churn", "model_role": "active", "band": "healthy"}
 
     partitions.adopt({P0: 0, P1: 0})
-    await relay.refresh_stats()
+    await relay.refresh_bands()
     assert registry.get_sample_value("healthscore_scorer_accounts", labels) == 7
 
     partitions.forget([P0])  # a rebalance gives partition 0 to another scorer
-    await relay.refresh_stats()
+    await relay.refresh_bands()
     assert registry.get_sample_value("healthscore_scorer_accounts", labels) is None
     assert len(counted) == 1
 
