@@ -53,6 +53,24 @@ def infrastructure(
         yield settings.model_copy(update={"database": database_settings})
 
 
+def own_group(settings: Settings, suffix: str) -> Settings:
+    """The settings with the scorer in a consumer group of its own (its group id + suffix)."""
+    group = f"{settings.scorer.group_id}-{suffix}"
+    return settings.model_copy(
+        update={"scorer": settings.scorer.model_copy(update={"group_id": group})}
+    )
+
+
+def own_topic(settings: Settings, suffix: str) -> Settings:
+    """The settings with a signals topic of their own (its name + suffix), consumed by a group
+    of its own."""
+    topics = settings.kafka.topics.model_copy(
+        update={"signals": f"{settings.kafka.topics.signals}-{suffix}"}
+    )
+    kafka = settings.kafka.model_copy(update={"topics": topics})
+    return own_group(settings.model_copy(update={"kafka": kafka}), suffix)
+
+
 def peak_rss_mb(pid: int) -> float:
     """VmHWM (peak RSS) of a running process, in MB."""
     status = Path(f"/proc/{pid}/status").read_text()

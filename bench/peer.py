@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 from statistics import median
 
-from common import infrastructure, profiled, report, run
+from common import infrastructure, own_group, own_topic, profiled, report, run
 from scorer import SCORER_TABLES, catch_up
 from sqlalchemy import text
 
@@ -48,20 +48,12 @@ PEER_PYTHON = Path(os.environ.get("PEER_PYTHON", ROOT / ".venv-peer" / "bin" / "
 ROUNDS = 3
 
 
-def workload(settings: Settings, name: str) -> Settings:
-    """Settings of a workload of its own: its signals topic."""
-    topics = settings.kafka.topics.model_copy(update={"signals": f"peer-{name}"})
-    return settings.model_copy(
-        update={"kafka": settings.kafka.model_copy(update={"topics": topics})}
-    )
-
-
 def renamed(signals: list[Signal]) -> list[Signal]:
     """Each signal an account of its own."""
     return [s.model_copy(update={"account_id": f"cold-{i:07d}"}) for i, s in enumerate(signals)]
 
 
-def peer(settings: Settings, total: int, round_: int) -> float:
+def peer(settings: Settings, name: str, total: int, round_: int) -> float:
     """The peer's signals/s on the workload's topic, with a consumer group of its own."""
     topic = settings.kafka.topics.signals
     process = subprocess.Popen(
@@ -70,7 +62,7 @@ def peer(settings: Settings, total: int, round_: int) -> float:
         env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    with profiled(f"{topic}-peer-{round_}", process.pid):
+    with profiled(f"{name}-peer-{round_}", process.pid):
         out, err = process.communicate()
     if process.returncode != 0:
         raise SystemExit(f"the peer failed ({process.returncode}):\n{err[-3000:]}")
@@ -80,17 +72,14 @@ def peer(settings: Settings, total: int, round_: int) -> float:
     return float(rates["eps"])
 
 
-async def scorer(settings: Settings, total: int, round_: int) -> float:
+async def scorer(settings: Settings, name: str, total: int, round_: int) -> float:
     """The scorer's signals/s on the workload's topic, from an empty database."""
     engine = create_engine(settings.database)
     try:
         async with engine.begin() as conn:
             await conn.execute(text(f"TRUNCATE {', '.join(SCORER_TABLES)}"))
-        group = f"{settings.scorer.group_id}-{settings.kafka.topics.signals}-{round_}"
-        own = settings.model_copy(
-            update={"scorer": settings.scorer.model_copy(update={"group_id": group})}
-        )
-        with profiled(f"{settings.kafka.topics.signals}-scorer-{round_}"):
+        own = own_group(settings, str(round_))
+        with profiled(f"{name}-scorer-{round_}"):
             rate, _, stop, task = await catch_up(own, engine, total)
         stop.set()
         await task
@@ -107,7 +96,7 @@ async def main() -> None:
     with infrastructure() as base:
         settle_heap(STREAM_YOUNG_GC_THRESHOLD)  # as `healthscore scorer` does once started
         for name, stream in (("hot", signals), ("cold", renamed(signals))):
-            settings = workload(base, name)
+            settings = own_topic(base, name)
             total = await produce(
                 settings,
                 settings.kafka.topics.signals,
@@ -115,8 +104,8 @@ async def main() -> None:
             )
             peers, ours = [], []
             for round_ in range(ROUNDS):
-                peers.append(await asyncio.to_thread(peer, settings, total, round_))
-                ours.append(await scorer(settings, total, round_))
+                peers.append(await asyncio.to_thread(peer, settings, name, total, round_))
+                ours.append(await scorer(settings, name, total, round_))
                 print(f"  {name} round {round_ + 1}: scorer {ours[-1]:,.0f}/s,"
                       f" peer {peers[-1]:,.0f}/s", file=sys.stderr)  # fmt: skip
             figures[f"{name}_scorer_eps"] = round(median(ours))

@@ -58,6 +58,7 @@ from common import (
     cpu_seconds,
     infrastructure,
     machine_busy_seconds,
+    own_topic,
     peak_rss_mb,
     profiled,
     report,
@@ -138,15 +139,6 @@ async def statements(settings: Settings, signals: int, reset: bool = False) -> d
     finally:
         await conn.close()
     return {r["q"]: round(r["t"] * 1000 / signals) for r in rows}
-
-
-def topic_settings(settings: Settings, name: str) -> Settings:
-    """Settings of a phase of its own: its signals topic and consumer group."""
-    kafka = settings.kafka.model_copy(
-        update={"topics": settings.kafka.topics.model_copy(update={"signals": f"scale-{name}"})}
-    )
-    scorer = settings.scorer.model_copy(update={"group_id": f"{settings.scorer.group_id}-{name}"})
-    return settings.model_copy(update={"kafka": kafka, "scorer": scorer})
 
 
 async def scanned(settings: Settings) -> None:
@@ -391,7 +383,7 @@ async def catch_ups(
     rates = {}
     postgres = await postmaster_pid(settings)
     for name in ("hot", "cold"):
-        own = topic_settings(settings, name)
+        own = own_topic(settings, name)
         await scanned(own)
         total = await produce(
             own,
@@ -455,7 +447,7 @@ async def rescore_all(
     settings: Settings, engine: AsyncEngine, signals: list[Signal], model: Path, scorers: int
 ) -> dict[str, object]:
     """The model switch to `model` by `scorers` processes, sharing the partitions."""
-    own = topic_settings(settings, "steady")
+    own = own_topic(settings, "steady")
     await ensure_topics(own.kafka, [own.kafka.topics.signals])
     env = settings_env(own)
     # the steady stream: the cold stream's signals again, made fresh by the producer (and new

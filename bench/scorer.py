@@ -25,7 +25,7 @@ from pathlib import Path
 from statistics import median
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from common import infrastructure, peak_rss_mb, report, run
+from common import infrastructure, own_group, own_topic, peak_rss_mb, report, run
 from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -206,20 +206,7 @@ async def rss_at(settings: Settings, accounts: int) -> float:
                     ingested_at=now,
                 )
             )
-    rss_settings = settings.model_copy(
-        update={
-            "kafka": settings.kafka.model_copy(
-                update={
-                    "topics": settings.kafka.topics.model_copy(
-                        update={"signals": settings.kafka.topics.signals + "-rss"}
-                    )
-                }
-            ),
-            "scorer": settings.scorer.model_copy(
-                update={"group_id": settings.scorer.group_id + "-rss"}
-            ),
-        }
-    )
+    rss_settings = own_topic(settings, "rss")
     total = await produce(
         rss_settings,
         rss_settings.kafka.topics.signals,
@@ -280,10 +267,7 @@ async def main() -> None:
         for attempt in range(ROUNDS):
             raw_rates.append(await raw_consume(settings, total))
             # a group of its own: no rebalance when the previous scorer's leaving is seen late
-            group = f"{settings.scorer.group_id}-{attempt}"
-            own = settings.model_copy(
-                update={"scorer": settings.scorer.model_copy(update={"group_id": group})}
-            )
+            own = own_group(settings, str(attempt))
             rate, scorer, stop, task = await catch_up(own, engine, total)
             rates.append(rate)
             if attempt < ROUNDS - 1:
