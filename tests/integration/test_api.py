@@ -226,6 +226,45 @@ async def test_lists_filter_sort_and_page(api, engine: AsyncEngine) -> None:  # 
     assert known.status_code == 200
 
 
+async def test_a_list_of_several_bands_is_one_order_whatever_the_bands_are_named(  # type: ignore[no-untyped-def]
+    api, engine: AsyncEngine
+) -> None:
+    """Lists are read band by band from the band-leading indexes and merged: every order,
+    both directions, pages joined at their cursors, equal SQL's order over all bands, also
+    over a band only another model version names (a switch under way)."""
+    client, accounts = api
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "UPDATE scores SET band = 'old_band' WHERE account_id = :a"
+                " AND objective = 'churn_risk' AND model_role = 'active'"
+            ),
+            {"a": accounts[5]},
+        )
+        rows = list(
+            await conn.execute(
+                text(
+                    "SELECT account_id, band, coalesce(score, -1) AS score,"
+                    " coalesce(score - previous_score, 0) AS change FROM scores"
+                    " WHERE objective = 'churn_risk' AND model_role = 'active'"
+                )
+            )
+        )
+    assert len({r.band for r in rows}) >= 3
+    for sort in ("score", "-score", "change", "-change"):
+        key = sort.lstrip("-")
+        expected = sorted(rows, key=lambda r: (getattr(r, key), r.account_id))
+        if sort.startswith("-"):
+            expected.reverse()
+        listed = await _every_page(client, {"sort": sort, "limit": 6})
+        assert [i["account_id"] for i in listed] == [r.account_id for r in expected], sort
+        two = await _every_page(client, {"sort": sort, "limit": 4, "band": ["at_risk", "healthy"]})
+        assert [i["account_id"] for i in two] == [
+            r.account_id for r in expected if r.band in ("at_risk", "healthy")
+        ], sort
+    assert accounts[5] in {i["account_id"] for i in listed}
+
+
 def cache_lookups(metrics: str) -> tuple[float, float]:
     found = {
         result: float(line.rsplit(" ", 1)[1])
