@@ -275,17 +275,14 @@ class _FactorPlan(NamedTuple):
     market: Any = None  # MarketInput of a market factor
 
 
-# (model version, objective, segment) -> the objective's plan. A version names the model's
-# content exactly, so the plans of equal models are shared and never go stale.
-_PLANS: dict[tuple[str, str, str | None], list[_FactorPlan]] = {}
-
-
 def _plan(
     model: Model, name: str, objective: Objective, segment: Segment | None
 ) -> list[_FactorPlan]:
-    """What one objective needs per evaluation, derived once per (objective, segment)."""
-    key = (model.version, name, segment.name if segment else None)
-    cached = _PLANS.get(key)
+    """What one objective needs per evaluation, derived once per (objective, segment) and
+    kept with the model: not by its version, which two files naming the factors in other
+    orders share, while the order of an explanation's factors is the file's."""
+    key = (name, segment.name if segment else None)
+    cached: list[_FactorPlan] | None = model.derived.get(key)
     if cached is not None:
         return cached
     weights = factor_weights(objective, segment.objectives.get(name) if segment else None, model)
@@ -330,7 +327,7 @@ def _plan(
                 factor.market,
             )
         )
-    _PLANS[key] = plan
+    model.derived[key] = plan
     return plan
 
 
@@ -581,11 +578,13 @@ class Contributions:
         places = _factor_places(model)[1]
         try:
             index = array("B", [places[name] for name in self.names])
-            millionths = array("i", [_NO_SUB if math.isnan(x) else round(x * 1e6) for x in self.numbers])
+            millionths = array(
+                "i", [_NO_SUB if math.isnan(x) else round(x * 1e6) for x in self.numbers]
+            )
         except (KeyError, ValueError, OverflowError):
             return None
-        back = [math.nan if n == _NO_SUB else n / 1e6 for n in millionths]
-        if any(a != b and not (math.isnan(a) and math.isnan(b)) for a, b in zip(back, self.numbers)):
+        back = array("d", [math.nan if n == _NO_SUB else n / 1e6 for n in millionths])
+        if back.tobytes() != self.numbers.tobytes():
             return None
         return index.tobytes() + millionths.tobytes()
 
@@ -608,10 +607,12 @@ _PLACES: dict[str, tuple[tuple[str, ...], dict[str, int]]] = {}
 
 
 def _factor_places(model: Model) -> tuple[tuple[str, ...], dict[str, int]]:
-    """A model version's factor names in order, and each name's place."""
+    """A model version's factor names in their sorted order (the version's own: it hashes the
+    content with sorted keys, so two files of one version may name them in other orders), and
+    each name's place."""
     places = _PLACES.get(model.version)
     if places is None:
-        names = tuple(model.factors)
+        names = tuple(sorted(model.factors))
         places = _PLACES[model.version] = (names, {n: i for i, n in enumerate(names)})
     return places
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Mapping
 from functools import cached_property
 from itertools import pairwise
 from pathlib import Path
@@ -356,6 +357,19 @@ class Model(_Strict):
                 if transformed not in self.factors:
                     raise ValueError(f"segments[{i}] transforms unknown factor {transformed!r}")
         return self
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Model:
+        """A copy, with what was derived of this model (its version, the engine's plans)
+        derived again for the copy's content."""
+        copied = super().model_copy(update=update, deep=deep)
+        for derived in ("version", "derived"):
+            copied.__dict__.pop(derived, None)
+        return copied
+
+    @cached_property
+    def derived(self) -> dict[Any, Any]:
+        """What the engine derives of this model once and keeps with it (its plans)."""
+        return {}
 
     @cached_property
     def version(self) -> str:

@@ -8,8 +8,10 @@ import yaml
 
 from shared.config import DEFAULT_MODEL_PATH
 from shared.errors import ConfigurationError
+from shared.scoring.engine import evaluate
 from shared.scoring.model import load_model
 from shared.scoring.state import AccountState
+from tests.support.facts import NOW, active_account
 
 
 def test_default_model_loads_with_two_objectives() -> None:
@@ -304,3 +306,13 @@ def test_an_objectives_own_transform_shapes_its_factor_and_no_other(tmp_path: Pa
     doc["objectives"]["churn_risk"]["transforms"] = {"nps_typo": {"piecewise": [[0, 0], [1, 1]]}}
     with pytest.raises(ConfigurationError, match="transforms unweighted factor"):
         load_model(_write(tmp_path, doc))
+
+
+def test_a_copy_with_other_content_has_its_own_version_and_plans() -> None:
+    model = load_model(DEFAULT_MODEL_PATH)
+    evaluate(model, active_account(), NOW.timestamp())  # derives its plans
+    objectives = {**model.objectives}
+    objectives["churn_risk"] = objectives["churn_risk"].model_copy(update={"hysteresis": 9.0})
+    copied = model.model_copy(update={"objectives": objectives})
+    assert copied.version != model.version and not copied.derived
+    assert copied.model_copy().version == copied.version
