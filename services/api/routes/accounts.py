@@ -365,8 +365,8 @@ def _band_names(query: AccountQuery) -> Any:
     if query.band:
         return select(values(column("band", String), name="asked").data([(b,) for b in query.band]))
     active = (ScoreRow.objective == query.objective, ScoreRow.model_role == "active")
-    first = select(func.min(ScoreRow.band).label("band")).where(*active).cte(
-        "present", recursive=True
+    first = (
+        select(func.min(ScoreRow.band).label("band")).where(*active).cte("present", recursive=True)
     )
     following = (
         select(func.min(ScoreRow.band)).where(*active, ScoreRow.band > first.c.band)
