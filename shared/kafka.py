@@ -21,6 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
 
 from shared.config import KafkaSettings
+from shared.retry import Backoff
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -28,16 +29,16 @@ T = TypeVar("T")
 
 async def reachable(connect: Callable[[], Awaitable[T]], what: str) -> T:
     """`connect()`, again while the broker cannot be reached (restarting, or not up yet),
-    backing off from 0.2 s to 5 s. The start-up step around it bounds how long: a process
-    started while the broker is away waits for it instead of exiting."""
-    delay = 0.2
+    backing off as every loop does (shared/retry.py). The start-up step around it bounds how
+    long: a process started while the broker is away waits for it instead of exiting."""
+    backoff = Backoff()
     while True:
         try:
             return await connect()
         except KafkaConnectionError as exc:
-            log.warning("kafka.unreachable", step=what, error=str(exc), retry_in=delay)
+            delay = backoff.next_delay()
+            log.warning("kafka.unreachable", step=what, error=str(exc), retry_in=round(delay, 2))
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
 
 
 def make_producer(settings: KafkaSettings, **overrides: Any) -> AIOKafkaProducer:

@@ -29,6 +29,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from shared.db import HEALTH_CHANNEL
+from shared.retry import Backoff
 
 log = structlog.get_logger(__name__)
 
@@ -39,11 +40,9 @@ class HealthCache:
         connect: Callable[[], Awaitable[asyncpg.Connection]],
         max_bytes: int,
         registry: CollectorRegistry,
-        retry_seconds: float = 1.0,
     ) -> None:
         self._connect = connect
         self.max_bytes = max_bytes
-        self.retry_seconds = retry_seconds
         self.generation = 0
         self.listening = False
         self._documents: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
@@ -158,8 +157,9 @@ class HealthCache:
         self.listening = True
 
     async def _relisten(self) -> None:
+        backoff = Backoff()
         while True:
-            await asyncio.sleep(self.retry_seconds)
+            await asyncio.sleep(backoff.next_delay())
             try:
                 await self._listen()
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

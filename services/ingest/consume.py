@@ -31,6 +31,7 @@ from shared.events import encode_signal, utcnow
 from shared.failures import classify
 from shared.kafka import dead_letter_headers, leave, make_consumer, make_producer, reachable
 from shared.ops import Health, unless_stopped
+from shared.retry import Backoff
 from shared.sources import formats_for
 from shared.sources.decode import Decoder, Outcome, Skipped
 from shared.sources.links import Links, MemoryLinks
@@ -177,19 +178,19 @@ class Ingest:
         stop: asyncio.Event,
     ) -> tuple[list[Outgoing], Tally[tuple[str, ...]]] | None:
         """`route`, retried while the link store (PostgreSQL) is away; None: stopping."""
-        delay = 0.2
+        backoff = Backoff()
         while True:
             try:
                 return await self.route(records, now)
             except Exception as exc:
                 if not classify(exc).retriable:
                     raise
-                log.warning("ingest.links_retry", error=repr(exc), delay=delay)
+                delay = backoff.next_delay()
+                log.warning("ingest.links_retry", error=repr(exc), delay=round(delay, 2))
                 self._observe_progress(consumer)
                 if stop.is_set():
                     return None  # nothing delivered, nothing committed: read again on start
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
 
     async def _send_all(self, producer: AIOKafkaProducer, outgoing: Sequence[Outgoing]) -> None:
         """Send as whole batches per partition (far less per-record overhead than send()),
@@ -225,7 +226,7 @@ class Ingest:
         self, producer: AIOKafkaProducer, outgoing: Sequence[Outgoing], stop: asyncio.Event
     ) -> bool:
         """Send everything and wait for every ack; retry the lot on broker errors."""
-        delay = 0.2
+        backoff = Backoff()
         while True:
             try:
                 await self._send_all(producer, outgoing)
@@ -234,11 +235,11 @@ class Ingest:
                 if not classify(exc).retriable:
                     raise
                 self.metrics.retries.inc()
-                log.warning("ingest.delivery_retry", error=repr(exc), delay=delay)
-                if stop.is_set() and delay > 5:
+                delay = backoff.next_delay()
+                log.warning("ingest.delivery_retry", error=repr(exc), delay=round(delay, 2))
+                if stop.is_set() and backoff.failures > 5:
                     return False  # shutting down while the broker is away: commit nothing
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
 
     async def _prepare(
         self,
@@ -317,6 +318,7 @@ class Ingest:
         acknowledged."""
         cfg = self.settings.ingest
         sending: asyncio.Task[None] | None = None
+        polling = Backoff()
         try:
             while not stop.is_set():
                 try:
@@ -326,9 +328,11 @@ class Ingest:
                 except Exception as exc:
                     if not classify(exc).retriable:
                         raise
-                    log.warning("ingest.poll_retry", error=repr(exc))
-                    await asyncio.sleep(1.0)
+                    delay = polling.next_delay()
+                    log.warning("ingest.poll_retry", error=repr(exc), delay=round(delay, 2))
+                    await asyncio.sleep(delay)
                     continue
+                polling.reset()
                 prepared = await self._prepare(consumer, batch, stop) if batch else None
                 if sending is not None and (prepared is not None or sending.done()):
                     await sending  # commits stay in order; raises what sending raised

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import signal
 import time
 from collections.abc import Callable
@@ -53,11 +52,10 @@ from shared.events import utcnow
 from shared.failures import classify
 from shared.kafka import leave, make_consumer, make_producer, reachable
 from shared.ops import Health, gc_paused, unless_stopped
+from shared.retry import Backoff
 from shared.scoring.model import Model
 
 log = structlog.get_logger(__name__)
-
-BACKOFF_FIRST, BACKOFF_CAP = 0.2, 30.0
 
 
 class BatchFailed(Exception):
@@ -126,7 +124,7 @@ class Scorer:
         self.poller = Poller(self.cfg, self.partitions)
         self.consumer: AIOKafkaConsumer | None = None
         self._inflight: asyncio.Task[None] | None = None  # the commit of the last batch
-        self._failures = 0  # retriable failures since the last commit: the back-off's exponent
+        self._backoff = Backoff()  # retriable failures since the last commit
         self._reload_requested = False
         self._taken_at: dict[TopicPartition, float] = {}  # epoch ms each partition was taken
 
@@ -244,7 +242,7 @@ class Scorer:
                 if self._reload_requested:
                     await self.reload_models()
                 if await self.sweeper.turn(sweep_due):
-                    self._failures = 0  # it committed
+                    self._backoff.reset()  # it committed
                 self._observe_progress()
             except Exception as exc:
                 await self._recover(exc, producer)
@@ -258,7 +256,7 @@ class Scorer:
             await self.committer.commit(prepared)
         except Exception as exc:
             raise BatchFailed(prepared.records, exc) from exc
-        self._failures = 0
+        self._backoff.reset()
 
     async def _settle(self) -> None:
         """Wait for the commit in flight, if any; its error, if any, is raised here."""
@@ -283,7 +281,7 @@ class Scorer:
                     raise failure from cause
                 await self._rewind()
                 await self.isolator.isolate(exc.records, producer)
-                self._failures = 0
+                self._backoff.reset()
                 await self._rewind()
                 return
         except HealthScoreError as during:  # the isolation met a retriable failure
@@ -294,8 +292,7 @@ class Scorer:
             self.metrics.fenced.inc()
         else:
             self.metrics.retries.inc()
-        delay = min(BACKOFF_CAP, BACKOFF_FIRST * 2**self._failures) * random.uniform(0.5, 1.0)
-        self._failures += 1
+        delay = self._backoff.next_delay()
         log.warning("scorer.batch_retry", error=str(failure)[:300], delay=round(delay, 2))
         self._observe_progress()
         await asyncio.sleep(delay)

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.scorer import history, memory, store
 from services.scorer.metrics import ScorerMetrics
 from shared.config import ScorerSettings
+from shared.retry import Backoff
 
 log = structlog.get_logger(__name__)
 
@@ -60,6 +61,7 @@ class Relay:
         last_stats = last_bands = last_history = -math.inf  # all on the first turn
         counted = False  # whether the last band refresh counted (this scorer owned partition 0)
         bands_every = float(STATS_EVERY_SECONDS)
+        backoff = Backoff()
         while not stop.is_set():
             try:
                 sent = await self.relay_once(producer)
@@ -76,13 +78,15 @@ class Relay:
                     last_history = time.monotonic()
                     await self.maintain_history()
                     await memory.maintain(self.engine, self.clock(), self.dedup_horizon_seconds)
+                backoff.reset()
                 if not sent:
                     await asyncio.sleep(self.interval)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the rows stay unsent: published on the next turn
-                log.warning("scorer.relay_retry", error=repr(exc)[:300])
-                await asyncio.sleep(1.0)
+                delay = backoff.next_delay()
+                log.warning("scorer.relay_retry", error=repr(exc)[:300], delay=round(delay, 2))
+                await asyncio.sleep(delay)
 
     async def relay_once(self, producer: AIOKafkaProducer, limit: int = 500) -> int:
         async with self.engine.begin() as conn:
