@@ -119,7 +119,7 @@ async def measure(
     links = PostgresLinks(engine) if engine is not None else None
     ingest = Ingest(settings, registry=CollectorRegistry(), links=links)
     if not sentiment:
-        ingest.decoder.sentiment = None
+        ingest.router.decoder.sentiment = None
     settle_heap(STREAM_YOUNG_GC_THRESHOLD)  # as `serve` does before the loop
     stop = asyncio.Event()
     task = asyncio.create_task(ingest.run(stop))

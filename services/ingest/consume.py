@@ -15,31 +15,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter as Tally
-from collections import defaultdict
-from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
-from aiokafka.partitioner import DefaultPartitioner
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry
 
+from services.ingest.deliver import Deliverer
+from services.ingest.metrics import IngestMetrics
+from services.ingest.route import Outgoing, Router
 from shared.config import Settings
-from shared.events import encode_signal, utcnow
+from shared.events import utcnow
 from shared.failures import classify
-from shared.kafka import dead_letter_headers, leave, make_consumer, make_producer, reachable
+from shared.kafka import leave, make_consumer, make_producer, reachable
 from shared.ops import Health, unless_stopped
 from shared.retry import Backoff
-from shared.sources import formats_for
-from shared.sources.decode import Decoder, Outcome, Skipped
-from shared.sources.links import Links, MemoryLinks
-from shared.validate import Limits, Rejection, Sentiment
+from shared.sources.links import Links
 
 log = structlog.get_logger(__name__)
-
-Outgoing = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
 
 
 class Prepared(NamedTuple):
@@ -49,58 +45,6 @@ class Prepared(NamedTuple):
     counted: Tally[tuple[str, ...]]
     commit: dict[TopicPartition, int]
     started: float
-
-
-class IngestMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.consumed = Counter(
-            "healthscore_ingest_records_consumed_total",
-            "Raw records read, by source topic",
-            ["topic"],
-            registry=registry,
-        )
-        self.signals = Counter(
-            "healthscore_ingest_signals_produced_total",
-            "Canonical signals produced, by source",
-            ["source"],
-            registry=registry,
-        )
-        self.dead_lettered = Counter(
-            "healthscore_ingest_dlq_records_total",
-            "Raw records (or messages of a batch) dead-lettered, by reason",
-            ["reason"],
-            registry=registry,
-        )
-        self.skipped = Counter(
-            "healthscore_ingest_messages_skipped_total",
-            "Messages that carry no signal (not_scored: a type the format does not score; "
-            "link_only: it only ties a user to an account), by topic",
-            ["topic", "reason"],
-            registry=registry,
-        )
-        self.batch_size = Histogram(
-            "healthscore_ingest_batch_records",
-            "Records per batch",
-            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000),
-            registry=registry,
-        )
-        self.batch_latency = Histogram(
-            "healthscore_ingest_batch_duration_seconds",
-            "Time from poll to commit of one batch",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-            registry=registry,
-        )
-        self.retries = Counter(
-            "healthscore_ingest_delivery_retries_total",
-            "Batches re-sent after a retriable broker error",
-            registry=registry,
-        )
-        self.lag = Gauge(
-            "healthscore_ingest_consumer_lag_records",
-            "Records behind the partition high-water mark",
-            ["topic", "partition"],
-            registry=registry,
-        )
 
 
 class Ingest:
@@ -120,126 +64,8 @@ class Ingest:
         self.health = health or Health()
         self.clock = clock
         self.committed: dict[TopicPartition, int] = {}
-        cfg = settings.ingest
-        self.limits = Limits(
-            max_record_bytes=cfg.max_record_bytes,
-            max_future_skew=timedelta(seconds=cfg.max_future_skew_seconds),
-            max_age=timedelta(days=cfg.max_age_days),
-        )
-        self._partitions: dict[tuple[bytes, int], int] = {}  # (key, partitions) -> partition
-        self.decoder = Decoder(
-            formats_for(settings),
-            links or MemoryLinks(cfg.links_cache_size),
-            limits=self.limits,
-            sentiment=Sentiment(),
-        )
-
-    async def route(
-        self, records: Sequence[ConsumerRecord[bytes, bytes]], now: datetime
-    ) -> tuple[list[Outgoing], Tally[tuple[str, ...]]]:
-        """The outgoing records for raw records (signals and DLQ records), and what they count
-        as in the metrics."""
-        topics = self.settings.kafka.topics
-        outgoing: list[Outgoing] = []
-        counted: Tally[tuple[str, ...]] = Tally()
-
-        def emit(index: int, _: int, outcome: Outcome) -> None:
-            result, record = outcome.result, records[index]
-            if isinstance(result, Skipped):
-                counted[("skipped", record.topic, result.reason)] += 1
-            elif isinstance(result, Rejection):
-                headers = dead_letter_headers(
-                    record, result.reason, result.detail, now, result.path
-                )
-                log.info(
-                    "ingest.rejected",
-                    topic=record.topic,
-                    partition=record.partition,
-                    offset=record.offset,
-                    reason=result.reason,
-                    path=result.path,
-                    key=record.key.decode("utf-8", "replace")[:128] if record.key else None,
-                )
-                outgoing.append((topics.dlq, record.key, outcome.value, headers))
-                counted[("dlq", result.reason)] += 1
-            else:
-                key = result.account_id.encode()
-                outgoing.append((topics.signals, key, encode_signal(result), []))
-                counted[("signal", result.source)] += 1
-
-        await self.decoder.each([(r.topic, r.value) for r in records], now, emit)
-        return outgoing, counted
-
-    async def _route(
-        self,
-        consumer: AIOKafkaConsumer,
-        records: list[ConsumerRecord[bytes, bytes]],
-        now: datetime,
-        stop: asyncio.Event,
-    ) -> tuple[list[Outgoing], Tally[tuple[str, ...]]] | None:
-        """`route`, retried while the link store (PostgreSQL) is away; None: stopping."""
-        backoff = Backoff()
-        while True:
-            try:
-                return await self.route(records, now)
-            except Exception as exc:
-                if not classify(exc).retriable:
-                    raise
-                delay = backoff.next_delay()
-                log.warning("ingest.links_retry", error=repr(exc), delay=round(delay, 2))
-                self._observe_progress(consumer)
-                if stop.is_set():
-                    return None  # nothing delivered, nothing committed: read again on start
-                await asyncio.sleep(delay)
-
-    async def _send_all(self, producer: AIOKafkaProducer, outgoing: Sequence[Outgoing]) -> None:
-        """Send as whole batches per partition (far less per-record overhead than send()),
-        partitioned like the Java client (murmur2 of the key), and wait for every ack."""
-        partitions = {
-            topic: sorted(await producer.partitions_for(topic))
-            for topic in {o[0] for o in outgoing}
-        }
-        grouped: dict[tuple[str, int], list[Outgoing]] = defaultdict(list)
-        partitioner, known = DefaultPartitioner(), self._partitions
-        if len(known) > 200_000:  # keys seen: accounts, mostly; murmur2 in Python is 1.5 µs
-            known.clear()
-        for record in outgoing:
-            topic, key = record[0], record[1]
-            choices = partitions[topic]
-            if key is None:
-                partition = partitioner(key, choices, choices)
-            elif (partition := known.get((key, len(choices)), -1)) < 0:
-                partition = known[(key, len(choices))] = partitioner(key, choices, choices)
-            grouped[(topic, partition)].append(record)
-        futures = []
-        for (topic, partition), records in grouped.items():
-            batch = producer.create_batch()
-            for _, key, value, headers in records:
-                if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                    futures.append(await producer.send_batch(batch, topic, partition=partition))
-                    batch = producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=None, headers=headers)
-            futures.append(await producer.send_batch(batch, topic, partition=partition))
-        await asyncio.gather(*futures)
-
-    async def _deliver(
-        self, producer: AIOKafkaProducer, outgoing: Sequence[Outgoing], stop: asyncio.Event
-    ) -> bool:
-        """Send everything and wait for every ack; retry the lot on broker errors."""
-        backoff = Backoff()
-        while True:
-            try:
-                await self._send_all(producer, outgoing)
-                return True
-            except Exception as exc:
-                if not classify(exc).retriable:
-                    raise
-                self.metrics.retries.inc()
-                delay = backoff.next_delay()
-                log.warning("ingest.delivery_retry", error=repr(exc), delay=round(delay, 2))
-                if stop.is_set() and backoff.failures > 5:
-                    return False  # shutting down while the broker is away: commit nothing
-                await asyncio.sleep(delay)
+        self.router = Router(settings, links)
+        self.deliverer = Deliverer(self.metrics.retries)
 
     async def _prepare(
         self,
@@ -254,7 +80,9 @@ class Ingest:
             self.metrics.consumed.labels(tp.topic).inc(len(records))
             commit[tp] = records[-1].offset + 1
         records = [r for rs in batch.values() for r in rs]
-        routed = await self._route(consumer, records, self.clock(), stop)
+        routed = await self.router.retried(
+            records, self.clock(), stop, lambda: self._observe_progress(consumer)
+        )
         return None if routed is None else Prepared(*routed, commit, started)
 
     async def _complete(
@@ -265,7 +93,7 @@ class Ingest:
         stop: asyncio.Event,
     ) -> None:
         """Send a prepared batch, wait for every acknowledgement, then commit its offsets."""
-        if not await self._deliver(producer, batch.outgoing, stop):
+        if not await self.deliverer.deliver(producer, batch.outgoing, stop):
             return
         for (what, *labels), count in batch.counted.items():
             if what == "signal":

@@ -119,7 +119,7 @@ async def test_a_validator_that_raises_dead_letters_the_record_instead_of_stoppi
     monkeypatch.setattr(decode, "to_signal", broken)
     ingest = consume.Ingest(Settings(), registry=CollectorRegistry())
     record = ConsumerRecord("usage.events", 2, 41, 0, 0, b"k", b"{}", None, 2, 2, [])
-    [(topic, key, value, headers)], counted = await ingest.route([record], NOW)
+    [(topic, key, value, headers)], counted = await ingest.router.route([record], NOW)
     assert (topic, key, value) == ("account-health.dlq", b"k", b"{}")
     assert counted == {("dlq", "validator_error"): 1}
     assert dict(headers)["reason"] == b"validator_error"
