@@ -1,18 +1,19 @@
 """The scorer loop: account-health.signals -> PostgreSQL (exactly-once effect) -> outbox.
 
 Consumes signals in a consumer group; each batch's state, scores, history, outbox rows and
-consumed offsets are written in ONE transaction (`writer.py`). Kafka offsets are never
+consumed offsets are written in ONE transaction (`commit`, `store`). Kafka offsets are never
 committed: on partition assignment the scorer seeks to the offsets stored in PostgreSQL, so a
 crash at any point replays exactly the signals whose effects were not committed. Between
 batches, the sweep re-scores accounts whose score is due to move because time passed.
 
 What goes wrong is classified once (`shared.failures.classify`): a retriable failure rolls back,
-backs off (growing, with jitter, reset only by a commit) and reads again from the stored
-offsets; a batch that fails for any other reason is isolated record by record, so one poison
-signal is dead-lettered and never stalls its partition. The parts: `poll` and `batching`
-(collecting, and pure cutting), `partitions` (ownership and positions), `cache` (account
-state), `prepare` (records -> rows, through `rows`), `commit`, `isolation`, `sweep` (time alone,
-and model switches), `relay` (outbox -> changes topic), `models` (the served models), `news`.
+backs off (shared/retry.py, reset only by a commit) and reads again from the stored offsets; a
+batch that fails for any other reason is isolated record by record, so one poison signal is
+dead-lettered and never stalls its partition. The parts: `poll` and `batching` (collecting,
+and pure cutting), `assignment` (the rebalance listener: taking and giving up partitions),
+`partitions` (ownership and positions), `cache` (account state), `prepare` (records -> rows,
+through `rows`), `commit`, `isolation`, `sweep` (time alone, and model switches), `relay`
+(outbox -> changes topic), `models` (the served models), `news`.
 """
 
 from __future__ import annotations
@@ -20,17 +21,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import REGISTRY, CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.scorer import legacy, offsets, poll
+from services.scorer.assignment import Assignment
 from services.scorer.batching import Records
 from services.scorer.cache import StateCache
 from services.scorer.commit import Committer
@@ -65,18 +65,6 @@ class BatchFailed(Exception):
         super().__init__(repr(cause)[:300])
         self.records = records
         self.cause = cause
-
-
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, scorer: Scorer) -> None:
-        self.scorer = scorer
-
-    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
-        self.scorer.forget(revoked)
-
-    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
-        self.scorer.metrics.rebalances.inc()
-        await self.scorer.adopt(assigned)
 
 
 class Scorer:
@@ -122,53 +110,17 @@ class Scorer:
         self.sweeper = Sweeper(ctx, rescorer, self.committer)
         self.relay = Relay(engine, self.metrics, clock, self.cfg, self.partitions.owns_first)
         self.poller = Poller(self.cfg, self.partitions)
+        self.assignment = Assignment(ctx, self.poller, self.sweeper, self.health)
         self.consumer: AIOKafkaConsumer | None = None
         self._inflight: asyncio.Task[None] | None = None  # the commit of the last batch
         self._backoff = Backoff()  # retriable failures since the last commit
         self._reload_requested = False
-        self._taken_at: dict[TopicPartition, float] = {}  # epoch ms each partition was taken
 
-    # --- partitions and models ------------------------------------------------------------
-
-    def forget(self, revoked: list[TopicPartition]) -> None:
-        self.partitions.forget(revoked)
-        for tp in revoked:
-            self.poller.carry.pop(tp, None)
-            with contextlib.suppress(KeyError):
-                self.metrics.lag.remove(str(tp.partition))
-        self.cache.clear()  # other scorers may write these accounts from now on
-
-    async def adopt(self, assigned: list[TopicPartition]) -> None:
-        """Own `assigned` from the offsets stored in PostgreSQL (the beginning if none)."""
-        self.cache.clear()
-        self.poller.carry.clear()  # the consumer is repositioned at the stored offsets
-        assert self.consumer is not None
-        positions = await offsets.starting(
-            self.consumer, self.engine, self.cfg.group_id, assigned, self.metrics, self.clock()
-        )
-        await legacy.take_over(self.engine, self.cfg.group_id, positions)
-        self._taken_at.update({tp: time.time() * 1000 for tp in assigned})
-        # owned before the seeks; a poll that spans this (a new generation) is voided
-        # (Poller.poll), and the scorer reads again from here
-        self.partitions.adopt(positions)
-        poll.seek(self.consumer, positions)
-        log.info(
-            "scorer.assigned",
-            partitions=sorted(tp.partition for tp in assigned),
-            offsets={tp.partition: offset for tp, offset in positions.items()},
-        )
-        self.sweeper.rescheduling.restart(tp.partition for tp in self.partitions.owned())
+    # --- models ----------------------------------------------------------------------------
 
     def request_reload(self) -> None:
         """SIGHUP: re-read the model files before the next batch."""
         self._reload_requested = True
-
-    async def _reset(self, outside: offsets.Outside) -> dict[TopicPartition, int]:
-        """Start these partitions again from the start of their logs (offsets.py)."""
-        assert self.consumer is not None
-        return await offsets.reset(
-            self.consumer, self.engine, self.cfg.group_id, outside, self.metrics, self.clock()
-        )
 
     async def reload_models(self) -> bool:
         self._reload_requested = False
@@ -190,8 +142,8 @@ class Scorer:
         async with self.health.starting("producer"):
             await reachable(producer.start, "producer")
         self.consumer = make_consumer(kafka, self.cfg.group_id)
-        self.consumer.subscribe([kafka.topics.signals], listener=_Rebalance(self))
-        self.poller.consumer = self.consumer
+        self.consumer.subscribe([kafka.topics.signals], listener=self.assignment)
+        self.poller.consumer = self.assignment.consumer = self.consumer
         relay = asyncio.create_task(self.relay.run(producer, stop))
         try:
             async with self.health.starting("consumer"):
@@ -233,17 +185,14 @@ class Scorer:
                 between = self._reload_requested or self.sweeper.rescheduling.pending
                 if not records or between or sweep_due:
                     await self._settle()
-                if beyond := offsets.beyond_end(
-                    self.consumer, self.partitions.committed, self._taken_at
-                ):
+                if beyond := self.assignment.beyond_end():
                     await self._settle()
-                    await self._reset(beyond)
-                    await self._rewind()
+                    await self.assignment.reset(beyond)
                 if self._reload_requested:
                     await self.reload_models()
                 if await self.sweeper.turn(sweep_due):
                     self._backoff.reset()  # it committed
-                self._observe_progress()
+                self.assignment.observe_progress()
             except Exception as exc:
                 await self._recover(exc, producer)
         try:
@@ -279,10 +228,10 @@ class Scorer:
             if not failure.retriable:
                 if not isinstance(exc, BatchFailed):
                     raise failure from cause
-                await self._rewind()
+                await self.assignment.rewind()
                 await self.isolator.isolate(exc.records, producer)
                 self._backoff.reset()
-                await self._rewind()
+                await self.assignment.rewind()
                 return
         except HealthScoreError as during:  # the isolation met a retriable failure
             if not during.retriable:
@@ -294,32 +243,10 @@ class Scorer:
             self.metrics.retries.inc()
         delay = self._backoff.next_delay()
         log.warning("scorer.batch_retry", error=str(failure)[:300], delay=round(delay, 2))
-        self._observe_progress()
+        self.assignment.observe_progress()
         await asyncio.sleep(delay)
         with contextlib.suppress(Exception):  # if this fails too, the next batch retries
-            await self._rewind()
-
-    async def _rewind(self) -> None:
-        """Forget what is in memory and read again from the offsets stored in PostgreSQL."""
-        await self.adopt(self.partitions.owned())
-
-    def _observe_progress(self) -> None:
-        """Lag and progress of each owned partition, from its committed position only."""
-        consumer = self.consumer
-        assert consumer is not None
-        progress: dict[str, tuple[int, int]] = {}
-        fetched: list[float] = []
-        assigned = consumer.assignment()
-        for tp, position in self.partitions.committed.items():
-            if tp not in assigned:
-                continue  # mid-rebalance
-            highwater = consumer.highwater(tp)
-            lag = 0 if highwater is None else max(highwater - position, 0)
-            self.metrics.lag.labels(str(tp.partition)).set(lag)
-            progress[f"{tp.topic}/{tp.partition}"] = (position, lag)
-            if (polled := consumer.last_poll_timestamp(tp)) is not None:
-                fetched.append(polled / 1000)
-        self.health.observe(progress, min(fetched, default=None))
+            await self.assignment.rewind()
 
 
 async def serve(settings: Settings, stop: asyncio.Event, **kwargs: Any) -> None:
