@@ -135,157 +135,179 @@ class World:
         if account.churn_day is not None and day > account.churn_day:
             return []
         rng = random.Random(f"{self.seed}:{account.index}:{day}")
-        day_start = self.start + timedelta(days=day)
         h = min(max(account.health(day) + rng.gauss(0, 0.05), 0.0), 1.0)
-        k = self.intensity
-        events: list[tuple[str, dict[str, Any]]] = []
-        counter = 0
-        date = day_start.date().isoformat()  # ids stay the same when a run is repeated
+        today = _Day(account, self.start + timedelta(days=day), rng)
+        if day in (0, 30):
+            today.profile(onboarding=day == 0)
+        if not account.silent(day):
+            users = today.usage(day, h, self.intensity)
+            today.support(day, h, self.intensity)
+            today.survey(h, self.intensity, users)
+        if day % 30 == 15 and account.tier != "free":
+            today.invoice(day, h)
+        if account.churn_day == day:
+            today.emit("subscription_cancelled", reason="churned")
+        return today.ordered()
 
-        def emit(kind: str, not_before: datetime | None = None, **fields: Any) -> datetime:
-            nonlocal counter
-            counter += 1
-            at = day_start + timedelta(seconds=rng.randint(0, 86_399))
-            if not_before is not None and at <= not_before:  # a ticket's events in order
-                at = not_before + timedelta(seconds=1)
-            events.append(
-                (
-                    at.isoformat(),
-                    {
-                        "event_id": f"{account.account_id}-{date}-{counter}",
-                        "account_id": account.account_id,
-                        "occurred_at": at.isoformat(),
-                        "type": kind,
-                        "schema_version": 1,
-                        **fields,
-                    },
-                )
-            )
-            return at
 
-        if day == 0:
-            emit(
-                "account_profile_updated",
-                name=account.name,
-                industry=account.industry,
-                region=account.region,
-                tier=account.tier,
-                lifecycle_stage="onboarding",
-            )
-            emit(
+class _Day:
+    """One account's events of one day: emitted in any order, at random times of the day,
+    and handed out in time order. Every draw comes from the day's own `rng`, in the order
+    of the calls, so that a run repeated with the same seed gives the same events."""
+
+    def __init__(self, account: Account, start: datetime, rng: random.Random) -> None:
+        self.account = account
+        self.start = start
+        self.rng = rng
+        self.date = start.date().isoformat()  # ids stay the same when a run is repeated
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def emit(self, kind: str, not_before: datetime | None = None, **fields: Any) -> datetime:
+        at = self.start + timedelta(seconds=self.rng.randint(0, 86_399))
+        if not_before is not None and at <= not_before:  # a ticket's events in order
+            at = not_before + timedelta(seconds=1)
+        account_id = self.account.account_id
+        event = {
+            "event_id": f"{account_id}-{self.date}-{len(self.events) + 1}",
+            "account_id": account_id,
+            "occurred_at": at.isoformat(),
+            "type": kind,
+            "schema_version": 1,
+            **fields,
+        }
+        self.events.append((at.isoformat(), event))
+        return at
+
+    def ordered(self) -> list[dict[str, Any]]:
+        self.events.sort(key=lambda pair: pair[0])
+        return [event for _, event in self.events]
+
+    def profile(self, *, onboarding: bool) -> None:
+        """The account's profile (onboarding on its first day, then mature), and on the first
+        day its annual subscription."""
+        account = self.account
+        self.emit(
+            "account_profile_updated",
+            name=account.name,
+            industry=account.industry,
+            region=account.region,
+            tier=account.tier,
+            lifecycle_stage="onboarding" if onboarding else "mature",
+        )
+        if onboarding:
+            self.emit(
                 "subscription_created",
                 plan=f"{account.tier}-annual",
                 tier=account.tier,
                 mrr=str(account.seats * PRICE_PER_SEAT[account.tier]),
                 currency="USD",
                 seats_purchased=account.seats,
-                renewal_date=(day_start + timedelta(days=365)).date().isoformat(),
-            )
-        if day == 30:
-            emit(
-                "account_profile_updated",
-                name=account.name,
-                industry=account.industry,
-                region=account.region,
-                tier=account.tier,
-                lifecycle_stage="mature",
+                renewal_date=(self.start + timedelta(days=365)).date().isoformat(),
             )
 
-        if not account.silent(day):
-            users = max(1, round(account.seats * h * rng.uniform(0.7, 1.0)))
-            for _ in range(_poisson(rng, k * (0.5 + 3 * h))):
-                emit(
-                    "session_started",
-                    user_id=f"u{rng.randrange(users)}",
-                    duration_seconds=rng.randint(60, 3600),
-                )
-            for _ in range(_poisson(rng, k * 1.5 * h)):
-                emit(
-                    "feature_used",
-                    user_id=f"u{rng.randrange(users)}",
-                    feature=rng.choice(FEATURES),
-                    count=rng.randint(1, 5),
-                )
-            if day % 7 == 0:
-                emit("active_users_reported", active_users=users)
-                emit(
-                    "seats_used_reported",
-                    seats_in_use=min(account.seats, max(1, round(account.seats * (h + 0.1)))),
-                )
+    def usage(self, day: int, h: float, k: float) -> int:
+        """Sessions and feature use as healthy as `h`, weekly counts; returns the users."""
+        rng, seats = self.rng, self.account.seats
+        users = max(1, round(seats * h * rng.uniform(0.7, 1.0)))
+        for _ in range(_poisson(rng, k * (0.5 + 3 * h))):
+            self.emit(
+                "session_started",
+                user_id=f"u{rng.randrange(users)}",
+                duration_seconds=rng.randint(60, 3600),
+            )
+        for _ in range(_poisson(rng, k * 1.5 * h)):
+            self.emit(
+                "feature_used",
+                user_id=f"u{rng.randrange(users)}",
+                feature=rng.choice(FEATURES),
+                count=rng.randint(1, 5),
+            )
+        if day % 7 == 0:
+            self.emit("active_users_reported", active_users=users)
+            self.emit(
+                "seats_used_reported",
+                seats_in_use=min(seats, max(1, round(seats * (h + 0.1)))),
+            )
+        return users
 
-            if rng.random() < k * (0.03 + 0.25 * (1 - h) ** 2):
-                ticket = f"{account.account_id}-t{day}"
-                bad = rng.random() > h
-                priority = rng.choice(("high", "urgent") if bad else ("low", "normal"))
-                opened = emit(
-                    "ticket_opened",
-                    ticket_id=ticket,
-                    priority=priority,
-                    subject="Problem" if bad else "Question",
-                    text=rng.choice(BAD_TEXT if bad else GOOD_TEXT),
-                )
-                last = opened
-                if bad and rng.random() < 0.5:
-                    last = emit(
-                        "ticket_updated",
-                        not_before=last,
-                        ticket_id=ticket,
-                        priority="urgent",
-                        escalated=True,
-                        text="Escalating: still not fixed.",
-                    )
-                last = emit(
-                    "ticket_resolved",
-                    not_before=last,
-                    ticket_id=ticket,
-                    resolution_hours=round(rng.uniform(1, 24 if not bad else 120), 1),
-                )
-                if rng.random() < 0.4:
-                    emit(
-                        "csat_submitted",
-                        not_before=last,
-                        ticket_id=ticket,
-                        rating=min(5, max(1, round(1 + 4 * h + rng.gauss(0, 0.7)))),
-                        comment=rng.choice(BAD_TEXT if bad else GOOD_TEXT),
-                    )
-            if rng.random() < k * 0.01:
-                emit(
-                    "nps_submitted",
-                    user_id=f"u{rng.randrange(users)}",
-                    score=min(10, max(0, round(10 * h + rng.gauss(0, 1.5)))),
-                    comment=rng.choice(BAD_TEXT if h < 0.5 else GOOD_TEXT),
-                )
+    def support(self, day: int, h: float, k: float) -> None:
+        """Now and then a ticket, the less healthy the likelier and the worse: opened,
+        perhaps escalated, resolved, perhaps rated."""
+        rng = self.rng
+        if rng.random() >= k * (0.03 + 0.25 * (1 - h) ** 2):
+            return
+        ticket = f"{self.account.account_id}-t{day}"
+        bad = rng.random() > h
+        priority = rng.choice(("high", "urgent") if bad else ("low", "normal"))
+        last = self.emit(
+            "ticket_opened",
+            ticket_id=ticket,
+            priority=priority,
+            subject="Problem" if bad else "Question",
+            text=rng.choice(BAD_TEXT if bad else GOOD_TEXT),
+        )
+        if bad and rng.random() < 0.5:
+            last = self.emit(
+                "ticket_updated",
+                not_before=last,
+                ticket_id=ticket,
+                priority="urgent",
+                escalated=True,
+                text="Escalating: still not fixed.",
+            )
+        last = self.emit(
+            "ticket_resolved",
+            not_before=last,
+            ticket_id=ticket,
+            resolution_hours=round(rng.uniform(1, 24 if not bad else 120), 1),
+        )
+        if rng.random() < 0.4:
+            self.emit(
+                "csat_submitted",
+                not_before=last,
+                ticket_id=ticket,
+                rating=min(5, max(1, round(1 + 4 * h + rng.gauss(0, 0.7)))),
+                comment=rng.choice(BAD_TEXT if bad else GOOD_TEXT),
+            )
 
-        if day % 30 == 15 and account.tier != "free":
-            amount = str(account.seats * PRICE_PER_SEAT[account.tier])
-            invoice = f"{account.account_id}-inv{day // 30}"
-            if h < 0.35 and rng.random() < 0.6:
-                emit(
-                    "payment_failed",
-                    invoice_id=invoice,
-                    amount=amount,
-                    currency="USD",
-                    reason="card_declined",
-                )
-                emit(
-                    "invoice_overdue",
-                    invoice_id=invoice,
-                    amount=amount,
-                    currency="USD",
-                    days_overdue=rng.randint(5, 45),
-                )
-            else:
-                emit(
-                    "invoice_paid",
-                    invoice_id=invoice,
-                    amount=amount,
-                    currency="USD",
-                    days_late=max(0, round(rng.gauss((1 - h) * 15, 3))),
-                )
-        if account.churn_day == day:
-            emit("subscription_cancelled", reason="churned")
-        events.sort(key=lambda pair: pair[0])
-        return [event for _, event in events]
+    def survey(self, h: float, k: float, users: int) -> None:
+        rng = self.rng
+        if rng.random() < k * 0.01:
+            self.emit(
+                "nps_submitted",
+                user_id=f"u{rng.randrange(users)}",
+                score=min(10, max(0, round(10 * h + rng.gauss(0, 1.5)))),
+                comment=rng.choice(BAD_TEXT if h < 0.5 else GOOD_TEXT),
+            )
+
+    def invoice(self, day: int, h: float) -> None:
+        """The month's invoice: paid (late as health is low), or failed and overdue."""
+        rng, account = self.rng, self.account
+        amount = str(account.seats * PRICE_PER_SEAT[account.tier])
+        invoice = f"{account.account_id}-inv{day // 30}"
+        if h < 0.35 and rng.random() < 0.6:
+            self.emit(
+                "payment_failed",
+                invoice_id=invoice,
+                amount=amount,
+                currency="USD",
+                reason="card_declined",
+            )
+            self.emit(
+                "invoice_overdue",
+                invoice_id=invoice,
+                amount=amount,
+                currency="USD",
+                days_overdue=rng.randint(5, 45),
+            )
+        else:
+            self.emit(
+                "invoice_paid",
+                invoice_id=invoice,
+                amount=amount,
+                currency="USD",
+                days_late=max(0, round(rng.gauss((1 - h) * 15, 3))),
+            )
 
 
 def _poisson(rng: random.Random, lam: float) -> int:

@@ -95,10 +95,10 @@ class StripeFormat:
         seconds = epoch(created)
         at = iso(seconds) if seconds is not None else created
         account, account_path = self._account(obj)
-        links = self._links(obj, account, seconds)
+        links = _links(obj, account, seconds)
         paths = {"event_id": "id", "occurred_at": "created", "account_id": account_path}
         try:
-            fields = self._fields(kind, obj, created)
+            fields = _fields(kind, obj, created, self.tier_key)
         except _NotMinorUnits as refused:
             detail = f"{refused.path} must be an integer of minor units"
             return Translation([rejected(raw, "schema_violation", detail, refused.path)], links)
@@ -124,148 +124,151 @@ class StripeFormat:
             return Translation([rejected(raw, "unattributed", detail, account_path)], links)
         return Translation([piece], links)
 
-    @staticmethod
-    def _links(obj: dict[str, Any], account: str | None, at: float | None) -> list[Link]:
-        if account is None or at is None:
-            return []
-        keys = []
-        if obj.get("object") == "charge" and (charge := key(obj.get("id"))) is not None:
-            keys.append((CHARGE, charge))
-        for field, namespace in (("charge", CHARGE), ("payment_intent", PAYMENT)):
-            if (found := key(obj.get(field))) is not None:
-                keys.append((namespace, found))
-        return [Link(k, account, at) for k in keys]
 
-    def _fields(self, kind: str, obj: dict[str, Any], created: Any) -> dict[str, Any] | None:
-        currency = obj.get("currency")
-        cur = currency.upper() if isinstance(currency, str) else "USD"
+def _links(obj: dict[str, Any], account: str | None, at: float | None) -> list[Link]:
+    """The charge and payment intent this object ties to its account: a dispute names only
+    them, and finds its account through these links."""
+    if account is None or at is None:
+        return []
+    keys = []
+    if obj.get("object") == "charge" and (charge := key(obj.get("id"))) is not None:
+        keys.append((CHARGE, charge))
+    for field, namespace in (("charge", CHARGE), ("payment_intent", PAYMENT)):
+        if (found := key(obj.get(field))) is not None:
+            keys.append((namespace, found))
+    return [Link(k, account, at) for k in keys]
 
-        def money(minor: Any, path: str) -> dict[str, Any]:
-            paths = {"amount": path, "currency": "data.object.currency"}
-            if _minor(minor) is None:  # Stripe sends integers of the minor unit, always
-                raise _NotMinorUnits(path)
-            return {"amount": major_units(minor, cur), "currency": currency, "_paths": paths}
 
-        if kind == "invoice.paid":
-            out = {
-                "type": "invoice_paid",
-                "invoice_id": obj.get("id"),
-                **money(obj.get("amount_paid"), "data.object.amount_paid"),
-            }
-            paid = members(obj.get("status_transitions")).get("paid_at")
-            due = obj.get("due_date")
-            if isinstance(paid, int) and isinstance(due, int):
-                out["days_late"] = max(0, (paid - due) // 86_400)
-            return out
-        if kind == "invoice.payment_failed":
-            return {
-                "type": "payment_failed",
-                "invoice_id": obj.get("id"),
-                **money(obj.get("amount_due"), "data.object.amount_due"),
-            }
-        if kind == "invoice.overdue":
-            due = obj.get("due_date")
-            overdue = (
-                (created - due) // 86_400
-                if _minor(due) is not None and _minor(created) is not None
-                else 0
-            )
-            return {
-                "type": "invoice_overdue",
-                "invoice_id": obj.get("id"),
-                "days_overdue": max(0, overdue),
-                **money(obj.get("amount_remaining"), "data.object.amount_remaining"),
-            }
-        if kind in ("customer.subscription.created", "customer.subscription.updated"):
-            return self._subscription(kind, obj)
-        if kind == "customer.subscription.deleted":
-            details = members(obj.get("cancellation_details"))
-            ended = obj.get("ended_at") or obj.get("canceled_at")
-            out = {
-                "type": "subscription_cancelled",
-                "reason": text(details.get("reason") or details.get("feedback"), 500),
-            }
-            if (ended_at := epoch(ended)) is not None:
-                out["effective_at"] = iso(ended_at)
-            return out
-        if kind == "charge.refunded":
-            refunds = members(obj.get("refunds")).get("data")
-            newest = (
-                refunds[0]
-                if isinstance(refunds, list) and refunds and isinstance(refunds[0], dict)
-                else {}
-            )
-            if _minor(newest.get("amount")) is not None:
-                return {
-                    "type": "refund_issued",
-                    "reason": text(newest.get("reason"), 500),
-                    **money(newest["amount"], "data.object.refunds.data[0].amount"),
-                }
+def _fields(kind: str, obj: dict[str, Any], created: Any, tier_key: str) -> dict[str, Any] | None:
+    """The v1 event's fields of a Stripe event of type `kind` (None: a type not scored)."""
+    currency = obj.get("currency")
+    cur = currency.upper() if isinstance(currency, str) else "USD"
+
+    def money(minor: Any, path: str) -> dict[str, Any]:
+        paths = {"amount": path, "currency": "data.object.currency"}
+        if _minor(minor) is None:  # Stripe sends integers of the minor unit, always
+            raise _NotMinorUnits(path)
+        return {"amount": major_units(minor, cur), "currency": currency, "_paths": paths}
+
+    if kind == "invoice.paid":
+        out = {
+            "type": "invoice_paid",
+            "invoice_id": obj.get("id"),
+            **money(obj.get("amount_paid"), "data.object.amount_paid"),
+        }
+        paid = members(obj.get("status_transitions")).get("paid_at")
+        due = obj.get("due_date")
+        if isinstance(paid, int) and isinstance(due, int):
+            out["days_late"] = max(0, (paid - due) // 86_400)
+        return out
+    if kind == "invoice.payment_failed":
+        return {
+            "type": "payment_failed",
+            "invoice_id": obj.get("id"),
+            **money(obj.get("amount_due"), "data.object.amount_due"),
+        }
+    if kind == "invoice.overdue":
+        due = obj.get("due_date")
+        overdue = (
+            (created - due) // 86_400
+            if _minor(due) is not None and _minor(created) is not None
+            else 0
+        )
+        return {
+            "type": "invoice_overdue",
+            "invoice_id": obj.get("id"),
+            "days_overdue": max(0, overdue),
+            **money(obj.get("amount_remaining"), "data.object.amount_remaining"),
+        }
+    if kind in ("customer.subscription.created", "customer.subscription.updated"):
+        return _subscription(kind, obj, tier_key)
+    if kind == "customer.subscription.deleted":
+        details = members(obj.get("cancellation_details"))
+        ended = obj.get("ended_at") or obj.get("canceled_at")
+        out = {
+            "type": "subscription_cancelled",
+            "reason": text(details.get("reason") or details.get("feedback"), 500),
+        }
+        if (ended_at := epoch(ended)) is not None:
+            out["effective_at"] = iso(ended_at)
+        return out
+    if kind == "charge.refunded":
+        refunds = members(obj.get("refunds")).get("data")
+        newest = (
+            refunds[0]
+            if isinstance(refunds, list) and refunds and isinstance(refunds[0], dict)
+            else {}
+        )
+        if _minor(newest.get("amount")) is not None:
             return {
                 "type": "refund_issued",
-                **money(obj.get("amount_refunded"), "data.object.amount_refunded"),
+                "reason": text(newest.get("reason"), 500),
+                **money(newest["amount"], "data.object.refunds.data[0].amount"),
             }
-        if kind == "charge.dispute.created":
-            return {
-                "type": "payment_disputed",
-                "reason": text(obj.get("reason"), 500),
-                **money(obj.get("amount"), "data.object.amount"),
-            }
-        return None
-
-    def _subscription(self, kind: str, obj: dict[str, Any]) -> dict[str, Any]:
-        items = members(obj.get("items")).get("data")
-        items = [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
-        monthly, seats, currency, plan, tier = Decimal(0), 0, obj.get("currency"), None, None
-        period_end = obj.get("current_period_end")
-        for item in items:
-            price = members(item.get("price")) or members(item.get("plan"))
-            quantity = _minor(item.get("quantity"))
-            quantity = 1 if quantity is None else quantity
-            seats += quantity
-            currency = currency or price.get("currency")
-            plan = plan or price.get("nickname") or price.get("lookup_key") or price.get("id")
-            product = members(price.get("product"))
-            tier = (
-                tier
-                or members(price.get("metadata")).get(self.tier_key)
-                or members(product.get("metadata")).get(self.tier_key)
-            )
-            period_end = period_end or item.get("current_period_end")
-            recurring = members(price.get("recurring")) or price
-            interval = recurring.get("interval")
-            count = _minor(recurring.get("interval_count")) or 1
-            unit = (
-                price.get("unit_amount_decimal") or price.get("unit_amount") or price.get("amount")
-            )
-            try:
-                months = _PER_MONTH[str(interval)]
-                per_month = Decimal(str(unit)) * quantity * months / count
-            except (InvalidOperation, KeyError, TypeError):
-                continue
-            monthly += per_month
-        tier = members(obj.get("metadata")).get(self.tier_key) or tier
-        cur = currency.upper() if isinstance(currency, str) else "USD"
-        mrr = monthly.scaleb(-MINOR_UNIT_DIGITS.get(cur, 2)).quantize(Decimal("0.0001"))
-        out: dict[str, Any] = {
-            "type": "subscription_created" if kind.endswith("created") else "subscription_changed",
-            "plan": text(plan, 64) or "stripe",
-            "mrr": mrr,
-            "currency": currency,
-            "seats_purchased": seats,
-            "_paths": {
-                "mrr": "data.object.items.data",
-                "seats_purchased": "data.object.items.data",
-                "plan": "data.object.items.data[0].price",
-            },
+        return {
+            "type": "refund_issued",
+            **money(obj.get("amount_refunded"), "data.object.amount_refunded"),
         }
-        if isinstance(tier, str) and tier.strip().lower() in {
-            "free",
-            "starter",
-            "growth",
-            "enterprise",
-        }:
-            out["tier"] = tier
-        if (renews := epoch(period_end)) is not None:
-            out["renewal_date"] = datetime.fromtimestamp(renews, UTC).date().isoformat()
-        return out
+    if kind == "charge.dispute.created":
+        return {
+            "type": "payment_disputed",
+            "reason": text(obj.get("reason"), 500),
+            **money(obj.get("amount"), "data.object.amount"),
+        }
+    return None
+
+
+def _subscription(kind: str, obj: dict[str, Any], tier_key: str) -> dict[str, Any]:
+    items = members(obj.get("items")).get("data")
+    items = [i for i in items if isinstance(i, dict)] if isinstance(items, list) else []
+    monthly, seats, currency, plan, tier = Decimal(0), 0, obj.get("currency"), None, None
+    period_end = obj.get("current_period_end")
+    for item in items:
+        price = members(item.get("price")) or members(item.get("plan"))
+        quantity = _minor(item.get("quantity"))
+        quantity = 1 if quantity is None else quantity
+        seats += quantity
+        currency = currency or price.get("currency")
+        plan = plan or price.get("nickname") or price.get("lookup_key") or price.get("id")
+        product = members(price.get("product"))
+        tier = (
+            tier
+            or members(price.get("metadata")).get(tier_key)
+            or members(product.get("metadata")).get(tier_key)
+        )
+        period_end = period_end or item.get("current_period_end")
+        recurring = members(price.get("recurring")) or price
+        interval = recurring.get("interval")
+        count = _minor(recurring.get("interval_count")) or 1
+        unit = price.get("unit_amount_decimal") or price.get("unit_amount") or price.get("amount")
+        try:
+            months = _PER_MONTH[str(interval)]
+            per_month = Decimal(str(unit)) * quantity * months / count
+        except (InvalidOperation, KeyError, TypeError):
+            continue
+        monthly += per_month
+    tier = members(obj.get("metadata")).get(tier_key) or tier
+    cur = currency.upper() if isinstance(currency, str) else "USD"
+    mrr = monthly.scaleb(-MINOR_UNIT_DIGITS.get(cur, 2)).quantize(Decimal("0.0001"))
+    out: dict[str, Any] = {
+        "type": "subscription_created" if kind.endswith("created") else "subscription_changed",
+        "plan": text(plan, 64) or "stripe",
+        "mrr": mrr,
+        "currency": currency,
+        "seats_purchased": seats,
+        "_paths": {
+            "mrr": "data.object.items.data",
+            "seats_purchased": "data.object.items.data",
+            "plan": "data.object.items.data[0].price",
+        },
+    }
+    if isinstance(tier, str) and tier.strip().lower() in {
+        "free",
+        "starter",
+        "growth",
+        "enterprise",
+    }:
+        out["tier"] = tier
+    if (renews := epoch(period_end)) is not None:
+        out["renewal_date"] = datetime.fromtimestamp(renews, UTC).date().isoformat()
+    return out
