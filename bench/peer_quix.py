@@ -33,7 +33,8 @@ from quixstreams.state.rocksdb import RocksDBOptions
 from shared.events import decode_signal
 from shared.scoring.engine import evaluate
 from shared.scoring.model import load_model
-from shared.scoring.state import AccountState, DedupPolicy, Fact
+from shared.scoring.seen import DedupPolicy, SeenIds
+from shared.scoring.state import AccountState, Fact
 
 broker, topic, count, model_path, group = sys.argv[1:6]
 expected = int(count)
@@ -54,12 +55,13 @@ def fold(raw: bytes, state: State) -> dict[str, Any]:
     else:
         body, digests, ingested = stored
         account = AccountState.from_bytes(body)
-        account.digests, account.ingested = bytearray(digests), array("I", ingested)
+        account.memory = SeenIds(bytearray(digests), array("I", ingested))
     fact = Fact.from_signal(signal)
     account.apply(model, fact, dedup)
-    account.unstored = {}
+    account.memory.unstored = {}
     evaluation = evaluate(model, account, fact.t, {}, ())
-    state.set("account", (account.to_bytes(), bytes(account.digests), account.ingested.tolist()))
+    memory = account.memory
+    state.set("account", (account.to_bytes(), bytes(memory.digests), memory.ingested.tolist()))
     last[0] = time.perf_counter()
     return {
         "account_id": signal.account_id,

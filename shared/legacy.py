@@ -23,6 +23,7 @@ from sqlalchemy import text
 
 from shared import jsonbytes
 from shared.db import SEEN_PERIOD, seen_period
+from shared.scoring.document import from_document, to_document
 from shared.scoring.engine import evaluate
 from shared.scoring.model import Model
 from shared.scoring.news import NewsItem, ordered
@@ -133,9 +134,9 @@ ON CONFLICT DO NOTHING"""
 def converted(row: Any, now: datetime) -> tuple[dict[str, Any], list[tuple[int, bytes]]]:
     """A release 0014 account row as this release stores it: its account_states values and
     its memory, the digests of each period."""
-    state = AccountState.from_json(orjson.loads(row.state)) if row.state else AccountState()
+    state = from_document(orjson.loads(row.state)) if row.state else AccountState()
     periods: dict[int, bytearray] = defaultdict(bytearray)
-    for digest, ingested in state.seen.items():
+    for digest, ingested in state.memory.seen.items():
         periods[seen_period(ingested)] += digest.to_bytes(8)
     freshness = orjson.loads(row.freshness) if row.freshness else {}
     stale = sorted(source for source, f in freshness.items() if f.get("stale"))
@@ -237,7 +238,7 @@ DELETE FROM account_states WHERE account_id = ANY(:ids)"""
 def restored_state(row: Any) -> AccountState:
     """The account's state with its memory, as release 0014 kept it in the document."""
     state = AccountState.from_bytes(row.state)
-    state.remember_stored(list(zip(row.periods, row.memory, strict=True)), SEEN_PERIOD)
+    state.memory.remember_stored(list(zip(row.periods, row.memory, strict=True)), SEEN_PERIOD)
     return state
 
 
@@ -281,7 +282,7 @@ def restore_parameters(
                     for source, f in evaluation.freshness.items()
                 }
         columns["ids"].append(row.account_id)
-        columns["states"].append(orjson.dumps(state.to_json()).decode())
+        columns["states"].append(orjson.dumps(to_document(state)).decode())
         columns["freshness"].append(jsonbytes.dumps(freshness).decode())
         newest = state.newest
         columns["last_events"].append(None if not newest else datetime.fromtimestamp(newest, UTC))

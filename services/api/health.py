@@ -26,6 +26,7 @@ import orjson
 import structlog
 from prometheus_client import CollectorRegistry, Counter
 
+from shared.scoring.document import from_document
 from shared.scoring.engine import Evaluation, evaluate
 from shared.scoring.model import Model
 from shared.scoring.news import NewsItem, ordered
@@ -75,7 +76,7 @@ def stored_state(state: bytes | None, legacy: str | None) -> AccountState:
     if state:
         return AccountState.from_bytes(state)
     if legacy:
-        return AccountState.from_json(orjson.loads(legacy))
+        return from_document(orjson.loads(legacy))
     return AccountState()
 
 

@@ -22,7 +22,8 @@ from pathlib import Path
 from shared.errors import ConfigurationError
 from shared.history import History
 from shared.scoring.kinds import KindIndex
-from shared.scoring.state import AccountState, DedupPolicy
+from shared.scoring.seen import DedupPolicy
+from shared.scoring.state import AccountState
 
 # Every event is replayed once, so de-duplication only needs to catch ids repeated in the file.
 REPLAY_DEDUP = DedupPolicy(horizon_seconds=float("inf"), max_ids=1 << 30)

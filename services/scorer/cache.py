@@ -57,7 +57,7 @@ class StateCache:
             stored = found.get(account_id) or store.Stored()
             state = AccountState.from_bytes(stored.state) if stored.state else AccountState()
             if memory_from is not None:
-                state.remember_stored(stored.memory, SEEN_PERIOD)
+                state.memory.remember_stored(stored.memory, SEEN_PERIOD)
             self.entries[account_id] = AccountEntry(
                 state,
                 wanted[account_id],
@@ -69,7 +69,7 @@ class StateCache:
             )
         for account_id in without:
             entry = self.entries[account_id]
-            entry.state.remember_stored(memories[account_id], SEEN_PERIOD)
+            entry.state.memory.remember_stored(memories[account_id], SEEN_PERIOD)
             entry.memory_loaded = True
         entries = {}
         for account_id, partition in wanted.items():

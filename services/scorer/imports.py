@@ -57,7 +57,8 @@ from shared.history import load_events
 from shared.scoring.kinds import KindIndex, kind_index
 from shared.scoring.model import Model
 from shared.scoring.news import News, NewsItem
-from shared.scoring.state import AccountState, DedupPolicy, Fact
+from shared.scoring.seen import DedupPolicy
+from shared.scoring.state import AccountState, Fact
 
 log = structlog.get_logger(__name__)
 
@@ -211,7 +212,7 @@ async def import_history(
         for account_id in chunk:
             stored = found.get(account_id) or store.Stored()
             state = AccountState.from_bytes(stored.state) if stored.state else AccountState()
-            state.remember_stored(stored.memory, SEEN_PERIOD)
+            state.memory.remember_stored(stored.memory, SEEN_PERIOD)
             floor, state.floor = state.floor, None
             entry = AccountEntry(
                 state,

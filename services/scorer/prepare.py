@@ -26,7 +26,8 @@ from services.scorer.news import news_of
 from services.scorer.rows import Rescorer, scoring_errors_refuse
 from services.scorer.store import Batch
 from shared.events import decode_signal
-from shared.scoring.state import DedupPolicy, Fact
+from shared.scoring.seen import DedupPolicy
+from shared.scoring.state import Fact
 
 
 @dataclass

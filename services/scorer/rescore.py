@@ -251,7 +251,7 @@ def seen_rows(
     go)."""
     rows: list[SeenValues] = [
         {"account_id": account_id, "period": period, "ids": ids}
-        for period, ids in entry.state.unstored_ids(SEEN_PERIOD, at).items()
+        for period, ids in entry.state.memory.unstored_ids(SEEN_PERIOD, at).items()
     ]
     entry.periods = {p for p in entry.periods | {r["period"] for r in rows} if p >= keep_from}
     return rows

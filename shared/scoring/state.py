@@ -6,42 +6,29 @@ last-seen times keep the maximum; override revocations are remembered even if th
 before the override. So the same set of signals gives the same state in any order, batching, or
 with restarts in between.
 
-The de-duplication memory (`seen`) is the one part that is not a function of the set alone: it
-remembers the ids of signals ingested within `horizon` of the newest one (at most `max_ids`),
-which is how re-deliveries are dropped; `floor`, set by a history import, drops every signal
-older than the imported history's end, which the import has counted already. Both are left out
-of `fingerprint()`. `seen` holds a 64-bit digest of each id (a false match among 512 ids of
-one account: about 1 in 3e16) and the ingestion time in whole seconds: 12 bytes an id.
-A search of those bytes (a few kB) takes about a microsecond. Only letting old ids go unpacks
-them, every 32 ids.
+The de-duplication memory (`memory`, seen.py) is the one part that is not a function of the
+set alone; `floor`, set by a history import, drops every signal older than the imported
+history's end, which the import has counted already. Both are left out of its fingerprint
+(document.py).
 
 Stored, the two live apart (docs/adr/0018): `to_bytes` is the state without the memory, in
-MessagePack (msgspec), exact integers kept; the memory is stored as the digests the account
-took in each period of `seen_signals` (`unstored_ids` hands over those since the last write,
-by the period they were ingested in), and read back with `remember_stored`, each id as of its
-period's end. In memory the digests are one byte string and their times an array beside it,
-so a stored period is taken whole, not an id at a time. `to_json`/`from_json`
-are the documents of releases up to 0014, for their migration and the fingerprint.
+MessagePack (msgspec), exact integers kept; the memory is stored by periods (seen.py).
+document.py reads and writes the JSON documents of releases up to 0014.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import math
-import struct
-from array import array
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import repeat
 from typing import Any
 
 import msgspec
-import orjson
 
 from shared.scoring import decay
 from shared.scoring.kinds import KindIndex, kinds_of
 from shared.scoring.model import Model
+from shared.scoring.seen import DEFAULT_DEDUP, DedupPolicy, SeenIds, id_digest
 
 _NEVER = -math.inf
 
@@ -81,12 +68,6 @@ class Fact:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class DedupPolicy:
-    horizon_seconds: float = 48 * 3600.0
-    max_ids: int = 512
-
-
 Latest = tuple[float, str, Any]
 
 
@@ -106,37 +87,20 @@ class AccountState:
     newest: float | None = None
     # signals with an older event time were imported (services/scorer/imports.py): drop them
     floor: float | None = None
-    # the de-duplication memory: id digests (8 bytes each) and, at the same index, when each
-    # was ingested (whole seconds)
-    digests: bytearray = field(default_factory=bytearray, repr=False, compare=False)
-    ingested: array[int] = field(default_factory=lambda: array("I"), repr=False, compare=False)
-    # what the memory took since it was last stored: ingested at -> digests
-    unstored: dict[int, bytearray] = field(default_factory=dict, repr=False, compare=False)
-
-    @property
-    def seen(self) -> dict[int, int]:
-        """The de-duplication memory as id digest -> ingested at (s)."""
-        return dict(zip(_ids(self.digests), self.ingested, strict=True))
-
-    def _knows(self, digest: int) -> bool:
-        key, digests = digest.to_bytes(8), self.digests
-        at = digests.find(key)
-        while at % 8 and at != -1:  # a match across two digests is no match
-            at = digests.find(key, at + 1)
-        return at != -1
+    memory: SeenIds = field(default_factory=SeenIds, repr=False, compare=False)
 
     # --- updating -----------------------------------------------------------------------
 
     def apply(
-        self, model: Model | KindIndex, fact: Fact, dedup: DedupPolicy = DedupPolicy()
+        self, model: Model | KindIndex, fact: Fact, dedup: DedupPolicy = DEFAULT_DEDUP
     ) -> bool:
         """Fold one signal into the aggregates of `model` (or of a kind index covering several
         models); False, and no change, if it is a duplicate."""
         kinds = kinds_of(model) if isinstance(model, Model) else model
         digest = id_digest(fact.signal_id)
-        if (self.floor is not None and fact.t < self.floor) or self._knows(digest):
+        if (self.floor is not None and fact.t < self.floor) or self.memory.knows(digest):
             return False
-        self._remember(digest, fact, dedup)
+        self.memory.remember(digest, fact.t if fact.ingested is None else fact.ingested, dedup)
         t, kind, data = fact.t, fact.kind, fact.data
         if self.newest is None or t > self.newest:
             if self.windows and (self.newest is None or t // DAY > self.newest // DAY):
@@ -235,37 +199,6 @@ class AccountState:
                 **{k: v for k, v in current.items() if k.startswith("revoked")},
             }
 
-    def _remember(self, digest: int, fact: Fact, dedup: DedupPolicy) -> None:
-        ingested = _whole_seconds(fact.t if fact.ingested is None else fact.ingested)
-        key = digest.to_bytes(8)
-        self.digests += key
-        self.ingested.append(ingested)
-        self.unstored.setdefault(ingested, bytearray()).extend(key)
-        # every 32 ids: forget those ingested longer than the horizon ago, and the oldest
-        # beyond three quarters of max_ids (re-deliveries come soon after the original,
-        # whatever its event time)
-        count, keep = len(self.ingested), max(dedup.max_ids * 3 // 4, 1)
-        if count % 32 == 0 or count > dedup.max_ids:
-            floor = max(self.ingested) - dedup.horizon_seconds
-            if count > keep or min(self.ingested) < floor:
-                self._keep(floor, keep)
-
-    def _keep(self, floor: float, keep: int) -> None:
-        """Let go of the ids ingested before `floor`, and of the oldest beyond `keep`."""
-        seen = zip(self.ingested, _keys(self.digests), strict=True)
-        kept = sorted(((t, key) for t, key in seen if t >= floor), reverse=True)[:keep]
-        kept.reverse()  # oldest first again
-        self.digests = bytearray(b"".join(key for _, key in kept))
-        self.ingested = array("I", (t for t, _ in kept))
-        if self.unstored:  # what is let go is not stored either
-            known = {key for _, key in kept}
-            unstored: dict[int, bytearray] = {}
-            for t, keys in self.unstored.items():
-                still = b"".join(key for key in _keys(keys) if key in known)
-                if still:
-                    unstored[t] = bytearray(still)
-            self.unstored = unstored
-
     # --- reading ------------------------------------------------------------------------
 
     def attribute(self, name: str) -> Any:
@@ -326,84 +259,6 @@ class AccountState:
             floor=b.floor,
         )
 
-    def remember_stored(self, periods: list[tuple[int, bytes]], period_seconds: float) -> None:
-        """Take the memory stored apart: the digests of each period, each id remembered as of
-        its period's end (so never let go before its time)."""
-        digests, ingested = bytearray(), array("I")
-        for period, ids in sorted(periods):
-            digests += ids
-            ingested.extend(repeat(_whole_seconds((period + 1) * period_seconds), len(ids) // 8))
-        self.digests[:0] = digests
-        self.ingested[:0] = ingested
-
-    def unstored_ids(self, period_seconds: float, at: float | None = None) -> dict[int, bytes]:
-        """The digests remembered since the last call (or load), for the store, by the period
-        they are stored in: that of `at` (when they are written), or with no `at` each id's
-        own ingestion's (as if each had been stored when it was ingested); then none."""
-        periods: dict[int, bytearray] = {}
-        for t, keys in self.unstored.items():
-            period = int((t if at is None else at) // period_seconds)
-            periods.setdefault(period, bytearray()).extend(keys)
-        self.unstored = {}
-        return {period: bytes(keys) for period, keys in periods.items()}
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "v": 3,
-            "decayed": {k: decay.encode(v) for k, v in sorted(self.decayed.items())},
-            "latest": {k: list(v) for k, v in sorted(self.latest.items())},
-            "last": dict(sorted(self.last.items())),
-            "sources": dict(sorted(self.sources.items())),
-            "attributes": {k: list(v) for k, v in sorted(self.attributes.items())},
-            "overrides": dict(sorted(self.overrides.items())),
-            "seen": base64.b64encode(
-                b"".join(map(_SEEN.pack, _ids(self.digests), self.ingested))
-            ).decode(),
-            "newest": self.newest,
-            "floor": self.floor,
-            # only when a model reads them, so older documents and fingerprints stay the same
-            **({"first": dict(sorted(self.first.items()))} if self.first else {}),
-            **({"counts": dict(sorted(self.counts.items()))} if self.counts else {}),
-            **(
-                {
-                    "windows": {
-                        k: {"window": w, "days": _days(d)}
-                        for k, (w, d) in sorted(self.windows.items())
-                    }
-                }
-                if self.windows
-                else {}
-            ),
-        }
-
-    @classmethod
-    def from_json(cls, doc: dict[str, Any]) -> AccountState:
-        digests, ingested = _seen_from_json(doc["seen"])
-        return cls(
-            decayed={k: decay.decode(v) for k, v in doc["decayed"].items()},
-            latest={k: (v[0], v[1], v[2]) for k, v in doc["latest"].items()},
-            last=dict(doc["last"]),
-            first=dict(doc.get("first", {})),
-            counts=dict(doc.get("counts", {})),
-            windows={
-                k: (v["window"], {int(d): n for d, n in v["days"].items()})
-                for k, v in doc.get("windows", {}).items()
-            },
-            sources=dict(doc["sources"]),
-            attributes={k: (v[0], v[1], v[2]) for k, v in doc["attributes"].items()},
-            overrides=dict(doc["overrides"]),
-            newest=doc["newest"],
-            floor=doc.get("floor"),
-            digests=digests,
-            ingested=ingested,
-        )
-
-    def fingerprint(self) -> bytes:
-        """Canonical bytes of everything but the de-duplication memory (`seen`, `floor`)."""
-        doc = self.to_json()
-        del doc["seen"], doc["floor"]
-        return orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)
-
 
 class _Binary(msgspec.Struct, array_like=True):
     """AccountState as stored (`to_bytes`): a MessagePack array, the fields in this order."""
@@ -427,7 +282,6 @@ _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder(
     _Binary, ext_hook=lambda code, data: _unsigned(bytes(data)) if code == _BIG else None
 )
-_DIGEST = struct.Struct(">Q")
 
 
 def _signed(n: int) -> bytes:
@@ -443,42 +297,7 @@ def _wide(n: int) -> int | msgspec.msgpack.Ext:
     return n if -(2**63) <= n < 2**64 else msgspec.msgpack.Ext(_BIG, _signed(n))
 
 
-_SEEN = struct.Struct(">QI")  # id digest, ingested at (epoch seconds)
 DAY = 86_400.0
-
-
-def _days(days: dict[int, int]) -> dict[str, int]:
-    return {str(d): n for d, n in sorted(days.items())}
-
-
-def id_digest(signal_id: str) -> int:
-    return int.from_bytes(hashlib.blake2b(signal_id.encode(), digest_size=8).digest())
-
-
-def _whole_seconds(t: float) -> int:
-    return max(math.ceil(t), 0)
-
-
-def _seen_from_json(seen: str | dict[str, float]) -> tuple[bytearray, array[int]]:
-    """The de-duplication memory of a document: digests, and when each was ingested."""
-    if isinstance(seen, dict):  # version 1 documents: {signal id: ingested at}
-        pairs = {id_digest(signal_id): _whole_seconds(t) for signal_id, t in seen.items()}
-    else:
-        pairs = dict(_SEEN.iter_unpack(base64.b64decode(seen)))
-    return (
-        bytearray(b"".join(d.to_bytes(8) for d in pairs)),
-        array("I", pairs.values()),
-    )
-
-
-def _keys(digests: bytes | bytearray) -> list[bytes]:
-    """The 8-byte digests, each as bytes."""
-    view = bytes(digests)
-    return [view[i : i + 8] for i in range(0, len(view), 8)]
-
-
-def _ids(digests: bytes | bytearray) -> list[int]:
-    return [d for (d,) in _DIGEST.iter_unpack(digests)]
 
 
 def _keep_latest(table: dict[str, Latest], name: str, entry: Latest) -> None:

@@ -28,8 +28,8 @@ from services.api.schemas import AccountHealthResponse
 from services.scorer import store
 from shared.config import DatabaseSettings
 from shared.db import create_engine, migrate
+from shared.scoring.document import fingerprint, from_document
 from shared.scoring.model import load_model
-from shared.scoring.state import AccountState
 from tests.support.infra import Infra, admin_sql, connect
 from tests.support.signals import health_documents
 
@@ -97,11 +97,11 @@ async def snapshot(database: DatabaseSettings) -> dict[str, Any]:
             "SELECT account_id, state::text, freshness::text, last_event_at, next_review_at,"
             " updated_at FROM accounts"
         ):
-            state = AccountState.from_json(orjson.loads(r["state"]))
+            state = from_document(orjson.loads(r["state"]))
             accounts[r["account_id"]] = (
-                state.fingerprint(),
+                fingerprint(state),
                 state.floor,
-                state.seen,
+                state.memory.seen,
                 orjson.loads(r["freshness"]),
                 r["last_event_at"],
                 r["next_review_at"],
@@ -203,9 +203,9 @@ async def test_release_0014s_database_migrates_up_and_down_and_answers_as_it_did
     for key, (columns, explanation) in before["scores"].items():
         assert after["scores"][key][0] == columns, key
         assert after["scores"][key][1] == explanation, key
-    for account_id, (fingerprint, floor, seen, *rest) in before["accounts"].items():
+    for account_id, (printed, floor, seen, *rest) in before["accounts"].items():
         again = after["accounts"][account_id]
-        assert again[0] == fingerprint and again[1] == floor, account_id
+        assert again[0] == printed and again[1] == floor, account_id
         # every id remembered, each as of the end of the period it was stored in
         assert again[2].keys() == seen.keys()
         assert all(0 <= again[2][d] - seen[d] <= shared.legacy.SEEN_PERIOD for d in seen)

@@ -394,8 +394,11 @@ async def test_migration_0017_drops_the_list_indexes_of_every_band_and_restores_
         assert await conn.fetchval(lists) == 2
         await asyncio.to_thread(command.upgrade, config, "0017")
         assert await conn.fetchval(lists) == 0
-        assert await conn.fetchval(
-            "SELECT count(*) FROM pg_indexes WHERE indexname LIKE 'ix_scores_band_%'"
-        ) == 2
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM pg_indexes WHERE indexname LIKE 'ix_scores_band_%'"
+            )
+            == 2
+        )
         await asyncio.to_thread(command.downgrade, config, "0016")
         assert await conn.fetchval(lists) == 2

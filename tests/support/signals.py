@@ -24,6 +24,7 @@ from services.simulator.world import World
 from shared.config import DEFAULT_MODEL_PATH, DatabaseSettings, Settings
 from shared.db import ConsumerOffsetRow
 from shared.events import Signal, encode_signal
+from shared.scoring.document import fingerprint
 from shared.scoring.engine import evaluate
 from shared.scoring.model import Model, load_model
 from shared.scoring.state import AccountState, Fact
@@ -134,10 +135,9 @@ async def mismatches(engine: AsyncEngine, signals: list[Signal], model: Model = 
         )
     bad = sorted(set(reference) ^ set(stored))
     for account_id, state in reference.items():
-        if (
-            account_id in stored
-            and AccountState.from_bytes(stored[account_id]).fingerprint() != state.fingerprint()
-        ):
+        if account_id in stored and fingerprint(
+            AccountState.from_bytes(stored[account_id])
+        ) != fingerprint(state):
             bad.append(account_id)
     for row in scores:
         expected = evaluate(model, reference[row.account_id], row.evaluated_at.timestamp())

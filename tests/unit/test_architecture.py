@@ -9,7 +9,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("healthscore", "services", "shared")
-MAX_CLASS_LINES = 250
+# with headroom: the largest class is AccountState at ~185 lines (a class that would pass this
+# is split by job, not the limit raised)
+MAX_CLASS_LINES = 200
 
 
 def _modules() -> dict[str, Path]:
@@ -103,9 +105,9 @@ def test_the_checks_above_see_real_imports() -> None:
     assert "services.scorer.consume" in GRAPH["healthscore.cli"]  # a lazy import
 
 
-def test_no_class_in_services_is_longer_than_a_reader_can_hold() -> None:
+def test_no_class_in_services_or_shared_is_longer_than_a_reader_can_hold() -> None:
     long = []
-    for path in (ROOT / "services").rglob("*.py"):
+    for path in [*(ROOT / "services").rglob("*.py"), *(ROOT / "shared").rglob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ClassDef) and node.end_lineno is not None:
                 lines = node.end_lineno - node.lineno + 1

@@ -11,9 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from shared.scoring.document import fingerprint, from_document, to_document
 from shared.scoring.engine import band_for, contributions, evaluate, top_movers
 from shared.scoring.model import Band
-from shared.scoring.state import AccountState, DedupPolicy, Fact
+from shared.scoring.seen import DedupPolicy
+from shared.scoring.state import AccountState, Fact
 from tests.support.facts import DAY, KINDS, MODEL, NOW, active_account, fold, make_fact
 
 facts_strategy = st.lists(
@@ -40,7 +42,7 @@ def test_any_order_gives_identical_state_and_scores(facts: list[Fact], rnd: rand
     shuffled = list(facts)
     rnd.shuffle(shuffled)
     other = fold(shuffled)
-    assert other.fingerprint() == reference.fingerprint()
+    assert fingerprint(other) == fingerprint(reference)
     at = NOW.timestamp()
     assert scores(other, at) == scores(reference, at)
 
@@ -63,9 +65,9 @@ def test_batches_restarts_and_duplicates_change_nothing(
     for cut in cuts * 10:
         chunk = stream[position : position + cut]
         position += cut
-        state = AccountState.from_json(orjson.loads(orjson.dumps(fold(chunk, state).to_json())))
+        state = from_document(orjson.loads(orjson.dumps(to_document(fold(chunk, state)))))
     state = fold(stream[position:], state)
-    assert state.fingerprint() == reference.fingerprint()
+    assert fingerprint(state) == fingerprint(reference)
 
 
 @settings(max_examples=150, deadline=None)
@@ -221,7 +223,7 @@ def test_overrides_pin_adjust_expire_and_revoke() -> None:
         "override_revoked",
         {"override_id": "o1", "author": "lead@example.com"},
     )
-    early = AccountState.from_json(state.to_json())
+    early = from_document(to_document(state))
     state.apply(MODEL, revoke)
     assert evaluate(MODEL, state, now + 6 * DAY).scores["churn_risk"].overrides == ()
     # a revocation that arrives before its override still wins
@@ -245,14 +247,14 @@ def test_dedup_memory_survives_its_document_and_reads_version_1() -> None:
     state = AccountState()
     for fact in facts:
         state.apply(MODEL, fact)
-    doc = orjson.loads(orjson.dumps(state.to_json()))
+    doc = orjson.loads(orjson.dumps(to_document(state)))
     assert isinstance(doc["seen"], str) and len(doc["seen"]) == math.ceil(40 * 12 / 3) * 4
-    restored = AccountState.from_json(doc)
-    assert restored.seen == state.seen
+    restored = from_document(doc)
+    assert restored.memory.seen == state.memory.seen
     assert [restored.apply(MODEL, f) for f in facts] == [False] * 40
     # a document written before the ids were packed: {signal id: ingested at}
     old = {**doc, "v": 1, "seen": {f.signal_id: f.ingested for f in facts[:10]}}
-    upgraded = AccountState.from_json(old)
+    upgraded = from_document(old)
     assert [upgraded.apply(MODEL, f) for f in facts[:12]] == [False] * 10 + [True] * 2
 
 
@@ -261,11 +263,11 @@ def test_dedup_memory_is_bounded() -> None:
     policy = DedupPolicy(horizon_seconds=3600, max_ids=50)
     for i in range(500):
         state.apply(MODEL, make_fact("session_started", i, 10 - i / 100), policy)
-    assert 37 <= len(state.seen) <= 50  # trimmed to three quarters, then growing again
+    assert 37 <= len(state.memory.seen) <= 50  # trimmed to three quarters, then growing again
     assert state.apply(MODEL, make_fact("session_started", 499, 10 - 4.99), policy) is False
     # the packed form kept alongside follows every trim: the document holds exactly `seen`
-    restored = AccountState.from_json(orjson.loads(orjson.dumps(state.to_json())))
-    assert restored.seen == state.seen
+    restored = from_document(orjson.loads(orjson.dumps(to_document(state))))
+    assert restored.memory.seen == state.memory.seen
     assert restored.apply(MODEL, make_fact("session_started", 499, 10 - 4.99), policy) is False
 
 
@@ -276,10 +278,10 @@ def test_the_stored_state_keeps_every_aggregate_exactly_and_leaves_the_memory_ou
     state.apply(MODEL, _override(1, "pin", 20, 1, 10, "churn_risk"))
     state.floor = NOW.timestamp() - DAY
     data = state.to_bytes()
-    assert data[:1] == b"\x04" and len(data) < len(orjson.dumps(state.to_json())) // 2
+    assert data[:1] == b"\x04" and len(data) < len(orjson.dumps(to_document(state))) // 2
     again = AccountState.from_bytes(data)
-    assert again.fingerprint() == state.fingerprint() and again.floor == state.floor
-    assert again.seen == {} and state.seen  # the memory is not in the stored state
+    assert fingerprint(again) == fingerprint(state) and again.floor == state.floor
+    assert again.memory.seen == {} and state.memory.seen  # the memory is not in the stored state
     at = NOW.timestamp()
     assert evaluate(MODEL, again, at).scores == evaluate(MODEL, state, at).scores
     state.counts["huge"] = 3**80  # an exact count or window total past 64 bits
@@ -287,7 +289,7 @@ def test_the_stored_state_keeps_every_aggregate_exactly_and_leaves_the_memory_ou
     wide = AccountState.from_bytes(state.to_bytes())
     assert wide.counts["huge"] == 3**80 and wide.windows["w"] == (30, {20_000: -(2**90), 20_001: 7})
     with pytest.raises(ValueError, match="not a stored account state"):
-        AccountState.from_bytes(orjson.dumps(again.to_json()))
+        AccountState.from_bytes(orjson.dumps(to_document(again)))
 
 
 def test_the_memory_is_stored_by_period_and_read_back_as_of_each_periods_end() -> None:
@@ -297,17 +299,17 @@ def test_the_memory_is_stored_by_period_and_read_back_as_of_each_periods_end() -
     period = 6 * 3600.0
     facts = [make_fact("session_started", i, 1 - i / 100) for i in range(20)]
     state = fold(facts)
-    written = state.unstored_ids(period, at=NOW.timestamp())
+    written = state.memory.unstored_ids(period, at=NOW.timestamp())
     assert list(written) == [int(NOW.timestamp() // period)]
     assert len(written[int(NOW.timestamp() // period)]) == 20 * 8
-    assert state.unstored_ids(period) == {}  # handed over once
+    assert state.memory.unstored_ids(period) == {}  # handed over once
     later = [make_fact("feature_used", i, i / 4) for i in range(8)]
     for fact in later:
         fact.ingested = fact.t  # ingested as they happened, over two days
-    by_ingestion = fold(later, state).unstored_ids(period)
+    by_ingestion = fold(later, state).memory.unstored_ids(period)
     assert sum(len(ids) for ids in by_ingestion.values()) == 8 * 8 and len(by_ingestion) > 1
     loaded = AccountState.from_bytes(state.to_bytes())
-    loaded.remember_stored([*written.items(), *by_ingestion.items()], period)
-    assert loaded.seen.keys() == state.seen.keys()
-    assert all(t % period == 0 for t in loaded.seen.values())  # the ends of their periods
+    loaded.memory.remember_stored([*written.items(), *by_ingestion.items()], period)
+    assert loaded.memory.seen.keys() == state.memory.seen.keys()
+    assert all(t % period == 0 for t in loaded.memory.seen.values())  # the ends of their periods
     assert [loaded.apply(MODEL, f) for f in facts] == [False] * 20
