@@ -232,7 +232,7 @@ class ScoreRow(Base):
     changed_at: Mapped[datetime] = mapped_column(Timestamp)
     # each factor's contribution and sub-score, packed (`Contributions.packed`): what the next
     # change of the score is told against, kept so that it need not be derived by evaluating
-    # the stored state again (migration 0018); null: derived when needed
+    # the stored state again (migration 0015); null: derived when needed
     contributions: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     # the account lists' expression indexes are the migrations' (0011, 0013, 0017)

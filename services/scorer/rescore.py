@@ -135,10 +135,9 @@ class AccountEntry:
 @dataclass(frozen=True)
 class Prior:
     """The contributions of a stored score, which a change is told against: unpacked as
-    stored with it under its model version, or (a score stored without them, by a release
-    before migration 0018) derived from the stored state at its `evaluated_at`, as the API
-    derives the whole explanation. `versions`: the models by version; `news`: items by event
-    id."""
+    stored with it under its model version, or (a score stored without them: one converted
+    from release 0014) derived from the stored state at its `evaluated_at`, as the API derives
+    the whole explanation. `versions`: the models by version; `news`: items by event id."""
 
     versions: dict[str, Model]
     news: dict[str, NewsItem] = field(default_factory=dict)

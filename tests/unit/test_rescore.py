@@ -234,9 +234,9 @@ def test_a_calibrated_model_states_the_probability_in_score_history_and_event() 
 
 
 def test_a_change_is_told_against_stored_contributions_as_against_derived_ones() -> None:
-    """A score keeps its factors' contributions packed (migration 0018); read back, a model
+    """A score keeps its factors' contributions packed (ADR 0020); read back, a model
     switch's history tells the change against them exactly as against contributions derived
-    by evaluating the stored state again (a score stored before 0018 has none)."""
+    by evaluating the stored state again (a score converted from release 0014 has none)."""
     entry = AccountEntry(active_account(), 0)
     written = score(entry, NOW.timestamp(), {"active": MODEL}).scores
     packed = {(r["objective"], r["model_role"]): r["contributions"] for r in written}
