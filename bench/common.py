@@ -20,6 +20,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from healthscore.devstack import owned_folder
 from shared.config import Settings
 from shared.db import migrate
 from tests.support.infra import admin_sql, isolated_settings, running_infrastructure
@@ -36,6 +37,7 @@ def infrastructure(
     # the directory
     with (
         tempfile.TemporaryDirectory(prefix="healthscore-bench-", ignore_cleanup_errors=True) as wd,
+        owned_folder(Path(wd)),
         running_infrastructure(
             Path(wd), durable=True, database=database, server_settings=server_settings
         ) as infra,
@@ -117,8 +119,17 @@ def report(figures: dict[str, object]) -> None:
 
 
 def run(main) -> None:  # type: ignore[no-untyped-def]
+    """Run a bench's `main`, ended as by Ctrl-C by a SIGTERM too (a time limit), so that what
+    it started is stopped on the way out; a SIGKILL's leftovers the next start ends
+    (healthscore/devstack.py)."""
+    import signal
+
     import uvloop
 
+    def interrupted(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupted)
     uvloop.run(main())
     asyncio.set_event_loop_policy(None)
 

@@ -44,8 +44,9 @@ import json
 import os
 import random
 import shutil
-import subprocess
+import signal
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -70,6 +71,7 @@ from prometheus_client import CollectorRegistry
 from scorer import STEADY_PRODUCER, catch_up, raw_consume
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from healthscore.devstack import spawn
 from services.api.auth import hash_token
 from services.scorer import memory, store
 from services.scorer.imports import partition_of
@@ -315,13 +317,13 @@ def streams(signals: list[Signal], templates: list[str]) -> dict[str, list[Signa
     copies = ACCOUNTS // TEMPLATES
     now = datetime.now(UTC)
     out: dict[str, list[Signal]] = {"cold": [], "hot": []}
-    for n, signal in enumerate(signals[-STREAM:]):
-        template = index[signal.account_id]
+    for n, source in enumerate(signals[-STREAM:]):
+        template = index[source.account_id]
         at = now - timedelta(seconds=60) + timedelta(microseconds=n)
         for name, copy in (("cold", rng.randrange(copies)), ("hot", 0)):
             account = ID_FORMAT % (template + TEMPLATES * copy)
             out[name].append(
-                signal.model_copy(
+                source.model_copy(
                     update={
                         "signal_id": f"{name}-{n}",
                         "account_id": account,
@@ -458,24 +460,28 @@ async def rescore_all(
             (signals * (STEADY_RATE * 1800 // len(signals) + 1))[: STEADY_RATE * 1800]
         )
     )
-    producer = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        STEADY_PRODUCER.replace("{rate}", str(STEADY_RATE)),
-        stdin=asyncio.subprocess.PIPE,
-        env=env,
-        cwd=ROOT,
-    )
-    assert producer.stdin is not None
-    producer.stdin.write(lines)
-    producer.stdin.close()
+    logs = Path(tempfile.gettempdir()) / "healthscore-bench-scale"
+    logs.mkdir(exist_ok=True)
+    with tempfile.TemporaryFile() as feed:  # what the producer reads, as its stdin
+        feed.write(lines)
+        feed.seek(0)
+        producer = spawn(
+            "steady-producer",
+            [sys.executable, "-c", STEADY_PRODUCER.replace("{rate}", str(STEADY_RATE))],
+            log_path=logs / "producer.log",
+            env=env,
+            cwd=ROOT,
+            stdin=feed,
+        )
     postgres = await postmaster_pid(settings)
     cpu_before = (tree_cpu_seconds(postgres) if postgres else 0.0, machine_busy_seconds())
     started = time.perf_counter()
     ports = [SCORER_METRICS_PORT + n for n in range(scorers)]
-    processes = [
-        subprocess.Popen(
+    scorers_started = [
+        spawn(
+            f"scorer-{n}",
             [sys.executable, "-m", "healthscore", "scorer"],
+            log_path=logs / f"scorer-{n}.log",
             env={
                 **env,
                 "HEALTHSCORE_SCORER__MODEL_PATH": str(model),
@@ -483,10 +489,11 @@ async def rescore_all(
                 "HEALTHSCORE_LOG__LEVEL": "WARNING",
             },
             cwd=ROOT,
-            start_new_session=True,
         )
-        for port in ports
+        for n, port in enumerate(ports)
     ]
+    print(f"  scorer and producer logs in {logs}")
+    processes = [started.process for started in scorers_started]
     profiling = contextlib.ExitStack()
     for n, process in enumerate(processes):
         profiling.enter_context(profiled(f"switch-{scorers}-{n}", process.pid))
@@ -534,13 +541,11 @@ async def rescore_all(
         metrics = scrape(ports)
     finally:
         profiling.close()
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(60)
-        if producer.returncode is None:  # it may have sent all it had
-            producer.kill()
-        await producer.wait()
+        for started in scorers_started:
+            started.signal(signal.SIGTERM)
+        for started in scorers_started:
+            started.stop(timeout=60)
+        producer.stop(timeout=0)  # it may have sent all it had
     sweeps = metric(metrics, "healthscore_scorer_sweep_runs_total")
     return {
         "rescore_all_seconds": round(seconds, 1),

@@ -20,7 +20,15 @@ import sys
 import time
 from pathlib import Path
 
-from healthscore.devstack import Broker, ManagedProcess, ObjectStore, Postgres, free_port, spawn
+from healthscore.devstack import (
+    Broker,
+    ManagedProcess,
+    ObjectStore,
+    Postgres,
+    end_left_behind,
+    free_port,
+    spawn,
+)
 
 SERVICES = ("ingest", "scorer", "api")
 
@@ -123,6 +131,8 @@ def run_dev(*, accounts: int, data_dir: Path, with_simulator: bool, formats: str
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
     began = time.monotonic()
+    for what in end_left_behind():
+        print(f"ended {what}, left by a run that was killed")
     try:
         ours = [
             *(["s3", "broker"] if "HEALTHSCORE_KAFKA__BOOTSTRAP_SERVERS" not in env else []),
@@ -164,6 +174,7 @@ def run_dev(*, accounts: int, data_dir: Path, with_simulator: bool, formats: str
         migrate = spawn("migrate", [*command, "migrate"], log_path=logs / "migrate.log", env=env)
         if migrate.process.wait(120) != 0:
             raise SystemExit(f"migration failed: see {logs / 'migrate.log'}")
+        migrate.stopped()
 
         ports = {
             "ingest": ("HEALTHSCORE_INGEST__METRICS_PORT", fixed["ingest"]),

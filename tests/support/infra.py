@@ -23,7 +23,7 @@ from typing import Any, Protocol, TypeVar
 import orjson
 from sqlalchemy.engine import make_url
 
-from healthscore.devstack import PG_SUPERUSER, Broker, Postgres
+from healthscore.devstack import PG_SUPERUSER, Broker, Postgres, end_left_behind
 from shared.config import DatabaseSettings, KafkaSettings, Settings, TopicSettings
 from shared.db import migrate
 
@@ -49,7 +49,9 @@ def running_infrastructure(
 ) -> Iterator[Infra]:
     """The broker and PostgreSQL the environment names, else (or with `own`: always) ones
     started here (PostgreSQL with `server_settings`) and stopped by PID on exit. Shared by the
-    test session and the benchmarks."""
+    test session and the benchmarks. First, what a killed run of them left is ended."""
+    for what in end_left_behind():
+        print(f"ended {what}, left by a run that was killed", file=sys.stderr)
     broker = postgres = None
     try:
         bootstrap = None if own else os.environ.get("TEST_KAFKA_BOOTSTRAP_SERVERS")
