@@ -235,7 +235,7 @@ class ScoreRow(Base):
     # the stored state again (migration 0015); null: derived when needed
     contributions: Mapped[bytes | None] = mapped_column(LargeBinary)
 
-    # the account lists' expression indexes are the migrations' (0011, 0013, 0017)
+    # the account lists' expression indexes are the migrations' (0010, 0011, 0013)
     __table_args__ = (
         Index("ix_scores_objective_changed", "objective", "model_role", "changed_at"),
     )

@@ -229,9 +229,9 @@ async def test_lists_filter_sort_and_page(api, engine: AsyncEngine) -> None:  # 
 async def test_a_list_of_several_bands_is_one_order_whatever_the_bands_are_named(  # type: ignore[no-untyped-def]
     api, engine: AsyncEngine
 ) -> None:
-    """Lists are read band by band from the band-leading indexes and merged: every order,
-    both directions, pages joined at their cursors, equal SQL's order over all bands, also
-    over a band only another model version names (a switch under way)."""
+    """Every order, both directions, pages joined at their cursors, equals SQL's order over
+    all bands or the bands asked for, also with a band only another model version names (a
+    switch under way)."""
     client, accounts = api
     async with engine.begin() as conn:
         await conn.execute(

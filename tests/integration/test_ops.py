@@ -384,21 +384,3 @@ async def test_migration_0014_drops_the_tier_index_nothing_reads(infra: Infra) -
         await asyncio.to_thread(command.downgrade, config, "0013")
         assert await conn.fetchval(index) == "ix_accounts_tier"
 
-
-@SESSION_LOOP
-async def test_migration_0017_drops_the_list_indexes_of_every_band_and_restores_them(
-    infra: Infra,
-) -> None:
-    async with _database_at(infra, "0016") as (conn, config):
-        lists = "SELECT count(*) FROM pg_indexes WHERE indexname LIKE 'ix_scores_list_%'"
-        assert await conn.fetchval(lists) == 2
-        await asyncio.to_thread(command.upgrade, config, "0017")
-        assert await conn.fetchval(lists) == 0
-        assert (
-            await conn.fetchval(
-                "SELECT count(*) FROM pg_indexes WHERE indexname LIKE 'ix_scores_band_%'"
-            )
-            == 2
-        )
-        await asyncio.to_thread(command.downgrade, config, "0016")
-        assert await conn.fetchval(lists) == 2

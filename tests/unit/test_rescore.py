@@ -234,7 +234,7 @@ def test_a_calibrated_model_states_the_probability_in_score_history_and_event() 
 
 
 def test_a_change_is_told_against_stored_contributions_as_against_derived_ones() -> None:
-    """A score keeps its factors' contributions packed (ADR 0020); read back, a model
+    """A score keeps its factors' contributions packed (ADR 0019); read back, a model
     switch's history tells the change against them exactly as against contributions derived
     by evaluating the stored state again (a score converted from release 0014 has none)."""
     entry = AccountEntry(active_account(), 0)

@@ -11,17 +11,13 @@ import orjson
 from fastapi import APIRouter, Path, Query, Request, Response
 from sqlalchemy import (
     ColumnElement,
-    String,
     and_,
-    column,
     func,
     literal,
     literal_column,
     or_,
     select,
-    true,
     tuple_,
-    values,
 )
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -247,13 +243,10 @@ async def account_page(
     conn: AsyncConnection, model: Model, query: AccountQuery, limit: int, cursor: str | None
 ) -> AccountPageResponse:
     """One page of the accounts `query` selects, in its order (keyset paging)."""
+    conditions = _conditions(model, query)
     sort = query.sort
     descending = sort.startswith("-")
     key = sort.lstrip("-")
-    # by band, as the list indexes are (migration 0017); the order of the last change has an
-    # index of its own
-    by_band = key != "updated"
-    conditions = _conditions(model, query, bands=not by_band)
     # written as migration 0010's indexes are, constants in the text, so the planner uses them
     change = func.coalesce(ScoreRow.score - ScoreRow.previous_score, literal_column("0"))
     expressions: dict[str, Any] = {
@@ -278,7 +271,7 @@ async def account_page(
         ScoreRow.account_id.desc() if descending else ScoreRow.account_id.asc(),
     )
     # the page is chosen from `scores` alone; only its rows then meet their accounts
-    chosen = (
+    page = (
         select(
             ScoreRow.account_id,
             ScoreRow.objective,
@@ -290,27 +283,11 @@ async def account_page(
             ScoreRow.changed_at,
             order.label("sort_value"),
         )
+        .where(and_(*conditions))
         .order_by(*directions)
         .limit(limit + 1)
+        .subquery()
     )
-    if by_band:
-        # each band's first rows from its index range, then the page from their union: a
-        # few index ranges where an index of every band would cost each score write its entry
-        band = _band_names(query).subquery("bands")
-        per_band = chosen.where(*conditions, ScoreRow.band == band.c.band).lateral("per_band")
-        sort_value = per_band.c.sort_value
-        page = (
-            select(per_band)
-            .select_from(band.join(per_band, true()))
-            .order_by(
-                sort_value.desc() if descending else sort_value.asc(),
-                per_band.c.account_id.desc() if descending else per_band.c.account_id.asc(),
-            )
-            .limit(limit + 1)
-            .subquery()
-        )
-    else:
-        page = chosen.where(*conditions).subquery()
     stmt = (
         select(
             page.c.account_id,
@@ -356,23 +333,6 @@ async def account_page(
         value = last.sort_value.isoformat() if key == "updated" else last.sort_value
         next_cursor = encode_cursor(sort, value, last.account_id)
     return AccountPageResponse(items=items, next_cursor=next_cursor)
-
-
-def _band_names(query: AccountQuery) -> Any:
-    """The bands a list asks for, or else those its objective's active scores have: a walk
-    down the band index taking each next name, so that bands of another model version (a
-    switch under way) are listed too."""
-    if query.band:
-        return select(values(column("band", String), name="asked").data([(b,) for b in query.band]))
-    active = (ScoreRow.objective == query.objective, ScoreRow.model_role == "active")
-    first = (
-        select(func.min(ScoreRow.band).label("band")).where(*active).cte("present", recursive=True)
-    )
-    following = (
-        select(func.min(ScoreRow.band)).where(*active, ScoreRow.band > first.c.band)
-    ).scalar_subquery()
-    present = first.union_all(select(following).where(first.c.band.is_not(None)))
-    return select(present.c.band).where(present.c.band.is_not(None))
 
 
 async def band_counts(conn: AsyncConnection, model: Model, query: AccountQuery) -> dict[str, int]:

@@ -6,7 +6,7 @@ inside, and each score's explanation beside it; every batch rewrote both, ~33 kB
 signal. This release keeps the state in `account_states` (binary, narrow, updated HOT), the
 memory in `seen_signals` (a row per account and period, appended to), and derives the
 explanations on read from the state and `model_versions` (docs/adr/0018); a score keeps only
-its factors' contributions, packed, for telling its next change (docs/adr/0020).
+its factors' contributions, packed, for telling its next change (docs/adr/0019).
 
 This revision only adds; release 0014's scorers and API go on working on it, so it can be
 applied under load. A scorer of this release, taking a partition, first moves it to
