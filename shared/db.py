@@ -230,10 +230,6 @@ class ScoreRow(Base):
     held: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     evaluated_at: Mapped[datetime] = mapped_column(Timestamp)
     changed_at: Mapped[datetime] = mapped_column(Timestamp)
-    # each factor's contribution and sub-score, packed (`Contributions.packed`): what the next
-    # change of the score is told against, kept so that it need not be derived by evaluating
-    # the stored state again (migration 0015); null: derived when needed
-    contributions: Mapped[bytes | None] = mapped_column(LargeBinary)
 
     # the account lists' expression indexes are the migrations' (0010, 0011, 0013)
     __table_args__ = (
@@ -263,7 +259,6 @@ class ScoreValues(TypedDict):
     held: bytes | None
     evaluated_at: datetime
     changed_at: datetime
-    contributions: bytes | None
 
 
 class ScoreHistoryRow(Base):

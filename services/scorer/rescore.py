@@ -98,7 +98,7 @@ class StoredScore:
     score: float | None
     band: str
     # compact: what top_movers needs, not the whole explanation; None when the score was
-    # read from the store, until `Prior` unpacks `packed` or derives it from the state
+    # read from the store, until `Prior` derives it from the state it was evaluated from
     factors: Contributions | None
     recorded_score: float | None
     previous_score: float | None
@@ -108,7 +108,6 @@ class StoredScore:
     held: Held | None = None
     evaluated_at: datetime | None = None
     news: tuple[str, ...] = ()  # the market news items it read (event ids)
-    packed: bytes | None = None  # `factors` as stored (`Contributions.packed`), when read
 
 
 Profile = tuple[Any, ...]  # an `accounts` row's values as stored (id and time left out)
@@ -134,10 +133,9 @@ class AccountEntry:
 
 @dataclass(frozen=True)
 class Prior:
-    """The contributions of a stored score, which a change is told against: unpacked as
-    stored with it under its model version, or (a score stored without them: one converted
-    from release 0014) derived from the stored state at its `evaluated_at`, as the API derives
-    the whole explanation. `versions`: the models by version; `news`: items by event id."""
+    """Derives what the scorer no longer stores: the contributions of a stored score, from
+    the stored state at its `evaluated_at` under its model version (the API derives the whole
+    explanation the same way). `versions`: the models by version; `news`: items by event id."""
 
     versions: dict[str, Model]
     news: dict[str, NewsItem] = field(default_factory=dict)
@@ -146,10 +144,6 @@ class Prior:
         old = entry.scores.get(key)
         if old is None:
             return None
-        if old.factors is None and old.packed is not None:
-            model = self.versions.get(old.model_version)
-            old.factors = None if model is None else Contributions.unpacked(model, old.packed)
-            old.packed = None
         if old.factors is None and entry.stored is not None:
             self._derive(entry, key[1], old)
         return old.factors
@@ -448,11 +442,10 @@ def rescore(
                     }
                 )
             read = tuple(item["event_id"] for item in new.news)
-            factors = contributions(new.factors)
             stored = StoredScore(
                 new.score,
                 new.band,
-                factors,
+                contributions(new.factors),
                 recorded,
                 previous_score,
                 baseline_alert,
@@ -484,7 +477,6 @@ def rescore(
                     "held": held.to_json() if held else None,
                     "evaluated_at": when,
                     "changed_at": changed_at,
-                    "contributions": factors.packed(model),
                 }
             )
     # what is kept from here on: the scores just made, the state they were evaluated from

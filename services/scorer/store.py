@@ -164,7 +164,7 @@ LEFT JOIN account_states s ON s.account_id = w.account_id
 LEFT JOIN accounts a ON a.account_id = w.account_id"""
 _LOAD_SCORES = """\
 SELECT account_id, objective, model_role, score, band, recorded_score, previous_score,
-       alert_baseline, model_version, changed_at, held, evaluated_at, news, contributions
+       alert_baseline, model_version, changed_at, held, evaluated_at, news
 FROM scores WHERE account_id = ANY($1::VARCHAR[])"""
 # an account's memory, a row per period it has rows in (as its state row lists them): one
 # partition probed for each (the LATERAL subquery, at most one row by the key, is run per pair,
@@ -210,13 +210,12 @@ async def load_accounts(
             held,
             evaluated_at,
             news,
-            packed,
         ) in await raw.fetch(_LOAD_SCORES, ids):
             stored = found.setdefault(account_id, Stored())
             stored.scores[(objective, role)] = StoredScore(
                 score,
                 band,
-                None,  # unpacked, or derived from the state, when needed (rescore.Prior)
+                None,  # derived from the state when needed (rescore.Prior)
                 recorded,
                 previous,
                 alert_baseline,
@@ -225,7 +224,6 @@ async def load_accounts(
                 Held.from_json(held) if held else None,  # decoded by the engine's codec
                 evaluated_at,
                 tuple(news or ()),
-                packed,
             )
         if memory_from is not None:
             wanted = {a: stored.periods for a, stored in found.items()}

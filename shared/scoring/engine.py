@@ -570,52 +570,6 @@ class Contributions:
         numbers = self.numbers
         return dict(zip(self.names, zip(numbers[0::2], numbers[1::2], strict=True), strict=True))
 
-    def packed(self, model: Model) -> bytes | None:
-        """As stored with a score: each factor's place in `model`'s factors (a byte), then the
-        numbers in millionths (int32; the engine rounds both to six decimals, so they come
-        back the same double). None when a number would not come back exact: left to be
-        derived from the state."""
-        places = _factor_places(model)[1]
-        try:
-            index = array("B", [places[name] for name in self.names])
-            millionths = array(
-                "i", [_NO_SUB if math.isnan(x) else round(x * 1e6) for x in self.numbers]
-            )
-        except (KeyError, ValueError, OverflowError):
-            return None
-        back = array("d", [math.nan if n == _NO_SUB else n / 1e6 for n in millionths])
-        if back.tobytes() != self.numbers.tobytes():
-            return None
-        return index.tobytes() + millionths.tobytes()
-
-    @classmethod
-    def unpacked(cls, model: Model, data: bytes) -> Contributions | None:
-        """What `packed` stored, under the model version it was stored with (None: not that
-        model's, as a length or a place that does not fit says)."""
-        names = _factor_places(model)[0]
-        count, rest = divmod(len(data), 9)
-        if rest or any(i >= len(names) for i in data[:count]):
-            return None
-        millionths = array("i")
-        millionths.frombytes(data[count:])
-        numbers = array("d", [math.nan if n == _NO_SUB else n / 1e6 for n in millionths])
-        return cls(tuple(names[i] for i in data[:count]), numbers)
-
-
-_NO_SUB = -(2**31)  # a sub-score of none, as packed
-_PLACES: dict[str, tuple[tuple[str, ...], dict[str, int]]] = {}
-
-
-def _factor_places(model: Model) -> tuple[tuple[str, ...], dict[str, int]]:
-    """A model version's factor names in their sorted order (the version's own: it hashes the
-    content with sorted keys, so two files of one version may name them in other orders), and
-    each name's place."""
-    places = _PLACES.get(model.version)
-    if places is None:
-        names = tuple(sorted(model.factors))
-        places = _PLACES[model.version] = (names, {n: i for i, n in enumerate(names)})
-    return places
-
 
 def contributions(factors: Iterable[FactorResult | dict[str, Any]]) -> Contributions:
     names: list[str] = []

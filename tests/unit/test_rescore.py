@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, datetime
 
 import orjson
 import yaml
 
-from services.scorer.rescore import AccountEntry, Prior, profile_row, rescore, state_row
+from services.scorer.rescore import AccountEntry, profile_row, rescore, state_row
 from shared.config import DEFAULT_MODEL_PATH
-from shared.scoring.engine import Contributions
 from shared.scoring.model import Model
-from shared.scoring.state import AccountState
 from tests.support.facts import DAY, MODEL, NOW, active_account, make_fact
 
 
@@ -232,38 +229,3 @@ def test_a_calibrated_model_states_the_probability_in_score_history_and_event() 
     assert "probability" not in evaluation.scores["expansion"].explanation()
     assert expansion["probability"] is None
 
-
-def test_a_change_is_told_against_stored_contributions_as_against_derived_ones() -> None:
-    """A score keeps its factors' contributions packed (ADR 0019); read back, a model
-    switch's history tells the change against them exactly as against contributions derived
-    by evaluating the stored state again (a score converted from release 0014 has none)."""
-    entry = AccountEntry(active_account(), 0)
-    written = score(entry, NOW.timestamp(), {"active": MODEL}).scores
-    packed = {(r["objective"], r["model_role"]): r["contributions"] for r in written}
-    assert all(packed.values())
-
-    def read_back(with_packed: bool) -> AccountEntry:
-        stored = AccountEntry(AccountState.from_bytes(entry.state.to_bytes()), 0)
-        stored.stored = entry.state.to_bytes()
-        stored.scores = {
-            key: replace(s, factors=None, packed=packed[key] if with_packed else None)
-            for key, s in entry.scores.items()
-        }
-        return stored
-
-    prior = Prior({MODEL.version: MODEL})
-    for key in packed:
-        unpacked = prior.factors(read_back(True), key)
-        derived = prior.factors(read_back(False), key)
-        assert unpacked is not None and derived is not None
-        assert unpacked.names == derived.names
-        assert unpacked.numbers.tobytes() == derived.numbers.tobytes()
-    later = NOW.timestamp() + 3 * DAY
-    switched = [score(read_back(p), later, {"active": shadow_model()}) for p in (True, False)]
-    assert all(h["cause"] == "model_change" for h in switched[0].history)
-    assert [h["top_movers"] for h in switched[0].history] == [
-        h["top_movers"] for h in switched[1].history
-    ]
-    assert any(h["top_movers"] for h in switched[0].history)
-    # a model version the scorer does not know, or bytes not of its factors: derived instead
-    assert Contributions.unpacked(MODEL, b"\xff" + bytes(8)) is None

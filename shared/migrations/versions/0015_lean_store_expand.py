@@ -5,8 +5,7 @@ Release 0014 kept each account's state as a JSON document with its de-duplicatio
 inside, and each score's explanation beside it; every batch rewrote both, ~33 kB of WAL a cold
 signal. This release keeps the state in `account_states` (binary, narrow, updated HOT), the
 memory in `seen_signals` (a row per account and period, appended to), and derives the
-explanations on read from the state and `model_versions` (docs/adr/0018); a score keeps only
-its factors' contributions, packed, for telling its next change (docs/adr/0019).
+explanations on read from the state and `model_versions` (docs/adr/0018).
 
 This revision only adds; release 0014's scorers and API go on working on it, so it can be
 applied under load. A scorer of this release, taking a partition, first moves it to
@@ -64,7 +63,7 @@ def upgrade() -> None:
         " PARTITION BY RANGE (period)"
     )
     op.execute("CREATE TABLE seen_signals_default PARTITION OF seen_signals DEFAULT")
-    op.execute("ALTER TABLE scores ADD COLUMN news VARCHAR(128)[], ADD COLUMN contributions BYTEA")
+    op.execute("ALTER TABLE scores ADD COLUMN news VARCHAR(128)[]")
     op.execute(BACKFILL_NEWS)
     op.execute(NEWS_FUNCTION)
     op.execute(
@@ -104,6 +103,6 @@ def downgrade() -> None:
     op.execute("ALTER TABLE accounts ALTER COLUMN state SET NOT NULL")
     op.execute(
         "ALTER TABLE scores ALTER COLUMN explanation SET NOT NULL,"
-        " ALTER COLUMN updated_at SET NOT NULL, DROP COLUMN news, DROP COLUMN contributions"
+        " ALTER COLUMN updated_at SET NOT NULL, DROP COLUMN news"
     )
     op.execute("DROP TABLE seen_signals, account_states, model_versions")
