@@ -137,7 +137,7 @@ def spawn(
 
 # --- what a killed run leaves behind --------------------------------------------------------
 
-LEFT_BEHIND = Path(tempfile.gettempdir()) / "healthscore-started"
+LEFT_BEHIND = Path(tempfile.gettempdir()) / f"healthscore-started-{os.getuid()}"  # one a user
 
 
 def _started_at(pid: int) -> int | None:
@@ -183,7 +183,7 @@ def end_left_behind(wait: float = 15.0) -> list[str]:
             left["owner_started"] is not None
             and _started_at(left["owner"]) == left["owner_started"]
         ):
-            continue
+            continue  # its run is still going
         if "pid" in left and _started_at(left["pid"]) == left["started"]:
             _end(left["pid"], left["started"], left["signal"], wait)
             ended.append(f"{left['name']} (pid {left['pid']})")

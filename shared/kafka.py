@@ -37,7 +37,7 @@ async def reachable(connect: Callable[[], Awaitable[T]], what: str) -> T:
             return await connect()
         except KafkaConnectionError as exc:
             delay = backoff.next_delay()
-            log.warning("kafka.unreachable", step=what, error=str(exc), retry_in=round(delay, 2))
+            log.warning("kafka.unreachable", step=what, error=str(exc), delay=round(delay, 2))
             await asyncio.sleep(delay)
 
 

@@ -383,4 +383,3 @@ async def test_migration_0014_drops_the_tier_index_nothing_reads(infra: Infra) -
         assert await conn.fetchval(index) is None
         await asyncio.to_thread(command.downgrade, config, "0013")
         assert await conn.fetchval(index) == "ix_accounts_tier"
-

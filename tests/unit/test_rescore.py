@@ -228,4 +228,3 @@ def test_a_calibrated_model_states_the_probability_in_score_history_and_event() 
     [expansion] = [r for r in later.scores if r["objective"] == "expansion"]
     assert "probability" not in evaluation.scores["expansion"].explanation()
     assert expansion["probability"] is None
-
