@@ -354,6 +354,7 @@ class Broker:
         if self.proc is not None:
             self.proc.signal(signal.SIGKILL)
             self.proc.process.wait(10)
+            self.proc.stopped()
 
     def stop(self) -> None:
         if self.proc is not None:
