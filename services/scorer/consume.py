@@ -47,7 +47,7 @@ from services.scorer.relay import Relay
 from services.scorer.rows import Rescorer
 from services.scorer.sweep import Sweeper
 from shared.config import Settings
-from shared.errors import FencedOut, HealthScoreError
+from shared.errors import FencedOut
 from shared.events import utcnow
 from shared.failures import classify
 from shared.kafka import leave, make_consumer, make_producer, reachable
@@ -233,10 +233,10 @@ class Scorer:
                 self._backoff.reset()
                 await self.assignment.rewind()
                 return
-        except HealthScoreError as during:  # the isolation met a retriable failure
-            if not during.retriable:
+        except Exception as during:  # the isolation met one of its own: the database away?
+            failure = classify(during)
+            if not failure.retriable:
                 raise
-            failure = during
         if isinstance(failure, FencedOut):
             self.metrics.fenced.inc()
         else:

@@ -89,6 +89,35 @@ async def test_poison_signals_are_dead_lettered_and_the_partitions_move_on(
     assert await mismatches(engine, good) == []
 
 
+async def test_an_isolation_that_finds_the_database_away_backs_off_and_goes_on(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    """A batch that fails for a reason no retry fixes is isolated, which first reads the
+    stored offsets again. If the database is away just then (a restart under way), that is a
+    failure to back off from, not one to stop the scorer for: it isolates the batch once the
+    database is back, and everything else is applied exactly once."""
+    good = simulated_signals(20, 10, seed=22)
+    bad = poison(good[0], 9)
+    half = len(good) // 2
+    total = await produce_signals(settings, [*good[:half], *bad, *good[half:]])
+    scorer = Scorer(settings, engine, registry=CollectorRegistry())
+    real, away = scorer.assignment.rewind, [True]
+
+    async def rewind() -> None:
+        if away:  # the first, the isolation's: the database restarting
+            away.clear()
+            raise ConnectionRefusedError("the database system is shutting down")
+        await real()
+
+    scorer.assignment.rewind = rewind  # type: ignore[method-assign]
+    async with running(scorer):
+        await wait_consumed(engine, settings, total)
+        dead = await read_topic(settings, settings.kafka.topics.dlq, expect=len(bad))
+    assert not away and scorer.metrics.retries._value.get() >= 1
+    assert sorted(d.value for d in dead) == sorted(s.model_dump_json().encode() for s in bad)
+    assert await mismatches(engine, good) == []
+
+
 async def test_a_partition_whose_writes_hang_shows_in_healthz_and_the_metric(
     settings: Settings, engine: AsyncEngine
 ) -> None:
