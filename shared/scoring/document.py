@@ -5,12 +5,15 @@ folds of the same signals are compared."""
 
 from __future__ import annotations
 
+import base64
+import struct
+from array import array
 from typing import Any
 
 import orjson
 
 from shared.scoring import decay
-from shared.scoring.seen import SeenIds
+from shared.scoring.seen import SeenIds, id_digest, whole_seconds
 from shared.scoring.state import AccountState
 
 
@@ -23,7 +26,7 @@ def to_document(state: AccountState) -> dict[str, Any]:
         "sources": dict(sorted(state.sources.items())),
         "attributes": {k: list(v) for k, v in sorted(state.attributes.items())},
         "overrides": dict(sorted(state.overrides.items())),
-        "seen": state.memory.to_json(),
+        "seen": _seen_to_json(state.memory),
         "newest": state.newest,
         "floor": state.floor,
         # only when a model reads them, so older documents and fingerprints stay the same
@@ -58,8 +61,24 @@ def from_document(doc: dict[str, Any]) -> AccountState:
         overrides=dict(doc["overrides"]),
         newest=doc["newest"],
         floor=doc.get("floor"),
-        memory=SeenIds.from_json(doc["seen"]),
+        memory=_seen_from_json(doc["seen"]),
     )
+
+
+_SEEN = struct.Struct(">QI")  # id digest, ingested at (epoch seconds)
+
+
+def _seen_to_json(memory: SeenIds) -> str:
+    """The memory as the documents held it: (digest, ingested at) pairs, in base64."""
+    return base64.b64encode(b"".join(_SEEN.pack(*pair) for pair in memory.seen.items())).decode()
+
+
+def _seen_from_json(seen: str | dict[str, float]) -> SeenIds:
+    if isinstance(seen, dict):  # version 1 documents: {signal id: ingested at}
+        pairs = {id_digest(signal_id): whole_seconds(t) for signal_id, t in seen.items()}
+    else:
+        pairs = dict(_SEEN.iter_unpack(base64.b64decode(seen)))
+    return SeenIds(bytearray(b"".join(d.to_bytes(8) for d in pairs)), array("I", pairs.values()))
 
 
 def fingerprint(state: AccountState) -> bytes:

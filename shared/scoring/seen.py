@@ -14,7 +14,6 @@ were ingested in), read back with `remember_stored`, each id as of its period's 
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import math
 import struct
@@ -103,23 +102,7 @@ class SeenIds:
         self.unstored = {}
         return {period: bytes(keys) for period, keys in periods.items()}
 
-    def to_json(self) -> str:
-        """As release 0014's documents held it: (digest, ingested at) pairs, in base64."""
-        return base64.b64encode(
-            b"".join(map(_SEEN.pack, _ids(self.digests), self.ingested))
-        ).decode()
 
-    @classmethod
-    def from_json(cls, seen: str | dict[str, float]) -> SeenIds:
-        """The memory of a document of release 0014 or before."""
-        if isinstance(seen, dict):  # version 1 documents: {signal id: ingested at}
-            pairs = {id_digest(signal_id): whole_seconds(t) for signal_id, t in seen.items()}
-        else:
-            pairs = dict(_SEEN.iter_unpack(base64.b64decode(seen)))
-        return cls(bytearray(b"".join(d.to_bytes(8) for d in pairs)), array("I", pairs.values()))
-
-
-_SEEN = struct.Struct(">QI")  # id digest, ingested at (epoch seconds)
 _DIGEST = struct.Struct(">Q")
 
 
