@@ -77,6 +77,28 @@ class Explanation(BaseModel):
     )
 
 
+class Action(BaseModel):
+    """Something that would help: a factor whose improvement adds the most to the score."""
+
+    factor: str = Field(examples=["seat_utilisation"])
+    group: str = Field(examples=["usage"])
+    points: float = Field(
+        description="points the score would gain were this factor alone at its target, at "
+        "today's weights and confidence, through the objective's caps and overrides",
+        examples=[6.4],
+    )
+    sub_score: float = Field(description="the factor's sub-score now", examples=[41.0])
+    target_sub_score: float = Field(
+        description="the sub-score its transform calls healthy (its best)", examples=[100.0]
+    )
+    advice: str | None = Field(
+        description="what the model says a team can do about it",
+        examples=[
+            "Run an adoption review: find the teams with unused seats and plan their onboarding."
+        ],
+    )
+
+
 class SourceFreshness(BaseModel):
     last_data_at: datetime | None
     stale: bool

@@ -67,6 +67,17 @@ HEALTH = {
             "probability_outcome": "churn",
             "evaluated_at": "2026-11-24T09:12:01Z",
             "changed_at": "2026-11-23T06:00:00Z",
+            "actions": [
+                {
+                    "factor": "days_since_last_use",
+                    "group": "usage",
+                    "points": 31.5,
+                    "sub_score": 7.0,
+                    "target_sub_score": 100.0,
+                    "advice": "Nobody has used the product lately: reach the champion this "
+                    "week and agree a next step.",
+                }
+            ],
         }
     ],
     "active_overrides": [],

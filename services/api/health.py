@@ -27,7 +27,7 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter
 
 from shared.scoring.document import from_document
-from shared.scoring.engine import Evaluation, evaluate
+from shared.scoring.engine import Evaluation, actions, evaluate
 from shared.scoring.model import Model
 from shared.scoring.news import NewsItem, ordered
 from shared.scoring.state import AccountState
@@ -128,11 +128,12 @@ class HealthReader:
         objectives, freshness = [], {}
         for objective, role, version, score, band, confidence, at, changed_at, _ in scores:
             evaluation = evaluations.get((version, at))
-            explanation = UNEXPLAINED
+            explanation, helps = UNEXPLAINED, []
             if evaluation is not None:
                 derived = evaluation.scores.get(objective)
                 if derived is not None:
                     explanation = derived.explanation()
+                    helps = actions(self.models[version], evaluation, objective)
                     if derived.score != score:
                         self.mismatches.inc()
                         log.error(
@@ -155,6 +156,7 @@ class HealthReader:
                     "evaluated_at": at,
                     "changed_at": changed_at,
                     **explanation,
+                    "actions": helps,
                 }
             )
         document = {

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field, model_validator
 
-from shared.health import Explanation, SourceFreshness
+from shared.health import Action, Explanation, SourceFreshness
 
 _ISO = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]")
 # PostgreSQL text cannot hold NUL, and control characters have no business in these fields.
@@ -38,6 +38,10 @@ class ObjectiveHealthResponse(Explanation):
     confidence: float = Field(description="share of weight backed by data", examples=[0.9])
     evaluated_at: datetime
     changed_at: datetime
+    actions: list[Action] = Field(
+        description="what would help most, largest gain first (empty when the score is "
+        "pinned or every factor with data is at its best)"
+    )
 
 
 class OverrideResponse(BaseModel):

@@ -40,6 +40,7 @@ from shared.scoring.engine import (
     Contributions,
     Evaluation,
     ObjectiveScore,
+    actions,
     contributions,
     evaluate,
     top_movers,
@@ -265,6 +266,7 @@ def change_event(
     confidence: float,
     reflects: datetime,
     replay: bool,
+    action: dict[str, Any] | None = None,
 ) -> tuple[str, bytes]:
     """A stable id (the same inputs always give the same id) and the structured payload.
     `time` is the event time the change reflects (its newest signal's, or the scoring time for
@@ -309,6 +311,7 @@ def change_event(
             "confidence": confidence,
             "cause": cause,
             "top_movers": movers,
+            "next_action": action,
             "overrides": list(new.overrides),
             "model_version": model_version,
             "signal_ids": signal_ids,
@@ -429,6 +432,7 @@ def rescore(
                     confidence=new.confidence,
                     reflects=when if news_of is None else _ts(news_of),
                     replay=past,
+                    action=next(iter(actions(model, evaluation, objective)), None),
                 )
                 rows.outbox.append(
                     {

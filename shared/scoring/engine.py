@@ -612,3 +612,45 @@ def top_movers(
 
 
 _NONE_BEFORE = (0.0, math.nan)  # a factor the score before did not have
+
+
+def actions(model: Model, evaluation: Evaluation, objective: str) -> list[dict[str, Any]]:
+    """What would help: for each factor with data, the points the objective's score would gain
+    were that factor alone at the sub-score its transform calls healthy (its best), at today's
+    weights and confidence, through the objective's caps and the overrides in force; with the
+    model's advice for the factor. Largest gain first; factors that would gain nothing (already
+    healthy, or the score is pinned) are left out."""
+    score = evaluation.scores[objective]
+    if score.score is None or score.model_score is None or not score.confidence:
+        return []
+    segment = next((s for s in model.segments if s.name == evaluation.segment), None)
+    spec = model.objectives[objective]
+    best = {p.name: p.transform.best for p in _plan(model, objective, spec, segment)}
+    subs = {f.factor: f.sub_score for f in score.factors if f.status == "ok"}
+    found = []
+    for f in score.factors:
+        sub = subs.get(f.factor)
+        if sub is None or not f.weight or sub >= best[f.factor]:
+            continue
+        lifted: float | None = score.model_score + f.weight / score.confidence * (
+            best[f.factor] - sub
+        )
+        for cap in spec.caps:
+            capped_sub = best[f.factor] if cap.factor == f.factor else subs.get(cap.factor)
+            if capped_sub is not None and capped_sub < cap.below and lifted > cap.max:  # type: ignore[operator]
+                lifted = cap.max
+        lifted, _ = _apply_overrides(lifted, objective, list(score.overrides))
+        points = round(min(lifted or 0.0, 100.0) - score.score, 2)
+        if points >= 0.01:
+            found.append(
+                {
+                    "factor": f.factor,
+                    "group": f.group,
+                    "points": points,
+                    "sub_score": sub,
+                    "target_sub_score": best[f.factor],
+                    "advice": model.factors[f.factor].advice or None,
+                }
+            )
+    found.sort(key=lambda a: (-a["points"], a["factor"]))
+    return found

@@ -120,6 +120,11 @@ class Piecewise(_Strict):
                 return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
         return points[-1][1]
 
+    @property
+    def best(self) -> float:
+        """The sub-score the transform calls healthy: its highest."""
+        return max(y for _, y in self.piecewise)
+
 
 class Logistic(_Strict):
     """100 / (1 + exp(-steepness * (x - midpoint)))."""
@@ -137,6 +142,11 @@ class LogisticTransform(_Strict):
 
     def __call__(self, x: float) -> float:
         return self.logistic(x)
+
+    @property
+    def best(self) -> float:
+        """The sub-score the transform calls healthy: the curve's upper limit."""
+        return 100.0
 
 
 Transform = Piecewise | LogisticTransform
@@ -173,6 +183,11 @@ class Factor(_Strict):
     market: MarketInput | None = None
     transform: Transform
     stale_after_days: float | None = Field(default=None, gt=0)
+    advice: str = Field(
+        default="",
+        max_length=500,
+        description="what a team can do to improve this factor; shown with the account's actions",
+    )
 
     @model_validator(mode="after")
     def _one_value(self) -> Factor:
@@ -373,7 +388,11 @@ class Model(_Strict):
 
     @cached_property
     def version(self) -> str:
-        canonical = orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
+        document = self.model_dump(mode="json")
+        for factor in document["factors"].values():  # a model without advice keeps its version
+            if not factor["advice"]:
+                del factor["advice"]
+        canonical = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
         return f"{self.name}@{hashlib.sha256(canonical).hexdigest()[:12]}"
 
     def segment_for(self, attributes: dict[str, Any]) -> Segment | None:

@@ -90,6 +90,13 @@ async def test_health_has_every_objective_with_its_explanation(api) -> None:  # 
         assert sum(f["contribution"] for f in ok) == pytest.approx(
             objective["weighted_score"], abs=1e-3
         )
+        # what would help: factors with data below their best, largest gain first, advised
+        points = [a["points"] for a in objective["actions"]]
+        assert points == sorted(points, reverse=True) and all(p > 0 for p in points)
+        subs = {f["factor"]: f["sub_score"] for f in ok}
+        for action in objective["actions"]:
+            assert action["sub_score"] == subs[action["factor"]] < action["target_sub_score"]
+            assert action["advice"] == MODEL.factors[action["factor"]].advice
     assert_problem(await client.get("/v1/accounts/nope/health", headers=AUTH), 404)
 
 

@@ -26,6 +26,7 @@ from services.api.app import create_app
 from shared.config import Settings
 from tests.integration.test_api import BOTH, READ
 from tests.integration.test_console import console_settings
+from tests.support.facts import MODEL
 from tests.support.signals import running_scorer, seed
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -82,6 +83,10 @@ async def photograph(page: Page, name: str) -> None:
     await page.set_viewport_size(WIDTHS["laptop"])
 
 
+def advice_of(factor: str) -> str:
+    return MODEL.factors[factor].advice
+
+
 async def test_a_person_reads_overrides_and_revokes_in_a_real_browser(
     settings: Settings, engine: AsyncEngine, tmp_path: Path
 ) -> None:
@@ -133,6 +138,12 @@ async def test_a_person_reads_overrides_and_revokes_in_a_real_browser(
         assert await churn.locator("table.effects tbody tr").count() >= 5
         await expect(churn.locator("svg.history")).to_be_visible()
         await expect(churn.locator("table.changes tbody tr").first).to_be_visible()
+        # what would help, largest gain first, each with the model's advice
+        helps = churn.locator("ol.actions li")
+        await expect(helps.first).to_be_visible()
+        first = await helps.first.get_attribute("data-factor")
+        assert first is not None
+        await expect(helps.first).to_contain_text(advice_of(first))
         before = await churn.locator(".big.score").inner_text()
         await photograph(page, "account")
 
@@ -153,6 +164,7 @@ async def test_a_person_reads_overrides_and_revokes_in_a_real_browser(
             "The override is applied", timeout=60_000
         )
         await expect(churn.locator(".big.score")).to_have_text("12.0")
+        await expect(churn.locator("ol.actions")).to_have_count(0)  # a pin: nothing would help
         active = page.locator("ul.overrides li[data-override]")
         await expect(active).to_have_count(1)
         await expect(active).to_contain_text("by admin@example.com")
@@ -182,6 +194,8 @@ async def test_a_person_reads_overrides_and_revokes_in_a_real_browser(
         for path, name in (("/console/model", "model"), ("/console/backtests", "backtests")):
             await page.goto(base + path)
             await expect(page.locator("h1")).to_be_visible()
+            if name == "model":
+                await expect(page.locator("#f-nps .advice")).to_contain_text(advice_of("nps"))
             await photograph(page, name)
 
         await page.get_by_role("button", name="Sign out").click()

@@ -140,6 +140,7 @@ async def test_signals_become_scores_history_and_cloudevents(
     ]
     assert len({e.get_id() for e in parsed}) == len(parsed)
     newest = max(s.occurred_at for s in signals)
+    advised = 0
     for record, event in zip(events, parsed, strict=True):
         assert event.get_specversion() == "1.0"
         # the stream ended an hour ago: every change is the net of a catch-up, and says so
@@ -155,8 +156,12 @@ async def test_signals_become_scores_history_and_cloudevents(
         assert data["model_version"] == MODEL.version
         assert data["objective"] in ("churn_risk", "expansion")
         assert data["top_movers"] and data["signal_ids"]
+        action = data["next_action"]  # what would help most, with the model's advice
+        assert action is None or action["advice"] == MODEL.factors[action["factor"]].advice
+        advised += action is not None
         if event.get_type().endswith("band.changed"):
             assert data["old_band"] != data["new_band"]
+    assert advised, "no change event said what would help"
 
 
 async def test_a_stale_writer_is_fenced_out(settings: Settings, engine: AsyncEngine) -> None:
