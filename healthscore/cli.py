@@ -115,6 +115,15 @@ def scorer() -> None:
 
 
 @app.command()
+def notify() -> None:
+    """Deliver the change events to webhook subscribers (signed, retried, dead-lettered)."""
+    from services.notify.serve import serve
+
+    settings = _settings("notify")
+    run_until_signalled(lambda stop: serve(settings, stop))
+
+
+@app.command()
 def api() -> None:
     """Serve the REST API (scores, history, account lists, overrides)."""
     import uvicorn
@@ -136,7 +145,9 @@ def api() -> None:
 @app.command()
 def token(
     name: Annotated[str, typer.Option(help="who holds it (shown as override author)")],
-    scopes: Annotated[str, typer.Option(help="comma-separated: read, write")] = "read",
+    scopes: Annotated[
+        str, typer.Option(help="comma-separated: read, write, admin (webhooks)")
+    ] = "read",
 ) -> None:
     """Issue an API token: prints the token once and the entry to add to the settings."""
     import orjson
@@ -144,8 +155,8 @@ def token(
     from services.api.auth import issue_token
 
     wanted = sorted({s.strip() for s in scopes.split(",") if s.strip()})
-    if not wanted or set(wanted) - {"read", "write"}:
-        raise typer.BadParameter("scopes are read and/or write")
+    if not wanted or set(wanted) - {"read", "write", "admin"}:
+        raise typer.BadParameter("scopes are read, write and admin")
     secret, digest = issue_token()
     typer.echo(f"token (give it to {name}; it is not stored anywhere): {secret}")
     typer.echo(

@@ -30,7 +30,7 @@ from healthscore.devstack import (
     spawn,
 )
 
-SERVICES = ("ingest", "scorer", "api")
+SERVICES = ("ingest", "scorer", "notify", "api")
 
 
 # What `make run` listens on the first time, when free; later runs come back on the same ports.
@@ -40,6 +40,7 @@ PREFERRED_PORTS = {
     "postgres": 5432,
     "ingest": 9101,
     "scorer": 9102,
+    "notify": 9103,
     "api": 8000,
 }
 
@@ -167,7 +168,7 @@ def run_dev(*, accounts: int, data_dir: Path, with_simulator: bool, formats: str
         if "HEALTHSCORE_API__TOKENS" not in env:
             token, digest = dev_token(data_dir)
             env["HEALTHSCORE_API__TOKENS"] = json.dumps(
-                [{"name": "dev", "sha256": digest, "scopes": ["read", "write"]}]
+                [{"name": "dev", "sha256": digest, "scopes": ["read", "write", "admin"]}]
             )
         env.setdefault("HEALTHSCORE_API__SESSION_SECRET", dev_session_secret(data_dir))
         command = [sys.executable, "-m", "healthscore"]
@@ -179,6 +180,7 @@ def run_dev(*, accounts: int, data_dir: Path, with_simulator: bool, formats: str
         ports = {
             "ingest": ("HEALTHSCORE_INGEST__METRICS_PORT", fixed["ingest"]),
             "scorer": ("HEALTHSCORE_SCORER__METRICS_PORT", fixed["scorer"]),
+            "notify": ("HEALTHSCORE_NOTIFY__METRICS_PORT", fixed["notify"]),
             "api": ("HEALTHSCORE_API__PORT", fixed["api"]),
         }
         for name in SERVICES:
@@ -218,7 +220,7 @@ def run_dev(*, accounts: int, data_dir: Path, with_simulator: bool, formats: str
             print(f"console    {console}  (sign in with a token of HEALTHSCORE_API__TOKENS)")
         if token:
             print(
-                f"API token  {token}  (read+write, kept in {data_dir / 'dev-token'}; e.g. curl "
+                f"API token  {token}  (read, write, admin; in {data_dir / 'dev-token'}; e.g. curl "
                 f"-H 'Authorization: Bearer {token}' http://127.0.0.1:{ports['api'][1]}/v1/accounts)"
             )
         if vendors:

@@ -134,10 +134,35 @@ class ScorerSettings(BaseModel):
     metrics_port: int = 9102
 
 
+class NotifySettings(BaseModel):
+    """`healthscore notify`: webhook deliveries of the change events."""
+
+    group_id: str = "healthscore-notify"
+    # waits between a failed attempt and the next (each with 0-20% jitter); once they are
+    # used up the delivery is dead-lettered: about 11 hours by default, as Standard Webhooks
+    # senders commonly retry
+    retry_seconds: list[float] = Field(
+        default=[5, 30, 120, 600, 1800, 3600, 10800, 21600], min_length=1
+    )
+    request_timeout_seconds: float = Field(default=10.0, gt=0)
+    concurrency: int = Field(default=16, ge=1)
+    # a sender that takes a delivery holds it this long; if it dies mid-request, another
+    # sends it again after that
+    lease_seconds: float = Field(default=60.0, gt=0)
+    poll_seconds: float = Field(default=0.5, gt=0)
+    # delivered and dead deliveries are kept this long for GET /v1/webhooks/{id}/deliveries
+    keep_days: float = Field(default=14.0, gt=0)
+    # plain http:// URLs are refused in production unless allowed (signatures do not hide
+    # the payload)
+    allow_http: bool = False
+    metrics_port: int = 9103
+
+
 class ApiToken(BaseModel):
     name: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hex SHA-256 of the token")
-    scopes: list[Literal["read", "write"]] = ["read"]
+    # admin: manage webhook subscriptions (they send account data to the URL they name)
+    scopes: list[Literal["read", "write", "admin"]] = ["read"]
 
 
 class ApiSettings(BaseModel):
@@ -182,6 +207,7 @@ class Settings(BaseSettings):
     ingest: IngestSettings = IngestSettings()
     scorer: ScorerSettings = ScorerSettings()
     api: ApiSettings = ApiSettings()
+    notify: NotifySettings = NotifySettings()
     log: LogSettings = LogSettings()
 
     @model_validator(mode="after")

@@ -16,9 +16,11 @@ from typing import Any, ClassVar, TypedDict
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Float,
+    ForeignKey,
     Index,
     Integer,
     LargeBinary,
@@ -28,6 +30,7 @@ from sqlalchemy import (
     Table,
     Text,
     text,
+    true,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSON, JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -408,6 +411,62 @@ class OverrideAuditRow(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSONB)
 
 
+class WebhookRow(Base):
+    """A webhook subscription: where matching change events are POSTed, signed with `secret`
+    (Standard Webhooks), and which events match (an empty list matches any)."""
+
+    __tablename__ = "webhooks"
+
+    webhook_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    secret: Mapped[str] = mapped_column(String(128))
+    description: Mapped[str] = mapped_column(String(500), server_default="")
+    mode: Mapped[str] = mapped_column(String(16), server_default="structured")
+    types: Mapped[list[str]] = mapped_column(ARRAY(String(128)), server_default="{}")
+    objectives: Mapped[list[str]] = mapped_column(ARRAY(String(128)), server_default="{}")
+    from_bands: Mapped[list[str]] = mapped_column(ARRAY(String(128)), server_default="{}")
+    to_bands: Mapped[list[str]] = mapped_column(ARRAY(String(128)), server_default="{}")
+    segments: Mapped[list[str]] = mapped_column(ARRAY(String(128)), server_default="{}")
+    replays: Mapped[bool] = mapped_column(Boolean, server_default=true())
+    enabled: Mapped[bool] = mapped_column(Boolean, server_default=true())
+    disabled_reason: Mapped[str | None] = mapped_column(String(500))
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
+
+
+class WebhookDeliveryRow(Base):
+    """One change event for one subscription: `pending` until POSTed with a 2xx answer
+    (`delivered`) or out of attempts (`dead`); `next_attempt_at` is when it is due (a sender
+    that takes it moves it on by its lease, so that a crash mid-request only delays it)."""
+
+    __tablename__ = "webhook_deliveries"
+
+    webhook_id: Mapped[str] = mapped_column(
+        String(36), ForeignKey("webhooks.webhook_id", ondelete="CASCADE"), primary_key=True
+    )
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    event_type: Mapped[str] = mapped_column(String(128))
+    account_id: Mapped[str] = mapped_column(String(128))
+    payload: Mapped[bytes] = mapped_column(LargeBinary)  # the CloudEvent, structured JSON
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    next_attempt_at: Mapped[datetime] = mapped_column(Timestamp)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(Timestamp)
+    finished_at: Mapped[datetime | None] = mapped_column(Timestamp)
+
+    __table_args__ = (
+        Index(
+            "ix_webhook_deliveries_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index("ix_webhook_deliveries_listed", "webhook_id", "status", "created_at"),
+    )
+
+
 # Who answers GET .../health from memory (services/api/cache.py) listens here. Every writer of
 # accounts, scores or overrides notifies it of the changed account ids in its transaction;
 # PostgreSQL delivers that on commit, and not at all on rollback. The ids go as JSON arrays in
@@ -506,19 +565,21 @@ async def _current_revision(settings: DatabaseSettings, name: str | None) -> str
 # Revisions before the head this release also runs on: 0015 is the first half of the move to
 # the lean store, where this release's scorers take partitions over from release 0014's
 # (migration 0015's docstring); `healthscore migrate` then takes the database to the head.
-ALSO_RUNS_ON = ("0015",)
+# 0017 adds only the webhook tables, which no process but `healthscore notify` reads (it
+# needs the head).
+ALSO_RUNS_ON = ("0015", "0016")
 
 
-async def ensure_migrated(engine: AsyncEngine) -> str:
+async def ensure_migrated(engine: AsyncEngine, also: tuple[str, ...] = ALSO_RUNS_ON) -> str:
     """The database's revision; DatabaseNotMigrated unless this build runs on it (the head,
-    or one of ALSO_RUNS_ON)."""
+    or one of `also`)."""
     head = head_revision()
     async with engine.connect() as conn:
         exists = await conn.scalar(text("SELECT to_regclass('alembic_version') IS NOT NULL"))
         current = (
             await conn.scalar(text("SELECT version_num FROM alembic_version")) if exists else None
         )
-    if current != head and current not in ALSO_RUNS_ON:
+    if current != head and current not in also:
         raise DatabaseNotMigrated(
             f"database is at revision {current or 'none'}, this build needs {head}: "
             "run `healthscore migrate` first"

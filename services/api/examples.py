@@ -167,3 +167,40 @@ MODELS = {
 
 def ok(example: Any, status: int = 200) -> dict[int | str, dict[str, Any]]:
     return {status: {"content": {"application/json": {"example": example}}}}
+
+
+WEBHOOK = {
+    "webhook_id": "6f1d2a9e-3c4b-4e8f-9a0b-1c2d3e4f5a6b",
+    "url": "https://hooks.example.com/account-health",
+    "description": "CS alerts: churn risk turning at_risk",
+    "mode": "structured",
+    "types": ["io.account-health.band.changed"],
+    "objectives": ["churn_risk"],
+    "from_bands": [],
+    "to_bands": ["at_risk"],
+    "segments": [],
+    "replays": False,
+    "enabled": True,
+    "disabled_reason": None,
+    "created_by": "ops@example.com",
+    "created_at": "2026-12-01T09:00:00Z",
+    "updated_at": "2026-12-01T09:00:00Z",
+    "deliveries": {"delivered": 41, "dead": 1},
+}
+WEBHOOK_CREATED = {
+    **WEBHOOK,
+    "deliveries": {},
+    "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwBUvXbPnZsaA=",
+}
+DELIVERY = {
+    "event_id": "1b7c5e0e-8c55-5a3e-b8f6-2f0c8f7d9a11",
+    "event_type": "io.account-health.band.changed",
+    "account_id": "acc-000042",
+    "status": "dead",
+    "attempts": 9,
+    "next_attempt_at": None,
+    "last_status_code": 503,
+    "last_error": "HTTP 503: upstream unavailable",
+    "created_at": "2026-12-02T10:00:00Z",
+    "finished_at": "2026-12-02T21:04:00Z",
+}

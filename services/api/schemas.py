@@ -197,3 +197,103 @@ class ModelResponse(BaseModel):
 
 class ModelsResponse(BaseModel):
     models: list[ModelResponse]
+
+
+ChangeType = Literal[
+    "io.account-health.band.changed",
+    "io.account-health.score.dropped",
+    "io.account-health.override.applied",
+]
+Names = Annotated[list[Name], Field(max_length=50)]
+
+
+class WebhookFilter(BaseModel):
+    """Which change events a subscription receives: each list, when not empty, names the
+    values an event must have; an empty list lets any through."""
+
+    types: list[ChangeType] = Field(default=[], description="CloudEvent types")
+    objectives: Names = Field(default=[], examples=[["churn_risk"]])
+    from_bands: Names = Field(default=[], description="the band before the change")
+    to_bands: Names = Field(default=[], examples=[["at_risk"]])
+    segments: Names = Field(default=[], description="model segments", examples=[["enterprise"]])
+    replays: bool = Field(
+        default=True,
+        description="also the changes that reflect the past being caught up on (the event's "
+        "`replay` attribute)",
+    )
+
+
+class WebhookRequest(WebhookFilter):
+    model_config = {"extra": "forbid"}
+
+    url: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s]+$")] = Field(
+        examples=["https://hooks.example.com/account-health"]
+    )
+    description: str = Field(default="", max_length=500, pattern=NO_CONTROL)
+    mode: Literal["structured", "binary"] = Field(
+        default="structured",
+        description="structured: the CloudEvent as JSON (application/cloudevents+json); "
+        "binary: its attributes as ce- headers and its data as the JSON body (for a Slack "
+        "incoming webhook: the data's `text`)",
+    )
+
+
+class WebhookUpdate(BaseModel):
+    """The fields to change; `enabled: true` also clears why it was disabled."""
+
+    model_config = {"extra": "forbid"}
+
+    url: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s]+$")] | None = None
+    description: Annotated[str, Field(max_length=500, pattern=NO_CONTROL)] | None = None
+    mode: Literal["structured", "binary"] | None = None
+    types: list[ChangeType] | None = None
+    objectives: Names | None = None
+    from_bands: Names | None = None
+    to_bands: Names | None = None
+    segments: Names | None = None
+    replays: bool | None = None
+    enabled: bool | None = None
+
+
+class WebhookResponse(WebhookFilter):
+    webhook_id: str
+    url: str
+    description: str
+    mode: Literal["structured", "binary"]
+    enabled: bool
+    disabled_reason: str | None = Field(description="why it stopped, when it did by itself")
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+    deliveries: dict[str, int] = Field(
+        default={}, description="deliveries kept, by status", examples=[{"delivered": 12}]
+    )
+
+
+class WebhookCreatedResponse(WebhookResponse):
+    secret: str = Field(
+        description="the signing secret (Standard Webhooks, `whsec_`...); shown only now",
+        examples=["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"],
+    )
+
+
+class WebhooksResponse(BaseModel):
+    items: list[WebhookResponse]
+
+
+class DeliveryResponse(BaseModel):
+    event_id: str
+    event_type: str
+    account_id: str
+    status: Literal["pending", "delivered", "dead"]
+    attempts: int
+    next_attempt_at: datetime | None = Field(description="when pending")
+    last_status_code: int | None
+    last_error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class DeliveryPageResponse(BaseModel):
+    items: list[DeliveryResponse]
+    next_cursor: str | None

@@ -267,6 +267,8 @@ def change_event(
     reflects: datetime,
     replay: bool,
     action: dict[str, Any] | None = None,
+    name: str | None = None,
+    segment: str | None = None,
 ) -> tuple[str, bytes]:
     """A stable id (the same inputs always give the same id) and the structured payload.
     `time` is the event time the change reflects (its newest signal's, or the scoring time for
@@ -302,6 +304,8 @@ def change_event(
         },
         data={
             "account_id": account_id,
+            "name": name,
+            "segment": segment,
             "objective": objective,
             "old_score": old.score if old else None,
             "new_score": new.score,
@@ -315,9 +319,44 @@ def change_event(
             "overrides": list(new.overrides),
             "model_version": model_version,
             "signal_ids": signal_ids,
+            "text": change_text(account_id, name, objective, old, new, movers, action),
         },
     )
     return event_id, to_structured(event, _FORMAT).value
+
+
+def change_text(
+    account_id: str,
+    name: str | None,
+    objective: str,
+    old: StoredScore | None,
+    new: ObjectiveScore,
+    movers: list[dict[str, Any]],
+    action: dict[str, Any] | None,
+) -> str:
+    """The change in one line for people (Slack's mrkdwn: a webhook pointed at a Slack
+    incoming webhook in binary mode posts it as it is)."""
+    who = f"*{name}* ({account_id})" if name else f"*{account_id}*"
+    scores = f"{_points(old.score if old else None)} → {_points(new.score)}"
+    if old is None or old.band != new.band:
+        what = f"{objective} {old.band if old else 'new'} → {new.band} (score {scores})"
+    else:
+        what = f"{objective} score {scores}, still {new.band}"
+    parts = [f"{who}: {what}."]
+    if movers:
+        parts.append(
+            "Moved most: "
+            + ", ".join(f"{m['factor']} ({m['delta']:+.1f})" for m in movers[:2])
+            + "."
+        )
+    if action is not None:
+        advice = f": {action['advice']}" if action["advice"] else "."
+        parts.append(f"Would help most: {action['factor']} (+{action['points']:.1f}){advice}")
+    return " ".join(parts)
+
+
+def _points(score: float | None) -> str:
+    return "none" if score is None else f"{score:.1f}"
 
 
 def rescore(
@@ -433,6 +472,8 @@ def rescore(
                     reflects=when if news_of is None else _ts(news_of),
                     replay=past,
                     action=next(iter(actions(model, evaluation, objective)), None),
+                    name=entry.state.attribute("name"),
+                    segment=evaluation.segment,
                 )
                 rows.outbox.append(
                     {

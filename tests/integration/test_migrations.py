@@ -83,8 +83,10 @@ def expected_documents() -> dict[str, Any]:
 
 
 def normalised(document: dict[str, Any]) -> dict[str, Any]:
-    """A health answer as its response model reads it: times compared as times."""
-    return AccountHealthResponse.model_validate(document).model_dump()
+    """A health answer as its response model reads it: times compared as times, and without
+    the actions (release 0014 had none; they are derived on read, from what is compared)."""
+    objectives = [{**o, "actions": []} for o in document["objectives"]]
+    return AccountHealthResponse.model_validate({**document, "objectives": objectives}).model_dump()
 
 
 async def snapshot(database: DatabaseSettings) -> dict[str, Any]:

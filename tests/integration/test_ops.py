@@ -70,11 +70,12 @@ async def test_every_service_exposes_lint_clean_metrics_that_rules_and_dashboard
         [(b"acc-1", orjson.dumps(events["session_started"])), (None, b"not json")],
     )
     await produce_signals(settings, simulated_signals(5, 5, seed=1))
-    ports = {"ingest": free_port(), "scorer": free_port(), "api": free_port()}
+    ports = {name: free_port() for name in ("ingest", "scorer", "notify", "api")}
     env = settings_env(settings)
     env.update(
         HEALTHSCORE_INGEST__METRICS_PORT=str(ports["ingest"]),
         HEALTHSCORE_SCORER__METRICS_PORT=str(ports["scorer"]),
+        HEALTHSCORE_NOTIFY__METRICS_PORT=str(ports["notify"]),
         HEALTHSCORE_API__PORT=str(ports["api"]),
     )
     procs = [
@@ -88,6 +89,7 @@ async def test_every_service_exposes_lint_clean_metrics_that_rules_and_dashboard
         exposed = {
             "ingest": await _scrape(ports["ingest"], deadline, "ingest_dlq_records_total{"),
             "scorer": await _scrape(ports["scorer"], deadline, "healthscore_scorer_accounts{"),
+            "notify": await _scrape(ports["notify"], deadline, "healthscore_notify_events_total"),
             "api": await _scrape(ports["api"], deadline, "healthscore_api_requests_total{"),
         }
         for name, port in ports.items():
@@ -98,7 +100,7 @@ async def test_every_service_exposes_lint_clean_metrics_that_rules_and_dashboard
             proc.send_signal(signal.SIGTERM)
         codes = {name: proc.wait(30) for name, proc in zip(ports, procs, strict=True)}
         # workers drain and exit 0; uvicorn re-raises SIGTERM after its graceful shutdown
-        assert codes == {"ingest": 0, "scorer": 0, "api": -signal.SIGTERM}
+        assert codes == {"ingest": 0, "scorer": 0, "notify": 0, "api": -signal.SIGTERM}
     names: set[str] = set()
     for service, body in exposed.items():
         lint = _promtool("check", "metrics", stdin=body)
@@ -126,7 +128,7 @@ async def test_every_service_exposes_lint_clean_metrics_that_rules_and_dashboard
 def test_alert_rules_are_valid_and_their_unit_tests_pass() -> None:
     check = _promtool("check", "rules", "deploy/prometheus/alerts.yml")
     assert check.returncode == 0, check.stdout + check.stderr
-    assert b"SUCCESS: 13 rules found" in check.stdout
+    assert b"SUCCESS: 15 rules found" in check.stdout
     unit = _promtool("test", "rules", "tests/promtool/alerts_test.yml")
     assert unit.returncode == 0, unit.stdout + unit.stderr
     assert b"SUCCESS" in unit.stdout
@@ -178,6 +180,7 @@ def test_compose_file_is_valid_and_has_the_production_shape() -> None:
         "ingest",
         "scorer-1",
         "scorer-2",
+        "notify",
         "api",
         "prometheus",
         "grafana",
@@ -198,7 +201,12 @@ def test_kubernetes_manifests_are_complete() -> None:
     for doc in documents:
         assert doc["apiVersion"] and doc["kind"] and doc["metadata"]["name"]
     deployments = {d["metadata"]["name"]: d for d in documents if d["kind"] == "Deployment"}
-    assert set(deployments) == {"healthscore-ingest", "healthscore-scorer", "healthscore-api"}
+    assert set(deployments) == {
+        "healthscore-ingest",
+        "healthscore-scorer",
+        "healthscore-notify",
+        "healthscore-api",
+    }
     budgets = {
         d["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"]
         for d in documents

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -67,6 +68,18 @@ def decode_cursor(cursor: str, arity: int) -> list[Any]:
     return parts
 
 
+def before_cursor(
+    cursor: str, at: Any, key: Any, key_type: Callable[[Any], Any]
+) -> ColumnElement[bool]:
+    """The rows after a (time, key) cursor in a newest-first page: (at, key) below it."""
+    at_value, key_value = decode_cursor(cursor, 2)
+    try:
+        after, key_value = datetime.fromisoformat(str(at_value)), key_type(key_value)
+    except (TypeError, ValueError) as exc:
+        raise Problem(400, "the cursor is not valid", slug="invalid-cursor") from exc
+    return tuple_(at, key) < tuple_(literal(after), literal(key_value))
+
+
 def override_response(row: Any, now: datetime) -> OverrideResponse:
     status: Literal["active", "expired", "revoked"] = (
         "revoked" if row.revoked_at else "expired" if row.expires_at <= now else "active"
@@ -122,15 +135,7 @@ async def get_history(
     if objective is not None:
         conditions.append(ScoreHistoryRow.objective == objective)
     if cursor is not None:
-        at, row_id = decode_cursor(cursor, 2)
-        try:
-            after = datetime.fromisoformat(str(at))
-            row_id = int(row_id)
-        except (TypeError, ValueError) as exc:
-            raise Problem(400, "the cursor is not valid", slug="invalid-cursor") from exc
-        conditions.append(
-            tuple_(ScoreHistoryRow.at, ScoreHistoryRow.id) < tuple_(literal(after), literal(row_id))
-        )
+        conditions.append(before_cursor(cursor, ScoreHistoryRow.at, ScoreHistoryRow.id, int))
     async with _engine(request).connect() as conn:
         exists = await conn.scalar(
             select(AccountRow.account_id).where(AccountRow.account_id == account_id)
