@@ -36,7 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from healthscore.devstack import free_port
 from services.simulator.world import World
-from shared.config import Settings
+from shared.config import DEFAULT_MODEL_PATH, Settings
 from shared.events import EVENT_TYPE_SOURCE, Signal, decode_signal
 from shared.kafka import ensure_topics, make_producer
 from shared.validate import Rejection, Sentiment, validate
@@ -44,6 +44,8 @@ from tests.support.hostile import hostile_record
 from tests.support.infra import healthscore_argv, settings_env
 from tests.support.kafka_io import header, read_topic
 from tests.support.signals import consumed, mismatches
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # --- processes ---------------------------------------------------------------------------------
 
@@ -134,6 +136,11 @@ class Pipeline:
             env[port_variable] = str(port)
         if release is not None:  # its code first on the path (this one's is installed)
             env["PYTHONPATH"] = str(release)
+            # and its own default model, as a release ships it (this one's may be newer)
+            if env.get("HEALTHSCORE_SCORER__MODEL_PATH") == str(DEFAULT_MODEL_PATH):
+                env["HEALTHSCORE_SCORER__MODEL_PATH"] = str(
+                    release / DEFAULT_MODEL_PATH.relative_to(ROOT)
+                )
         index = sum(s.command == command for s in self.services)
         service = Service(
             f"{command}-{index}",
