@@ -73,7 +73,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from healthscore.devstack import spawn
 from services.api.auth import hash_token
-from services.scorer import memory, store
+from services.scorer import memory, portfolio, store
 from services.scorer.imports import partition_of
 from shared.config import DEFAULT_MODEL_PATH, Settings
 from shared.db import create_engine
@@ -603,12 +603,12 @@ async def idle_sweep_ms(settings: Settings, engine: AsyncEngine) -> float:
 
 
 async def gauges_ms(engine: AsyncEngine) -> float:
-    """The scorer's gauge refresh (band counts over every score, the outbox backlog), which
-    each scorer runs every 10 s (median of 5)."""
+    """The scorer's gauge refresh (band counts and MRR over every score, the outbox backlog),
+    which one scorer runs at least every 10 s (median of 5)."""
     times = []
     for _ in range(5):
         started = time.perf_counter()
-        await store.band_counts(engine)
+        await portfolio.count(engine, datetime.now(UTC).date())
         await store.outbox_backlog(engine)
         times.append(time.perf_counter() - started)
     return sorted(times)[len(times) // 2] * 1000

@@ -29,6 +29,7 @@ from healthscore.devstack import (
     free_port,
     spawn,
 )
+from services.simulator.world import OWNERS
 
 SERVICES = ("ingest", "scorer", "notify", "api")
 
@@ -168,7 +169,7 @@ def run_dev(*, accounts: int, data_dir: Path, with_simulator: bool, formats: str
         if "HEALTHSCORE_API__TOKENS" not in env:
             token, digest = dev_token(data_dir)
             env["HEALTHSCORE_API__TOKENS"] = json.dumps(
-                [{"name": "dev", "sha256": digest, "scopes": ["read", "write", "admin"]}]
+                [{"name": OWNERS[0], "sha256": digest, "scopes": ["read", "write", "admin"]}]
             )
         env.setdefault("HEALTHSCORE_API__SESSION_SECRET", dev_session_secret(data_dir))
         command = [sys.executable, "-m", "healthscore"]

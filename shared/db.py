@@ -10,7 +10,7 @@ migrations under shared/migrations/ create these tables; services call
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, ClassVar, TypedDict
 
@@ -18,6 +18,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -80,10 +81,23 @@ class AccountRow(Base):
     tier: Mapped[str | None] = mapped_column(String(16))
     lifecycle_stage: Mapped[str | None] = mapped_column(String(16))
     segment: Mapped[str | None] = mapped_column(String(64))
+    owner: Mapped[str | None] = mapped_column(String(200))  # who looks after it
+    parent_account_id: Mapped[str | None] = mapped_column(String(128))
+    mrr_cents: Mapped[int | None] = mapped_column(BigInteger)  # in `currency`'s minor units
+    currency: Mapped[str | None] = mapped_column(String(3))
     # the signals-topic partition this account hashes to: the sweep re-scores only accounts
     # of partitions its scorer owns
     partition: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(Timestamp)
+
+    __table_args__ = (
+        Index("ix_accounts_owner", text("lower(owner)")),
+        Index(
+            "ix_accounts_parent",
+            "parent_account_id",
+            postgresql_where=text("parent_account_id IS NOT NULL"),
+        ),
+    )
 
 
 class ProfileValues(TypedDict):
@@ -96,6 +110,10 @@ class ProfileValues(TypedDict):
     tier: str | None
     lifecycle_stage: str | None
     segment: str
+    owner: str | None
+    parent_account_id: str | None
+    mrr_cents: int | None
+    currency: str | None
     partition: int
     updated_at: datetime
 
@@ -177,12 +195,30 @@ account_views = Table(
     Column("tier", String(16)),
     Column("lifecycle_stage", String(16)),
     Column("segment", String(64)),
+    Column("owner", String(200)),
+    Column("parent_account_id", String(128)),
+    Column("mrr_cents", BigInteger),
+    Column("currency", String(3)),
     Column("state", LargeBinary),
     Column("legacy_state", JSON),  # release 0014's document, until the account is converted
     Column("stale_sources", ARRAY(String(16))),
     Column("data_at", Timestamp),
     Column("updated_at", Timestamp),
 )
+
+
+class PortfolioDayRow(Base):
+    """The active model's accounts and MRR per band at the end of a day (services/scorer/
+    portfolio.py), per currency ('' for accounts that reported none)."""
+
+    __tablename__ = "portfolio_days"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    objective: Mapped[str] = mapped_column(String(64), primary_key=True)
+    band: Mapped[str] = mapped_column(String(64), primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    accounts: Mapped[int] = mapped_column(Integer)
+    mrr_cents: Mapped[int] = mapped_column(BigInteger)
 
 
 class ModelVersionRow(Base):
@@ -427,6 +463,7 @@ class WebhookRow(Base):
     from_bands: Mapped[list[str]] = mapped_column(ARRAY(String(128)), server_default="{}")
     to_bands: Mapped[list[str]] = mapped_column(ARRAY(String(128)), server_default="{}")
     segments: Mapped[list[str]] = mapped_column(ARRAY(String(128)), server_default="{}")
+    owners: Mapped[list[str]] = mapped_column(ARRAY(String(200)), server_default="{}")
     replays: Mapped[bool] = mapped_column(Boolean, server_default=true())
     enabled: Mapped[bool] = mapped_column(Boolean, server_default=true())
     disabled_reason: Mapped[str | None] = mapped_column(String(500))

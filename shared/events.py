@@ -254,6 +254,14 @@ class AccountProfileUpdated(RawEvent):
     region: Region | None = None
     tier: Tier | None = None
     lifecycle_stage: LifecycleStage | None = None
+    owner: Label | None = Field(
+        default=None,
+        description="who looks after the account: a person's email or name, as the CRM has it",
+        examples=["dana@example.com"],
+    )
+    parent_account_id: Identifier | None = Field(
+        default=None, description="the account this one belongs to (a subsidiary's parent)"
+    )
 
 
 class PaymentDisputed(RawEvent):

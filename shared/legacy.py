@@ -36,7 +36,7 @@ CHUNK = 2_000  # accounts a statement
 LEGACY_VIEW = """
 CREATE VIEW account_views AS
 SELECT a.account_id, a.partition, a.name, a.industry, a.region, a.tier, a.lifecycle_stage,
-       a.segment, s.state,
+       a.segment, a.owner, a.parent_account_id, a.mrr_cents, a.currency, s.state,
        CASE WHEN s.account_id IS NULL THEN a.state END AS legacy_state,
        CASE WHEN s.account_id IS NULL THEN NULLIF(ARRAY(
               SELECT f.key FROM json_each(a.freshness) f
@@ -53,7 +53,8 @@ FROM accounts a LEFT JOIN account_states s ON s.account_id = a.account_id
 VIEW = """
 CREATE VIEW account_views AS
 SELECT a.account_id, a.partition, a.name, a.industry, a.region, a.tier, a.lifecycle_stage,
-       a.segment, s.state, NULL::json AS legacy_state, s.stale_sources, s.data_at,
+       a.segment, a.owner, a.parent_account_id, a.mrr_cents, a.currency, s.state,
+       NULL::json AS legacy_state, s.stale_sources, s.data_at,
        coalesce(s.updated_at, a.updated_at) AS updated_at
 FROM accounts a LEFT JOIN account_states s ON s.account_id = a.account_id
 """

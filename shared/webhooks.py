@@ -49,6 +49,7 @@ class Change:
     old_band: str | None
     new_band: str | None
     segment: str | None
+    owner: str | None
     replay: bool
     scored_at: datetime
     payload: bytes  # the CloudEvent, structured JSON
@@ -66,6 +67,7 @@ class Change:
             old_band=data.get("old_band"),
             new_band=data.get("new_band"),
             segment=data.get("segment"),
+            owner=data.get("owner"),
             replay=bool(event.get("replay", False)),
             scored_at=datetime.fromisoformat(event.get("scoredat") or event["time"]),
             payload=payload,
@@ -83,6 +85,7 @@ class Subscription:
     from_bands: tuple[str, ...]
     to_bands: tuple[str, ...]
     segments: tuple[str, ...]
+    owners: tuple[str, ...]  # lower case
     replays: bool
     created_at: datetime
 
@@ -98,6 +101,7 @@ class Subscription:
             tuple(row.from_bands),
             tuple(row.to_bands),
             tuple(row.segments),
+            tuple(o.lower() for o in row.owners),
             row.replays,
             row.created_at,
         )
@@ -113,6 +117,7 @@ class Subscription:
             and _among(change.old_band, self.from_bands)
             and _among(change.new_band, self.to_bands)
             and _among(change.segment, self.segments)
+            and _among(change.owner and change.owner.lower(), self.owners)
         )
 
 

@@ -28,7 +28,7 @@ from services.api import problems
 from services.api.cache import HealthCache
 from services.api.console.mount import install_console
 from services.api.health import HealthReader
-from services.api.routes import accounts, ops, overrides, webhooks
+from services.api.routes import accounts, ops, overrides, portfolio, webhooks
 from shared.config import Settings
 from shared.db import create_engine, ensure_migrated
 from shared.ops import settle_heap
@@ -249,7 +249,13 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         models["shadow"] = load_model(settings.scorer.shadow_model_path)
     app.state.models = models
     problems.install(app)
-    for router in (accounts.router, overrides.router, webhooks.router, ops.router):
+    for router in (
+        accounts.router,
+        overrides.router,
+        portfolio.router,
+        webhooks.router,
+        ops.router,
+    ):
         app.include_router(router)
     _offline_docs(app)
     install_console(app)

@@ -37,6 +37,10 @@ HEALTH = {
     "tier": "enterprise",
     "lifecycle_stage": "mature",
     "segment": "enterprise",
+    "owner": "dana@example.com",
+    "parent_account_id": None,
+    "mrr": 1250.5,
+    "currency": "USD",
     "last_event_at": "2026-11-24T09:12:00Z",
     "updated_at": "2026-11-24T09:12:01Z",
     "freshness": {
@@ -123,6 +127,7 @@ ACCOUNTS = {
             "tier": "enterprise",
             "region": "emea",
             "segment": "enterprise",
+            "owner": "dana@example.com",
             "objective": "churn_risk",
             "score": 35.0,
             "band": "at_risk",
@@ -179,6 +184,7 @@ WEBHOOK = {
     "from_bands": [],
     "to_bands": ["at_risk"],
     "segments": [],
+    "owners": [],
     "replays": False,
     "enabled": True,
     "disabled_reason": None,
@@ -203,4 +209,51 @@ DELIVERY = {
     "last_error": "HTTP 503: upstream unavailable",
     "created_at": "2026-12-02T10:00:00Z",
     "finished_at": "2026-12-02T21:04:00Z",
+}
+PORTFOLIO = {
+    "objective": "churn_risk",
+    "bands": ["unknown", "at_risk", "neutral", "healthy"],
+    "total": {
+        "key": None,
+        "accounts": 1200,
+        "mrr": {"USD": 1_540_000.0},
+        "bands": [
+            {"band": "at_risk", "accounts": 212, "mrr": {"USD": 187_400.0}},
+            {"band": "neutral", "accounts": 388, "mrr": {"USD": 402_600.0}},
+            {"band": "healthy", "accounts": 600, "mrr": {"USD": 950_000.0}},
+        ],
+    },
+    "by": "owner",
+    "groups": [
+        {
+            "key": "dana@example.com",
+            "accounts": 48,
+            "mrr": {"USD": 96_000.0},
+            "bands": [
+                {"band": "at_risk", "accounts": 9, "mrr": {"USD": 12_300.0}},
+                {"band": "healthy", "accounts": 39, "mrr": {"USD": 83_700.0}},
+            ],
+        }
+    ],
+    "days": [
+        {
+            "day": "2026-12-06",
+            "bands": [
+                {"band": "at_risk", "accounts": 205, "mrr": {"USD": 181_000.0}},
+                {"band": "neutral", "accounts": 391, "mrr": {"USD": 405_000.0}},
+                {"band": "healthy", "accounts": 604, "mrr": {"USD": 954_000.0}},
+            ],
+        }
+    ],
+    "worsened": [
+        {
+            "account_id": "acc-000042",
+            "name": "Acme Health",
+            "owner": "dana@example.com",
+            "old_band": "healthy",
+            "new_band": "at_risk",
+            "score": 35.0,
+            "at": "2026-12-06T06:00:00Z",
+        }
+    ],
 }

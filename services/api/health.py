@@ -26,6 +26,7 @@ import orjson
 import structlog
 from prometheus_client import CollectorRegistry, Counter
 
+from shared.events import major_units
 from shared.scoring.document import from_document
 from shared.scoring.engine import Evaluation, actions, evaluate
 from shared.scoring.model import Model
@@ -38,7 +39,8 @@ log = structlog.get_logger(__name__)
 # answer's JSON, with when the first of them expires).
 READ_SQL = """
 SELECT v.account_id, v.name, v.industry, v.region, v.tier, v.lifecycle_stage, v.segment,
-       v.state, v.legacy_state::text AS legacy_state, v.updated_at,
+       v.owner, v.parent_account_id, v.mrr_cents, v.currency, v.state,
+       v.legacy_state::text AS legacy_state, v.updated_at,
        ARRAY(SELECT ROW(s.objective, s.model_role, s.model_version, s.score, s.band,
                         s.confidence, s.evaluated_at, s.changed_at, array_to_json(s.news)::text)
              FROM scores s WHERE s.account_id = v.account_id
@@ -167,6 +169,12 @@ class HealthReader:
             "tier": row["tier"],
             "lifecycle_stage": row["lifecycle_stage"],
             "segment": row["segment"],
+            "owner": row["owner"],
+            "parent_account_id": row["parent_account_id"],
+            "mrr": None
+            if row["mrr_cents"] is None
+            else float(major_units(row["mrr_cents"], row["currency"] or "USD")),
+            "currency": row["currency"],
             "last_event_at": _time(state.newest) if state.newest else None,
             "updated_at": row["updated_at"],
             "freshness": freshness,

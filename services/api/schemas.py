@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field, model_validator
@@ -68,6 +68,16 @@ class AccountHealthResponse(BaseModel):
     tier: str | None = Field(examples=["enterprise"])
     lifecycle_stage: str | None = Field(examples=["mature"])
     segment: str | None = Field(examples=["enterprise"])
+    owner: str | None = Field(
+        description="who looks after the account (profile events)", examples=["dana@example.com"]
+    )
+    parent_account_id: str | None = Field(examples=[None])
+    mrr: float | None = Field(
+        description="monthly recurring revenue as last reported, in `currency`; 0 once the "
+        "subscription is cancelled",
+        examples=[1250.5],
+    )
+    currency: str | None = Field(examples=["USD"])
     last_event_at: datetime | None
     updated_at: datetime
     freshness: dict[str, SourceFreshness]
@@ -109,6 +119,7 @@ class AccountSummaryResponse(BaseModel):
     tier: str | None
     region: str | None
     segment: str | None
+    owner: str | None = Field(description="who looks after the account")
     objective: str
     score: float | None
     band: str
@@ -216,6 +227,12 @@ class WebhookFilter(BaseModel):
     from_bands: Names = Field(default=[], description="the band before the change")
     to_bands: Names = Field(default=[], examples=[["at_risk"]])
     segments: Names = Field(default=[], description="model segments", examples=[["enterprise"]])
+    owners: list[Annotated[str, Field(min_length=1, max_length=200, pattern=NO_CONTROL)]] = Field(
+        default=[],
+        max_length=50,
+        description="who looks after the account (any case)",
+        examples=[["dana@example.com"]],
+    )
     replays: bool = Field(
         default=True,
         description="also the changes that reflect the past being caught up on (the event's "
@@ -251,6 +268,9 @@ class WebhookUpdate(BaseModel):
     from_bands: Names | None = None
     to_bands: Names | None = None
     segments: Names | None = None
+    owners: list[Annotated[str, Field(min_length=1, max_length=200, pattern=NO_CONTROL)]] | None = (
+        None
+    )
     replays: bool | None = None
     enabled: bool | None = None
 
@@ -297,3 +317,52 @@ class DeliveryResponse(BaseModel):
 class DeliveryPageResponse(BaseModel):
     items: list[DeliveryResponse]
     next_cursor: str | None
+
+
+Money = dict[str, float]  # currency -> amount in major units
+
+
+class BandFigure(BaseModel):
+    band: str = Field(examples=["at_risk"])
+    accounts: int = Field(examples=[212])
+    mrr: Money = Field(
+        description="monthly recurring revenue by currency; accounts without a subscription "
+        "reported count under no currency",
+        examples=[{"USD": 187_400.0}],
+    )
+
+
+class PortfolioGroup(BaseModel):
+    key: str | None = Field(description="the value grouped by (null: not known)")
+    accounts: int
+    mrr: Money
+    bands: list[BandFigure]
+
+
+class PortfolioDay(BaseModel):
+    day: date
+    bands: list[BandFigure]
+
+
+class WorsenedAccount(BaseModel):
+    account_id: str
+    name: str | None
+    owner: str | None
+    old_band: str | None
+    new_band: str
+    score: float | None
+    at: datetime
+
+
+class PortfolioResponse(BaseModel):
+    objective: str = Field(examples=["churn_risk"])
+    bands: list[str] = Field(description="the objective's bands, worst first")
+    total: PortfolioGroup
+    by: str | None = Field(description="what `groups` are by")
+    groups: list[PortfolioGroup] = Field(description="largest first")
+    days: list[PortfolioDay] = Field(
+        description="each day's figures at its end (UTC), oldest first, for trends"
+    )
+    worsened: list[WorsenedAccount] = Field(
+        description="accounts whose band got worse in the last `worsened_days`, newest first"
+    )

@@ -66,6 +66,13 @@ class ScorerMetrics:
             ["objective", "model_role", "band"],
             registry=registry,
         )
+        self.mrr = Gauge(
+            "healthscore_scorer_mrr",
+            "Monthly recurring revenue of the accounts in each band of the active model, in "
+            "major units of each currency",
+            ["objective", "band", "currency"],
+            registry=registry,
+        )
         self.outbox_backlog = Gauge(
             "healthscore_scorer_outbox_backlog_events",
             "Change events not yet published",

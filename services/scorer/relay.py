@@ -25,9 +25,10 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.scorer import history, memory, store
+from services.scorer import history, memory, portfolio, store
 from services.scorer.metrics import ScorerMetrics
 from shared.config import ScorerSettings
+from shared.events import major_units
 from shared.retry import Backoff
 
 log = structlog.get_logger(__name__)
@@ -112,13 +113,29 @@ class Relay:
         await store.prune_outbox(self.engine, self.clock() - KEEP_SENT)
 
     async def refresh_bands(self) -> None:
+        """The band and MRR gauges, and the day's portfolio figures (portfolio.py)."""
         if self.counts_bands():
-            for objective, role, band, count in await store.band_counts(self.engine):
-                self.metrics.accounts.labels(objective, role, band).set(count)
+            accounts: dict[tuple[str, str, str], int] = {}
+            mrr: dict[tuple[str, str, str], float] = {}
+            for f in await portfolio.count(self.engine, self.clock().date()):
+                key = (f.objective, f.model_role, f.band)
+                accounts[key] = accounts.get(key, 0) + f.accounts
+                if f.model_role == "active" and f.currency:
+                    mrr[(f.objective, f.band, f.currency)] = float(
+                        major_units(f.mrr_cents, f.currency)
+                    )
+            self.metrics.accounts.clear()  # a band emptied since is not left at its last count
+            for labels, count in accounts.items():
+                self.metrics.accounts.labels(*labels).set(count)
+            self.metrics.mrr.clear()
+            for labels, value in mrr.items():
+                self.metrics.mrr.labels(*labels).set(value)
         else:
             self.metrics.accounts.clear()
+            self.metrics.mrr.clear()
 
     async def maintain_history(self) -> None:
+        await portfolio.prune(self.engine, self.clock(), self.history_retention_days)
         done = await history.maintain(self.engine, self.clock(), self.history_retention_days)
         self.metrics.history_pruned.labels("months").inc(len(done.dropped))
         self.metrics.history_pruned.labels("rows").inc(done.deleted)

@@ -47,7 +47,7 @@ from shared.scoring.engine import (
 )
 from shared.scoring.model import Model
 from shared.scoring.news import News, NewsItem, ordered
-from shared.scoring.state import AccountState
+from shared.scoring.state import ATTRIBUTES, PROFILE, AccountState
 
 EVENT_NAMESPACE = uuid.UUID("5b0c6c1e-4f4e-4a39-9d3e-6f0c2a9a1d57")
 EVENT_SOURCE = "/account-health/scorer"
@@ -184,12 +184,9 @@ def profile_row(
     """The `accounts` row, when it differs from the stored one (None: it does not)."""
     state = entry.state
     profile: Profile = (
-        state.attribute("name"),
-        state.attribute("industry"),
-        state.attribute("region"),
-        state.attribute("tier"),
-        state.attribute("lifecycle_stage"),
+        *(state.attribute(name) for name in ATTRIBUTES),
         active.segment,
+        *(state.attribute(name) for name in PROFILE),
         entry.partition,
     )
     if profile == entry.profile:
@@ -203,6 +200,10 @@ def profile_row(
         "tier": profile[3],
         "lifecycle_stage": profile[4],
         "segment": active.segment,
+        "owner": profile[6],
+        "parent_account_id": profile[7],
+        "mrr_cents": profile[8],
+        "currency": profile[9],
         "partition": entry.partition,
         "updated_at": now,
     }
@@ -269,6 +270,7 @@ def change_event(
     action: dict[str, Any] | None = None,
     name: str | None = None,
     segment: str | None = None,
+    owner: str | None = None,
 ) -> tuple[str, bytes]:
     """A stable id (the same inputs always give the same id) and the structured payload.
     `time` is the event time the change reflects (its newest signal's, or the scoring time for
@@ -306,6 +308,7 @@ def change_event(
             "account_id": account_id,
             "name": name,
             "segment": segment,
+            "owner": owner,
             "objective": objective,
             "old_score": old.score if old else None,
             "new_score": new.score,
@@ -474,6 +477,7 @@ def rescore(
                     action=next(iter(actions(model, evaluation, objective)), None),
                     name=entry.state.attribute("name"),
                     segment=evaluation.segment,
+                    owner=entry.state.attribute("owner"),
                 )
                 rows.outbox.append(
                     {

@@ -158,7 +158,8 @@ class Stored:
 # cost the scorer ~15 µs of CPU an account more.
 _LOAD_STATES = """\
 SELECT w.account_id, s.state, s.seen_periods, a.name, a.industry, a.region, a.tier,
-       a.lifecycle_stage, a.segment, a.partition
+       a.lifecycle_stage, a.segment, a.owner, a.parent_account_id, a.mrr_cents, a.currency,
+       a.partition
 FROM unnest($1::VARCHAR[]) AS w(account_id)
 LEFT JOIN account_states s ON s.account_id = w.account_id
 LEFT JOIN accounts a ON a.account_id = w.account_id"""
@@ -662,13 +663,3 @@ async def prune_outbox(engine: AsyncEngine, older_than: datetime) -> int:
             text("DELETE FROM outbox WHERE sent_at IS NOT NULL AND sent_at < :t"), {"t": older_than}
         )
     return int(result.rowcount or 0)
-
-
-async def band_counts(engine: AsyncEngine) -> list[tuple[str, str, str, int]]:
-    async with engine.connect() as conn:
-        rows = await conn.execute(
-            select(ScoreRow.objective, ScoreRow.model_role, ScoreRow.band, func.count()).group_by(
-                ScoreRow.objective, ScoreRow.model_role, ScoreRow.band
-            )
-        )
-        return [(r[0], r[1], r[2], int(r[3])) for r in rows]

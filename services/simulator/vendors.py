@@ -70,6 +70,7 @@ class Vendors:
                 "plan": event["tier"].title(),
                 "region": event["region"],
                 "lifecycle_stage": event["lifecycle_stage"],
+                "owner_email": event["owner"],
             }
             call = {**common, "type": "group", "userId": user, "groupId": account, "traits": traits}
             return [("segment", user, call)]

@@ -54,6 +54,10 @@ def _pick(rng: random.Random, weighted: tuple[tuple[str, float], ...]) -> str:
     return rng.choices([w[0] for w in weighted], [w[1] for w in weighted])[0]
 
 
+# who looks after the simulated accounts, in turn; `make run`'s own token is the first
+OWNERS = ("you@example.com", "dana@example.com", "lee@example.com", "sam@example.com")
+
+
 @dataclass(frozen=True)
 class Account:
     index: int
@@ -63,6 +67,7 @@ class Account:
     region: str
     tier: str
     seats: int
+    owner: str  # the customer-success manager who looks after it
     trajectory: str
     turn_day: int  # when the trajectory's change begins
     span_days: int  # how long the change takes
@@ -119,6 +124,7 @@ class World:
             region=rng.choice(REGIONS),
             tier=tier,
             seats=rng.randint(lo, hi),
+            owner=OWNERS[i % len(OWNERS)],
             trajectory=trajectory,
             turn_day=turn,
             span_days=span,
@@ -193,6 +199,7 @@ class _Day:
             region=account.region,
             tier=account.tier,
             lifecycle_stage="onboarding" if onboarding else "mature",
+            owner=account.owner,
         )
         if onboarding:
             self.emit(

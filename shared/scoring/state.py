@@ -32,12 +32,16 @@ from shared.scoring.seen import DEFAULT_DEDUP, DedupPolicy, SeenIds, id_digest
 
 _NEVER = -math.inf
 
-ATTRIBUTES = ("name", "industry", "region", "tier", "lifecycle_stage")
+ATTRIBUTES = ("name", "industry", "region", "tier", "lifecycle_stage")  # segments read these
+# whose the account is and what it is worth: kept like the others, read by lists and rollups
+PROFILE = ("owner", "parent_account_id", "mrr_cents", "currency")
 ATTRIBUTE_KINDS = {
-    "account_profile_updated": ATTRIBUTES,
-    "subscription_created": ("tier",),
-    "subscription_changed": ("tier",),
+    "account_profile_updated": (*ATTRIBUTES, "owner", "parent_account_id"),
+    "subscription_created": ("tier", "mrr_cents", "currency"),
+    "subscription_changed": ("tier", "mrr_cents", "currency"),
 }
+# attributes a kind sets to a fixed value: a cancelled subscription brings in nothing
+ATTRIBUTE_VALUES: dict[str, dict[str, Any]] = {"subscription_cancelled": {"mrr_cents": 0}}
 
 
 @dataclass(slots=True)  # not frozen: its __init__ costs a fifth of a frozen one's
@@ -115,6 +119,8 @@ class AccountState:
             value = data.get(name)
             if value not in (None, ""):
                 _keep_latest(self.attributes, name, (t, fact.signal_id, value))
+        for name, value in ATTRIBUTE_VALUES.get(kind, {}).items():
+            _keep_latest(self.attributes, name, (t, fact.signal_id, value))
         for feed in kinds.get(kind, ()):
             (
                 name,

@@ -5,7 +5,8 @@ endpoints): `track`, `page`, `screen`, `identify`, `group`, `alias` and batch en
   `feature_used` (the event name is the feature; `properties.count` or `quantity` the count).
 - `page` / `screen` -> `page_viewed`.
 - `group` -> `account_profile_updated` from the traits the scoring reads (name, industry, plan or
-  tier, region, lifecycle stage; a trait outside the schema is left out, not refused), and it
+  tier, region, lifecycle stage; a trait outside the schema is left out, not refused) and who
+  looks after it (`owner`, `owner_email` or `account_owner`; `parent_id` or `parentId`), and it
   ties its user to the group.
 - `identify` -> ties its user to an account (`context.groupId`, `traits.company.id`, or the
   configured property); no signal.
@@ -176,6 +177,12 @@ class SegmentFormat:
         stage = _norm(traits.get("lifecycle_stage") or traits.get("lifecycleStage"))
         if stage in _STAGES:
             fields["lifecycle_stage"] = stage
+        owner = traits.get("owner") or traits.get("owner_email") or traits.get("account_owner")
+        if isinstance(owner, str) and owner.strip():
+            fields["owner"] = text(owner.strip(), 200)
+        parent = key(traits.get("parent_id") or traits.get("parentId"))
+        if parent is not None:
+            fields["parent_account_id"] = parent
         return fields
 
 

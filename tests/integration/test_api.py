@@ -16,6 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.api.app import create_app
 from services.api.auth import hash_token
 from services.api.schemas import AccountHealthResponse
+from services.scorer import portfolio
+from services.simulator.world import OWNERS
 from shared.config import ApiToken, Settings
 from shared.db import NOTIFY_CHANGED
 from tests.support.pipeline import wait_for
@@ -23,7 +25,7 @@ from tests.support.signals import MODEL, score_and_store, seed, simulated_signal
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
-READ, WRITE, BOTH = "reader-token", "writer-token", "admin-token"
+READ, WRITE, BOTH, CSM = "reader-token", "writer-token", "admin-token", "csm-token"
 AUTH = {"Authorization": f"Bearer {BOTH}"}
 
 
@@ -32,6 +34,7 @@ def api_settings(settings: Settings) -> Settings:
         ApiToken(name="reader", sha256=hash_token(READ), scopes=["read"]),
         ApiToken(name="writer", sha256=hash_token(WRITE), scopes=["write"]),
         ApiToken(name="admin@example.com", sha256=hash_token(BOTH), scopes=["read", "write"]),
+        ApiToken(name=OWNERS[1], sha256=hash_token(CSM), scopes=["read"]),  # a CSM
     ]
     return settings.model_copy(
         update={
@@ -584,3 +587,81 @@ async def test_an_override_goes_through_broker_and_scorer_and_comes_back(
         health = (await client.get(f"/v1/accounts/{account}/health", headers=AUTH)).json()
         churn = next(o for o in health["objectives"] if o["objective"] == "churn_risk")
         assert churn["overrides"] == [] and churn["score"] != 12
+
+
+async def test_health_and_lists_say_whose_the_account_is(api, engine: AsyncEngine) -> None:  # type: ignore[no-untyped-def]
+    client, accounts = api
+    health = (await client.get(f"/v1/accounts/{accounts[0]}/health", headers=AUTH)).json()
+    assert health["owner"] in OWNERS and health["currency"] == "USD"
+    assert health["mrr"] is not None and health["mrr"] >= 0
+    async with engine.connect() as conn:
+        theirs = set(
+            await conn.scalars(
+                text(
+                    "SELECT a.account_id FROM accounts a JOIN scores s USING (account_id)"
+                    " WHERE a.owner = :owner AND s.objective = 'churn_risk'"
+                    " AND s.model_role = 'active'"
+                ),
+                {"owner": OWNERS[1]},
+            )
+        )
+    assert theirs
+    listed, cursor = [], None
+    while True:
+        params = {"owner": OWNERS[1].upper(), **({"cursor": cursor} if cursor else {})}
+        page = (await client.get("/v1/accounts", params=params, headers=AUTH)).json()
+        listed += page["items"]
+        if not (cursor := page["next_cursor"]):
+            break
+    assert {i["account_id"] for i in listed} == theirs  # any case
+    assert {i["owner"] for i in listed} == {OWNERS[1]}
+
+
+async def test_the_portfolio_equals_a_count_in_sql(api, engine: AsyncEngine) -> None:  # type: ignore[no-untyped-def]
+    client, _ = api
+    await portfolio.count(engine, datetime.now(UTC).date())  # what the counting scorer records
+    body = (await client.get("/v1/portfolio", params={"by": "owner"}, headers=AUTH)).json()
+    async with engine.connect() as conn:
+        rows = list(
+            await conn.execute(
+                text(
+                    "SELECT a.owner, s.band, count(*), sum(a.mrr_cents) FROM scores s"
+                    " JOIN accounts a USING (account_id) WHERE s.objective = 'churn_risk'"
+                    " AND s.model_role = 'active' GROUP BY 1, 2"
+                )
+            )
+        )
+        history = list(
+            await conn.execute(
+                text(
+                    "SELECT account_id, old_band, new_band FROM score_history"
+                    " WHERE objective = 'churn_risk' AND model_role = 'active'"
+                    " AND at >= now() - interval '7 days' AND old_band IS NOT NULL"
+                )
+            )
+        )
+    bands: dict[str, list[int]] = {}
+    for _, band, n, cents in rows:
+        bands.setdefault(band, [0, 0])
+        bands[band][0] += n
+        bands[band][1] += cents
+    total = body["total"]
+    assert total["accounts"] == sum(n for n, _ in bands.values())
+    assert {f["band"]: [f["accounts"], round(f["mrr"]["USD"] * 100)] for f in total["bands"]} == (
+        bands
+    )
+    by_owner = {g["key"]: g["accounts"] for g in body["groups"]}
+    expected: dict[str, int] = {}
+    for owner, _, n, _ in rows:
+        expected[owner] = expected.get(owner, 0) + n
+    assert by_owner == expected
+    order = ["unknown", *(b.name for b in MODEL.objectives["churn_risk"].bands)]
+    worse = {a for a, old, new in history if order.index(new) < order.index(old)}
+    got = {w["account_id"] for w in body["worsened"]}  # at most a page (25 here)
+    assert worse and got <= worse and len(got) == min(len(worse), 25)
+    (today,) = body["days"]  # recorded above
+    assert {f["band"]: f["accounts"] for f in today["bands"]} == {
+        b: n for b, (n, _) in bands.items()
+    }
+    unknown = await client.get("/v1/portfolio", params={"objective": "nope"}, headers=AUTH)
+    assert_problem(unknown, 422)

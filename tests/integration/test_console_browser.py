@@ -23,8 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from healthscore.devstack import free_port
 from services.api.app import create_app
+from services.simulator.world import OWNERS
 from shared.config import Settings
-from tests.integration.test_api import BOTH, READ
+from tests.integration.test_api import BOTH, CSM, READ
 from tests.integration.test_console import console_settings
 from tests.support.facts import MODEL
 from tests.support.signals import running_scorer, seed
@@ -214,3 +215,28 @@ async def test_a_person_reads_overrides_and_revokes_in_a_real_browser(
         await expect(reader.get_by_role("heading", name="Why this score").first).to_be_visible()
         assert await reader.get_by_role("button", name="Save override").count() == 0
         assert await reader.get_by_role("button", name="Revoke").count() == 0
+
+        # a CSM: "My accounts" lists the accounts they own, and the portfolio what is at stake
+        csm = await (await browser.new_context(viewport=WIDTHS["laptop"])).new_page()
+        await csm.goto(f"{base}/console/sign-in#token={CSM}")
+        await expect(csm.get_by_role("heading", name=re.compile("^Accounts"))).to_be_visible()
+        await csm.get_by_role("link", name="My accounts").click()
+        await expect(csm.get_by_role("heading", name=re.compile("^My accounts"))).to_be_visible()
+        async with engine.connect() as conn:
+            owned = await conn.scalar(
+                text("SELECT count(*) FROM accounts WHERE owner = :o"), {"o": OWNERS[1]}
+            )
+        rows = csm.locator("table.accounts tbody tr")
+        await expect(rows).to_have_count(owned)
+        await expect(csm.locator("table.accounts .owner")).to_have_text([OWNERS[1]] * owned)
+        await photograph(csm, "my-accounts")
+        await csm.get_by_role("link", name="Portfolio").click()
+        await expect(csm.get_by_role("heading", name=re.compile("^Portfolio"))).to_be_visible()
+        stake = csm.locator("table.portfolio tfoot td.num").first
+        await expect(stake).to_have_text(str(len(accounts)))
+        await expect(csm.locator("svg.trend")).to_be_visible()
+        await expect(
+            csm.get_by_role("heading", name="Moved into a worse band this week")
+        ).to_be_visible()
+        await expect(csm.locator("table.groups tbody tr").first).to_be_visible()
+        await photograph(csm, "portfolio")

@@ -92,6 +92,8 @@ async def test_every_event_type_becomes_its_signal(settings: Settings) -> None:
         "region": "emea",
         "tier": "enterprise",
         "lifecycle_stage": "mature",
+        "owner": "dana@example.com",
+        "parent_account_id": None,
     }
 
 

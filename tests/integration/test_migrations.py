@@ -86,7 +86,12 @@ def normalised(document: dict[str, Any]) -> dict[str, Any]:
     """A health answer as its response model reads it: times compared as times, and without
     the actions (release 0014 had none; they are derived on read, from what is compared)."""
     objectives = [{**o, "actions": []} for o in document["objectives"]]
-    return AccountHealthResponse.model_validate({**document, "objectives": objectives}).model_dump()
+    # nor whose the account is and its MRR: release 0014 kept none, so a converted account
+    # has none until its next profile and subscription events
+    unknown = dict.fromkeys(("owner", "parent_account_id", "mrr", "currency"))
+    return AccountHealthResponse.model_validate(
+        {**unknown, **document, "objectives": objectives}
+    ).model_dump()
 
 
 async def snapshot(database: DatabaseSettings) -> dict[str, Any]:

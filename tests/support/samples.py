@@ -74,6 +74,7 @@ def valid_events(now: datetime, account_id: str = "acc-1") -> dict[str, dict[str
             "region": "EMEA",
             "tier": "Enterprise",
             "lifecycle_stage": "mature",
+            "owner": "dana@example.com",
         },
     }
     return {kind: {**base(kind, i), **fields} for i, (kind, fields) in enumerate(events.items())}

@@ -13,7 +13,7 @@ import pytest
 from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
-from services.scorer import store
+from services.scorer import portfolio, store
 from services.scorer.batching import behind, count, cut, halves, onward
 from services.scorer.cache import StateCache
 from services.scorer.metrics import ScorerMetrics
@@ -180,14 +180,17 @@ async def test_only_the_owner_of_partition_0_counts_bands_and_the_others_clear_t
 ) -> None:
     counted: list[int] = []
 
-    async def band_counts(engine: object) -> list[tuple[str, str, str, int]]:
+    async def count(engine: object, day: object) -> list[portfolio.BandFigures]:
         counted.append(1)
-        return [("churn", "active", "healthy", 7)]
+        return [
+            portfolio.BandFigures("churn", "active", "healthy", "USD", 5, 1_000_00),
+            portfolio.BandFigures("churn", "active", "healthy", "", 2, 0),
+        ]
 
     async def nothing(*args: object) -> int:
         return 0
 
-    monkeypatch.setattr(store, "band_counts", band_counts)
+    monkeypatch.setattr(portfolio, "count", count)
     monkeypatch.setattr(store, "outbox_backlog", nothing)
     monkeypatch.setattr(store, "prune_outbox", nothing)
     registry = CollectorRegistry()
@@ -204,10 +207,13 @@ async def test_only_the_owner_of_partition_0_counts_bands_and_the_others_clear_t
     partitions.adopt({P0: 0, P1: 0})
     await relay.refresh_bands()
     assert registry.get_sample_value("healthscore_scorer_accounts", labels) == 7
+    mrr = {"objective": "churn", "band": "healthy", "currency": "USD"}
+    assert registry.get_sample_value("healthscore_scorer_mrr", mrr) == 1000.0
 
     partitions.forget([P0])  # a rebalance gives partition 0 to another scorer
     await relay.refresh_bands()
     assert registry.get_sample_value("healthscore_scorer_accounts", labels) is None
+    assert registry.get_sample_value("healthscore_scorer_mrr", mrr) is None
     assert len(counted) == 1
 
 

@@ -55,6 +55,8 @@ async def test_segment_group_call_becomes_the_account_profile_and_ties_its_user(
         "tier": "enterprise",
         "region": None,
         "lifecycle_stage": None,
+        "owner": None,
+        "parent_account_id": None,
     }
     assert await links.find([("segment:user", "97980cfea0067")]) == {
         ("segment:user", "97980cfea0067"): "0e8c78ea9d97a7b8185e8632"

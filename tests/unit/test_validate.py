@@ -126,7 +126,7 @@ async def test_a_validator_that_raises_dead_letters_the_record_instead_of_stoppi
     assert dict(headers)["source_offset"] == b"41"
 
 
-FREE_TEXT = {"subject", "text", "comment", "reason", "name", "campaign"}
+FREE_TEXT = {"subject", "text", "comment", "reason", "name", "campaign", "owner"}
 
 
 def _string_fields() -> list[tuple[str, str]]:

@@ -31,6 +31,7 @@ def change(**data: Any) -> Change:
             "old_band": "healthy",
             "new_band": "at_risk",
             "segment": "enterprise",
+            "owner": "Dana@Example.com",
             "text": "*acc-1*: churn_risk healthy → at_risk (score 71.0 → 35.0).",
             **data,
         },
@@ -45,6 +46,7 @@ def subscription(**filters: Any) -> Subscription:
         "from_bands": (),
         "to_bands": (),
         "segments": (),
+        "owners": (),
         "replays": True,
         "created_at": CREATED,
         **filters,
@@ -62,6 +64,8 @@ def subscription(**filters: Any) -> Subscription:
         ({"to_bands": ("healthy",)}, False),
         ({"segments": ("enterprise",)}, True),
         ({"segments": ("healthcare",)}, False),
+        ({"owners": ("dana@example.com",)}, True),  # any case
+        ({"owners": ("lee@example.com",)}, False),
         ({"types": ("io.account-health.score.dropped",)}, False),
         ({"created_at": CREATED + timedelta(days=2)}, False),  # scored before it existed
     ],

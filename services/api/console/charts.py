@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from itertools import pairwise
 
 from markupsafe import Markup, escape
@@ -216,3 +216,57 @@ def transform_curve(transform: Transform, label: str) -> Markup:
         f'<text x="{width - 6}" y="{height - 4}" text-anchor="end">{escape(_num(hi))}</text>'
         f'<polyline points="{line}" fill="none" stroke="#2563eb" stroke-width="2"/>{dots}</svg>'
     )
+
+
+BAND_LINES = ("#6b7280", "#dc2626", "#d97706", "#16a34a", "#2563eb", "#7c3aed")
+
+
+def band_trend(
+    days: Sequence[tuple[date, dict[str, int]]], bands: Sequence[str], label: str
+) -> Markup:
+    """Accounts per band by day: a line per band (`bands` worst first, coloured from grey and
+    red to green), oldest day left."""
+    width, height, left, bottom, top = 720.0, 200.0, 44.0, 22.0, 8.0
+    plot_w, plot_h = width - left - 90, height - bottom - top
+    parts = [
+        f'<svg class="trend" viewBox="0 0 {width:.0f} {height:.0f}" role="img" '
+        f'aria-label="{escape(label)}"><title>{escape(label)}</title>'
+    ]
+    if not days:
+        parts.append(
+            f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle">no day recorded yet'
+            "</text></svg>"
+        )
+        return Markup("".join(parts))
+    peak = max([1, *(n for _, counts in days for n in counts.values())])
+
+    def x(i: int) -> float:
+        return left + (i / max(len(days) - 1, 1)) * plot_w
+
+    def y(n: float) -> float:
+        return top + (1 - n / peak) * plot_h
+
+    for n in (0, peak):
+        parts.append(f'<text x="{left - 4}" y="{y(n) + 4:.1f}" text-anchor="end">{n}</text>')
+    for i in sorted({0, len(days) - 1}):
+        parts.append(
+            f'<text x="{x(i):.1f}" y="{height - 6}" text-anchor="middle" class="tick">'
+            f"{days[i][0]:%b %d}</text>"
+        )
+    shown = [b for b in bands if any(counts.get(b) for _, counts in days)]
+    for k, band in enumerate(shown):
+        colour = BAND_LINES[bands.index(band) % len(BAND_LINES)]
+        points = " ".join(f"{x(i):.1f},{y(c.get(band, 0)):.1f}" for i, (_, c) in enumerate(days))
+        last = days[-1][1].get(band, 0)
+        dots = "".join(  # each day marked: a single day is a point, not a line
+            f'<circle cx="{x(i):.1f}" cy="{y(c.get(band, 0)):.1f}" r="2.5" fill="{colour}"/>'
+            for i, (_, c) in enumerate(days)
+        )
+        parts.append(
+            f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2" '
+            f'data-band="{escape(band)}"><title>{escape(band)}</title></polyline>{dots}'
+            f'<text x="{left + plot_w + 8}" y="{top + 14 * (k + 1)}" fill="{colour}" '
+            f'class="legend">{escape(band)} {last}</text>'
+        )
+    parts.append("</svg>")
+    return Markup("".join(parts))

@@ -25,6 +25,7 @@ from services.api.console.session import Session, Viewer, csrf_valid
 from services.api.problems import Problem
 from services.api.routes.accounts import AccountQuery, account_page, band_counts, override_response
 from services.api.routes.overrides import preview_override, record_override, revoke
+from services.api.routes.portfolio import BY, read_portfolio
 from services.api.schemas import OverrideRequest
 from shared.db import AccountRow, OverrideRow, ScoreHistoryRow
 from shared.events import Region, Tier
@@ -249,12 +250,18 @@ def _one(params: Any, name: str, allowed: Any = None) -> str | None:
     return str(value)
 
 
+def _objective(page: Page) -> tuple[Model, str]:
+    """The active model and the objective the page asks for (its first one by default)."""
+    model = page.models["active"]
+    named = _one(page.request.query_params, "objective", list(model.objectives))
+    return model, named or next(iter(model.objectives))
+
+
 @router.get("/accounts")
 async def accounts(request: Request) -> Response:
     page = Page(request)
-    model = page.models["active"]
+    model, objective = _objective(page)
     params = request.query_params
-    objective = _one(params, "objective", list(model.objectives)) or next(iter(model.objectives))
     spec = model.objectives[objective]
     bands = [b.name for b in sorted(spec.bands, key=lambda b: b.min)] + [UNKNOWN_BAND]
     changed = _one(params, "changed", CHANGED)
@@ -268,6 +275,7 @@ async def accounts(request: Request) -> Response:
         stale_only=params.get("stale") == "1",
         changed_since=_now() - CHANGED[changed] if changed else None,
         q=(_one(params, "q") or "")[:128] or None,
+        owner=(_one(params, "owner") or "")[:200] or None,
         sort=_one(params, "sort", SORTS) or "score",  # type: ignore[arg-type]
     )
     engine: AsyncEngine = request.app.state.engine
@@ -327,6 +335,7 @@ async def accounts(request: Request) -> Response:
         regions=REGIONS,
         sorts=SORTS,
         filtered=any(v for k, v in kept if k not in ("objective", "sort")),
+        mine=page.viewer is not None and (query.owner or "").lower() == page.viewer.name.lower(),
     )
 
 
@@ -552,6 +561,27 @@ async def revoke_override(request: Request, account_id: str, override_id: str) -
     await revoke(request, account_id, override_id, viewer.name, form.get("reason", "")[:1000])
     return RedirectResponse(
         f"/console/accounts/{quote(account_id)}?revoked={override_id}#overrides", status_code=303
+    )
+
+
+# --- the portfolio ------------------------------------------------------------------------
+
+
+@router.get("/portfolio")
+async def portfolio_page(request: Request) -> Response:
+    page = Page(request)
+    model, objective = _objective(page)
+    by = _one(request.query_params, "by", BY) or "owner"
+    found = await read_portfolio(request.app.state.engine, model, objective, by, 90, 7, PAGE_SIZE)
+    days = [(day.day, {f.band: f.accounts for f in day.bands}) for day in found.days]
+    return page.render(
+        "portfolio.html",
+        model=model,
+        objective=objective,
+        by=by,
+        bys=BY,
+        portfolio=found,
+        trend=charts.band_trend(days, found.bands, f"{objective}: accounts per band by day"),
     )
 
 

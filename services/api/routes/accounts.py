@@ -196,6 +196,7 @@ class AccountQuery:
     stale_only: bool = False
     changed_since: datetime | None = None
     q: str | None = None
+    owner: str | None = None
     sort: SortKey = "score"
 
 
@@ -239,6 +240,8 @@ def _conditions(model: Model, query: AccountQuery, *, bands: bool = True) -> lis
                 func.lower(VIEWS.name).like(like + "%"),
             )
         )
+    if query.owner:  # any case (migration 0015 indexes lower(owner))
+        on_accounts.append(func.lower(VIEWS.owner) == query.owner.strip().lower())
     if on_accounts:
         conditions.append(ScoreRow.account_id.in_(select(VIEWS.account_id).where(*on_accounts)))
     return conditions
@@ -301,6 +304,7 @@ async def account_page(
             VIEWS.tier,
             VIEWS.region,
             VIEWS.segment,
+            VIEWS.owner,
             page.c.objective,
             page.c.score,
             page.c.band,
@@ -375,13 +379,23 @@ async def list_accounts(
             description="the start of an account id or of the account's name, any case",
         ),
     ] = None,
+    owner: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            pattern=NO_CONTROL,
+            description="who looks after the account (its profile's `owner`), any case",
+        ),
+    ] = None,
     sort: SortKey = "score",
     limit: Annotated[int, Query(ge=1)] = 50,
     cursor: Annotated[str | None, Query(max_length=512, pattern=r"^[A-Za-z0-9_\-]+$")] = None,
 ) -> AccountPageResponse:
     """Accounts filtered by objective, band, segment, industry, tier, region, score range,
-    staleness, recent change and id or name, sorted, in pages. E.g. at-risk enterprise
-    healthcare accounts: `?band=at_risk&tier=enterprise&industry=healthcare`."""
+    staleness, recent change, id or name and owner, sorted, in pages. E.g. at-risk enterprise
+    healthcare accounts: `?band=at_risk&tier=enterprise&industry=healthcare`; a CSM's own:
+    `?owner=dana@example.com`."""
     query = AccountQuery(
         objective=objective,
         band=tuple(band or ()),
@@ -394,6 +408,7 @@ async def list_accounts(
         stale_only=stale_only,
         changed_since=changed_since,
         q=q,
+        owner=owner,
         sort=sort,
     )
     limit = min(limit, request.app.state.settings.api.max_page_size)

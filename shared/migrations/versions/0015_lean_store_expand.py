@@ -75,6 +75,22 @@ def upgrade() -> None:
         " ALTER COLUMN updated_at DROP NOT NULL"
     )
     op.execute("ALTER TABLE accounts ALTER COLUMN state DROP NOT NULL")
+    # whose the account is, its parent, and what it brings in (release 0014 leaves them empty)
+    op.execute(
+        "ALTER TABLE accounts ADD COLUMN owner VARCHAR(200), ADD COLUMN parent_account_id"
+        " VARCHAR(128), ADD COLUMN mrr_cents BIGINT, ADD COLUMN currency VARCHAR(3)"
+    )
+    op.execute("CREATE INDEX ix_accounts_owner ON accounts (lower(owner))")
+    op.execute(
+        "CREATE INDEX ix_accounts_parent ON accounts (parent_account_id)"
+        " WHERE parent_account_id IS NOT NULL"
+    )
+    op.execute(
+        "CREATE TABLE portfolio_days (day DATE NOT NULL, objective VARCHAR(64) NOT NULL,"
+        " band VARCHAR(64) NOT NULL, currency VARCHAR(3) NOT NULL, accounts INTEGER NOT NULL,"
+        " mrr_cents BIGINT NOT NULL,"
+        " CONSTRAINT pk_portfolio_days PRIMARY KEY (day, objective, band, currency))"
+    )
     op.execute(
         "ALTER TABLE consumer_offsets ADD COLUMN store_format SMALLINT NOT NULL DEFAULT 1,"
         " ADD COLUMN fence_epoch BIGINT NOT NULL DEFAULT 0, ADD COLUMN models_scanned VARCHAR(16)"
@@ -102,7 +118,11 @@ def downgrade() -> None:
     )
     op.execute("ALTER TABLE accounts ALTER COLUMN state SET NOT NULL")
     op.execute(
+        "ALTER TABLE accounts DROP COLUMN owner, DROP COLUMN parent_account_id,"
+        " DROP COLUMN mrr_cents, DROP COLUMN currency"
+    )
+    op.execute(
         "ALTER TABLE scores ALTER COLUMN explanation SET NOT NULL,"
         " ALTER COLUMN updated_at SET NOT NULL, DROP COLUMN news"
     )
-    op.execute("DROP TABLE seen_signals, account_states, model_versions")
+    op.execute("DROP TABLE seen_signals, account_states, model_versions, portfolio_days")

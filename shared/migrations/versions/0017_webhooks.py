@@ -35,6 +35,7 @@ def upgrade() -> None:
         sa.Column("from_bands", NAMES, nullable=False, server_default="{}"),
         sa.Column("to_bands", NAMES, nullable=False, server_default="{}"),
         sa.Column("segments", NAMES, nullable=False, server_default="{}"),
+        sa.Column("owners", postgresql.ARRAY(sa.String(200)), nullable=False, server_default="{}"),
         sa.Column("replays", sa.Boolean(), nullable=False, server_default=sa.true()),
         sa.Column("enabled", sa.Boolean(), nullable=False, server_default=sa.true()),
         sa.Column("disabled_reason", sa.String(500), nullable=True),
