@@ -7,7 +7,7 @@ import contextlib
 import random
 import subprocess
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -117,8 +117,11 @@ async def wait_consumed(
         await asyncio.sleep(0.2)
 
 
-async def mismatches(engine: AsyncEngine, signals: list[Signal], model: Model = MODEL) -> list[str]:
-    """Accounts whose stored state or scores (under `model`) differ from the offline reference."""
+async def mismatches(
+    engine: AsyncEngine, signals: list[Signal], model: Model = MODEL, unkept: Collection[str] = ()
+) -> list[str]:
+    """Accounts whose stored state or scores (under `model`) differ from the offline reference,
+    the `unkept` attributes left out of both (what an earlier release did not keep)."""
     reference = reference_states(signals)
     async with engine.connect() as conn:
         stored = {
@@ -135,15 +138,24 @@ async def mismatches(engine: AsyncEngine, signals: list[Signal], model: Model = 
         )
     bad = sorted(set(reference) ^ set(stored))
     for account_id, state in reference.items():
-        if account_id in stored and fingerprint(
-            AccountState.from_bytes(stored[account_id])
-        ) != fingerprint(state):
+        if account_id in stored and _kept(AccountState.from_bytes(stored[account_id]), unkept) != (
+            _kept(state, unkept)
+        ):
             bad.append(account_id)
     for row in scores:
         expected = evaluate(model, reference[row.account_id], row.evaluated_at.timestamp())
         if expected.scores[row.objective].score != row.score:
             bad.append(f"{row.account_id}/{row.objective}")
     return bad
+
+
+def _kept(state: AccountState, unkept: Collection[str]) -> bytes:
+    """The state's fingerprint without the `unkept` attributes (`state` is left as it is)."""
+    if unkept:
+        state = AccountState.from_bytes(state.to_bytes())
+        for name in unkept:
+            state.attributes.pop(name, None)
+    return fingerprint(state)
 
 
 async def health_documents(
