@@ -28,7 +28,7 @@ from services.api import problems
 from services.api.cache import HealthCache
 from services.api.console.mount import install_console
 from services.api.health import HealthReader
-from services.api.routes import accounts, ops, overrides, portfolio, webhooks
+from services.api.routes import accounts, children, ops, overrides, portfolio, webhooks
 from shared.config import Settings
 from shared.db import create_engine, ensure_migrated
 from shared.ops import settle_heap
@@ -251,6 +251,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     problems.install(app)
     for router in (
         accounts.router,
+        children.router,
         overrides.router,
         portfolio.router,
         webhooks.router,

@@ -257,3 +257,26 @@ PORTFOLIO = {
         }
     ],
 }
+_CHILD = {
+    "account_id": "acme-emea",
+    "name": "Acme EMEA",
+    "owner": "dana@example.com",
+    "mrr": 4000.0,
+    "currency": "USD",
+    "objective": "churn_risk",
+    "score": 31.0,
+    "band": "at_risk",
+}
+CHILDREN = {
+    "account_id": "acme",
+    "rollups": [
+        {
+            "objective": "churn_risk",
+            "score": 58.3,
+            "band": "neutral",
+            "children": 3,
+            "weakest": _CHILD,
+        }
+    ],
+    "items": [_CHILD],
+}

@@ -366,3 +366,34 @@ class PortfolioResponse(BaseModel):
     worsened: list[WorsenedAccount] = Field(
         description="accounts whose band got worse in the last `worsened_days`, newest first"
     )
+
+
+class ChildAccount(BaseModel):
+    account_id: str
+    name: str | None
+    owner: str | None
+    mrr: float | None
+    currency: str | None
+    objective: str
+    score: float | None
+    band: str
+
+
+class Rollup(BaseModel):
+    """One objective of a parent, rolled up from its children's scores."""
+
+    objective: str = Field(examples=["churn_risk"])
+    score: float | None = Field(
+        description="the children's scores weighted by their MRR (equally where none reports "
+        "any); null when no child is scored",
+        examples=[58.3],
+    )
+    band: str = Field(description="the band of that score", examples=["neutral"])
+    children: int = Field(description="children scored")
+    weakest: ChildAccount | None = Field(description="the child with the lowest score")
+
+
+class ChildrenResponse(BaseModel):
+    account_id: str = Field(description="the parent")
+    rollups: list[Rollup]
+    items: list[ChildAccount] = Field(description="each child's score, lowest first")

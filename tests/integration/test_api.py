@@ -21,7 +21,8 @@ from services.simulator.world import OWNERS
 from shared.config import ApiToken, Settings
 from shared.db import NOTIFY_CHANGED
 from tests.support.pipeline import wait_for
-from tests.support.signals import MODEL, score_and_store, seed, simulated_signals
+from tests.support.samples import valid_events
+from tests.support.signals import MODEL, score_and_store, seed, signal_of, simulated_signals
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -665,3 +666,37 @@ async def test_the_portfolio_equals_a_count_in_sql(api, engine: AsyncEngine) -> 
     }
     unknown = await client.get("/v1/portfolio", params={"objective": "nope"}, headers=AUTH)
     assert_problem(unknown, 422)
+
+
+async def test_a_parent_rolls_up_its_three_children_weighted_by_mrr(
+    settings: Settings, engine: AsyncEngine
+) -> None:
+    now = datetime.now(UTC)
+    signals = []
+    for child, mrr, seats in (
+        ("acme-emea", "100", 10),
+        ("acme-us", "300", 45),
+        ("acme-apac", "0", 2),
+    ):
+        events = valid_events(now, child)
+        profile = {**events["account_profile_updated"], "parent_account_id": "acme"}
+        subscription = {**events["subscription_created"], "mrr": mrr}
+        used = {**events["seats_used_reported"], "seats_in_use": seats}
+        signals += [signal_of(e, now) for e in (profile, subscription, used)]
+    await score_and_store(engine, signals, [now])
+    async with client_for(settings) as client:
+        body = (await client.get("/v1/accounts/acme/children", headers=AUTH)).json()
+        assert_problem(await client.get("/v1/accounts/nobody/children", headers=AUTH), 404)
+        alone = await client.get("/v1/accounts/acme-us/children", headers=AUTH)
+        assert alone.status_code == 200 and alone.json()["items"] == []  # known, childless
+    churn = {i["account_id"]: i for i in body["items"] if i["objective"] == "churn_risk"}
+    assert set(churn) == {"acme-emea", "acme-us", "acme-apac"}
+    assert {c: churn[c]["mrr"] for c in churn} == {"acme-emea": 100, "acme-us": 300, "acme-apac": 0}
+    (rollup,) = [r for r in body["rollups"] if r["objective"] == "churn_risk"]
+    # by hand: 100 and 300 of MRR weigh their scores; the child with none weighs nothing
+    expected = (100 * churn["acme-emea"]["score"] + 300 * churn["acme-us"]["score"]) / 400
+    assert rollup["score"] == pytest.approx(expected, abs=1e-4) and rollup["children"] == 3
+    weakest = min(churn.values(), key=lambda c: c["score"])
+    assert rollup["weakest"]["account_id"] == weakest["account_id"]
+    bands = MODEL.objectives["churn_risk"].bands
+    assert rollup["band"] == max((b for b in bands if expected >= b.min), key=lambda b: b.min).name

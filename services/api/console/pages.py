@@ -24,6 +24,7 @@ from services.api.console import charts
 from services.api.console.session import Session, Viewer, csrf_valid
 from services.api.problems import Problem
 from services.api.routes.accounts import AccountQuery, account_page, band_counts, override_response
+from services.api.routes.children import read_children
 from services.api.routes.overrides import preview_override, record_override, revoke
 from services.api.routes.portfolio import BY, read_portfolio
 from services.api.schemas import OverrideRequest
@@ -451,6 +452,7 @@ async def _account_page(
         "account.html",
         status,
         account=account,
+        children=await read_children(engine, model, account_id, None, 500),
         model=model,
         objectives=objectives,
         days=days,
