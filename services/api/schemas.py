@@ -240,12 +240,13 @@ class WebhookFilter(BaseModel):
     )
 
 
+Url = Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s\x00-\x1f\x7f]+$")]
+
+
 class WebhookRequest(WebhookFilter):
     model_config = {"extra": "forbid"}
 
-    url: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s]+$")] = Field(
-        examples=["https://hooks.example.com/account-health"]
-    )
+    url: Url = Field(examples=["https://hooks.example.com/account-health"])
     description: str = Field(default="", max_length=500, pattern=NO_CONTROL)
     mode: Literal["structured", "binary"] = Field(
         default="structured",
@@ -260,7 +261,7 @@ class WebhookUpdate(BaseModel):
 
     model_config = {"extra": "forbid"}
 
-    url: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s]+$")] | None = None
+    url: Url | None = None
     description: Annotated[str, Field(max_length=500, pattern=NO_CONTROL)] | None = None
     mode: Literal["structured", "binary"] | None = None
     types: list[ChangeType] | None = None

@@ -79,15 +79,12 @@ class Sender:
         metrics: NotifyMetrics,
         clock: Callable[[], datetime],
         cfg: NotifySettings,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.engine = engine
         self.metrics = metrics
         self.clock = clock
         self.cfg = cfg
-        self.client = httpx.AsyncClient(
-            timeout=cfg.request_timeout_seconds, follow_redirects=False, transport=transport
-        )
+        self.client = httpx.AsyncClient(timeout=cfg.request_timeout_seconds, follow_redirects=False)
         self.in_flight: set[asyncio.Task[None]] = set()
         self.wake = asyncio.Event()
 

@@ -90,7 +90,7 @@ async def serve(settings: Settings, stop: asyncio.Event, **kwargs: Any) -> None:
     await ops.start()
     topic = settings.kafka.topics.changes
     consumer = make_consumer(settings.kafka, cfg.group_id, topic)
-    sender = Sender(engine, metrics, clock, cfg, kwargs.get("transport"))
+    sender = Sender(engine, metrics, clock, cfg)
     try:
         async with health.starting("database"):
             await ensure_migrated(engine, also=())  # the webhook tables are the head's

@@ -111,10 +111,13 @@ async def test_a_person_reads_overrides_and_revokes_in_a_real_browser(
         expect.set_options(timeout=15_000)
 
         # the link `make run` prints: its fragment carries the token, and the page signs it in
+        # on the first page, the portfolio
         await page.goto(f"{base}/console/sign-in#token={BOTH}")
-        await expect(page.get_by_role("heading", name=re.compile("^Accounts"))).to_be_visible()
+        await expect(page.get_by_role("heading", name=re.compile("^Portfolio"))).to_be_visible()
         assert BOTH not in page.url  # the fragment is gone from the address bar
         await expect(page.locator("header.top")).to_contain_text("admin@example.com")
+        await page.get_by_role("link", name="Accounts", exact=True).click()
+        await expect(page.get_by_role("heading", name=re.compile("^Accounts"))).to_be_visible()
         # times are shown in the viewer's own zone (New York here), not in UTC
         first_time = page.locator("table.accounts time").first
         await expect(first_time).to_contain_text(re.compile(r"\b(EST|EDT)\b"))
@@ -219,7 +222,8 @@ async def test_a_person_reads_overrides_and_revokes_in_a_real_browser(
         # a CSM: "My accounts" lists the accounts they own, and the portfolio what is at stake
         csm = await (await browser.new_context(viewport=WIDTHS["laptop"])).new_page()
         await csm.goto(f"{base}/console/sign-in#token={CSM}")
-        await expect(csm.get_by_role("heading", name=re.compile("^Accounts"))).to_be_visible()
+        await expect(csm.get_by_role("heading", name=re.compile("^Portfolio"))).to_be_visible()
+        await csm.get_by_role("link", name="Accounts", exact=True).click()
         await csm.get_by_role("link", name="My accounts").click()
         await expect(csm.get_by_role("heading", name=re.compile("^My accounts"))).to_be_visible()
         async with engine.connect() as conn:

@@ -257,8 +257,11 @@ async def test_change_events_reach_receivers_signed_through_failures_and_downtim
             assert set(unreachable.verified(dead["secret"])) == {some}
             # a subscription is disabled and enabled again
             paused = await api.patch(
-                f"/v1/webhooks/{every['webhook_id']}", json={"enabled": False}, headers=AUTH
+                f"/v1/webhooks/{every['webhook_id']}",
+                json={"enabled": False, "types": None},  # null: left as it is
+                headers=AUTH,
             )
+            assert paused.status_code == 200, paused.text
             assert paused.json()["disabled_reason"] == "disabled by ops@example.com"
             resumed = await api.patch(
                 f"/v1/webhooks/{every['webhook_id']}", json={"enabled": True}, headers=AUTH

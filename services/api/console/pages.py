@@ -169,12 +169,13 @@ def render_error(request: Request, status: int, detail: str) -> Response:
 def _safe_next(value: str | None) -> str:
     if value and value.startswith("/console") and not value.startswith("//"):
         return value
-    return "/console/accounts"
+    return "/console/portfolio"
 
 
 @router.get("")
 async def home() -> Response:
-    return RedirectResponse("/console/accounts", status_code=303)
+    """The first page: the portfolio, over time, and who got worse this week."""
+    return RedirectResponse("/console/portfolio", status_code=303)
 
 
 @router.get("/sign-in")

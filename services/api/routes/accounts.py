@@ -75,6 +75,8 @@ def before_cursor(
     at_value, key_value = decode_cursor(cursor, 2)
     try:
         after, key_value = datetime.fromisoformat(str(at_value)), key_type(key_value)
+        if after.tzinfo is None or (isinstance(key_value, str) and "\x00" in key_value):
+            raise ValueError("not a cursor this API wrote")
     except (TypeError, ValueError) as exc:
         raise Problem(400, "the cursor is not valid", slug="invalid-cursor") from exc
     return tuple_(at, key) < tuple_(literal(after), literal(key_value))

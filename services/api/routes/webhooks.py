@@ -30,6 +30,7 @@ from shared.webhooks import new_secret
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"])
 ERRORS = problem_responses(400, 401, 403, 404, 422)
+BODY_ERRORS = problem_responses(400, 401, 403, 404, 413, 422)  # a body past MAX_BODY_BYTES
 WebhookId = Annotated[str, Path(min_length=36, max_length=36, pattern=r"^[0-9a-f\-]{36}$")]
 EventId = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-.:]+$")]
 
@@ -75,7 +76,7 @@ async def _found(conn: AsyncConnection, webhook_id: str) -> Any:
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    responses={**ERRORS, **examples.ok(examples.WEBHOOK_CREATED, 201)},
+    responses={**BODY_ERRORS, **examples.ok(examples.WEBHOOK_CREATED, 201)},
     response_model=WebhookCreatedResponse,
 )
 async def create_webhook(
@@ -115,13 +116,14 @@ async def get_webhook(request: Request, webhook_id: WebhookId, caller: Admin) ->
         return await _response(conn, await _found(conn, webhook_id))
 
 
-@router.patch("/{webhook_id}", responses={**ERRORS, **examples.ok(examples.WEBHOOK)})
+@router.patch("/{webhook_id}", responses={**BODY_ERRORS, **examples.ok(examples.WEBHOOK)})
 async def update_webhook(
     request: Request, webhook_id: WebhookId, body: WebhookUpdate, caller: Admin
 ) -> WebhookResponse:
-    """Change the URL, the mode, the filter, or enable or disable it. Deliveries already
-    recorded keep the event they carry; a disabled subscription's wait until it is enabled."""
-    changes = body.model_dump(exclude_unset=True)
+    """Change the URL, the mode, the filter, or enable or disable it (a field left out or null
+    stays as it is; `[]` lets any value through). Deliveries already recorded keep the event
+    they carry; a disabled subscription's wait until it is enabled."""
+    changes = {k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None}
     if changes.get("url"):
         _check_url(request, changes["url"])
     if changes.get("enabled") is True:
