@@ -8,6 +8,8 @@ are dropped by the scorer's de-duplication; amounts stay in the currency's minor
   from the items' prices and quantities, per month; seats: the quantities; tier: the `tier`
   metadata of the subscription, price or product)
 - customer.subscription.deleted -> subscription_cancelled
+- customer.created / updated -> account_profile_updated with its `owner` and
+  `parent_account_id` metadata (skipped when it has neither)
 - charge.refunded -> refund_issued (the newest refund: a charge's refunds add up)
 - charge.dispute.created -> payment_disputed
 
@@ -182,6 +184,8 @@ def _fields(kind: str, obj: dict[str, Any], created: Any, tier_key: str) -> dict
         }
     if kind in ("customer.subscription.created", "customer.subscription.updated"):
         return _subscription(kind, obj, tier_key)
+    if kind in ("customer.created", "customer.updated"):
+        return _owner(obj)
     if kind == "customer.subscription.deleted":
         details = members(obj.get("cancellation_details"))
         ended = obj.get("ended_at") or obj.get("canceled_at")
@@ -216,6 +220,19 @@ def _fields(kind: str, obj: dict[str, Any], created: Any, tier_key: str) -> dict
             **money(obj.get("amount"), "data.object.amount"),
         }
     return None
+
+
+def _owner(customer: dict[str, Any]) -> dict[str, Any] | None:
+    """Whose the account is, from the customer's `owner` and `parent_account_id` metadata (None:
+    it names neither)."""
+    metadata = members(customer.get("metadata"))
+    owner, parent = metadata.get("owner"), key(metadata.get("parent_account_id"))
+    fields: dict[str, Any] = {"type": "account_profile_updated"}
+    if isinstance(owner, str) and owner.strip():
+        fields["owner"] = text(owner.strip(), 200)
+    if parent is not None:
+        fields["parent_account_id"] = parent
+    return fields if len(fields) > 1 else None
 
 
 def _subscription(kind: str, obj: dict[str, Any], tier_key: str) -> dict[str, Any]:

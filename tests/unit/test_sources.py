@@ -266,6 +266,22 @@ async def test_stripe_types_without_a_signal_are_skipped_and_metadata_can_name_t
 ):
     [out] = await decode(decoder("stripe"), sample("stripe", "customer.created"), now=NOW)
     assert out.result == Skipped("not_scored")
+    # a customer whose metadata names its owner or parent says whose the account is
+    customer = sample("stripe", "customer.created")
+    customer["type"] = "customer.updated"
+    customer["data"]["object"]["metadata"] = {
+        "owner": " dana@example.com",
+        "parent_account_id": "acme",
+    }
+    [out] = await decode(decoder("stripe"), customer, now=NOW)
+    assert (signal(out).kind, signal(out).account_id) == (
+        "account_profile_updated",
+        "cus_NffrFeUfNV2Hib",
+    )
+    assert (signal(out).data["owner"], signal(out).data["parent_account_id"]) == (
+        "dana@example.com",
+        "acme",
+    )
 
     cfg = Settings(ingest=IngestSettings(stripe_account_metadata_key="account_id"))
     paid = sample("stripe", "invoice.paid")
