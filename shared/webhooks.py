@@ -56,22 +56,34 @@ class Change:
 
     @classmethod
     def parse(cls, payload: bytes) -> Change:
-        """ValueError (or KeyError) when `payload` is not a change event."""
-        event = orjson.loads(payload)
-        data: dict[str, Any] = event.get("data") or {}
-        return cls(
-            event_id=str(event["id"]),
-            type=str(event["type"]),
-            account_id=str(event["subject"]),
-            objective=data.get("objective"),
-            old_band=data.get("old_band"),
-            new_band=data.get("new_band"),
-            segment=data.get("segment"),
-            owner=data.get("owner"),
-            replay=bool(event.get("replay", False)),
-            scored_at=datetime.fromisoformat(event.get("scoredat") or event["time"]),
-            payload=payload,
-        )
+        """ValueError when `payload` is not a change event (whatever else it is)."""
+        try:
+            event = orjson.loads(payload)
+            data = event.get("data") or {}
+            scored_at = datetime.fromisoformat(event.get("scoredat") or event["time"])
+            if scored_at.tzinfo is None or not isinstance(data, dict):
+                raise ValueError("no time zone, or data that is not an object")
+            # as long as the delivery row's columns hold (webhook_deliveries)
+            event_id, kind, subject = str(event["id"]), str(event["type"]), str(event["subject"])
+            if len(event_id) > 64 or len(kind) > 128 or not 0 < len(subject) <= 128:
+                raise ValueError("an id, type or subject longer than a change event's")
+            if "\x00" in event_id + kind + subject:  # PostgreSQL text cannot hold it
+                raise ValueError("NUL in an id, type or subject")
+            return cls(
+                event_id=event_id,
+                type=kind,
+                account_id=subject,
+                objective=_text(data.get("objective")),
+                old_band=_text(data.get("old_band")),
+                new_band=_text(data.get("new_band")),
+                segment=_text(data.get("segment")),
+                owner=_text(data.get("owner")),
+                replay=event.get("replay") is True,
+                scored_at=scored_at,
+                payload=payload,
+            )
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise ValueError(f"not a change event: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +131,10 @@ class Subscription:
             and _among(change.segment, self.segments)
             and _among(change.owner and change.owner.lower(), self.owners)
         )
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _among(value: str | None, allowed: tuple[str, ...]) -> bool:

@@ -56,7 +56,7 @@ class Fanout:
         for payload in payloads:
             try:
                 change = Change.parse(payload)
-            except (ValueError, KeyError, TypeError) as exc:
+            except ValueError as exc:
                 self.metrics.unreadable.inc()
                 log.warning("notify.unreadable_event", error=str(exc)[:200])
                 continue

@@ -34,9 +34,12 @@ async def consume(
     stored: Callable[[], None],
 ) -> None:
     """Read the changes topic for good: store each batch's deliveries, then commit it."""
-    backoff = Backoff()
+    backoff, rewind = Backoff(), False
     while not stop.is_set():
         try:
+            if rewind:  # a batch was not stored: back to what is committed, to read it again
+                await _rewind(consumer)
+                rewind = False
             batches = await consumer.getmany(timeout_ms=500, max_records=1_000)
             payloads = [r.value for records in batches.values() for r in records if r.value]
             if payloads and await fanout.store(payloads):
@@ -59,7 +62,7 @@ async def consume(
             delay = backoff.next_delay()
             log.warning("notify.fanout_retry", error=str(exc)[:300], delay=round(delay, 2))
             fanout.forget()
-            await _rewind(consumer)
+            rewind = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
 

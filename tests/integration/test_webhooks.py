@@ -32,6 +32,7 @@ from services.api.auth import hash_token
 from services.notify.serve import serve
 from shared.config import ApiToken, Settings
 from shared.kafka import read_all
+from tests.support.kafka_io import produce
 from tests.support.signals import (
     MODEL,
     produce_signals,
@@ -179,6 +180,8 @@ async def test_change_events_reach_receivers_signed_through_failures_and_downtim
         ]
         assert all("secret" not in w for w in listed)
 
+        # a record on the changes topic that is no change event is counted and passed over
+        await produce(settings, settings.kafka.topics.changes, [(b"acc-x", b"[not, an event]")])
         signals = simulated_signals(40, 45, seed=11)
         total = await produce_signals(settings, signals)
         async with notifying(settings, registry), running_scorer(settings, engine) as scorer:
@@ -196,6 +199,7 @@ async def test_change_events_reach_receivers_signed_through_failures_and_downtim
             published = [
                 orjson.loads(r.value)
                 for r in await read_all(settings.kafka, settings.kafka.topics.changes)
+                if r.key != b"acc-x"  # the record that is no change event
             ]
             events = {e["id"]: e for e in published}
             assert len(events) >= 10, "too few change events to test with"
@@ -295,6 +299,7 @@ async def test_change_events_reach_receivers_signed_through_failures_and_downtim
             "healthscore_webhook_attempts_total", {"result": "dead"}
         )
         assert attempts == len(events)
+        assert registry.get_sample_value("healthscore_notify_unreadable_events_total") == 1
         assert (
             await api.delete(f"/v1/webhooks/{dead['webhook_id']}", headers=AUTH)
         ).status_code == 204
