@@ -128,6 +128,7 @@ ACCOUNTS = {
             "region": "emea",
             "segment": "enterprise",
             "owner": "dana@example.com",
+            "parent_account_id": None,
             "objective": "churn_risk",
             "score": 35.0,
             "band": "at_risk",

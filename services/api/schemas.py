@@ -120,6 +120,7 @@ class AccountSummaryResponse(BaseModel):
     region: str | None
     segment: str | None
     owner: str | None = Field(description="who looks after the account")
+    parent_account_id: str | None = Field(description="the account it belongs to")
     objective: str
     score: float | None
     band: str

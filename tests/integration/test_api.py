@@ -689,6 +689,12 @@ async def test_a_parent_rolls_up_its_three_children_weighted_by_mrr(
         assert_problem(await client.get("/v1/accounts/nobody/children", headers=AUTH), 404)
         alone = await client.get("/v1/accounts/acme-us/children", headers=AUTH)
         assert alone.status_code == 200 and alone.json()["items"] == []  # known, childless
+        listed = (await client.get("/v1/accounts", params={"q": "acme-"}, headers=AUTH)).json()
+        assert {(i["account_id"], i["parent_account_id"]) for i in listed["items"]} == {
+            ("acme-emea", "acme"),
+            ("acme-us", "acme"),
+            ("acme-apac", "acme"),
+        }
     churn = {i["account_id"]: i for i in body["items"] if i["objective"] == "churn_risk"}
     assert set(churn) == {"acme-emea", "acme-us", "acme-apac"}
     assert {c: churn[c]["mrr"] for c in churn} == {"acme-emea": 100, "acme-us": 300, "acme-apac": 0}

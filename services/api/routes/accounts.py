@@ -307,6 +307,7 @@ async def account_page(
             VIEWS.region,
             VIEWS.segment,
             VIEWS.owner,
+            VIEWS.parent_account_id,
             page.c.objective,
             page.c.score,
             page.c.band,
