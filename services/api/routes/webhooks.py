@@ -122,7 +122,8 @@ async def update_webhook(
 ) -> WebhookResponse:
     """Change the URL, the mode, the filter, or enable or disable it (a field left out or null
     stays as it is; `[]` lets any value through). Deliveries already recorded keep the event
-    they carry; a disabled subscription's wait until it is enabled."""
+    they carry; a disabled subscription's wait until it is enabled, and the events scored
+    while it is disabled are not kept for it."""
     changes = {k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None}
     if changes.get("url"):
         _check_url(request, changes["url"])
