@@ -75,6 +75,11 @@ def major_units(minor: int, currency: str) -> Decimal:
     return Decimal(minor).scaleb(-MINOR_UNIT_DIGITS.get(currency.upper(), 2))
 
 
+def monthly_revenue(minor: int, currency: str | None) -> float:
+    """An MRR as stored (minor units; USD where no currency was given) as JSON shows it."""
+    return float(major_units(minor, currency or "USD"))
+
+
 Currency = Annotated[
     str,
     BeforeValidator(lambda v: v.strip().upper() if isinstance(v, str) else v),

@@ -26,7 +26,7 @@ import orjson
 import structlog
 from prometheus_client import CollectorRegistry, Counter
 
-from shared.events import major_units
+from shared.events import monthly_revenue
 from shared.scoring.document import from_document
 from shared.scoring.engine import Evaluation, actions, evaluate
 from shared.scoring.model import Model
@@ -173,7 +173,7 @@ class HealthReader:
             "parent_account_id": row["parent_account_id"],
             "mrr": None
             if row["mrr_cents"] is None
-            else float(major_units(row["mrr_cents"], row["currency"] or "USD")),
+            else monthly_revenue(row["mrr_cents"], row["currency"]),
             "currency": row["currency"],
             "last_event_at": _time(state.newest) if state.newest else None,
             "updated_at": row["updated_at"],

@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.scorer import history, memory, portfolio, store
 from services.scorer.metrics import ScorerMetrics
 from shared.config import ScorerSettings
-from shared.events import major_units
+from shared.events import monthly_revenue
 from shared.retry import Backoff
 
 log = structlog.get_logger(__name__)
@@ -121,8 +121,8 @@ class Relay:
                 key = (f.objective, f.model_role, f.band)
                 accounts[key] = accounts.get(key, 0) + f.accounts
                 if f.model_role == "active" and f.currency:
-                    mrr[(f.objective, f.band, f.currency)] = float(
-                        major_units(f.mrr_cents, f.currency)
+                    mrr[(f.objective, f.band, f.currency)] = monthly_revenue(
+                        f.mrr_cents, f.currency
                     )
             self.metrics.accounts.clear()  # a band emptied since is not left at its last count
             for labels, count in accounts.items():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -163,7 +163,9 @@ async def get_history(
 SortKey = Literal["score", "-score", "change", "-change", "updated", "-updated"]
 
 
-def _known(model: Model, objective: str, bands: list[str], segment: str | None) -> None:
+def known_names(
+    model: Model, objective: str, bands: Sequence[str] = (), segment: str | None = None
+) -> None:
     """Objective, bands and segment are the active model's names: anything else is a mistake
     worth saying, not an empty page."""
     spec = model.objectives.get(objective)
@@ -208,7 +210,7 @@ def _conditions(model: Model, query: AccountQuery, *, bands: bool = True) -> lis
     conditions only `accounts` can answer (staleness, a name) select account ids in a subquery,
     so that neither the counts nor a page's ordering read the wide `accounts` rows (their state
     documents) of accounts they do not show."""
-    _known(model, query.objective, list(query.band), query.segment)
+    known_names(model, query.objective, list(query.band), query.segment)
     conditions: list[Any] = [
         ScoreRow.objective == query.objective,
         ScoreRow.model_role == "active",

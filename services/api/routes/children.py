@@ -15,7 +15,7 @@ from services.api.auth import Reader
 from services.api.problems import Problem, problem_responses
 from services.api.routes.accounts import AccountId
 from services.api.schemas import ChildAccount, ChildrenResponse, Name, Rollup
-from shared.events import major_units
+from shared.events import monthly_revenue
 from shared.scoring.engine import UNKNOWN_BAND, band_for
 from shared.scoring.model import Model
 
@@ -61,9 +61,7 @@ async def read_children(
             account_id=r.account_id,
             name=r.name,
             owner=r.owner,
-            mrr=None
-            if r.mrr_cents is None
-            else float(major_units(r.mrr_cents, r.currency or "USD")),
+            mrr=None if r.mrr_cents is None else monthly_revenue(r.mrr_cents, r.currency),
             currency=r.currency,
             objective=r.objective,
             score=r.score,

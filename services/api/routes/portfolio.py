@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from fastapi import APIRouter, Query, Request
 from sqlalchemy import text
@@ -13,7 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.api import examples
 from services.api.auth import Reader
-from services.api.problems import Problem, problem_responses
+from services.api.problems import problem_responses
+from services.api.routes.accounts import known_names
 from services.api.schemas import (
     BandFigure,
     Name,
@@ -22,13 +23,13 @@ from services.api.schemas import (
     PortfolioResponse,
     WorsenedAccount,
 )
-from shared.events import major_units
+from shared.events import monthly_revenue
 from shared.scoring.engine import UNKNOWN_BAND
 from shared.scoring.model import Model
 
 router = APIRouter(prefix="/v1/portfolio", tags=["portfolio"])
 By = Literal["segment", "industry", "tier", "region", "owner"]
-BY: tuple[str, ...] = By.__args__  # type: ignore[attr-defined]
+BY: tuple[str, ...] = get_args(By)
 # the column each grouping reads: the score row's copy of the account's attributes where it has
 # one (migration 0013), the account's own row for its owner
 _KEYS: dict[str | None, str] = {
@@ -62,7 +63,7 @@ ORDER BY h.at DESC LIMIT :limit
 
 
 def _money(cents: dict[str, int]) -> dict[str, float]:
-    return {c: float(major_units(n, c)) for c, n in sorted(cents.items()) if c}
+    return {c: monthly_revenue(n, c) for c, n in sorted(cents.items()) if c}
 
 
 def _figures(rows: list[Any], bands: list[str]) -> tuple[int, dict[str, float], list[BandFigure]]:
@@ -94,11 +95,8 @@ async def read_portfolio(
     limit: int,
 ) -> PortfolioResponse:
     """The portfolio as `GET /v1/portfolio` answers it (the console's page reads it too)."""
-    spec = model.objectives.get(objective)
-    if spec is None:
-        known = ", ".join(model.objectives)
-        raise Problem(422, f"unknown objective {objective!r} (known: {known})", slug="unknown-name")
-    order = [UNKNOWN_BAND, *(b.name for b in spec.bands)]  # worst first
+    known_names(model, objective)
+    order = [UNKNOWN_BAND, *(b.name for b in model.objectives[objective].bands)]  # worst first
     now = datetime.now(UTC)
     async with engine.connect() as conn:
         rows = list(await conn.execute(text(_NOW.format(key=_KEYS[by])), {"objective": objective}))
