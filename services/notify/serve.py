@@ -46,13 +46,11 @@ async def consume(
                 stored()
             if batches:
                 await consumer.commit()
+            positions = {tp: await consumer.position(tp) for tp in consumer.assignment()}
             health.observe(
                 {
-                    f"{tp.topic}/{tp.partition}": (
-                        await consumer.position(tp),
-                        (consumer.highwater(tp) or 0) - await consumer.position(tp),
-                    )
-                    for tp in consumer.assignment()
+                    f"{tp.topic}/{tp.partition}": (at, (consumer.highwater(tp) or 0) - at)
+                    for tp, at in positions.items()
                 }
             )
             backoff.reset()

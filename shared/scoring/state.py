@@ -119,8 +119,9 @@ class AccountState:
             value = data.get(name)
             if value not in (None, ""):
                 _keep_latest(self.attributes, name, (t, fact.signal_id, value))
-        for name, value in ATTRIBUTE_VALUES.get(kind, {}).items():
-            _keep_latest(self.attributes, name, (t, fact.signal_id, value))
+        if kind in ATTRIBUTE_VALUES:
+            for name, value in ATTRIBUTE_VALUES[kind].items():
+                _keep_latest(self.attributes, name, (t, fact.signal_id, value))
         for feed in kinds.get(kind, ()):
             (
                 name,

@@ -55,13 +55,20 @@ def _check_url(request: Request, url: str) -> None:
         )
 
 
-async def _response(conn: AsyncConnection, row: Any) -> WebhookResponse:
-    counts = await conn.execute(
-        select(WebhookDeliveryRow.status, func.count())
-        .where(WebhookDeliveryRow.webhook_id == row.webhook_id)
-        .group_by(WebhookDeliveryRow.status)
-    )
-    return WebhookResponse.model_validate({**row._mapping, "deliveries": {s: n for s, n in counts}})
+async def _responses(conn: AsyncConnection, rows: list[Any]) -> list[WebhookResponse]:
+    """The subscriptions of `rows`, each with its deliveries counted by status (one query)."""
+    d = WebhookDeliveryRow
+    counts: dict[str, dict[str, int]] = {row.webhook_id: {} for row in rows}
+    for webhook_id, state, n in await conn.execute(
+        select(d.webhook_id, d.status, func.count())
+        .where(d.webhook_id.in_(list(counts)))
+        .group_by(d.webhook_id, d.status)
+    ):
+        counts[webhook_id][state] = n
+    return [
+        WebhookResponse.model_validate({**row._mapping, "deliveries": counts[row.webhook_id]})
+        for row in rows
+    ]
 
 
 async def _found(conn: AsyncConnection, webhook_id: str) -> Any:
@@ -107,13 +114,13 @@ async def list_webhooks(request: Request, caller: Admin) -> WebhooksResponse:
     """Every subscription, oldest first, with its deliveries counted by status."""
     async with _engine(request).connect() as conn:
         rows = list(await conn.execute(select(WebhookRow).order_by(WebhookRow.created_at)))
-        return WebhooksResponse(items=[await _response(conn, row) for row in rows])
+        return WebhooksResponse(items=await _responses(conn, rows))
 
 
 @router.get("/{webhook_id}", responses={**ERRORS, **examples.ok(examples.WEBHOOK)})
 async def get_webhook(request: Request, webhook_id: WebhookId, caller: Admin) -> WebhookResponse:
     async with _engine(request).connect() as conn:
-        return await _response(conn, await _found(conn, webhook_id))
+        return (await _responses(conn, [await _found(conn, webhook_id)]))[0]
 
 
 @router.patch("/{webhook_id}", responses={**BODY_ERRORS, **examples.ok(examples.WEBHOOK)})
@@ -138,7 +145,7 @@ async def update_webhook(
             .where(WebhookRow.webhook_id == webhook_id)
             .values(**changes, updated_at=datetime.now(UTC))
         )
-        return await _response(conn, await _found(conn, webhook_id))
+        return (await _responses(conn, [await _found(conn, webhook_id)]))[0]
 
 
 @router.delete("/{webhook_id}", status_code=204, responses=ERRORS)
