@@ -1,11 +1,11 @@
 """PostgreSQL: the system of record. Table definitions, engine factory and migration check.
 
 The scorer is the only writer of accounts, account_states, seen_signals, scores, score_history,
-consumer_offsets and outbox; the API writes only overrides and override_audit (and sends the
-override to the scorer as a signal). Each table the scorer writes has its row type beside it
-(`...Values`), which the write statement is built from (services/scorer/store.py). Alembic
-migrations under shared/migrations/ create these tables; services call
-`ensure_migrated` at start and refuse to run on a database that is behind.
+consumer_offsets, outbox, parents_due and parent_rollups; the API writes only overrides and
+override_audit (and sends the override to the scorer as a signal). Each table the scorer
+writes has its row type beside it (`...Values`), which the write statement is built from
+(services/scorer/store.py). Alembic migrations under shared/migrations/ create these tables;
+services call `ensure_migrated` at start and refuse to run on a database that is behind.
 """
 
 from __future__ import annotations
@@ -219,6 +219,42 @@ class PortfolioDayRow(Base):
     currency: Mapped[str] = mapped_column(String(3), primary_key=True)
     accounts: Mapped[int] = mapped_column(Integer)
     mrr_cents: Mapped[int] = mapped_column(BigInteger)
+
+
+class ParentDueRow(Base):
+    """A parent whose rollup is due: queued by a batch that wrote one of its children's
+    scores, taken by the scorers' rollups (services/scorer/rollups.py)."""
+
+    __tablename__ = "parents_due"
+
+    parent_account_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    # whether only the past being caught up on queued it (a batch of live signals, or of time
+    # alone, makes it false): its band change is then sent as a replay
+    replay: Mapped[bool] = mapped_column(Boolean)
+
+
+class ParentDueValues(TypedDict):
+    """A `parents_due` row as the scorer writes it."""
+
+    parent_account_id: str
+    replay: bool
+
+
+class ParentRollupRow(Base):
+    """A parent's health as last rolled up from its children's active scores, per objective:
+    what its next band change is told against."""
+
+    __tablename__ = "parent_rollups"
+
+    parent_account_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    objective: Mapped[str] = mapped_column(String(64), primary_key=True)
+    score: Mapped[float | None] = mapped_column(Float)
+    band: Mapped[str] = mapped_column(String(64))
+    children: Mapped[int] = mapped_column(Integer)
+    weakest_account_id: Mapped[str | None] = mapped_column(String(128))
+    model_version: Mapped[str] = mapped_column(String(128))
+    changed_at: Mapped[datetime] = mapped_column(Timestamp)  # of its band
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
 
 
 class ModelVersionRow(Base):

@@ -215,6 +215,7 @@ ChangeType = Literal[
     "io.account-health.band.changed",
     "io.account-health.score.dropped",
     "io.account-health.override.applied",
+    "io.account-health.rollup.changed",
 ]
 Names = Annotated[list[Name], Field(max_length=50)]
 

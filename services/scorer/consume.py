@@ -44,6 +44,7 @@ from services.scorer.partitions import Partitions
 from services.scorer.poll import Poller
 from services.scorer.prepare import Prepared, Preparer
 from services.scorer.relay import Relay
+from services.scorer.rollups import Rollups
 from services.scorer.rows import Rescorer
 from services.scorer.sweep import Sweeper
 from shared.config import Settings
@@ -108,7 +109,12 @@ class Scorer:
         self.committer = Committer(ctx)
         self.isolator = Isolator(ctx, self.preparer, self.committer, dead_letters)
         self.sweeper = Sweeper(ctx, rescorer, self.committer)
-        self.relay = Relay(engine, self.metrics, clock, self.cfg, self.partitions.owns_first)
+        rollups = Rollups(
+            engine, lambda: self.models.models["active"], settings.kafka.topics.changes, clock
+        )
+        self.relay = Relay(
+            engine, self.metrics, clock, self.cfg, self.partitions.owns_first, rollups
+        )
         self.poller = Poller(self.cfg, self.partitions)
         self.assignment = Assignment(ctx, self.poller, self.sweeper, self.health)
         self.consumer: AIOKafkaConsumer | None = None

@@ -2,7 +2,8 @@
 
 Rows are claimed with FOR UPDATE SKIP LOCKED, published, and marked sent in the same
 transaction, so two scorers never publish one row at once, and a crash before the mark means
-the row is published again with the same CloudEvent id (consumers de-duplicate by it). Every
+the row is published again with the same CloudEvent id (consumers de-duplicate by it). Before
+that, each turn rolls up the parents due (rollups.py), whose band changes it then sends. Every
 few seconds it also refreshes the outbox gauge and prunes rows sent long ago, as often as its
 cost allows the band gauge, and
 every hour it keeps the score history's months (`history.maintain`) and the de-duplication
@@ -27,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.scorer import history, memory, portfolio, store
 from services.scorer.metrics import ScorerMetrics
+from services.scorer.rollups import Rollups
 from shared.config import ScorerSettings
 from shared.events import monthly_revenue
 from shared.retry import Backoff
@@ -49,8 +51,10 @@ class Relay:
         clock: Callable[[], datetime],
         cfg: ScorerSettings,
         counts_bands: Callable[[], bool],
+        rollups: Rollups,
     ) -> None:
         self.engine = engine
+        self.rollups = rollups
         self.counts_bands = counts_bands
         self.metrics = metrics
         self.clock = clock
@@ -65,6 +69,7 @@ class Relay:
         backoff = Backoff()
         while not stop.is_set():
             try:
+                rolled = await self.rollups.roll_up_due()
                 sent = await self.relay_once(producer)
                 if time.monotonic() - last_stats > STATS_EVERY_SECONDS:
                     last_stats = time.monotonic()
@@ -80,7 +85,7 @@ class Relay:
                     await self.maintain_history()
                     await memory.maintain(self.engine, self.clock(), self.dedup_horizon_seconds)
                 backoff.reset()
-                if not sent:
+                if not sent and not rolled:
                     await asyncio.sleep(self.interval)
             except asyncio.CancelledError:
                 raise

@@ -172,6 +172,19 @@ class Rows:
     scores: list[ScoreValues] = field(default_factory=list)
     history: list[HistoryValues] = field(default_factory=list)
     outbox: list[OutboxValues] = field(default_factory=list)
+    parents: tuple[str, ...] = ()  # whose rollups are due: the account's parent, and its last
+    replay: bool = False  # whether what they change is the past being caught up on
+
+
+# where the parent is in a stored profile (profile_row)
+_PARENT = len(ATTRIBUTES) + 1 + PROFILE.index("parent_account_id")
+
+
+def parents(entry: AccountEntry) -> tuple[str, ...]:
+    """The account's parent, and the one stored until now when it moved to another."""
+    now = entry.state.attribute("parent_account_id")
+    stored = entry.profile[_PARENT] if entry.profile is not None else None
+    return tuple(p for p in dict.fromkeys((now, stored)) if isinstance(p, str) and p)
 
 
 def _ts(t: float) -> datetime:
@@ -293,8 +306,8 @@ def change_event(
             ),
         )
     )
-    event = CloudEvent(
-        attributes={
+    return event_id, structured(
+        {
             "id": event_id,
             "source": EVENT_SOURCE,
             "type": CHANGE_TYPES[change],
@@ -304,7 +317,7 @@ def change_event(
             "scoredat": at,
             "replay": replay,
         },
-        data={
+        {
             "account_id": account_id,
             "name": name,
             "segment": segment,
@@ -325,7 +338,11 @@ def change_event(
             "text": change_text(account_id, name, objective, old, new, movers, action),
         },
     )
-    return event_id, to_structured(event, _FORMAT).value
+
+
+def structured(attributes: dict[str, Any], data: dict[str, Any]) -> bytes:
+    """A CloudEvent in structured JSON, as the changes topic carries it."""
+    return to_structured(CloudEvent(attributes=attributes, data=data), _FORMAT).value
 
 
 def change_text(
@@ -340,7 +357,7 @@ def change_text(
     """The change in one line for people (Slack's mrkdwn: a webhook pointed at a Slack
     incoming webhook in binary mode posts it as it is)."""
     who = f"*{name}* ({account_id})" if name else f"*{account_id}*"
-    scores = f"{_points(old.score if old else None)} → {_points(new.score)}"
+    scores = f"{points(old.score if old else None)} → {points(new.score)}"
     if old is None or old.band != new.band:
         what = f"{objective} {old.band if old else 'new'} → {new.band} (score {scores})"
     else:
@@ -358,7 +375,7 @@ def change_text(
     return " ".join(parts)
 
 
-def _points(score: float | None) -> str:
+def points(score: float | None) -> str:
     return "none" if score is None else f"{score:.1f}"
 
 
@@ -457,6 +474,7 @@ def rescore(
                 movers, ids = top_movers(heard.factors, new), signal_ids or held.signal_ids
                 if reflects is None:  # the sweep: the net of past events, sent now
                     news_of, past = held.reflects, True
+                    rows.replay = True  # and so is what it moves the parent by
                 held = None
             if change is not None:
                 baseline_alert = new.score
@@ -528,6 +546,7 @@ def rescore(
                     "changed_at": changed_at,
                 }
             )
+    rows.parents, rows.replay = parents(entry), rows.replay or replay
     # what is kept from here on: the scores just made, the state they were evaluated from
     entry.scores.update(replaced)
     entry.stored = None

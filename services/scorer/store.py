@@ -35,6 +35,8 @@ from shared.db import (
     ModelVersionRow,
     OutboxRow,
     OutboxValues,
+    ParentDueRow,
+    ParentDueValues,
     ProfileValues,
     ScoreHistoryRow,
     ScoreRow,
@@ -62,6 +64,8 @@ class Batch:
     scores: list[ScoreValues] = field(default_factory=list)
     history: list[HistoryValues] = field(default_factory=list)
     outbox: list[OutboxValues] = field(default_factory=list)
+    # whose rollups are due (rollups.py): whether only the past being caught up on moved them
+    parents: dict[str, bool] = field(default_factory=dict)
 
     def add(
         self,
@@ -78,6 +82,8 @@ class Batch:
         self.scores += rows.scores
         self.history += rows.history
         self.outbox += rows.outbox
+        for parent in rows.parents:
+            self.parents[parent] = self.parents.get(parent, True) and rows.replay
 
 
 async def load_offsets(
@@ -463,6 +469,12 @@ _TARGETS: tuple[_Target, ...] = (
     _Target(ScoreRow, ScoreValues, ("account_id", "objective", "model_role")),
     _Target(ScoreHistoryRow, HistoryValues, None),
     _Target(OutboxRow, OutboxValues, ()),
+    _Target(
+        ParentDueRow,
+        ParentDueValues,
+        ("parent_account_id",),
+        {"replay": "parents_due.replay AND EXCLUDED.replay"},
+    ),
 )
 
 
@@ -609,6 +621,7 @@ async def write_batch(
         batch.scores,
         batch.history,
         batch.outbox,
+        [{"parent_account_id": p, "replay": r} for p, r in sorted(batch.parents.items())],
     )
     arrays = [a for target, r in zip(_TARGETS, rows, strict=True) for a in _arrays(target, r)]
     async with engine.connect() as conn:

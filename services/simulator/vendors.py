@@ -72,6 +72,8 @@ class Vendors:
                 "lifecycle_stage": event["lifecycle_stage"],
                 "owner_email": event["owner"],
             }
+            if "parent_account_id" in event:
+                traits["parentId"] = event["parent_account_id"]
             call = {**common, "type": "group", "userId": user, "groupId": account, "traits": traits}
             return [("segment", user, call)]
         user = f"{account}-{event['user_id']}"

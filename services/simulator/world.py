@@ -56,6 +56,8 @@ def _pick(rng: random.Random, weighted: tuple[tuple[str, float], ...]) -> str:
 
 # who looks after the simulated accounts, in turn; `make run`'s own token is the first
 OWNERS = ("you@example.com", "dana@example.com", "lee@example.com", "sam@example.com")
+# of every GROUP accounts, the first is a group (a parent) of the next GROUP_CHILDREN
+GROUP, GROUP_CHILDREN = 20, 3
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class Account:
     tier: str
     seats: int
     owner: str  # the customer-success manager who looks after it
+    parent: str | None  # the group it belongs to, when it is one of a group's accounts
     trajectory: str
     turn_day: int  # when the trajectory's change begins
     span_days: int  # how long the change takes
@@ -125,6 +128,7 @@ class World:
             tier=tier,
             seats=rng.randint(lo, hi),
             owner=OWNERS[i % len(OWNERS)],
+            parent=f"acc-{i - i % GROUP:06d}" if 0 < i % GROUP <= GROUP_CHILDREN else None,
             trajectory=trajectory,
             turn_day=turn,
             span_days=span,
@@ -200,6 +204,7 @@ class _Day:
             tier=account.tier,
             lifecycle_stage="onboarding" if onboarding else "mature",
             owner=account.owner,
+            **({"parent_account_id": account.parent} if account.parent else {}),
         )
         if onboarding:
             self.emit(

@@ -201,6 +201,7 @@ async def test_only_the_owner_of_partition_0_counts_bands_and_the_others_clear_t
         lambda: datetime.now(UTC),
         ScorerSettings(),
         partitions.owns_first,
+        None,  # type: ignore[arg-type]
     )
     labels = {"objective": "churn", "model_role": "active", "band": "healthy"}
 

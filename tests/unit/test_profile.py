@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+from services.scorer.rescore import AccountEntry, parents
 from shared.scoring.state import AccountState, Fact
 from shared.sources.segment import SegmentFormat
 from tests.support.facts import DAY, MODEL, NOW
@@ -54,3 +55,15 @@ def test_segment_group_traits_name_the_owner_and_the_parent() -> None:
         "parent_account_id": "acme-group",
     }
     assert "owner" not in SegmentFormat._profile({"owner": 42, "parent_id": ""})
+
+
+def test_a_child_moved_to_another_parent_makes_both_parents_due() -> None:
+    entry = AccountEntry(AccountState(), 0)
+    assert parents(entry) == ()
+    for f in FACTS[:3]:
+        entry.state.apply(MODEL, f)
+    assert parents(entry) == ("acme",)  # not stored yet
+    entry.profile = (*(None,) * 7, "acme", None, None, 0)  # as profile_row stores it
+    moved = fact(8, "account_profile_updated", 1, parent_account_id="globex")
+    entry.state.apply(MODEL, moved)
+    assert parents(entry) == ("globex", "acme")

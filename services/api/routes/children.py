@@ -16,8 +16,8 @@ from services.api.problems import Problem, problem_responses
 from services.api.routes.accounts import AccountId
 from services.api.schemas import ChildAccount, ChildrenResponse, Name, Rollup
 from shared.events import monthly_revenue
-from shared.scoring.engine import UNKNOWN_BAND, band_for
 from shared.scoring.model import Model
+from shared.scoring.rollup import roll_up
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
 
@@ -26,37 +26,36 @@ SELECT a.account_id, a.name, a.owner, a.mrr_cents, a.currency, s.objective, s.sc
 FROM accounts a JOIN scores s ON s.account_id = a.account_id AND s.model_role = 'active'
 WHERE a.parent_account_id = :parent
 ORDER BY s.objective, s.score NULLS FIRST, a.account_id
-LIMIT :limit
 """)
 _EXISTS = text("SELECT 1 FROM accounts WHERE account_id = :parent")
+# the bands last rolled up (services/scorer/rollups.py), which a band leaves past hysteresis
+_BANDS = text("SELECT objective, band FROM parent_rollups WHERE parent_account_id = :parent")
 
 
-def rollup(model: Model, objective: str, children: list[ChildAccount]) -> Rollup:
-    """The children's scores weighted by their MRR, or equally where none reports any."""
-    scored = [(c, c.score) for c in children if c.score is not None]
-    weights = [c.mrr or 0.0 for c, _ in scored]
-    if not any(weights):
-        weights = [1.0] * len(scored)
-    total = sum(weights)
-    weighted = sum(w * s for w, (_, s) in zip(weights, scored, strict=True))
-    score = round(weighted / total, 4) if total else None
-    spec = model.objectives.get(objective)
-    band = band_for(score, spec.bands, None, 0.0) if spec else UNKNOWN_BAND
-    weakest = min(scored, key=lambda cs: (cs[1], cs[0].account_id))[0] if scored else None
+def rollup(
+    model: Model, objective: str, children: list[ChildAccount], previous: str | None
+) -> Rollup:
+    rolled = roll_up(model, objective, children, previous)
     return Rollup(
-        objective=objective, score=score, band=band, children=len(scored), weakest=weakest
+        objective=objective,
+        score=rolled.score,
+        band=rolled.band,
+        children=rolled.children,
+        weakest=rolled.weakest,
     )
 
 
 async def read_children(
     engine: AsyncEngine, model: Model, parent: str, objective: str | None, limit: int
 ) -> ChildrenResponse | None:
-    """A parent's children and its rollup per objective (None: no such account or parent)."""
+    """A parent's children (the first `limit`) and its rollup per objective, over them all
+    (None: no such account or parent)."""
     async with engine.connect() as conn:
-        rows = list(await conn.execute(_CHILDREN, {"parent": parent, "limit": limit}))
+        rows = list(await conn.execute(_CHILDREN, {"parent": parent}))
         if not rows and await conn.scalar(_EXISTS, {"parent": parent}) is None:
             return None
-    items = [
+        bands = {r.objective: r.band for r in await conn.execute(_BANDS, {"parent": parent})}
+    children = [
         ChildAccount(
             account_id=r.account_id,
             name=r.name,
@@ -71,12 +70,12 @@ async def read_children(
         if objective is None or r.objective == objective
     ]
     by_objective: dict[str, list[ChildAccount]] = defaultdict(list)
-    for item in items:
-        by_objective[item.objective].append(item)
+    for child in children:
+        by_objective[child.objective].append(child)
     return ChildrenResponse(
         account_id=parent,
-        rollups=[rollup(model, o, children) for o, children in by_objective.items()],
-        items=items,
+        rollups=[rollup(model, o, c, bands.get(o)) for o, c in by_objective.items()],
+        items=children[:limit],
     )
 
 
@@ -92,7 +91,10 @@ async def get_children(
 ) -> ChildrenResponse:
     """The accounts that name this one their parent, each with its score, and this account's
     health rolled up from theirs: per objective, the children's scores weighted by MRR, its
-    band, and the weakest child. 404 when the account is neither known nor anyone's parent."""
+    band, and the weakest child. The band leaves the one last rolled up only past the
+    objective's hysteresis, and each change of it is sent as an
+    `io.account-health.rollup.changed` event. 404 when the account is neither known nor
+    anyone's parent."""
     found = await read_children(
         request.app.state.engine,
         request.app.state.models["active"],

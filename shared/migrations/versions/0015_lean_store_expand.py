@@ -91,6 +91,19 @@ def upgrade() -> None:
         " mrr_cents BIGINT NOT NULL,"
         " CONSTRAINT pk_portfolio_days PRIMARY KEY (day, objective, band, currency))"
     )
+    # parents due a rollup, and each parent's last rollup (services/scorer/rollups.py)
+    op.execute(
+        "CREATE TABLE parents_due (parent_account_id VARCHAR(128) PRIMARY KEY,"
+        " replay BOOLEAN NOT NULL)"
+    )
+    op.execute("ALTER INDEX parents_due_pkey RENAME TO pk_parents_due")
+    op.execute(
+        "CREATE TABLE parent_rollups (parent_account_id VARCHAR(128) NOT NULL, objective"
+        " VARCHAR(64) NOT NULL, score FLOAT, band VARCHAR(64) NOT NULL, children INTEGER NOT NULL,"
+        " weakest_account_id VARCHAR(128), model_version VARCHAR(128) NOT NULL,"
+        " changed_at TIMESTAMPTZ NOT NULL, updated_at TIMESTAMPTZ NOT NULL,"
+        " CONSTRAINT pk_parent_rollups PRIMARY KEY (parent_account_id, objective))"
+    )
     op.execute(
         "ALTER TABLE consumer_offsets ADD COLUMN store_format SMALLINT NOT NULL DEFAULT 1,"
         " ADD COLUMN fence_epoch BIGINT NOT NULL DEFAULT 0, ADD COLUMN models_scanned VARCHAR(16)"
@@ -125,4 +138,7 @@ def downgrade() -> None:
         "ALTER TABLE scores ALTER COLUMN explanation SET NOT NULL,"
         " ALTER COLUMN updated_at SET NOT NULL, DROP COLUMN news"
     )
-    op.execute("DROP TABLE seen_signals, account_states, model_versions, portfolio_days")
+    op.execute(
+        "DROP TABLE seen_signals, account_states, model_versions, portfolio_days, parents_due,"
+        " parent_rollups"
+    )
