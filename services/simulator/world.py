@@ -196,6 +196,7 @@ class _Day:
         """The account's profile (onboarding on its first day, then mature), and on the first
         day its annual subscription."""
         account = self.account
+        group: dict[str, Any] = {"parent_account_id": account.parent} if account.parent else {}
         self.emit(
             "account_profile_updated",
             name=account.name,
@@ -204,7 +205,7 @@ class _Day:
             tier=account.tier,
             lifecycle_stage="onboarding" if onboarding else "mature",
             owner=account.owner,
-            **({"parent_account_id": account.parent} if account.parent else {}),
+            **group,
         )
         if onboarding:
             self.emit(
