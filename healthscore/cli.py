@@ -550,8 +550,17 @@ def fit(
         bool, typer.Option(help="learn each factor's shape from the data (else keep the model's)")
     ] = True,
     jobs: Jobs = None,
+    require_better: Annotated[
+        bool,
+        typer.Option(
+            help="write nothing, and exit 1, unless the fitted model ranks the held-out "
+            "accounts better than the input model"
+        ),
+    ] = False,
 ) -> None:
-    """Fit an objective's shapes and weights from outcomes; write and validate a new model."""
+    """Fit an objective's shapes and weights from outcomes; write and validate a new model.
+    Says on stderr which model to use (the held-out comparison) and what makes the figures
+    less than they seem; the JSON on stdout carries both (`recommendation`, `warnings`)."""
     import orjson
     import yaml
 
@@ -590,6 +599,14 @@ def fit(
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
+    recommendation = figures["recommendation"]
+    typer.echo(f"fit: use the {recommendation['use']} model: {recommendation['because']}", err=True)
+    for warning in figures["warnings"]:
+        typer.echo(f"fit: warning: {warning}", err=True)
+    if require_better and recommendation["use"] != "fitted":
+        typer.echo(f"fit: --require-better: {out} not written", err=True)
+        typer.echo(orjson.dumps(figures).decode())
+        raise typer.Exit(1)
     out.parent.mkdir(parents=True, exist_ok=True)
     counted = ", ".join(f"{n} {event}" for event, n in happened.counts().items())
     source = f"{events.name}; {counted or 'no outcomes'}"

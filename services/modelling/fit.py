@@ -28,21 +28,25 @@ to the fitted base weights. Bands are kept from the input model.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
 import textwrap
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import yaml
 from numpy.typing import NDArray
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
 from services.modelling.backtest import DAY, Sample, collect, iso, measure, recency_baseline
-from services.modelling.metrics import ScoreMetrics, platt, reliability
+from services.modelling.metrics import ScoreMetrics, auc_difference, platt, reliability
 from services.modelling.replay import FAVOURABLE, Outcomes
 from shared.history import History
 from shared.scoring.model import Model, Piecewise
@@ -50,6 +54,36 @@ from shared.scoring.model import Model, Piecewise
 WEIGHT_SCALE = 20.0  # fitted factor weights are scaled to sum to this (readable numbers)
 SHAPE_BINS = 8
 SHAPE_MIN_BIN = 100  # training samples a bin of a learned shape needs at least
+# adverse outcomes a fitted factor needs at least, the usual rule for a logistic regression
+# (Peduzzi et al., 1996): with fewer, the weights say more about the regularisation
+EVENTS_PER_FACTOR = 10
+# how far the training split's base rate may be from the test's (a ratio either way)
+BASE_RATE_RATIO = 2.0
+
+
+@contextlib.contextmanager
+def speaking_for_libraries(doing: str, notes: list[str]) -> Iterator[None]:
+    """The warnings of the libraries the fit uses while `doing`, said in `notes` in the fit's
+    own words (once each), instead of reaching the terminal raw."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for heard in caught:
+        note = f"{doing}: {_plainly(heard)}"
+        if note not in notes:
+            notes.append(note)
+
+
+def _plainly(heard: warnings.WarningMessage) -> str:
+    text = str(heard.message)
+    if "Spearman correlation" in text:  # IsotonicRegression(increasing="auto")
+        return (
+            "the data do not say clearly whether the outcome rises or falls with it, so the "
+            "direction of its learned shape may be chance"
+        )
+    if issubclass(heard.category, ConvergenceWarning):
+        return "the regression did not converge; its weights are approximate"
+    return f"{heard.category.__name__}: {' '.join(text.split())}"
 
 
 @dataclass
@@ -143,17 +177,22 @@ def learn_shape(
 
 
 def learn_shapes(
-    samples: list[Sample], model: Model, objective: str, factors: list[str]
+    samples: list[Sample],
+    model: Model,
+    objective: str,
+    factors: list[str],
+    notes: list[str] | None = None,
 ) -> dict[str, Piecewise]:
     """factor -> its learned shape, for the factors the data shapes (csm_sentiment, a
-    person's judgement, keeps its own)."""
+    person's judgement, keeps its own); what the libraries said of each, in `notes`."""
     adverse = np.array([s.adverse for s in samples], dtype=bool)
     shapes = {}
     for name in factors:
         if model.factors[name].csm_sentiment:
             continue
         raw = np.array([_nan(s.raw.get(name)) for s in samples], dtype=float)
-        shape = learn_shape(raw, adverse)
+        with speaking_for_libraries(f"the shape of {name}", [] if notes is None else notes):
+            shape = learn_shape(raw, adverse)
         if shape is not None:
             shapes[name] = shape
     return shapes
@@ -209,6 +248,7 @@ class FittedModel:
     base: Fit
     segments: dict[str, Fit | None]
     shapes: dict[str, Piecewise] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what the libraries said, in words
 
 
 def fit_model(
@@ -227,10 +267,12 @@ def fit_model(
     and weights fitted on `train`."""
     spec = model.objectives[objective]
     factors = list(spec.factors)
-    learned = learn_shapes(train, model, objective, factors) if shapes else {}
+    notes: list[str] = []
+    learned = learn_shapes(train, model, objective, factors, notes) if shapes else {}
     if learned:
         train = reshaped(train, objective, learned)
-    base = fit_weights(train, objective, factors, c=c)
+    with speaking_for_libraries(f"the weights of {objective}", notes):
+        base = fit_weights(train, objective, factors, c=c)
     if base is None:
         raise ValueError("the training split needs both churned and retained accounts")
     if not any(base.weights.values()):
@@ -263,7 +305,8 @@ def fit_model(
         churned = sum(s.adverse for s in members)
         fit = None
         if len(members) >= min_segment_samples and churned >= min_segment_churned:
-            fit = fit_weights(members, objective, factors, c=c)
+            with speaking_for_libraries(f"the weights of segment {segment['name']}", notes):
+                fit = fit_weights(members, objective, factors, c=c)
         fits[segment["name"]] = fit
         overrides = segment.setdefault("objectives", {})
         if fit is None:
@@ -272,7 +315,7 @@ def fit_model(
             overrides[objective] = objective_weights(model, fit)
         if not overrides:
             segment.pop("objectives")
-    return FittedModel(doc, base, fits, learned)
+    return FittedModel(doc, base, fits, learned, notes)
 
 
 def calibrate(
@@ -419,7 +462,7 @@ def compare(
     def auc(metrics: ScoreMetrics | None) -> float | None:
         return None if metrics is None or metrics.roc_auc is None else round(metrics.roc_auc, 4)
 
-    figures = {
+    figures: dict[str, Any] = {
         "objective": objective,
         "outcome": outcome,
         "input_model": model.version,
@@ -464,7 +507,91 @@ def compare(
             for segment, fit in fitted.segments.items()
         },
     }
+    figures["recommendation"] = recommend(test, candidate_test, objective)
+    skill = (figures["test"]["calibration"] or {}).get("brier_skill")
+    factors = len(model.objectives[objective].factors)
+    figures["warnings"] = [*fitted.notes, *split_warnings(train, test, factors, outcome, skill)]
     return fitted, candidate, figures
+
+
+def recommend(
+    input_test: list[Sample], fitted_test: list[Sample], objective: str
+) -> dict[str, Any]:
+    """Which model to use: the fitted one only when it ranks the held-out samples that both
+    score better than the input model, by a paired bootstrap interval that excludes no
+    difference (accounts resampled)."""
+    fitted = {(s.account_id, s.as_of): s.scores.get(objective) for s in fitted_test}
+    pairs = [
+        (s, other)
+        for s in input_test
+        if s.scores.get(objective) is not None
+        and (other := fitted.get((s.account_id, s.as_of))) is not None
+    ]
+    measured = (
+        auc_difference(
+            np.array([100.0 - (s.scores[objective] or 0.0) for s, _ in pairs]),
+            np.array([100.0 - other for _, other in pairs]),
+            np.array([s.adverse for s, _ in pairs], dtype=bool),
+            np.unique([s.account_id for s, _ in pairs], return_inverse=True)[1],
+        )
+        if pairs
+        else None
+    )
+    if measured is None:
+        return {
+            "use": "input",
+            "because": "the held-out samples both models score do not have both outcomes: "
+            "nothing shows that the fitted model is better",
+            "roc_auc_difference": None,
+            "roc_auc_difference_ci95": None,
+        }
+    difference, (low, high) = measured
+    said = f"ROC AUC {difference:+.3f} [{low:+.3f}, {high:+.3f}] against the input model's"
+    if low > 0:
+        use, because = "fitted", f"it ranks the held-out accounts better: {said}"
+    elif high < 0:
+        use, because = "input", f"the fitted model ranks the held-out accounts worse: {said}"
+    else:
+        use = "input"
+        because = f"the fitted model is not shown to rank the held-out accounts better: {said}"
+    return {
+        "use": use,
+        "because": f"{because}, on {len(pairs)} samples",
+        "roc_auc_difference": round(difference, 4),
+        "roc_auc_difference_ci95": [round(low, 4), round(high, 4)],
+    }
+
+
+def split_warnings(
+    train: list[Sample], test: list[Sample], factors: int, outcome: str, skill: float | None
+) -> list[str]:
+    """What makes the fit's figures less than they seem: too few adverse outcomes to fit
+    this many factors, a training base rate far from the test's, stated probabilities worse
+    than the base rate."""
+    said = []
+    adverse = sum(s.adverse for s in train)
+    if adverse < EVENTS_PER_FACTOR * factors:
+        said.append(
+            f"only {adverse} of the training split's {len(train)} samples saw "
+            f"{_adverse(outcome)} within the horizon, fewer than {EVENTS_PER_FACTOR} for each "
+            f"of the {factors} factors fitted: the weights say more about the regularisation "
+            "than about the data"
+        )
+    rates = adverse / len(train), sum(s.adverse for s in test) / len(test)
+    if max(rates) > 0 and min(rates) * BASE_RATE_RATIO < max(rates):
+        said.append(
+            f"the training split's base rate ({rates[0]:.1%}) is far from the test's "
+            f"({rates[1]:.1%}): what is learned on one will not hold on the other; the split "
+            "cuts across a change in the data, so choose --as-of and --test-from for both "
+            "sides to see the same kind of period"
+        )
+    if skill is not None and skill < 0:
+        said.append(
+            "the probabilities it states are worse on the held-out accounts than stating "
+            f"their base rate to all (Brier skill {skill:.2f}): do not read them as "
+            "probabilities"
+        )
+    return said
 
 
 def dump_model(document: dict[str, Any], figures: dict[str, Any], source: str) -> str:
@@ -494,6 +621,7 @@ def dump_model(document: dict[str, Any], figures: dict[str, Any], source: str) -
         ),
         "Bands are the input model's; caps on reshaped factors keep their raw thresholds. "
         "Review before deploying; deploy as a shadow model first.",
+        *_verdict_lines(figures),
     ]
     comment = "\n".join("# " + wrapped for line in header for wrapped in textwrap.wrap(line, 96))
     body = yaml.safe_dump(document, sort_keys=False, default_flow_style=None, width=100)
@@ -520,4 +648,14 @@ def _calibration_line(figures: dict[str, Any]) -> list[str]:
         "fitted on the "
         f"training accounts; on the held-out accounts Brier {stated['brier']}, skill "
         f"{stated['brier_skill']}."
+    ]
+
+
+def _verdict_lines(figures: dict[str, Any]) -> list[str]:
+    recommendation = figures.get("recommendation")
+    if not recommendation:
+        return []
+    return [
+        f"Recommended: the {recommendation['use']} model, as {recommendation['because']}.",
+        *(f"Warning: {w}." for w in figures.get("warnings", [])),
     ]

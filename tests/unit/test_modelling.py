@@ -179,9 +179,18 @@ def test_backtest_and_fit_commands_write_reports_and_a_valid_model(
         app, ["fit", *common, "--out", str(fitted), "--min-segment-samples", "10000"]
     )
     assert result.exit_code == 0, result.output
-    figures = orjson.loads(result.output.strip().splitlines()[-1])
+    figures = orjson.loads(result.stdout.strip().splitlines()[-1])
     assert figures["test"]["samples"] > 0 and figures["train"]["samples"] > 0
     assert load_model(fitted).version == figures["fitted_model"]
+    # which to use, from the paired difference of the two models on the same held-out samples
+    recommendation = figures["recommendation"]
+    low, high = recommendation["roc_auc_difference_ci95"]
+    assert recommendation["use"] == ("fitted" if low > 0 else "input")
+    difference = figures["auc_fitted_test"] - figures["auc_input_test"]
+    assert recommendation["roc_auc_difference"] == pytest.approx(difference, abs=2e-4)
+    assert low <= recommendation["roc_auc_difference"] <= high
+    assert f"fit: use the {recommendation['use']} model: " in result.stderr
+    assert f"Recommended: the {recommendation['use']} model" in fitted.read_text()
     out = tmp_path / "report"
     result = runner.invoke(
         app, ["backtest", *common, "--model", str(DEFAULT_MODEL_PATH), "--model", str(fitted),
@@ -457,3 +466,54 @@ def test_a_calibration_written_and_read_back_states_the_probabilities_fitted(
     fitted = 1 / (1 + np.exp(-(intercept + slope * scores / 100)))
     stated = np.array([calibration.probability(s) for s in scores])
     assert np.abs(stated - fitted).max() < 1e-5
+
+
+@pytest.mark.usefixtures("cli_logging")
+def test_fit_warns_of_a_degenerate_training_split_and_can_require_better(
+    world_files: Path, tmp_path: Path
+) -> None:
+    """Trained before the simulated decline sets in (2 churners in 408 samples) and tested
+    after it (12% churn): the fit says so, in its words and not scikit-learn's, recommends
+    the input model, and with --require-better writes nothing."""
+    out = tmp_path / "fitted.yaml"
+    result = CliRunner().invoke(
+        app,
+        ["fit", "--events", str(world_files / "events.jsonl"),
+         "--outcomes", str(world_files / "outcomes.csv"),
+         "--as-of", "2026-01-25", "--as-of", "2026-02-01", "--as-of", "2026-04-15",
+         "--test-from", "2026-04-15", "--min-segment-samples", "10000",
+         "--out", str(out), "--require-better"],
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert not out.exists() and "--require-better" in result.stderr
+    figures = orjson.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["recommendation"]["use"] == "input"
+    assert figures["train"]["adverse"] < 10 * len(MODEL.objectives["churn_risk"].factors)
+    said = "\n".join(figures["warnings"])
+    assert "fewer than 10 for each of the 15 factors" in said
+    assert "base rate (0.5%) is far from the test's" in said
+    assert "direction of its learned shape may be chance" in said  # isotonic's, in words
+    assert "Spearman" not in result.output  # no library speaks raw
+    for warning in figures["warnings"]:
+        assert f"fit: warning: {warning}" in result.stderr
+
+
+def test_the_paired_auc_difference_is_the_difference_of_the_aucs() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from services.modelling.metrics import auc_difference
+
+    rng = np.random.default_rng(3)
+    churned = rng.random(400) < 0.3
+    good = churned * 1.0 + rng.normal(0, 0.6, 400)  # ranks churners higher
+    poor = churned * 1.0 + rng.normal(0, 3.0, 400)
+    accounts = np.arange(400) // 2  # two samples an account
+    measured = auc_difference(poor, good, churned, accounts)
+    assert measured is not None
+    difference, (low, high) = measured
+    expected = roc_auc_score(churned, good) - roc_auc_score(churned, poor)
+    assert difference == pytest.approx(expected, abs=1e-12)
+    assert 0 < low < difference < high
+    same = auc_difference(good, good, churned, accounts)
+    assert same is not None and same[0] == 0 and same[1] == (0.0, 0.0)
+    assert auc_difference(good, poor, np.zeros(400, dtype=bool), accounts) is None
