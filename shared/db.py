@@ -252,6 +252,9 @@ class ParentRollupRow(Base):
     band: Mapped[str] = mapped_column(String(64))
     children: Mapped[int] = mapped_column(Integer)
     weakest_account_id: Mapped[str | None] = mapped_column(String(128))
+    # what subscribers last heard: a catch-up's changes are told once it is over, from it
+    told_score: Mapped[float | None] = mapped_column(Float)
+    told_band: Mapped[str] = mapped_column(String(64))
     model_version: Mapped[str] = mapped_column(String(128))
     changed_at: Mapped[datetime] = mapped_column(Timestamp)  # of its band
     updated_at: Mapped[datetime] = mapped_column(Timestamp)

@@ -11,8 +11,11 @@ band changed. A parent's first rollup is told to no one, as an account's first s
 A batch that queues a parent while a rollup has it waits on that transaction (the queue's
 key), so one transaction at a time rolls a parent up, from scores at least as new as those
 that queued it: no change is missed, none is told twice. While a child holds a catch-up's
-change (`held`), its parent waits: the write of the net change queues it again. A parent that
-only batches catching up on the past queued is told with `replay` true, as they would be.
+change (`held`), the parent's rollup is kept up to date but its change is not told: the band
+subscribers last heard (`told_band`) stays, and the first rollup with no child holding tells the
+net change from it, as an account's catch-up does (the write of a child's net change queues
+the parent). A parent that only batches catching up on the past queued is told with `replay`
+true, as they would be.
 """
 
 from __future__ import annotations
@@ -56,18 +59,23 @@ _PARENTS = text("""
 SELECT account_id, name, owner, segment FROM accounts WHERE account_id = ANY(:parents)
 """)
 _STORED = text("""
-SELECT parent_account_id, objective, score, band FROM parent_rollups
+SELECT parent_account_id, objective, score, band, told_score, told_band FROM parent_rollups
 WHERE parent_account_id = ANY(:parents)
 """)
 _STORE = text("""
 INSERT INTO parent_rollups AS r (parent_account_id, objective, score, band, children,
-                                 weakest_account_id, model_version, changed_at, updated_at)
-SELECT u.parent, u.objective, u.score, u.band, u.children, u.weakest, :version, :now, :now
+                                 weakest_account_id, told_score, told_band, model_version,
+                                 changed_at, updated_at)
+SELECT u.parent, u.objective, u.score, u.band, u.children, u.weakest, u.told_score,
+       u.told_band, :version, :now, :now
 FROM unnest(CAST(:parents AS VARCHAR[]), CAST(:objectives AS VARCHAR[]),
             CAST(:scores AS FLOAT[]), CAST(:bands AS VARCHAR[]), CAST(:children AS INTEGER[]),
-            CAST(:weakest AS VARCHAR[])) AS u(parent, objective, score, band, children, weakest)
+            CAST(:weakest AS VARCHAR[]), CAST(:told_scores AS FLOAT[]),
+            CAST(:told_bands AS VARCHAR[]))
+     AS u(parent, objective, score, band, children, weakest, told_score, told_band)
 ON CONFLICT (parent_account_id, objective) DO UPDATE SET
   score = EXCLUDED.score, band = EXCLUDED.band, children = EXCLUDED.children,
+  told_score = EXCLUDED.told_score, told_band = EXCLUDED.told_band,
   weakest_account_id = EXCLUDED.weakest_account_id, model_version = EXCLUDED.model_version,
   changed_at = CASE WHEN r.band = EXCLUDED.band THEN r.changed_at ELSE EXCLUDED.changed_at END,
   updated_at = EXCLUDED.updated_at
@@ -100,6 +108,13 @@ class Parent:
 class Stored:
     score: float | None
     band: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rolled:
+    parent: str
+    new: RolledUp[ChildScore]
+    told: Stored  # what subscribers last heard
 
 
 class Rollups:
@@ -139,34 +154,37 @@ class Rollups:
             if r.held:
                 waiting.add(r.parent)
         stored = {
-            (r.parent_account_id, r.objective): Stored(r.score, r.band)
+            (r.parent_account_id, r.objective): (r.band, Stored(r.told_score, r.told_band))
             for r in await conn.execute(_STORED, {"parents": due})
         }
         profiles = {r.account_id: r for r in await conn.execute(_PARENTS, {"parents": due})}
-        rolled: list[tuple[str, RolledUp[ChildScore]]] = []
+        rolled: list[Rolled] = []
         events: list[OutboxValues] = []
         for (parent, objective), kids in sorted(children.items()):
-            if parent in waiting:
-                continue
-            before = stored.get((parent, objective))
-            new = roll_up(model, objective, kids, before.band if before else None)
-            rolled.append((parent, new))
-            if before is not None and before.band != new.band:
-                told = Parent(parent, profiles.get(parent), taken[parent], data_at.get(parent, now))
-                events.append(self._event(told, before, new, model, now))
+            band, told = stored.get((parent, objective), (None, None))
+            new = roll_up(model, objective, kids, band)
+            if told is None:  # the first rollup: told to no one
+                told = Stored(new.score, new.band)
+            elif told.band != new.band and parent not in waiting:
+                about = Parent(
+                    parent, profiles.get(parent), taken[parent], data_at.get(parent, now)
+                )
+                events.append(self._event(about, told, new, model, now))
                 log.info(
                     "scorer.rollup_changed",
                     parent_account_id=parent,
                     objective=objective,
-                    old_band=before.band,
+                    old_band=told.band,
                     new_band=new.band,
                     score=new.score,
                 )
+                told = Stored(new.score, new.band)
+            rolled.append(Rolled(parent, new, told))
         keys = {
-            "parents": [p for p, _ in rolled],
-            "objectives": [r.objective for _, r in rolled],
+            "parents": [r.parent for r in rolled],
+            "objectives": [r.new.objective for r in rolled],
         }
-        await conn.execute(_FORGET, {"ready": [p for p in due if p not in waiting], **keys})
+        await conn.execute(_FORGET, {"ready": due, **keys})
         if rolled:
             await conn.execute(
                 _STORE,
@@ -174,10 +192,14 @@ class Rollups:
                     **keys,
                     "version": model.version,
                     "now": now,
-                    "scores": [r.score for _, r in rolled],
-                    "bands": [r.band for _, r in rolled],
-                    "children": [r.children for _, r in rolled],
-                    "weakest": [r.weakest.account_id if r.weakest else None for _, r in rolled],
+                    "scores": [r.new.score for r in rolled],
+                    "bands": [r.new.band for r in rolled],
+                    "children": [r.new.children for r in rolled],
+                    "weakest": [
+                        r.new.weakest.account_id if r.new.weakest else None for r in rolled
+                    ],
+                    "told_scores": [r.told.score for r in rolled],
+                    "told_bands": [r.told.band for r in rolled],
                 },
             )
         if events:
@@ -185,11 +207,11 @@ class Rollups:
         return len(events)
 
     def _event(
-        self, told: Parent, before: Stored, new: RolledUp[ChildScore], model: Model, now: datetime
+        self, about: Parent, heard: Stored, new: RolledUp[ChildScore], model: Model, now: datetime
     ) -> OutboxValues:
         """The parent's band change as a CloudEvent, shaped as an account's own change is
         (what a webhook filter reads is where it is there), with the rollup's figures."""
-        parent, profile = told.account_id, told.profile
+        parent, profile = about.account_id, about.profile
         name = profile.name if profile is not None else None
         event_id = str(
             uuid.uuid5(
@@ -214,10 +236,10 @@ class Rollups:
                 "source": EVENT_SOURCE,
                 "type": ROLLUP_CHANGED,
                 "subject": parent,
-                "time": told.reflects,
+                "time": about.reflects,
                 "datacontenttype": "application/json",
                 "scoredat": now,
-                "replay": told.replay,
+                "replay": about.replay,
             },
             {
                 "account_id": parent,
@@ -225,9 +247,9 @@ class Rollups:
                 "segment": profile.segment if profile is not None else None,
                 "owner": profile.owner if profile is not None else None,
                 "objective": new.objective,
-                "old_score": before.score,
+                "old_score": heard.score,
                 "new_score": new.score,
-                "old_band": before.band,
+                "old_band": heard.band,
                 "new_band": new.band,
                 "cause": "children",
                 "top_movers": [],  # the children moved it: `weakest` names the lowest
@@ -241,7 +263,7 @@ class Rollups:
                     "band": weakest.band,
                 },
                 "model_version": model.version,
-                "text": _text(parent, name, before, new),
+                "text": _text(parent, name, heard, new),
             },
         )
         return {
@@ -255,11 +277,11 @@ class Rollups:
         }
 
 
-def _text(parent: str, name: str | None, before: Stored, new: RolledUp[ChildScore]) -> str:
+def _text(parent: str, name: str | None, heard: Stored, new: RolledUp[ChildScore]) -> str:
     """The change in one line for people, as an account's change has (Slack's mrkdwn)."""
     who = f"*{name}* ({parent})" if name else f"*{parent}*"
-    scores = f"{points(before.score)} → {points(new.score)}"
-    line = f"{who}: {new.objective} of its {new.children} children {before.band} → {new.band}"
+    scores = f"{points(heard.score)} → {points(new.score)}"
+    line = f"{who}: {new.objective} of its {new.children} children {heard.band} → {new.band}"
     line += f" (score {scores})."
     if new.weakest is not None:
         line += f" Weakest: {new.weakest.account_id} ({points(new.weakest.score)})."

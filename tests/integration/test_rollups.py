@@ -22,6 +22,7 @@ from shared.config import Settings
 from shared.db import create_engine
 from shared.webhooks import Change
 from tests.support.kafka_io import read_topic
+from tests.support.pipeline import rollup_mismatches
 from tests.support.samples import valid_events
 from tests.support.signals import (
     MODEL,
@@ -153,9 +154,10 @@ async def test_rollups_keep_the_band_within_hysteresis_wait_for_a_catch_up_and_t
     await set_scores(68.0)  # below healthy's 70, not by the hysteresis of 3
     assert await one.roll_up_due() == 0
     assert (await rollups_of(engine, "acme"))["churn_risk"].band == "healthy"
-    await set_scores(20.0, held=True)  # a catch-up: the parent waits for its end
+    await set_scores(20.0, held=True)  # a catch-up: kept up to date, told at its end
     assert await one.roll_up_due() == 0 and await due(engine) == []
-    assert (await rollups_of(engine, "acme"))["churn_risk"].band == "healthy"
+    during = (await rollups_of(engine, "acme"))["churn_risk"]
+    assert (during.score, during.band, during.told_band) == (20.0, "at_risk", "healthy")
     await set_scores(20.0)  # the end of the catch-up writes the child, which queues acme
     told = await asyncio.gather(one.roll_up_due(), two.roll_up_due())
     assert sorted(told) == [0, 1]
@@ -167,3 +169,11 @@ async def test_rollups_keep_the_band_within_hysteresis_wait_for_a_catch_up_and_t
     assert served is not None and served.rollups[0].band == "at_risk"
     for r in (one, two):
         await r.engine.dispose()
+    # the chaos suite's check of every rollup against the final scores sees a wrong one
+    assert await rollup_mismatches(engine, time.monotonic() + 10) == []
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE parent_rollups SET score = score + 1 WHERE objective = 'churn_risk'")
+        )
+    (wrong,) = await rollup_mismatches(engine, time.monotonic() + 10) or []
+    assert wrong.startswith("rollup acme/churn_risk: 21.0 at_risk, not")

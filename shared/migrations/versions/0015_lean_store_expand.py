@@ -100,7 +100,8 @@ def upgrade() -> None:
     op.execute(
         "CREATE TABLE parent_rollups (parent_account_id VARCHAR(128) NOT NULL, objective"
         " VARCHAR(64) NOT NULL, score FLOAT, band VARCHAR(64) NOT NULL, children INTEGER NOT NULL,"
-        " weakest_account_id VARCHAR(128), model_version VARCHAR(128) NOT NULL,"
+        " weakest_account_id VARCHAR(128), told_score FLOAT, told_band VARCHAR(64) NOT NULL,"
+        " model_version VARCHAR(128) NOT NULL,"
         " changed_at TIMESTAMPTZ NOT NULL, updated_at TIMESTAMPTZ NOT NULL,"
         " CONSTRAINT pk_parent_rollups PRIMARY KEY (parent_account_id, objective))"
     )
