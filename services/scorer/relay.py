@@ -2,8 +2,8 @@
 
 Rows are claimed with FOR UPDATE SKIP LOCKED, published, and marked sent in the same
 transaction, so two scorers never publish one row at once, and a crash before the mark means
-the row is published again with the same CloudEvent id (consumers de-duplicate by it). Before
-that, each turn rolls up the parents due (rollups.py), whose band changes it then sends. Every
+the row is published again with the same CloudEvent id (consumers de-duplicate by it). Then
+each turn rolls up the parents due (rollups.py), whose band changes the next one sends. Every
 few seconds it also refreshes the outbox gauge and prunes rows sent long ago, as often as its
 cost allows the band gauge, and
 every hour it keeps the score history's months (`history.maintain`) and the de-duplication
@@ -69,8 +69,9 @@ class Relay:
         backoff = Backoff()
         while not stop.is_set():
             try:
-                rolled = await self.rollups.roll_up_due()
                 sent = await self.relay_once(producer)
+                # after: a rollup's failure slows the relay by the back-off, never stops it
+                rolled = await self.rollups.roll_up_due()
                 if time.monotonic() - last_stats > STATS_EVERY_SECONDS:
                     last_stats = time.monotonic()
                     await self.refresh_outbox()
