@@ -254,6 +254,7 @@ class Rollups:
                 "cause": "children",
                 "top_movers": [],  # the children moved it: `weakest` names the lowest
                 "signal_ids": [],
+                "next_action": None,  # the weakest child's own health says what would help
                 "children": new.children,
                 "weakest": None
                 if weakest is None

@@ -109,6 +109,7 @@ async def test_a_parents_band_change_reaches_the_changes_topic_once(
     ]
     data = orjson.loads(rolled[0].payload)["data"]
     assert data["children"] == 3 and data["weakest"]["account_id"] in CHILDREN
+    assert data["next_action"] is None  # keyed as an account's change is
     assert data["new_score"] == pytest.approx(after["churn_risk"].score)
     assert "acme" in data["text"] and "at_risk" in data["text"]
     served = await read_children(engine, MODEL, "acme", "churn_risk", 10)
