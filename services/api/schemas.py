@@ -92,7 +92,10 @@ class HistoryItemResponse(BaseModel):
     objective: str
     model_role: Literal["active", "shadow"]
     model_version: str
-    at: datetime
+    at: datetime = Field(
+        description="when health changed: when it was scored, or, for a change caught up on "
+        "after an outage, a back-fill or an import, the time of the newest signal behind it"
+    )
     old_score: float | None
     new_score: float | None
     old_band: str | None

@@ -12,7 +12,8 @@ scorer's `replay_after_seconds`), band changes and drops are held, not sent: the
 keeps what subscribers last heard (`Held`), and the first rescore that is not a replay (a live
 signal, or the sweep once the account has been quiet for `replay_hold_seconds`) sends one net
 change from it, or none if the account ended where it was. Overrides are sent at once. History
-rows are written as always, so what happened when stays visible.
+rows are written as always, so what happened when stays visible, and at the time of the newest
+signal behind them (`_described`): a catch-up's history says when health changed.
 """
 
 from __future__ import annotations
@@ -439,13 +440,14 @@ def rescore(
                 _news_causes(model, prior.factors(entry, key), new) if new.news else []
             )
             if record:
+                stamped = _described(when, reflects, replay, old)
                 rows.history.append(
                     {
                         "account_id": account_id,
                         "objective": objective,
                         "model_role": role,
                         "model_version": model.version,
-                        "at": when,
+                        "at": stamped,
                         "old_score": old.score if old else None,
                         "new_score": new.score,
                         "old_band": old.band if old else None,
@@ -457,7 +459,11 @@ def rescore(
                         "recorded_at": written,
                     }
                 )
-                changed_at, previous_score, recorded = when, (old.score if old else None), new.score
+                changed_at, previous_score, recorded = (
+                    stamped,
+                    (old.score if old else None),
+                    new.score,
+                )
             heard, ids, news_of, past = old, causes, reflects, replay  # for the event
             if role != "active":
                 change = None  # shadow models never emit change events
@@ -552,6 +558,21 @@ def rescore(
     entry.stored = None
     assert active is not None
     return rows, active
+
+
+def _described(
+    when: datetime, reflects: float | None, replay: bool, old: StoredScore | None
+) -> datetime:
+    """When a history point says health changed: catching up on the past, at the time of the
+    newest signal behind it (as the import does), so that charts, lead times and model quality
+    see when it changed, not when it was computed; never before the score's last point nor
+    after now. Live, when it was scored."""
+    if not replay or reflects is None:
+        return when
+    described = _ts(reflects)
+    if old is not None:
+        described = max(described, old.changed_at)
+    return min(described, when)
 
 
 def _change(

@@ -611,6 +611,22 @@ async def test_an_outage_sends_one_net_change_per_account_marked_replay(
                 {"t": now},
             )
             outbox = await conn.scalar(text("SELECT count(*) FROM outbox"))
+            caught_up = list(
+                await conn.execute(
+                    text(
+                        "SELECT account_id, objective, at, recorded_at FROM score_history"
+                        " WHERE recorded_at > :t AND model_role = 'active' ORDER BY id"
+                    ),
+                    {"t": now},
+                )
+            )
+        # the catch-up's history says when health changed: at the time of the newest signal
+        # behind each point, in order, not when it was scored
+        newest = max(s.occurred_at for s in outage)
+        assert caught_up and all(h.at <= newest < h.recorded_at for h in caught_up)
+        for key in {(h.account_id, h.objective) for h in caught_up}:
+            times = [h.at for h in caught_up if (h.account_id, h.objective) == key]
+            assert times == sorted(times)
         assert await mismatches(engine, [*before, *outage]) == []
         events = await read_topic(settings, settings.kafka.topics.changes, expect=outbox)
     assert len(final) == len(heard)  # nothing is still held
