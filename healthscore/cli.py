@@ -219,7 +219,8 @@ def simulate(
     world = World(
         seed,
         accounts,
-        start=today - timedelta(days=history_days),
+        # the back-filled history ends now, where the live days take over
+        start=datetime.now(UTC) - timedelta(days=history_days),
         days=max(history_days * 3, 30),  # trajectories turn within the first few weeks
         intensity=intensity,
     )

@@ -1,7 +1,9 @@
 """Drive a World onto the raw topics (live), or into files (events JSONL + outcomes CSV).
 
-Live mode first back-fills `history_days` of events with their own past event times (as fast
-as the broker takes them; `rate` applies to the live phase), then keeps
+Live mode first back-fills `history_days` of events with their own past event times, one
+account's whole history after another (as fast as the broker takes them; `rate` applies to the
+live phase), so that each account the scorer has caught up on shows its health as of now, not
+as of the first days of the back-fill; then it keeps
 going in real time: every `day_seconds` of wall time the world advances one day and that day's
 events are produced with event times spread over the interval, so trajectories (declines,
 shocks, silences) play out in minutes. Everything is deterministic for a seed except the wall
@@ -38,8 +40,16 @@ def midnight(dt: datetime) -> datetime:
 
 
 def history(world: World, days: range) -> Iterator[dict[str, Any]]:
+    """The world's events of `days`, in time order."""
     for day in days:
         for account in world.accounts:
+            yield from world.day_events(account, day)
+
+
+def backfill(world: World, days: range) -> Iterator[dict[str, Any]]:
+    """The world's events of `days`, an account's whole history after another."""
+    for account in world.accounts:
+        for day in days:
             yield from world.day_events(account, day)
 
 
@@ -143,7 +153,7 @@ async def produce_live(
         await limiter.acquire()
 
     try:
-        for event in history(world, range(history_days)):
+        for event in backfill(world, range(history_days)):
             if stop.is_set() or (max_events is not None and produced >= max_events):
                 return produced
             await send(event)

@@ -94,3 +94,19 @@ async def test_the_world_in_vendor_formats_reads_back_as_the_same_signals() -> N
         k: n for k, n in read.items() if k[1] in one_to_one
     }
     assert sum(read.values()) >= sum(v1.values())
+
+
+def test_the_back_fill_gives_each_account_its_whole_history_in_turn() -> None:
+    """`make run`'s back-fill: an account's events all together and in time order, so each
+    account caught up on is scored as of now; the same events as the history in time order."""
+    from services.simulator.produce import backfill, history
+
+    world = World(5, 12, start=START, days=30)
+    filled = list(backfill(world, range(20)))
+    assert sorted(map(orjson.dumps, filled)) == sorted(map(orjson.dumps, history(world, range(20))))
+    order = [e["account_id"] for e in filled]
+    runs = [a for i, a in enumerate(order) if i == 0 or order[i - 1] != a]
+    assert runs == [a.account_id for a in world.accounts]  # one run an account, in turn
+    for account in world.accounts:
+        times = [e["occurred_at"] for e in filled if e["account_id"] == account.account_id]
+        assert times == sorted(times)
