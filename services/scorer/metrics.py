@@ -78,6 +78,11 @@ class ScorerMetrics:
             "Change events not yet published",
             registry=registry,
         )
+        self.parents_due = Gauge(
+            "healthscore_scorer_parents_due",
+            "Parents queued for a rollup of their children's scores",
+            registry=registry,
+        )
         self.published = Counter(
             "healthscore_scorer_change_events_published_total",
             "Change events published to the changes topic",

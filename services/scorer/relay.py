@@ -4,10 +4,9 @@ Rows are claimed with FOR UPDATE SKIP LOCKED, published, and marked sent in the 
 transaction, so two scorers never publish one row at once, and a crash before the mark means
 the row is published again with the same CloudEvent id (consumers de-duplicate by it). Then
 each turn rolls up the parents due (rollups.py), whose band changes the next one sends. Every
-few seconds it also refreshes the outbox gauge and prunes rows sent long ago, as often as its
-cost allows the band gauge, and
-every hour it keeps the score history's months (`history.maintain`) and the de-duplication
-memory's periods (`memory.maintain`).
+few seconds it also refreshes the outbox and rollup gauges and prunes rows sent long ago, as
+often as its cost allows the band gauge, and every hour it keeps the score history's months
+(`history.maintain`) and the de-duplication memory's periods (`memory.maintain`).
 
 The band gauge counts every score (half a second at a million accounts), so one scorer counts:
 the one that owns partition 0 of the signals topic. The others clear the gauge, so that
@@ -116,6 +115,7 @@ class Relay:
 
     async def refresh_outbox(self) -> None:
         self.metrics.outbox_backlog.set(await store.outbox_backlog(self.engine))
+        self.metrics.parents_due.set(await self.rollups.backlog())
         await store.prune_outbox(self.engine, self.clock() - KEEP_SENT)
 
     async def refresh_bands(self) -> None:

@@ -48,6 +48,7 @@ DELETE FROM parents_due WHERE parent_account_id IN (
   LIMIT :limit FOR UPDATE SKIP LOCKED)
 RETURNING parent_account_id, replay
 """)
+_BACKLOG = text("SELECT count(*) FROM parents_due")
 _CHILDREN = text("""
 SELECT a.parent_account_id AS parent, a.account_id, a.mrr_cents, a.currency, s.objective,
        s.score, s.band, s.held IS NOT NULL AS held, st.data_at
@@ -129,6 +130,11 @@ class Rollups:
         self.active = active
         self.topic = topic
         self.clock = clock
+
+    async def backlog(self) -> int:
+        """How many parents are queued (the relay's gauge of it)."""
+        async with self.engine.connect() as conn:
+            return int(await conn.scalar(_BACKLOG) or 0)
 
     async def roll_up_due(self, limit: int = 200) -> int:
         """Roll up to `limit` queued parents; the number of band changes put in the outbox."""

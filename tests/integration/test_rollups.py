@@ -80,7 +80,7 @@ async def test_a_parents_band_change_reaches_the_changes_topic_once(
     ]
     later = now + timedelta(seconds=1)
     cancelled = [s for c in CHILDREN for s in live_events(later, c, "subscription_cancelled")]
-    async with running_scorer(settings, engine):
+    async with running_scorer(settings, engine) as scorer:
         await wait_consumed(engine, settings, await produce_signals(settings, first))
         deadline = time.monotonic() + 30
         while "churn_risk" not in (before := await rollups_of(engine, "acme")):
@@ -96,6 +96,8 @@ async def test_a_parents_band_change_reaches_the_changes_topic_once(
             await asyncio.sleep(0.1)
         async with engine.connect() as conn:
             outbox = await conn.scalar(text("SELECT count(*) FROM outbox"))
+        await scorer.relay.refresh_outbox()
+        assert scorer.metrics.parents_due._value.get() == len(await due(engine)) == 0
         records = await read_topic(settings, settings.kafka.topics.changes, expect=outbox)
     schema = yaml.safe_load((ROOT / "docs" / "asyncapi.yaml").read_text())
     payload = schema["channels"]["changes"]["messages"]["healthChanged"]["payload"]
@@ -134,7 +136,9 @@ async def test_rollups_keep_the_band_within_hysteresis_wait_for_a_catch_up_and_t
         return Rollups(create_engine(settings.database), lambda: MODEL, "changes", lambda: now)
 
     one, two = rollups(), rollups()
+    assert await one.backlog() == 1
     assert await asyncio.gather(one.roll_up_due(), two.roll_up_due()) == [0, 0]  # first: news
+    assert await one.backlog() == 0
     assert set(await rollups_of(engine, "acme")) == set(MODEL.objectives)
     assert await due(engine) == []
 
