@@ -48,6 +48,11 @@ def live_events(now: datetime, child: str, *kinds: str) -> list[Any]:
     return [signal_of({**events[k], "occurred_at": now.isoformat()}, now) for k in kinds]
 
 
+def family(now: datetime, *kinds: str) -> list[Any]:
+    """Every child's events of `kinds` (live_events)."""
+    return [s for child in CHILDREN for s in live_events(now, child, *kinds)]
+
+
 async def rollups_of(engine: AsyncEngine, parent: str) -> dict[str, Any]:
     async with engine.connect() as conn:
         rows = await conn.execute(
@@ -65,21 +70,15 @@ async def test_a_parents_band_change_reaches_the_changes_topic_once(
     settings: Settings, engine: AsyncEngine
 ) -> None:
     now = datetime.now(UTC)
-    first = [
-        s
-        for child in CHILDREN
-        for s in live_events(
-            now,
-            child,
-            "account_profile_updated",
-            "subscription_created",
-            "seats_used_reported",
-            "session_started",
-            "feature_used",
-        )
-    ]
-    later = now + timedelta(seconds=1)
-    cancelled = [s for c in CHILDREN for s in live_events(later, c, "subscription_cancelled")]
+    first = family(
+        now,
+        "account_profile_updated",
+        "subscription_created",
+        "seats_used_reported",
+        "session_started",
+        "feature_used",
+    )
+    cancelled = family(now + timedelta(seconds=1), "subscription_cancelled")
     async with running_scorer(settings, engine) as scorer:
         await wait_consumed(engine, settings, await produce_signals(settings, first))
         deadline = time.monotonic() + 30
@@ -124,11 +123,7 @@ async def test_rollups_keep_the_band_within_hysteresis_wait_for_a_catch_up_and_t
     settings: Settings, engine: AsyncEngine
 ) -> None:
     now = datetime.now(UTC)
-    signals = [
-        s
-        for child in CHILDREN
-        for s in live_events(now, child, "account_profile_updated", "subscription_created")
-    ]
+    signals = family(now, "account_profile_updated", "subscription_created")
     await score_and_store(engine, [*signals, *live_events(now, "alone", "session_started")], [now])
     assert await due(engine) == ["acme"]  # the batch queued the parent, and only it
 
