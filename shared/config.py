@@ -109,6 +109,19 @@ class IngestSettings(BaseModel):
     links_cache_seconds: float = Field(default=300.0, ge=0)
 
 
+class QualitySettings(BaseModel):
+    """Live model quality (services/scorer/quality.py): how well each model role's scores
+    foresaw the outcomes that followed them."""
+
+    every_minutes: float = Field(default=60.0, gt=0)
+    # the scores judged: as they stood at a cut every `step_days` over the last `window_days`
+    # whose horizon has passed
+    window_days: float = Field(default=90.0, gt=0)
+    step_days: float = Field(default=7.0, gt=0)
+    # for an objective whose model states no probability (no calibration, which names its own)
+    horizon_days: float = Field(default=90.0, gt=0)
+
+
 class ScorerSettings(BaseModel):
     group_id: str = "healthscore-scorer"
     model_path: Path = DEFAULT_MODEL_PATH
@@ -131,6 +144,9 @@ class ScorerSettings(BaseModel):
     replay_after_seconds: float = Field(default=600.0, gt=0)
     replay_hold_seconds: float = Field(default=30.0, gt=0)
     stall_after_seconds: float = Field(default=120.0, gt=0)
+    # a subscription change that raises the recurring revenue by this share is an expansion
+    outcome_expansion_share: float = Field(default=0.1, gt=0)
+    quality: QualitySettings = QualitySettings()
     metrics_port: int = 9102
 
 

@@ -543,6 +543,77 @@ class WebhookDeliveryRow(Base):
     )
 
 
+class OutcomeRow(Base):
+    """What happened to an account (churn, return, renewal, expansion, or another named
+    outcome) and when: shown by the stream (`source` "stream", `outcome_id` the signal's id)
+    or told by a person or system (the API, `outcome_id` theirs). Recording one again is
+    idempotent; a correction changes it in place, and a voided one is kept for audit. Live
+    model quality (services/scorer/quality.py) labels its samples with these."""
+
+    __tablename__ = "outcomes"
+
+    source: Mapped[str] = mapped_column(String(32), primary_key=True)
+    outcome_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(128))
+    outcome: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime] = mapped_column(Timestamp)
+    note: Mapped[str] = mapped_column(String(500), server_default="")
+    recorded_by: Mapped[str] = mapped_column(String(200))
+    recorded_at: Mapped[datetime] = mapped_column(Timestamp)
+    voided_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    voided_by: Mapped[str | None] = mapped_column(String(200))
+    void_reason: Mapped[str | None] = mapped_column(String(500))
+
+    __table_args__ = (
+        Index("ix_outcomes_account_at", "account_id", "at"),
+        Index("ix_outcomes_at", "at"),
+    )
+
+
+class OutcomeValues(TypedDict):
+    """An `outcomes` row as the scorer writes it, for an outcome the stream showed."""
+
+    source: str
+    outcome_id: str
+    account_id: str
+    outcome: str
+    at: datetime
+    recorded_by: str
+    recorded_at: datetime
+
+
+class ModelQualityRow(Base):
+    """One measurement of how well a model role's scores foresaw the outcomes that followed
+    them (services/scorer/quality.py), kept for the trend."""
+
+    __tablename__ = "model_quality"
+
+    objective: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_role: Mapped[str] = mapped_column(String(16), primary_key=True)
+    measured_at: Mapped[datetime] = mapped_column(Timestamp, primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(128))
+    outcome: Mapped[str] = mapped_column(String(32))
+    window_days: Mapped[float] = mapped_column(Float)
+    horizon_days: Mapped[float] = mapped_column(Float)
+    samples: Mapped[int] = mapped_column(Integer)
+    accounts: Mapped[int] = mapped_column(Integer)
+    adverse: Mapped[int] = mapped_column(Integer)
+    adverse_accounts: Mapped[int] = mapped_column(Integer)
+    roc_auc: Mapped[float | None] = mapped_column(Float)
+    roc_auc_low: Mapped[float | None] = mapped_column(Float)
+    roc_auc_high: Mapped[float | None] = mapped_column(Float)
+    brier: Mapped[float | None] = mapped_column(Float)
+    brier_low: Mapped[float | None] = mapped_column(Float)
+    brier_high: Mapped[float | None] = mapped_column(Float)
+    reliability: Mapped[list[Any]] = mapped_column(JSON)
+    lead_time_days: Mapped[float | None] = mapped_column(Float)  # median, over the churns
+    warned: Mapped[int | None] = mapped_column(Integer)  # churns seen in the lowest band first
+    churns: Mapped[int | None] = mapped_column(Integer)
+    expected_roc_auc: Mapped[float | None] = mapped_column(Float)
+    expected_brier: Mapped[float | None] = mapped_column(Float)
+    expected_accounts: Mapped[int] = mapped_column(Integer)
+
+
 # Who answers GET .../health from memory (services/api/cache.py) listens here. Every writer of
 # accounts, scores or overrides notifies it of the changed account ids in its transaction;
 # PostgreSQL delivers that on commit, and not at all on rollback. The ids go as JSON arrays in

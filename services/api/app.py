@@ -28,7 +28,7 @@ from services.api import problems
 from services.api.cache import HealthCache
 from services.api.console.mount import install_console
 from services.api.health import HealthReader
-from services.api.routes import accounts, children, ops, overrides, portfolio, webhooks
+from services.api.routes import accounts, children, ops, outcomes, overrides, portfolio, webhooks
 from shared.config import Settings
 from shared.db import create_engine, ensure_migrated
 from shared.ops import settle_heap
@@ -248,11 +248,13 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     if settings.scorer.shadow_model_path is not None:
         models["shadow"] = load_model(settings.scorer.shadow_model_path)
     app.state.models = models
+    app.state.outcomes = outcomes.outcome_counter(app.state.registry)
     problems.install(app)
     for router in (
         accounts.router,
         children.router,
         overrides.router,
+        outcomes.router,
         portfolio.router,
         webhooks.router,
         ops.router,

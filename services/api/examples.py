@@ -281,3 +281,54 @@ CHILDREN = {
     ],
     "items": [_CHILD],
 }
+
+
+OUTCOME = {
+    "source": "salesforce",
+    "outcome_id": "opp-0061",
+    "account_id": "acc-000042",
+    "outcome": "renewal",
+    "at": "2026-11-30T00:00:00Z",
+    "note": "renewed for two years",
+    "recorded_by": "crm-sync",
+    "recorded_at": "2026-11-30T08:00:00Z",
+    "voided_at": None,
+    "voided_by": None,
+    "void_reason": None,
+}
+
+_QUALITY_POINT = {
+    "measured_at": "2026-12-07T09:00:00Z",
+    "model_version": "default@5ea8e56d6c7e",
+    "samples": 118_000,
+    "accounts": 9_400,
+    "adverse": 2_100,
+    "adverse_accounts": 310,
+    "roc_auc": 0.81,
+    "roc_auc_low": 0.78,
+    "roc_auc_high": 0.84,
+    "brier": 0.061,
+    "brier_low": 0.055,
+    "brier_high": 0.067,
+    "expected_roc_auc": 0.83,
+    "expected_brier": 0.058,
+    "expected_accounts": 10_000,
+    "lead_time_days": 21.0,
+    "warned": 240,
+    "churns": 310,
+}
+
+QUALITY = {
+    "items": [
+        {
+            "objective": "churn_risk",
+            "model_role": "active",
+            "outcome": "churn",
+            "window_days": 90.0,
+            "horizon_days": 90.0,
+            "latest": _QUALITY_POINT,
+            "reliability": [{"predicted": 0.05, "observed": 0.04, "samples": 80_000}],
+            "trend": [_QUALITY_POINT],
+        }
+    ]
+}

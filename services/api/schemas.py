@@ -403,3 +403,100 @@ class ChildrenResponse(BaseModel):
     account_id: str = Field(description="the parent")
     rollups: list[Rollup]
     items: list[ChildAccount] = Field(description="each child's score, lowest first")
+
+
+OutcomeName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$", examples=["churn"])]
+
+
+class OutcomeRequest(BaseModel):
+    """What happened to an account, as a CRM or a person knows it. Sent again with the same
+    `source` and `outcome_id`, it is recorded once; with other values, it corrects the record."""
+
+    model_config = {"extra": "forbid"}
+
+    account_id: str = Field(min_length=1, max_length=128, pattern=NO_CONTROL, examples=["acc-1"])
+    outcome: OutcomeName = Field(
+        description="churn, return, renewal, expansion, or another name; renewal, expansion "
+        "and return are favourable, any other adverse"
+    )
+    at: IsoDatetime = Field(description="when it happened", examples=["2026-11-30T00:00:00Z"])
+    source: str = Field(
+        default="api",
+        pattern=r"^[a-z][a-z0-9_\-]{0,31}$",
+        description="the system that knows it (`stream` is the scorer's own)",
+        examples=["salesforce"],
+    )
+    outcome_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9_\-.:]+$",
+        description="the source's own id of it; when omitted, one is made of the account, "
+        "outcome and time, so that a repeat is recorded once",
+        examples=["opp-0061"],
+    )
+    note: str = Field(default="", max_length=500, pattern=NO_CONTROL)
+
+
+class OutcomeResponse(BaseModel):
+    source: str = Field(examples=["salesforce"])
+    outcome_id: str = Field(examples=["opp-0061"])
+    account_id: str = Field(examples=["acc-1"])
+    outcome: str = Field(examples=["churn"])
+    at: datetime
+    note: str
+    recorded_by: str = Field(description="the token's name, or `scorer` for the stream's")
+    recorded_at: datetime
+    voided_at: datetime | None = None
+    voided_by: str | None = None
+    void_reason: str | None = None
+
+
+class OutcomesPage(BaseModel):
+    items: list[OutcomeResponse]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page")
+
+
+class QualityPoint(BaseModel):
+    """One measurement (services/scorer/quality.py; every figure null where it cannot be
+    computed: no adverse sample, no stated probability)."""
+
+    measured_at: datetime
+    model_version: str
+    samples: int = Field(description="(account, cut) pairs judged")
+    accounts: int
+    adverse: int = Field(description="samples that the adverse case followed")
+    adverse_accounts: int
+    roc_auc: float | None = Field(description="of the score as it stood against what followed")
+    roc_auc_low: float | None = Field(description="its 95% interval, by accounts")
+    roc_auc_high: float | None
+    brier: float | None = Field(description="of the probability stated with the score")
+    brier_low: float | None
+    brier_high: float | None
+    expected_roc_auc: float | None = Field(
+        description="what today's scores and calibrated probabilities imply (no outcome needed)"
+    )
+    expected_brier: float | None
+    expected_accounts: int
+    lead_time_days: float | None = Field(
+        description="median days churned accounts had been in the lowest band before churning"
+    )
+    warned: int | None = Field(description="churns that had a warning (a lead time over 0)")
+    churns: int | None = Field(description="churns in the window")
+
+
+class ModelQuality(BaseModel):
+    objective: str = Field(examples=["churn_risk"])
+    model_role: Literal["active", "shadow"]
+    outcome: str = Field(description="what the objective's scores foresee", examples=["churn"])
+    window_days: float
+    horizon_days: float
+    latest: QualityPoint
+    reliability: list[dict[str, float]] = Field(
+        description="stated probability against observed rate, by tenths of probability"
+    )
+    trend: list[QualityPoint] = Field(description="earlier measurements, oldest first")
+
+
+class ModelQualityResponse(BaseModel):
+    items: list[ModelQuality]

@@ -37,8 +37,9 @@ from services.modelling.metrics import (
     reliability,
     score_metrics,
 )
-from services.modelling.replay import FAVOURABLE, Outcomes, replay
+from services.modelling.replay import Outcomes, replay
 from shared.history import History
+from shared.outcomes import FAVOURABLE
 from shared.scoring.engine import evaluate
 from shared.scoring.kinds import kinds_of
 from shared.scoring.model import Calibration, Model

@@ -47,8 +47,9 @@ from sklearn.linear_model import LogisticRegression
 
 from services.modelling.backtest import DAY, Sample, collect, iso, measure, recency_baseline
 from services.modelling.metrics import ScoreMetrics, auc_difference, platt, reliability
-from services.modelling.replay import FAVOURABLE, Outcomes
+from services.modelling.replay import Outcomes
 from shared.history import History
+from shared.outcomes import FAVOURABLE
 from shared.scoring.model import Model, Piecewise
 
 WEIGHT_SCALE = 20.0  # fitted factor weights are scaled to sum to this (readable numbers)

@@ -12,7 +12,6 @@ to then).
 from __future__ import annotations
 
 import csv
-import re
 from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,18 +20,13 @@ from pathlib import Path
 
 from shared.errors import ConfigurationError
 from shared.history import History
+from shared.outcomes import NAME, lapsed, within
 from shared.scoring.kinds import KindIndex
 from shared.scoring.seen import DedupPolicy
 from shared.scoring.state import AccountState
 
 # Every event is replayed once, so de-duplication only needs to catch ids repeated in the file.
 REPLAY_DEDUP = DedupPolicy(horizon_seconds=float("inf"), max_ids=1 << 30)
-
-
-# Outcomes a higher score should foresee; every other outcome (churn, a downgrade...) is
-# adverse: a good score should make it less likely.
-FAVOURABLE = frozenset({"renewal", "expansion", "return"})
-_EVENT = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 
 
 @dataclass(frozen=True)
@@ -45,19 +39,11 @@ class Outcomes:
 
     def lapsed(self, account_id: str, at: float) -> bool:
         """Whether the account had churned by `at` and not come back."""
-        lapsed = False
-        for t, event in self.events.get(account_id, ()):
-            if t > at:
-                break
-            if event == "churn":
-                lapsed = True
-            elif event == "return":
-                lapsed = False
-        return lapsed
+        return lapsed(self.events.get(account_id, ()), at)
 
     def within(self, account_id: str, event: str, after: float, until: float) -> bool:
         """Whether `event` happened to the account in (after, until]."""
-        return any(after < t <= until and e == event for t, e in self.events.get(account_id, ()))
+        return within(self.events.get(account_id, ()), event, after, until)
 
     def first(self, event: str) -> dict[str, float]:
         """account -> time of its first `event`."""
@@ -103,7 +89,7 @@ def load_outcomes(path: Path) -> Outcomes:
             for line, (account_id, event, text) in enumerate(rows, start=2):
                 if not text:
                     continue
-                if not _EVENT.match(event):
+                if not NAME.match(event):
                     raise ValueError(f"line {line}: {event!r} is not an outcome name")
                 at = datetime.fromisoformat(text)
                 at = at if at.tzinfo else at.replace(tzinfo=UTC)

@@ -43,6 +43,7 @@ from services.scorer.news import NewsBook
 from services.scorer.partitions import Partitions
 from services.scorer.poll import Poller
 from services.scorer.prepare import Prepared, Preparer
+from services.scorer.quality import Quality
 from services.scorer.relay import Relay
 from services.scorer.rollups import Rollups
 from services.scorer.rows import Rescorer
@@ -112,8 +113,16 @@ class Scorer:
         rollups = Rollups(
             engine, lambda: self.models.models["active"], settings.kafka.topics.changes, clock
         )
+        quality = Quality(
+            engine,
+            lambda: self.models.models,
+            self.cfg.quality,
+            registry,
+            clock,
+            self.cfg.history_retention_days,
+        )
         self.relay = Relay(
-            engine, self.metrics, clock, self.cfg, self.partitions.owns_first, rollups
+            engine, self.metrics, clock, self.cfg, self.partitions.owns_first, rollups, quality
         )
         self.poller = Poller(self.cfg, self.partitions)
         self.assignment = Assignment(ctx, self.poller, self.sweeper, self.health)

@@ -88,6 +88,12 @@ class ScorerMetrics:
             "Change events published to the changes topic",
             registry=registry,
         )
+        self.outcomes = Counter(
+            "healthscore_model_outcomes_total",
+            "Outcomes recorded, by outcome and source (stream: shown by a signal; api)",
+            ["outcome", "source"],
+            registry=registry,
+        )
         self.history = Counter(
             "healthscore_scorer_history_rows_total",
             "History rows written, by cause",

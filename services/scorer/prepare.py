@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -26,8 +27,11 @@ from services.scorer.news import news_of
 from services.scorer.rows import Rescorer, scoring_errors_refuse
 from services.scorer.store import Batch
 from shared.events import decode_signal
+from shared.outcomes import KINDS as OUTCOME_KINDS
+from shared.outcomes import STREAM, shown_by
+from shared.scoring.kinds import KindIndex
 from shared.scoring.seen import DedupPolicy
-from shared.scoring.state import Fact
+from shared.scoring.state import AccountState, Fact
 
 
 @dataclass
@@ -98,13 +102,13 @@ class Preparer:
         entries = await self.cache.get(partition_of, self.partitions, memory_from)
         await self.models.learn(self.engine, entries.values())
         self.partitions.still(generation)
-        kinds, at = self.models.kinds, now.timestamp()
+        kinds, at, batch = self.models.kinds, now.timestamp(), prepared.batch
         with scoring_errors_refuse():  # once around the loop: nothing per account on the way
             for i, (account_id, account_facts) in enumerate(facts.items()):
                 if i % 50 == 49:
                     await asyncio.sleep(0)  # lets the commit of the batch before make progress
                 entry = entries[account_id]
-                fresh = [f for f in account_facts if entry.state.apply(kinds, f, self.dedup)]
+                fresh = [f for f in account_facts if self._apply(entry.state, kinds, f, batch)]
                 prepared.duplicates += len(account_facts) - len(fresh)
                 if not fresh:
                     continue
@@ -125,3 +129,25 @@ class Preparer:
         self.partitions.still(generation)
         self.partitions.prepared_to(prepared.batch.fences)
         return prepared
+
+    def _apply(self, state: AccountState, kinds: KindIndex, fact: Fact, batch: Batch) -> bool:
+        """Fold the signal in (False: a duplicate), recording the outcome it shows, if any:
+        exactly once, as the state is."""
+        if fact.kind not in OUTCOME_KINDS:
+            return state.apply(kinds, fact, self.dedup)
+        outcome = shown_by(state, fact, self.cfg.outcome_expansion_share)
+        if not state.apply(kinds, fact, self.dedup):
+            return False
+        if outcome is not None:
+            batch.outcomes.append(
+                {
+                    "source": STREAM,
+                    "outcome_id": fact.signal_id,
+                    "account_id": fact.account_id,
+                    "outcome": outcome,
+                    "at": datetime.fromtimestamp(fact.t, UTC),
+                    "recorded_by": "scorer",
+                    "recorded_at": self.clock(),
+                }
+            )
+        return True

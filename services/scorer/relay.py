@@ -5,8 +5,9 @@ transaction, so two scorers never publish one row at once, and a crash before th
 the row is published again with the same CloudEvent id (consumers de-duplicate by it). Then
 each turn rolls up the parents due (rollups.py), whose band changes the next one sends. Every
 few seconds it also refreshes the outbox and rollup gauges and prunes rows sent long ago, as
-often as its cost allows the band gauge, and every hour it keeps the score history's months
-(`history.maintain`) and the de-duplication memory's periods (`memory.maintain`).
+often as its cost allows the band gauge, every minute the live model quality's (quality.py),
+and every hour it keeps the score history's months (`history.maintain`) and the de-duplication
+memory's periods (`memory.maintain`).
 
 The band gauge counts every score (half a second at a million accounts), so one scorer counts:
 the one that owns partition 0 of the signals topic. The others clear the gauge, so that
@@ -27,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.scorer import history, memory, portfolio, store
 from services.scorer.metrics import ScorerMetrics
+from services.scorer.quality import Quality
 from services.scorer.rollups import Rollups
 from shared.config import ScorerSettings
 from shared.events import monthly_revenue
@@ -39,6 +41,8 @@ STATS_EVERY_SECONDS = 10
 # often than keeps that count under 1% of PostgreSQL's time, nor less often than STATS_EVERY
 BANDS_SHARE = 0.01
 HISTORY_EVERY_SECONDS = 3600
+# how often the quality gauges are shown again (and measured, if the interval has passed)
+QUALITY_EVERY_SECONDS = 60
 KEEP_SENT = timedelta(days=7)
 
 
@@ -51,9 +55,11 @@ class Relay:
         cfg: ScorerSettings,
         counts_bands: Callable[[], bool],
         rollups: Rollups,
+        quality: Quality,
     ) -> None:
         self.engine = engine
         self.rollups = rollups
+        self.quality = quality
         self.counts_bands = counts_bands
         self.metrics = metrics
         self.clock = clock
@@ -62,8 +68,9 @@ class Relay:
         self.dedup_horizon_seconds = cfg.dedup_horizon_hours * 3600
 
     async def run(self, producer: AIOKafkaProducer, stop: asyncio.Event) -> None:
-        last_stats = last_bands = last_history = -math.inf  # all on the first turn
+        last_stats = last_bands = last_history = last_quality = -math.inf  # on the first turn
         counted = False  # whether the last band refresh counted (this scorer owned partition 0)
+        shown = False  # whether the last quality refresh showed the figures (the same)
         bands_every = float(STATS_EVERY_SECONDS)
         backoff = Backoff()
         while not stop.is_set():
@@ -74,6 +81,10 @@ class Relay:
                 if time.monotonic() - last_stats > STATS_EVERY_SECONDS:
                     last_stats = time.monotonic()
                     await self.refresh_outbox()
+                owner = self.counts_bands()
+                if time.monotonic() - last_quality > QUALITY_EVERY_SECONDS or owner != shown:
+                    last_quality, shown = time.monotonic(), owner
+                    await self.quality.refresh(owner)
                 counts = self.counts_bands()
                 if time.monotonic() - last_bands > bands_every or counts != counted:
                     last_bands, counted = time.monotonic(), counts

@@ -35,6 +35,8 @@ from shared.db import (
     ModelVersionRow,
     OutboxRow,
     OutboxValues,
+    OutcomeRow,
+    OutcomeValues,
     ParentDueRow,
     ParentDueValues,
     ProfileValues,
@@ -64,6 +66,7 @@ class Batch:
     scores: list[ScoreValues] = field(default_factory=list)
     history: list[HistoryValues] = field(default_factory=list)
     outbox: list[OutboxValues] = field(default_factory=list)
+    outcomes: list[OutcomeValues] = field(default_factory=list)  # what the signals showed
     # whose rollups are due (rollups.py): whether only the past being caught up on moved them
     parents: dict[str, bool] = field(default_factory=dict)
 
@@ -475,6 +478,7 @@ _TARGETS: tuple[_Target, ...] = (
         ("parent_account_id",),
         {"replay": "parents_due.replay AND EXCLUDED.replay"},
     ),
+    _Target(OutcomeRow, OutcomeValues, ()),
 )
 
 
@@ -622,6 +626,7 @@ async def write_batch(
         batch.history,
         batch.outbox,
         [{"parent_account_id": p, "replay": r} for p, r in sorted(batch.parents.items())],
+        batch.outcomes,
     )
     arrays = [a for target, r in zip(_TARGETS, rows, strict=True) for a in _arrays(target, r)]
     async with engine.connect() as conn:

@@ -284,6 +284,19 @@ class Objective(_Strict):
         "it applies in every segment",
     )
     calibration: Calibration | None = None
+    outcome: str | None = Field(
+        default=None,
+        pattern=r"^[a-z][a-z0-9_]{0,31}$",
+        description="what a score of this objective foresees (live quality, back-tests): its "
+        "calibration's outcome if it has one, else this, else churn",
+    )
+
+    @property
+    def foresees(self) -> str:
+        """The outcome this objective's scores are judged by."""
+        if self.calibration is not None:
+            return self.calibration.outcome
+        return self.outcome or "churn"
 
     @model_validator(mode="after")
     def _bands(self) -> Objective:
@@ -392,6 +405,9 @@ class Model(_Strict):
         for factor in document["factors"].values():  # a model without advice keeps its version
             if not factor["advice"]:
                 del factor["advice"]
+        for objective in document["objectives"].values():  # and one that names no outcome
+            if objective["outcome"] is None:
+                del objective["outcome"]
         canonical = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
         return f"{self.name}@{hashlib.sha256(canonical).hexdigest()[:12]}"
 

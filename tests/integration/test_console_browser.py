@@ -13,18 +13,21 @@ import os
 import re
 import shutil
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import uvicorn
 from playwright.async_api import Browser, Page, async_playwright, expect
+from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from healthscore.devstack import free_port
 from services.api.app import create_app
+from services.scorer.quality import Quality
 from services.simulator.world import OWNERS
-from shared.config import Settings
+from shared.config import QualitySettings, Settings
 from tests.integration.test_api import BOTH, CSM, READ
 from tests.integration.test_console import console_settings
 from tests.support.facts import MODEL
@@ -244,3 +247,58 @@ async def test_a_person_reads_overrides_and_revokes_in_a_real_browser(
         ).to_be_visible()
         await expect(csm.locator("table.groups tbody tr").first).to_be_visible()
         await photograph(csm, "portfolio")
+
+
+async def test_a_person_records_an_outcome_and_reads_the_models_quality_in_a_real_browser(
+    settings: Settings, engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """An outcome the stream cannot show (a churn a CSM heard of), recorded in the console;
+    the scorer's next measurement on the quality page, with its trend."""
+    accounts = await seed(settings, engine, accounts=30)  # scored 20 days ago and now
+    configured = console_settings(settings, tmp_path)
+    now = datetime.now(UTC)
+    async with serving(configured) as base, chromium() as browser:
+        page = await (await browser.new_context(viewport=WIDTHS["laptop"])).new_page()
+        expect.set_options(timeout=15_000)
+        await page.goto(f"{base}/console/sign-in#token={BOTH}")
+        await expect(page.get_by_role("heading", name=re.compile("^Portfolio"))).to_be_visible()
+        await page.get_by_role("link", name="Quality").click()
+        await expect(page.get_by_role("heading", name="Model quality")).to_be_visible()
+        await expect(page.locator("#not-measured")).to_be_visible()
+
+        form = page.locator("form.outcome")
+        await form.get_by_label("Account id").fill("nobody-at-all")
+        await form.get_by_label("When").fill(f"{now - timedelta(days=5):%Y-%m-%d}")
+        await form.get_by_role("button", name="Record outcome").click()
+        await expect(page.locator("#outcome-errors")).to_contain_text("no account")
+        churned = accounts[0]
+        await form.get_by_label("Account id").fill(churned)
+        await form.get_by_label("Outcome").select_option("churn")
+        await form.get_by_label("Note").fill("told us on the renewal call")
+        await form.get_by_role("button", name="Record outcome").click()
+        await expect(page.locator("#saved")).to_be_visible()
+        row = page.locator("table.outcomes tbody tr").first
+        await expect(row).to_contain_text(churned)
+        await expect(row).to_contain_text("console")
+        await expect(row).to_contain_text("admin@example.com")
+
+        # the scorer's measurement, as its relay makes it: the seeded scores of 20 days ago
+        # judged against what followed within 10 days
+        judge = Quality(
+            engine,
+            lambda: {"active": MODEL},
+            QualitySettings(window_days=15, step_days=1, horizon_days=10),
+            CollectorRegistry(),
+            lambda: now,
+            730,
+        )
+        measured = await judge.measure(now)
+        churn = next(m for m in measured if m["objective"] == "churn_risk")
+        assert churn["adverse_accounts"] == 1 and churn["roc_auc"] is not None
+        await page.reload()
+        section = page.locator("section.quality[data-objective=churn_risk]")
+        await expect(section.locator(".roc-auc")).to_contain_text(f"{churn['roc_auc']:.3f}")
+        await expect(section.locator(".samples")).to_contain_text(f"{churn['samples']} scores")
+        await expect(section).to_contain_text("Few adverse accounts")
+        await expect(section.locator("svg.quality polyline[data-series=realised]")).to_be_attached()
+        await photograph(page, "quality")

@@ -141,7 +141,7 @@ def test_an_account_at_its_best_needs_nothing() -> None:
     assert helps(account(nps=10, seats_in_use=50)) == []
 
 
-def test_advice_is_part_of_the_model_version_only_where_written() -> None:
+def test_advice_and_outcomes_are_part_of_the_model_version_only_where_written() -> None:
     def advising(advice: str) -> Model:
         nps = SMALL.factors["nps"].model_copy(update={"advice": advice})
         return SMALL.model_copy(update={"factors": {**SMALL.factors, "nps": nps}})
@@ -152,10 +152,22 @@ def test_advice_is_part_of_the_model_version_only_where_written() -> None:
     document = SMALL.model_dump(mode="json")
     del document["factors"]["nps"]["advice"]
     document["factors"]["seats"].pop("advice")
+    for objective in document["objectives"].values():  # nor one that names no outcome
+        del objective["outcome"]
     canonical = orjson.dumps(
         {**document, "factors": {**document["factors"]}}, option=orjson.OPT_SORT_KEYS
     )
     assert plain.version == f"small@{hashlib.sha256(canonical).hexdigest()[:12]}"
+    name, objective = next(iter(SMALL.objectives.items()))
+    naming = SMALL.model_copy(
+        update={
+            "objectives": {
+                **SMALL.objectives,
+                name: objective.model_copy(update={"outcome": "renewal"}),
+            }
+        }
+    )
+    assert naming.version != SMALL.version and naming.objectives[name].foresees == "renewal"
 
 
 @pytest.mark.parametrize("objective", ["churn_risk", "expansion"])

@@ -202,6 +202,7 @@ async def test_only_the_owner_of_partition_0_counts_bands_and_the_others_clear_t
         ScorerSettings(),
         partitions.owns_first,
         None,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
     )
     labels = {"objective": "churn", "model_role": "active", "band": "healthy"}
 

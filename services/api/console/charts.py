@@ -221,23 +221,35 @@ def transform_curve(transform: Transform, label: str) -> Markup:
 BAND_LINES = ("#6b7280", "#dc2626", "#d97706", "#16a34a", "#2563eb", "#7c3aed")
 
 
+TREND_BOX = (720.0, 200.0, 44.0, 22.0, 8.0)  # width, height, left, bottom and top margins
+
+
+def _trend_open(classes: str, label: str) -> str:
+    width, height = TREND_BOX[:2]
+    return (
+        f'<svg class="{classes}" viewBox="0 0 {width:.0f} {height:.0f}" role="img" '
+        f'aria-label="{escape(label)}"><title>{escape(label)}</title>'
+    )
+
+
+def _trend_empty(parts: list[str], text: str) -> Markup:
+    width, height = TREND_BOX[:2]
+    parts.append(
+        f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle">{escape(text)}</text></svg>'
+    )
+    return Markup("".join(parts))
+
+
 def band_trend(
     days: Sequence[tuple[date, dict[str, int]]], bands: Sequence[str], label: str
 ) -> Markup:
     """Accounts per band by day: a line per band (`bands` worst first, coloured from grey and
     red to green), oldest day left."""
-    width, height, left, bottom, top = 720.0, 200.0, 44.0, 22.0, 8.0
+    width, height, left, bottom, top = TREND_BOX
     plot_w, plot_h = width - left - 90, height - bottom - top
-    parts = [
-        f'<svg class="trend" viewBox="0 0 {width:.0f} {height:.0f}" role="img" '
-        f'aria-label="{escape(label)}"><title>{escape(label)}</title>'
-    ]
+    parts = [_trend_open("trend", label)]
     if not days:
-        parts.append(
-            f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle">no day recorded yet'
-            "</text></svg>"
-        )
-        return Markup("".join(parts))
+        return _trend_empty(parts, "no day recorded yet")
     peak = max([1, *(n for _, counts in days for n in counts.values())])
 
     def x(i: int) -> float:
@@ -267,6 +279,65 @@ def band_trend(
             f'data-band="{escape(band)}"><title>{escape(band)}</title></polyline>{dots}'
             f'<text x="{left + plot_w + 8}" y="{top + 14 * (k + 1)}" fill="{colour}" '
             f'class="legend">{escape(band)} {last}</text>'
+        )
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
+def quality_trend(
+    points: Sequence[tuple[datetime, float | None, float | None, float | None, float | None]],
+    label: str,
+) -> Markup:
+    """A model's ROC AUC by measurement: realised (with its 95% interval shaded) and expected
+    (dashed), on 0.5 (a coin) to 1.0; points are (measured, realised, low, high, expected)."""
+    width, height, left, bottom, top = TREND_BOX
+    plot_w, plot_h = width - left - 110, height - bottom - top
+    parts = [_trend_open("trend quality", label)]
+    if not points:
+        return _trend_empty(parts, "not measured yet")
+
+    def x(i: int) -> float:
+        return left + (i / max(len(points) - 1, 1)) * plot_w
+
+    def y(v: float) -> float:
+        return top + (1 - (min(max(v, 0.5), 1.0) - 0.5) / 0.5) * plot_h
+
+    for v in (0.5, 0.75, 1.0):
+        parts.append(f'<text x="{left - 4}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.2f}</text>')
+        parts.append(
+            f'<line x1="{left}" x2="{left + plot_w}" y1="{y(v):.1f}" y2="{y(v):.1f}" '
+            'stroke="#e5e7eb"/>'
+        )
+    for i in sorted({0, len(points) - 1}):
+        parts.append(
+            f'<text x="{x(i):.1f}" y="{height - 6}" text-anchor="middle" class="tick">'
+            f"{points[i][0]:%b %d %H:%M}</text>"
+        )
+    band = [(i, low, high) for i, (_, _, low, high, _) in enumerate(points) if low and high]
+    if band:
+        outline = [f"{x(i):.1f},{y(high):.1f}" for i, _, high in band]
+        outline += [f"{x(i):.1f},{y(low):.1f}" for i, low, _ in reversed(band)]
+        parts.append(
+            f'<polygon points="{" ".join(outline)}" fill="#dbeafe" class="interval">'
+            "<title>95% interval</title></polygon>"
+        )
+    series = (
+        ("realised", "#2563eb", "", [p[1] for p in points]),
+        ("expected", "#6b7280", ' stroke-dasharray="5 4"', [p[4] for p in points]),
+    )
+    for k, (name, colour, dash, values) in enumerate(series):
+        known = [(i, v) for i, v in enumerate(values) if v is not None]
+        if not known:
+            continue
+        line = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in known)
+        dots = "".join(
+            f'<circle cx="{x(i):.1f}" cy="{y(v):.1f}" r="2.5" fill="{colour}"/>' for i, v in known
+        )
+        parts.append(
+            f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="2"{dash} '
+            f'data-series="{name}"><title>{name}</title></polyline>{dots}'
+            f'<text x="{left + plot_w + 8}" y="{top + 14 * (k + 1)}" fill="{colour}" '
+            f'class="legend">{name} {known[-1][1]:.3f}</text>'
         )
     parts.append("</svg>")
     return Markup("".join(parts))

@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.api.console import pages
+from services.api.console import pages, quality
 from services.api.console.session import Sessions
 from services.api.problems import Problem
 
@@ -22,6 +22,7 @@ def install_console(app: FastAPI) -> None:
     app.state.sessions = Sessions(app.state.settings.api)
     app.mount("/console/static", StaticFiles(directory=STATIC), name="console-static")
     app.include_router(pages.router)
+    app.include_router(quality.router)
     app.add_exception_handler(pages.SignInRequired, pages.to_sign_in)  # type: ignore[arg-type]
     for kind in (Problem, StarletteHTTPException):
         app.add_exception_handler(kind, _as_page(app.exception_handlers[kind]))

@@ -517,7 +517,7 @@ def _override_request(
         return [str(e["msg"]).removeprefix("Value error, ") for e in exc.errors()]
 
 
-async def _writers_form(page: Page) -> tuple[dict[str, str], Viewer] | Response:
+async def writers_form(page: Page) -> tuple[dict[str, str], Viewer] | Response:
     """The posted form and who sent it, when the form is genuine and they may write."""
     form = await page.form()
     if form is None:
@@ -533,7 +533,7 @@ async def _writers_form(page: Page) -> tuple[dict[str, str], Viewer] | Response:
 @router.post("/accounts/{account_id}/overrides")
 async def save_override(request: Request, account_id: str) -> Response:
     page = Page(request)
-    checked = await _writers_form(page)
+    checked = await writers_form(page)
     if isinstance(checked, Response):
         return checked
     form, viewer = checked
@@ -557,7 +557,7 @@ async def save_override(request: Request, account_id: str) -> Response:
 @router.post("/accounts/{account_id}/overrides/{override_id}/revoke")
 async def revoke_override(request: Request, account_id: str, override_id: str) -> Response:
     page = Page(request)
-    checked = await _writers_form(page)
+    checked = await writers_form(page)
     if isinstance(checked, Response):
         return checked
     form, viewer = checked

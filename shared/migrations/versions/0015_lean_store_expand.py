@@ -105,6 +105,30 @@ def upgrade() -> None:
         " changed_at TIMESTAMPTZ NOT NULL, updated_at TIMESTAMPTZ NOT NULL,"
         " CONSTRAINT pk_parent_rollups PRIMARY KEY (parent_account_id, objective))"
     )
+    # outcomes, from the stream and the API, and the live models' quality against them
+    # (services/scorer/quality.py)
+    op.execute(
+        "CREATE TABLE outcomes (source VARCHAR(32) NOT NULL, outcome_id VARCHAR(128) NOT NULL,"
+        " account_id VARCHAR(128) NOT NULL, outcome VARCHAR(32) NOT NULL,"
+        " at TIMESTAMPTZ NOT NULL, note VARCHAR(500) DEFAULT '' NOT NULL,"
+        " recorded_by VARCHAR(200) NOT NULL, recorded_at TIMESTAMPTZ NOT NULL,"
+        " voided_at TIMESTAMPTZ, voided_by VARCHAR(200), void_reason VARCHAR(500),"
+        " CONSTRAINT pk_outcomes PRIMARY KEY (source, outcome_id))"
+    )
+    op.execute("CREATE INDEX ix_outcomes_account_at ON outcomes (account_id, at)")
+    op.execute("CREATE INDEX ix_outcomes_at ON outcomes (at)")
+    op.execute(
+        "CREATE TABLE model_quality (objective VARCHAR(64) NOT NULL,"
+        " model_role VARCHAR(16) NOT NULL, measured_at TIMESTAMPTZ NOT NULL,"
+        " model_version VARCHAR(128) NOT NULL, outcome VARCHAR(32) NOT NULL,"
+        " window_days FLOAT NOT NULL, horizon_days FLOAT NOT NULL, samples INTEGER NOT NULL,"
+        " accounts INTEGER NOT NULL, adverse INTEGER NOT NULL,"
+        " adverse_accounts INTEGER NOT NULL, roc_auc FLOAT, roc_auc_low FLOAT,"
+        " roc_auc_high FLOAT, brier FLOAT, brier_low FLOAT, brier_high FLOAT,"
+        " reliability JSON NOT NULL, lead_time_days FLOAT, warned INTEGER, churns INTEGER,"
+        " expected_roc_auc FLOAT, expected_brier FLOAT, expected_accounts INTEGER NOT NULL,"
+        " CONSTRAINT pk_model_quality PRIMARY KEY (objective, model_role, measured_at))"
+    )
     op.execute(
         "ALTER TABLE consumer_offsets ADD COLUMN store_format SMALLINT NOT NULL DEFAULT 1,"
         " ADD COLUMN fence_epoch BIGINT NOT NULL DEFAULT 0, ADD COLUMN models_scanned VARCHAR(16)"
@@ -141,5 +165,5 @@ def downgrade() -> None:
     )
     op.execute(
         "DROP TABLE seen_signals, account_states, model_versions, portfolio_days, parents_due,"
-        " parent_rollups"
+        " parent_rollups, outcomes, model_quality"
     )

@@ -1,0 +1,268 @@
+"""Outcomes from the stream and the API, and the live model's quality measured against them:
+a simulated customer base scored live over 24 days (the scorer's clock moved along with the
+stream), its cancellations recorded by the scorer, a CRM's churn and a voided cancellation by
+the API; then the figures the scorer stores, serves and exports, against a hand computation
+from the score history the scorer wrote."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.api.app import create_app
+from services.api.auth import hash_token
+from shared.config import DEFAULT_MODEL_PATH, ApiToken, QualitySettings, Settings
+from tests.support.signals import produce_signals, running_scorer, simulated_signals, wait_consumed
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+WRITER, READER = "outcomes-writer-token", "outcomes-reader-token"
+DAYS, HORIZON, WINDOW = 24, 7, 14
+DAY = 86_400.0
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def calibrated(tmp_path: Path) -> Path:
+    """The default model, its churn score stating P(churn within 7 days)."""
+    document = yaml.safe_load(DEFAULT_MODEL_PATH.read_text())
+    document["objectives"]["churn_risk"]["calibration"] = {
+        "horizon_days": HORIZON,
+        "intercept": 0.5,
+        "slope": -6.0,
+    }
+    path = tmp_path / "calibrated.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def configured(settings: Settings, tmp_path: Path) -> Settings:
+    tokens = [
+        ApiToken(name="crm-sync", sha256=hash_token(WRITER), scopes=["read", "write"]),
+        ApiToken(name="reader", sha256=hash_token(READER), scopes=["read"]),
+    ]
+    quality = QualitySettings(window_days=WINDOW, step_days=1, horizon_days=HORIZON)
+    return settings.model_copy(
+        update={
+            "api": settings.api.model_copy(update={"tokens": tokens}),
+            "scorer": settings.scorer.model_copy(
+                update={"model_path": calibrated(tmp_path), "quality": quality}
+            ),
+        }
+    )
+
+
+def reference(
+    history: list[Any], churns: dict[str, list[float]], end: float
+) -> tuple[list[tuple[str, float, float, bool]], list[float]]:
+    """The samples the definition gives (account, score, probability, churned within the
+    horizon), each account's score at a cut being its last history point at or before it,
+    and the lead times of the window's churns."""
+    points: dict[str, list[Any]] = defaultdict(list)
+    for row in history:
+        points[row.account_id].append(row)
+    samples = []
+    for k in range(int(WINDOW // 1), -1, -1):
+        cut = end - HORIZON * DAY - k * DAY
+        for account, rows in points.items():
+            before = [r for r in rows if r.seconds <= cut]
+            if not before or any(t <= cut for t in churns.get(account, ())):
+                continue  # no score yet, or churned (nobody here comes back)
+            churned = any(cut < t <= cut + HORIZON * DAY for t in churns.get(account, ()))
+            samples.append((account, before[-1].new_score, before[-1].probability, churned))
+    leads = []
+    for account, times in churns.items():
+        for churned in times:
+            if churned < end - WINDOW * DAY:
+                continue
+            entered = churned
+            for row in reversed([r for r in points[account] if r.seconds < churned]):
+                if row.new_band != "at_risk":
+                    break
+                entered = float(row.seconds)
+            leads.append((churned - entered) / DAY)
+    return samples, leads
+
+
+def pairwise_auc(samples: list[tuple[str, float, float, bool]]) -> float:
+    pairs = [(a, b) for a in samples if a[3] for b in samples if not b[3]]
+    right = sum(1.0 if a[1] < b[1] else 0.5 if a[1] == b[1] else 0.0 for a, b in pairs)
+    return right / len(pairs)
+
+
+async def test_outcomes_from_the_stream_and_the_api_judge_the_live_model(
+    settings: Settings, engine: AsyncEngine, tmp_path: Path
+) -> None:
+    settings = configured(settings, tmp_path)
+    end = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
+    start = end - timedelta(days=DAYS)
+    # a world of 90 days (its accounts churn from their second month), its last 24 streamed
+    signals = [s for s in simulated_signals(60, 90, seed=2, end=end) if s.occurred_at >= start]
+    cancellations = {s.signal_id: s for s in signals if s.kind == "subscription_cancelled"}
+    clock = Clock(start)
+    produced = 0
+    async with running_scorer(settings, engine, clock=clock) as scorer:
+        # live, two days at a time: the scorer's clock moves with the stream
+        for day in range(0, DAYS, 2):
+            until = start + timedelta(days=day + 2)
+            chunk = [s for s in signals if until - timedelta(days=2) <= s.occurred_at < until]
+            clock.now = until
+            produced += await produce_signals(settings, chunk)
+            await wait_consumed(engine, settings, produced)
+        async with engine.connect() as conn:
+            stream = {
+                r.outcome_id: r
+                for r in await conn.execute(text("SELECT * FROM outcomes WHERE source = 'stream'"))
+            }
+        # every cancellation, once, at its time; nothing else the simulator does is an outcome
+        assert {i: (r.account_id, r.outcome, r.at) for i, r in stream.items()} == {
+            i: (s.account_id, "churn", s.occurred_at) for i, s in cancellations.items()
+        }
+        counted = scorer.metrics.outcomes.labels("churn", "stream")._value.get()
+        assert counted == len(cancellations)
+        assert len(cancellations) >= 4, "the simulated base needs churns to judge a model by"
+
+        app = create_app(settings)
+        writer = {"Authorization": f"Bearer {WRITER}"}
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as api,
+        ):
+            churned_ids = {s.account_id for s in cancellations.values()}
+            survivor = sorted({s.account_id for s in signals} - churned_ids)[0]
+            crm_churn = {
+                "account_id": survivor,
+                "outcome": "churn",
+                "at": (end - timedelta(days=10)).isoformat(),
+                "source": "crm",
+                "outcome_id": "opp-1",
+                "note": "told us on the renewal call",
+            }
+            first = await api.post("/v1/outcomes", json=crm_churn, headers=writer)
+            assert first.status_code == 201, first.text
+            assert first.json()["recorded_by"] == "crm-sync"
+            again = await api.post("/v1/outcomes", json=crm_churn, headers=writer)
+            assert again.status_code == 200 and again.json() == first.json()  # once
+            renewal = {"account_id": survivor, "outcome": "renewal", "at": end.isoformat()}
+            made = await api.post("/v1/outcomes", json=renewal, headers=writer)
+            assert made.status_code == 201 and made.json()["source"] == "api"
+            repeat = await api.post("/v1/outcomes", json=renewal, headers=writer)
+            assert repeat.status_code == 200  # no id given: one is made of what it says
+            assert repeat.json()["outcome_id"] == made.json()["outcome_id"]
+            # a cancellation made by mistake: voided, kept for audit, no longer counted
+            mistaken = sorted(cancellations)[0]
+            voided = await api.delete(
+                f"/v1/outcomes/stream/{mistaken}",
+                params={"reason": "cancelled by mistake, reinstated"},
+                headers=writer,
+            )
+            assert voided.status_code == 204
+            listed = await api.get("/v1/outcomes", params={"source": "stream"}, headers=writer)
+            assert mistaken not in {o["outcome_id"] for o in listed.json()["items"]}
+            audit = await api.get(
+                "/v1/outcomes", params={"source": "stream", "voided": "true"}, headers=writer
+            )
+            row = next(o for o in audit.json()["items"] if o["outcome_id"] == mistaken)
+            assert row["voided_by"] == "crm-sync" and row["void_reason"].startswith("cancelled")
+            # bad requests get problem+json
+            for body, code in (
+                ({**crm_churn, "source": "stream"}, 422),
+                ({**crm_churn, "account_id": "nobody"}, 404),
+                ({**crm_churn, "at": (end + timedelta(days=9)).isoformat()}, 422),
+                ({**crm_churn, "outcome": "Churn!"}, 422),
+            ):
+                refused = await api.post("/v1/outcomes", json=body, headers=writer)
+                assert refused.status_code == code, (body, refused.text)
+                assert refused.headers["content-type"] == "application/problem+json"
+            reader = {"Authorization": f"Bearer {READER}"}
+            assert (
+                await api.post("/v1/outcomes", json=crm_churn, headers=reader)
+            ).status_code == 403
+
+            clock.now = end
+            await scorer.relay.quality.refresh(owner=True)
+            served = await api.get("/v1/models/quality", headers=reader)
+            assert served.status_code == 200, served.text
+
+    churns: dict[str, list[float]] = defaultdict(list)
+    for signal_id, s in cancellations.items():
+        if signal_id != mistaken:
+            churns[s.account_id].append(s.occurred_at.timestamp())
+    churns[survivor].append((end - timedelta(days=10)).timestamp())
+    async with engine.connect() as conn:
+        history = list(
+            await conn.execute(
+                text(
+                    "SELECT account_id, extract(epoch FROM at) AS seconds, new_score, probability,"
+                    " new_band FROM score_history WHERE objective = 'churn_risk'"
+                    " AND model_role = 'active' AND new_score IS NOT NULL ORDER BY at, id"
+                )
+            )
+        )
+        today = list(
+            await conn.execute(
+                text(
+                    "SELECT score, probability FROM scores WHERE objective = 'churn_risk'"
+                    " AND model_role = 'active' AND score IS NOT NULL"
+                )
+            )
+        )
+    samples, leads = reference(history, churns, end.timestamp())
+    adverse_accounts = {s[0] for s in samples if s[3]}
+    assert len(adverse_accounts) >= 3, "too few churns inside the window to judge by"
+
+    item = next(
+        i
+        for i in served.json()["items"]
+        if (i["objective"], i["model_role"]) == ("churn_risk", "active")
+    )
+    latest = item["latest"]
+    assert (item["outcome"], item["horizon_days"], item["window_days"]) == ("churn", 7, 14)
+    assert latest["samples"] == len(samples)
+    assert latest["accounts"] == len({s[0] for s in samples})
+    assert latest["adverse"] == sum(s[3] for s in samples)
+    assert latest["adverse_accounts"] == len(adverse_accounts)
+    assert latest["roc_auc"] == pytest.approx(pairwise_auc(samples))
+    assert latest["roc_auc_low"] < latest["roc_auc"] < latest["roc_auc_high"]
+    brier = statistics.fmean((p - churned) ** 2 for _, _, p, churned in samples)
+    assert latest["brier"] == pytest.approx(brier)
+    assert latest["churns"] == len(leads)
+    assert latest["lead_time_days"] == pytest.approx(statistics.median(leads))
+    assert latest["warned"] == sum(lead > 0 for lead in leads)
+    # what today's probabilities imply, by the definition over every ordered pair
+    num = den = 0.0
+    for i, (si, pi) in enumerate(today):
+        for j, (sj, pj) in enumerate(today):
+            if i != j:
+                den += pi * (1 - pj)
+                num += pi * (1 - pj) * (1.0 if si < sj else 0.5 if si == sj else 0.0)
+    assert latest["expected_roc_auc"] == pytest.approx(num / den)
+    assert latest["expected_brier"] == pytest.approx(
+        statistics.fmean(p * (1 - p) for _, p in today)
+    )
+    assert sum(b["samples"] for b in item["reliability"]) == len(samples)
+    # the expansion objective foresees expansion and states no probability
+    expansion = next(i for i in served.json()["items"] if i["objective"] == "expansion")
+    assert expansion["outcome"] == "expansion" and expansion["latest"]["brier"] is None
+    # the gauges the alerts read
+    labels = {"objective": "churn_risk", "model_role": "active"}
+    gauges = scorer.relay.quality.metrics
+    assert gauges.figures["roc_auc"].labels(**labels)._value.get() == pytest.approx(
+        latest["roc_auc"]
+    )
+    assert gauges.adverse.labels(**labels)._value.get() == len(adverse_accounts)
