@@ -571,13 +571,15 @@ class OutcomeRow(Base):
 
 
 class OutcomeValues(TypedDict):
-    """An `outcomes` row as the scorer writes it, for an outcome the stream showed."""
+    """An `outcomes` row as the scorer writes it: an outcome the stream showed, or one an
+    `outcome_recorded` signal told."""
 
     source: str
     outcome_id: str
     account_id: str
     outcome: str
     at: datetime
+    note: str
     recorded_by: str
     recorded_at: datetime
 

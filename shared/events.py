@@ -28,7 +28,7 @@ from pydantic import (
 
 SCHEMA_VERSION = 1
 
-Source = Literal["usage", "support", "billing", "engagement", "market", "api"]
+Source = Literal["usage", "support", "billing", "engagement", "market", "outcomes", "api"]
 
 
 def _lower(value: Any) -> Any:
@@ -362,6 +362,34 @@ class MarketEvent(RawEvent):
     title: ShortText = ""
 
 
+# --- outcomes: what a CRM knows happened ------------------------------------------------------
+
+
+class OutcomeRecorded(RawEvent):
+    """What happened to the account, as the system that knows it says (a CRM's renewal, a
+    churn the billing system does not show): the scorer records it with the outcomes the
+    stream shows, for live model quality. `occurred_at` is when it happened; sent again with
+    the same `system` and `outcome_id`, it corrects the record."""
+
+    type: Literal["outcome_recorded"]
+    outcome: Annotated[str, BeforeValidator(_lower), Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")] = (
+        Field(description="churn, return, renewal, expansion, or another name")
+    )
+    system: Annotated[str, BeforeValidator(_lower), Field(pattern=r"^[a-z][a-z0-9_\-]{0,31}$")] = (
+        Field(description="the system that knows it, e.g. salesforce (not `stream`)")
+    )
+    outcome_id: Identifier | None = Field(
+        default=None, description="the system's own id of it; the event_id when absent"
+    )
+    note: ShortText = ""
+
+    @model_validator(mode="after")
+    def _not_the_stream(self) -> OutcomeRecorded:
+        if self.system == "stream":
+            raise ValueError("system `stream` is the scorer's own")
+        return self
+
+
 UsageEvent = Annotated[
     SessionStarted | FeatureUsed | PageViewed | ActiveUsersReported | SeatsUsedReported,
     Field(discriminator="type"),
@@ -384,6 +412,7 @@ BillingEvent = Annotated[
 ]
 EngagementEvent = Annotated[SocialMentioned | MarketingEngaged, Field(discriminator="type")]
 MarketEvents = Annotated[MarketEvent, Field(discriminator="type")]
+OutcomeEvents = Annotated[OutcomeRecorded, Field(discriminator="type")]
 
 EVENT_TYPES: dict[Source, tuple[type[RawEvent], ...]] = {
     "usage": (SessionStarted, FeatureUsed, PageViewed, ActiveUsersReported, SeatsUsedReported),
@@ -401,6 +430,7 @@ EVENT_TYPES: dict[Source, tuple[type[RawEvent], ...]] = {
     ),
     "engagement": (SocialMentioned, MarketingEngaged),
     "market": (MarketEvent,),
+    "outcomes": (OutcomeRecorded,),
 }
 SOURCE_ADAPTERS: dict[Source, TypeAdapter[Any]] = {
     "usage": TypeAdapter(UsageEvent),
@@ -408,6 +438,7 @@ SOURCE_ADAPTERS: dict[Source, TypeAdapter[Any]] = {
     "billing": TypeAdapter(BillingEvent),
     "engagement": TypeAdapter(EngagementEvent),
     "market": TypeAdapter(MarketEvents),
+    "outcomes": TypeAdapter(OutcomeEvents),
 }
 
 

@@ -70,7 +70,7 @@ def load_events(path: Path) -> History:
                 news.append(
                     NewsItem.of(result.signal_id, result.occurred_at.timestamp(), result.data)
                 )
-            else:
+            elif result.kind != "outcome_recorded":  # an outcome is not scored
                 facts.append(Fact.from_signal(result))
     if not facts:
         raise ConfigurationError(f"{path}: no valid events in {lines} lines")

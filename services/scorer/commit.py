@@ -58,7 +58,7 @@ class Committer:
         times = prepared.event_times
         observe_many(self.metrics.freshness, [max(committed - t, 0.0) for t in times])
         record_history(self.metrics, prepared.batch)
-        for row in prepared.batch.outcomes:
+        for row in prepared.batch.outcomes.values():
             self.metrics.outcomes.labels(row["outcome"], row["source"]).inc()
 
 

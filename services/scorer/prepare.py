@@ -26,6 +26,7 @@ from services.scorer.memory import first_kept
 from services.scorer.news import news_of
 from services.scorer.rows import Rescorer, scoring_errors_refuse
 from services.scorer.store import Batch
+from shared.db import OutcomeValues
 from shared.events import decode_signal
 from shared.outcomes import KINDS as OUTCOME_KINDS
 from shared.outcomes import STREAM, shown_by
@@ -67,6 +68,7 @@ class Preparer:
         generation = self.partitions.generation
         facts: dict[str, list[Fact]] = defaultdict(list)
         news: list[Fact] = []  # market events: about segments, not accounts
+        told: list[Any] = []  # outcomes another system knows of
         partition_of: dict[str, int] = {}
         invalid: list[Any] = []
         ends: dict[TopicPartition, int] = {}
@@ -88,9 +90,15 @@ class Preparer:
                 if signal.kind == "market_event":
                     news.append(Fact.from_signal(signal))
                     continue
+                if signal.kind == "outcome_recorded":  # recorded, not folded into the state
+                    told.append(signal)
+                    continue
                 facts[signal.account_id].append(Fact.from_signal(signal))
                 partition_of[signal.account_id] = tp.partition
         prepared = Prepared(records, Batch(fences=self.partitions.fences(ends)), generation)
+        for signal in told:
+            prepared.batch.record(told_outcome(signal, now))
+        prepared.applied += len(told)
         if invalid:
             await self.dead_letters.send(producer, invalid, "invalid_signal", "not a valid signal")
         if news:  # stored now, each once; every scorer applies them at its next sweep
@@ -139,15 +147,31 @@ class Preparer:
         if not state.apply(kinds, fact, self.dedup):
             return False
         if outcome is not None:
-            batch.outcomes.append(
+            batch.record(
                 {
                     "source": STREAM,
                     "outcome_id": fact.signal_id,
                     "account_id": fact.account_id,
                     "outcome": outcome,
                     "at": datetime.fromtimestamp(fact.t, UTC),
+                    "note": "",
                     "recorded_by": "scorer",
                     "recorded_at": self.clock(),
                 }
             )
         return True
+
+
+def told_outcome(signal: Any, now: datetime) -> OutcomeValues:
+    """An `outcome_recorded` signal as its row: keyed by the system and its id."""
+    data = signal.data
+    return {
+        "source": data["system"],
+        "outcome_id": data.get("outcome_id") or signal.signal_id,
+        "account_id": signal.account_id,
+        "outcome": data["outcome"],
+        "at": signal.occurred_at,
+        "note": data.get("note", ""),
+        "recorded_by": data["system"],
+        "recorded_at": now,
+    }

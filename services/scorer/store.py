@@ -66,9 +66,13 @@ class Batch:
     scores: list[ScoreValues] = field(default_factory=list)
     history: list[HistoryValues] = field(default_factory=list)
     outbox: list[OutboxValues] = field(default_factory=list)
-    outcomes: list[OutcomeValues] = field(default_factory=list)  # what the signals showed
+    # what the signals showed, or told, by (source, outcome_id): a repeat in a batch is one row
+    outcomes: dict[tuple[str, str], OutcomeValues] = field(default_factory=dict)
     # whose rollups are due (rollups.py): whether only the past being caught up on moved them
     parents: dict[str, bool] = field(default_factory=dict)
+
+    def record(self, outcome: OutcomeValues) -> None:
+        self.outcomes[(outcome["source"], outcome["outcome_id"])] = outcome
 
     def add(
         self,
@@ -478,7 +482,8 @@ _TARGETS: tuple[_Target, ...] = (
         ("parent_account_id",),
         {"replay": "parents_due.replay AND EXCLUDED.replay"},
     ),
-    _Target(OutcomeRow, OutcomeValues, ()),
+    # a correction (the same source and id, told again) changes it; a voided one stays voided
+    _Target(OutcomeRow, OutcomeValues, ("source", "outcome_id")),
 )
 
 
@@ -626,7 +631,7 @@ async def write_batch(
         batch.history,
         batch.outbox,
         [{"parent_account_id": p, "replay": r} for p, r in sorted(batch.parents.items())],
-        batch.outcomes,
+        list(batch.outcomes.values()),
     )
     arrays = [a for target, r in zip(_TARGETS, rows, strict=True) for a in _arrays(target, r)]
     async with engine.connect() as conn:

@@ -1,8 +1,9 @@
 """Outcomes from the stream and the API, and the live model's quality measured against them:
 a simulated customer base scored live over 24 days (the scorer's clock moved along with the
-stream), its cancellations recorded by the scorer, a CRM's churn and a voided cancellation by
-the API; then the figures the scorer stores, serves and exports, against a hand computation
-from the score history the scorer wrote."""
+stream), its cancellations recorded by the scorer, a CRM's churn told through the stream and
+corrected, another CRM churn and a voided cancellation by the API; then the figures the
+scorer stores, serves and exports, against a hand computation from the score history the
+scorer wrote."""
 
 from __future__ import annotations
 
@@ -21,7 +22,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.api.app import create_app
 from services.api.auth import hash_token
 from shared.config import DEFAULT_MODEL_PATH, ApiToken, QualitySettings, Settings
-from tests.support.signals import produce_signals, running_scorer, simulated_signals, wait_consumed
+from tests.support.signals import (
+    produce_signals,
+    running_scorer,
+    signal_of,
+    simulated_signals,
+    wait_consumed,
+)
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -124,11 +131,41 @@ async def test_outcomes_from_the_stream_and_the_api_judge_the_live_model(
             clock.now = until
             produced += await produce_signals(settings, chunk)
             await wait_consumed(engine, settings, produced)
+        # a CRM's churn through the stream (an outcomes topic), then its correction
+        churned_ids = {s.account_id for s in cancellations.values()}
+        survivors = sorted({s.account_id for s in signals} - churned_ids)
+        told = [
+            signal_of(
+                {
+                    "event_id": f"hubspot-{k}",
+                    "account_id": survivors[1],
+                    "occurred_at": (end - timedelta(days=day)).isoformat(),
+                    "type": "outcome_recorded",
+                    "schema_version": 1,
+                    "outcome": "churn",
+                    "system": "HubSpot",
+                    "outcome_id": "deal-7",
+                },
+                end,
+            )
+            for k, day in ((1, 12), (2, 11))  # told at 12 days ago, corrected to 11
+        ]
+        produced += await produce_signals(settings, told)
+        await wait_consumed(engine, settings, produced)
         async with engine.connect() as conn:
             stream = {
                 r.outcome_id: r
                 for r in await conn.execute(text("SELECT * FROM outcomes WHERE source = 'stream'"))
             }
+            crm = (
+                await conn.execute(text("SELECT * FROM outcomes WHERE source = 'hubspot'"))
+            ).one()
+        assert (crm.outcome_id, crm.account_id, crm.outcome, crm.at) == (
+            "deal-7",
+            survivors[1],
+            "churn",
+            end - timedelta(days=11),
+        )
         # every cancellation, once, at its time; nothing else the simulator does is an outcome
         assert {i: (r.account_id, r.outcome, r.at) for i, r in stream.items()} == {
             i: (s.account_id, "churn", s.occurred_at) for i, s in cancellations.items()
@@ -143,8 +180,7 @@ async def test_outcomes_from_the_stream_and_the_api_judge_the_live_model(
             app.router.lifespan_context(app),
             httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as api,
         ):
-            churned_ids = {s.account_id for s in cancellations.values()}
-            survivor = sorted({s.account_id for s in signals} - churned_ids)[0]
+            survivor = survivors[0]
             crm_churn = {
                 "account_id": survivor,
                 "outcome": "churn",
@@ -204,6 +240,7 @@ async def test_outcomes_from_the_stream_and_the_api_judge_the_live_model(
         if signal_id != mistaken:
             churns[s.account_id].append(s.occurred_at.timestamp())
     churns[survivor].append((end - timedelta(days=10)).timestamp())
+    churns[survivors[1]].append((end - timedelta(days=11)).timestamp())
     async with engine.connect() as conn:
         history = list(
             await conn.execute(

@@ -152,6 +152,7 @@ def test_asyncapi_document_names_every_topic() -> None:
         "segment.events",
         "stripe.events",
         "zendesk.events",
+        "crm.outcomes",
         "{topic}",
     }
     reasons = document["channels"]["dlq"]["messages"]["deadLetter"]["headers"]["properties"]

@@ -181,3 +181,28 @@ def test_built_signals_are_what_pydantic_makes_and_writes(kind: str) -> None:
     assert signal == constructed and signal.model_fields_set == constructed.model_fields_set
     assert encode_signal(signal) == signal.model_dump_json().encode()
     assert decode_signal(encode_signal(signal)) == signal
+
+
+def test_an_outcome_a_crm_knows_becomes_a_signal_of_its_own_source() -> None:
+    told = {
+        "event_id": "sf-1",
+        "account_id": "acc-1",
+        "occurred_at": "2026-10-30T00:00:00Z",
+        "type": "outcome_recorded",
+        "schema_version": 1,
+        "outcome": "Renewal",
+        "system": "Salesforce",
+    }
+    signal = validate(orjson.dumps(told), now=NOW)
+    assert isinstance(signal, Signal)
+    assert (signal.source, signal.kind) == ("outcomes", "outcome_recorded")
+    assert signal.data == {
+        "outcome": "renewal",
+        "system": "salesforce",
+        "outcome_id": None,
+        "note": "",
+    }
+    for wrong, path in (({"system": "stream"}, "$"), ({"outcome": "re newal!"}, "outcome")):
+        refused = validate(orjson.dumps({**told, **wrong}), now=NOW)
+        assert isinstance(refused, Rejection)
+        assert (refused.reason, refused.path) == ("schema_violation", path)
