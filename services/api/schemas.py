@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from shared.health import Action, Explanation, SourceFreshness
 
@@ -419,7 +426,10 @@ class OutcomeRequest(BaseModel):
         description="churn, return, renewal, expansion, or another name; renewal, expansion "
         "and return are favourable, any other adverse"
     )
-    at: IsoDatetime = Field(description="when it happened", examples=["2026-11-30T00:00:00Z"])
+    at: IsoDatetime = Field(
+        description="when it happened (from 1970 on, at most 5 minutes ahead of the API's clock)",
+        examples=["2026-11-30T00:00:00Z"],
+    )
     source: str = Field(
         default="api",
         pattern=r"^[a-z][a-z0-9_\-]{0,31}$",
@@ -436,6 +446,17 @@ class OutcomeRequest(BaseModel):
         examples=["opp-0061"],
     )
     note: str = Field(default="", max_length=500, pattern=NO_CONTROL)
+
+    @field_validator("at")
+    @classmethod
+    def _in_utc_since_1970(cls, at: datetime) -> datetime:
+        try:
+            at = at.astimezone(UTC)
+        except OverflowError as exc:  # 0001-01-01T00:00+01:00 is before datetime.min in UTC
+            raise ValueError("`at` is out of range") from exc
+        if at.year < 1970:
+            raise ValueError("`at` is before 1970")
+        return at
 
 
 class OutcomeResponse(BaseModel):

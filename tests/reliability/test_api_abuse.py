@@ -39,7 +39,15 @@ from tests.support.signals import seed
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 READER, WRITER = "abuse-reader-token", "abuse-writer-token"
-TABLES = ("accounts", "scores", "score_history", "overrides", "override_audit", "outbox")
+TABLES = (
+    "accounts",
+    "scores",
+    "score_history",
+    "overrides",
+    "override_audit",
+    "outbox",
+    "outcomes",
+)
 MORE_INJECTIONS = (*INJECTIONS, "' OR '1'='1", "1; SELECT pg_sleep(5)", "%", "\\", "a" * 5000)
 
 

@@ -62,6 +62,11 @@ def _engine(request: Request) -> AsyncEngine:
     responses={
         **problem_responses(400, 401, 403, 404, 413, 422),
         **examples.ok(examples.OUTCOME, 201),
+        200: {
+            "model": OutcomeResponse,
+            "description": "recorded already: unchanged, corrected or restored",
+            "content": {"application/json": {"example": examples.OUTCOME}},
+        },
     },
 )
 async def record_outcome(
