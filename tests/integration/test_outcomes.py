@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.api.app import create_app
 from services.api.auth import hash_token
 from shared.config import DEFAULT_MODEL_PATH, ApiToken, QualitySettings, Settings
+from tests.support.pipeline import churn_mismatches
 from tests.support.signals import (
     produce_signals,
     running_scorer,
@@ -303,3 +304,12 @@ async def test_outcomes_from_the_stream_and_the_api_judge_the_live_model(
         latest["roc_auc"]
     )
     assert gauges.adverse.labels(**labels)._value.get() == len(adverse_accounts)
+    # the chaos suite's check of the stream's churns (tests/support/pipeline.py) holds here, and
+    # sees a churn that is missing
+    assert await churn_mismatches(engine, signals) == []
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("DELETE FROM outcomes WHERE source = 'stream' AND outcome_id = :i"),
+            {"i": mistaken},
+        )
+    assert await churn_mismatches(engine, signals) == [f"churn of {mistaken} not recorded"]

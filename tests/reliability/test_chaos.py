@@ -8,11 +8,14 @@ mismatches, records lost and recovery times, in its assertions and in the summar
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import signal
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -36,6 +39,18 @@ from tests.support.pipeline import (
 from tests.support.signals import consumed
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.slow]
+
+
+@contextlib.asynccontextmanager
+async def scenario(report: Any, name: str) -> AsyncIterator[Outcome]:
+    """One scenario's outcome, in the summary table as `name`: timed, and checked for nothing
+    lost or counted twice once the scenario's block ends (a failure inside it reports as
+    itself). A new fault is the block: start the pipeline, flow the stream, inject, count."""
+    outcome = report(Outcome(name))
+    started = time.monotonic()
+    yield outcome
+    outcome.seconds = time.monotonic() - started
+    assert_nothing_lost(outcome)
 
 
 def assert_nothing_lost(outcome: Outcome) -> None:
@@ -72,26 +87,23 @@ async def test_kill_minus_nine_of_ingest_and_the_scorer(
         settings, accounts=scale.accounts, days=scale.days, hostile=scale.hostile // 10,
         seed=scale.seed,
     )  # fmt: skip
-    outcome = report(Outcome("kill -9 ingest and scorer"))
-    started = time.monotonic()
-    pipeline = Pipeline(settings, tmp_path)
-    services = {"ingest": pipeline.ingest(), "scorer": pipeline.scorer()}
-    rng = random.Random(scale.seed)
-    kills: Counter[str] = Counter()
-    async with flowing(pipeline, engine, stream, outcome, scale.rate) as producing:
-        while min(kills["ingest"], kills["scorer"]) < scale.kills:
-            await asyncio.sleep(rng.uniform(0.2, 2.0))
-            name = rng.choice([n for n in services if kills[n] < scale.kills])
-            services[name].kill()
-            services[name].start()
-            kills[name] += 1
-            outcome.faults[f"kill -9 {name}"] += 1
-            outcome.recovery_seconds.append(
-                await progressed(services[name], settings, engine, producing)
-            )
-    outcome.seconds = time.monotonic() - started
-    assert kills == {"ingest": scale.kills, "scorer": scale.kills}
-    assert_nothing_lost(outcome)
+    async with scenario(report, "kill -9 ingest and scorer") as outcome:
+        pipeline = Pipeline(settings, tmp_path)
+        services = {"ingest": pipeline.ingest(), "scorer": pipeline.scorer()}
+        rng = random.Random(scale.seed)
+        kills: Counter[str] = Counter()
+        async with flowing(pipeline, engine, stream, outcome, scale.rate) as producing:
+            while min(kills["ingest"], kills["scorer"]) < scale.kills:
+                await asyncio.sleep(rng.uniform(0.2, 2.0))
+                name = rng.choice([n for n in services if kills[n] < scale.kills])
+                services[name].kill()
+                services[name].start()
+                kills[name] += 1
+                outcome.faults[f"kill -9 {name}"] += 1
+                outcome.recovery_seconds.append(
+                    await progressed(services[name], settings, engine, producing)
+                )
+        assert kills == {"ingest": scale.kills, "scorer": scale.kills}
 
 
 async def test_postgres_restart_under_load(
@@ -101,21 +113,18 @@ async def test_postgres_restart_under_load(
     assert infra.postgres is not None
     stream = raw_stream(settings, accounts=scale.accounts // 2, days=scale.days, hostile=0,
                         seed=scale.seed + 1)  # fmt: skip
-    outcome = report(Outcome("PostgreSQL restart"))
-    started = time.monotonic()
-    pipeline = Pipeline(settings, tmp_path)
-    pipeline.ingest()
-    scorer = pipeline.scorer()
-    rate = len(stream.records) / 30
-    async with flowing(pipeline, engine, stream, outcome, rate) as producing:
-        await wait_for(lambda: consumed(engine, settings), timeout=60)  # under load
-        await asyncio.to_thread(infra.postgres.stop)  # fast shutdown: sessions are cut
-        outcome.faults["PostgreSQL fast stop + start"] += 1
-        await asyncio.sleep(5)
-        await asyncio.to_thread(infra.postgres.start)
-        outcome.recovery_seconds.append(await progressed(scorer, settings, engine, producing))
-    outcome.seconds = time.monotonic() - started
-    assert_nothing_lost(outcome)
+    async with scenario(report, "PostgreSQL restart") as outcome:
+        pipeline = Pipeline(settings, tmp_path)
+        pipeline.ingest()
+        scorer = pipeline.scorer()
+        rate = len(stream.records) / 30
+        async with flowing(pipeline, engine, stream, outcome, rate) as producing:
+            await wait_for(lambda: consumed(engine, settings), timeout=60)  # under load
+            await asyncio.to_thread(infra.postgres.stop)  # fast shutdown: sessions are cut
+            outcome.faults["PostgreSQL fast stop + start"] += 1
+            await asyncio.sleep(5)
+            await asyncio.to_thread(infra.postgres.start)
+            outcome.recovery_seconds.append(await progressed(scorer, settings, engine, producing))
 
 
 async def test_a_frozen_broker_is_noticed_and_survived(
@@ -127,33 +136,32 @@ async def test_a_frozen_broker_is_noticed_and_survived(
     assert infra.broker is not None and infra.broker.proc is not None
     stream = raw_stream(settings, accounts=scale.accounts // 2, days=scale.days, hostile=0,
                         seed=scale.seed + 2)  # fmt: skip
-    outcome = report(Outcome("broker frozen 15 s"))
-    started = time.monotonic()
     stall = {"HEALTHSCORE_INGEST__STALL_AFTER_SECONDS": "5",
              "HEALTHSCORE_SCORER__STALL_AFTER_SECONDS": "5"}  # fmt: skip
-    pipeline = Pipeline(settings, tmp_path, **stall)
-    ingest, scorer = pipeline.ingest(), pipeline.scorer()
-    seen_stalled: set[str] = set()
-    async with flowing(pipeline, engine, stream, outcome, len(stream.records) / 40):
-        await wait_for(lambda: consumed(engine, settings), timeout=60)
-        infra.broker.proc.signal(signal.SIGSTOP)
-        outcome.faults["broker SIGSTOP 15 s"] += 1
-        try:
-            frozen_until = time.monotonic() + 15
-            while time.monotonic() < frozen_until:
-                for service in (ingest, scorer):
-                    if service.healthz() == 503:
-                        seen_stalled.add(service.name)
-                await asyncio.sleep(0.5)
-        finally:
-            infra.broker.proc.signal(signal.SIGCONT)
-        outcome.recovery_seconds.append(
-            await wait_for(lambda: all(s.healthz() == 200 for s in (ingest, scorer)), timeout=120)
-        )
-    outcome.seconds = time.monotonic() - started
-    outcome.notes += [] if seen_stalled else ["no /healthz reported the stall"]
-    assert seen_stalled, "a frozen broker with records waiting must show as a stall"
-    assert_nothing_lost(outcome)
+    async with scenario(report, "broker frozen 15 s") as outcome:
+        pipeline = Pipeline(settings, tmp_path, **stall)
+        ingest, scorer = pipeline.ingest(), pipeline.scorer()
+        seen_stalled: set[str] = set()
+        async with flowing(pipeline, engine, stream, outcome, len(stream.records) / 40):
+            await wait_for(lambda: consumed(engine, settings), timeout=60)
+            infra.broker.proc.signal(signal.SIGSTOP)
+            outcome.faults["broker SIGSTOP 15 s"] += 1
+            try:
+                frozen_until = time.monotonic() + 15
+                while time.monotonic() < frozen_until:
+                    for service in (ingest, scorer):
+                        if service.healthz() == 503:
+                            seen_stalled.add(service.name)
+                    await asyncio.sleep(0.5)
+            finally:
+                infra.broker.proc.signal(signal.SIGCONT)
+            outcome.recovery_seconds.append(
+                await wait_for(
+                    lambda: all(s.healthz() == 200 for s in (ingest, scorer)), timeout=120
+                )
+            )
+        outcome.notes += [] if seen_stalled else ["no /healthz reported the stall"]
+        assert seen_stalled, "a frozen broker with records waiting must show as a stall"
 
 
 async def test_the_broker_killed_and_started_again_under_load(
@@ -163,48 +171,52 @@ async def test_the_broker_killed_and_started_again_under_load(
     Ingest and the scorer must come back by themselves. A process whose client hangs after the
     broker's return (a known aiokafka failure) must say so on /healthz; the test then acts as
     its supervisor and replaces it, and reports how often that was needed."""
-    outcome = report(Outcome(f"broker kill -9 ×{scale.broker_kills}"))
-    started = time.monotonic()
+    rng = random.Random(scale.seed + 5)
+    replaced: list[str] = []
+    async with (
+        scenario(report, f"broker kill -9 ×{scale.broker_kills}") as outcome,
+        durable_broker(infra, tmp_path) as (durable, broker),
+        fresh_settings(durable) as settings,
+    ):
+        engine = create_engine(settings.database)
+        stream = raw_stream(settings, accounts=scale.accounts // 2, days=scale.days,
+                            hostile=0, seed=scale.seed + 5)  # fmt: skip
+        stall = {"HEALTHSCORE_INGEST__STALL_AFTER_SECONDS": "20",
+                 "HEALTHSCORE_SCORER__STALL_AFTER_SECONDS": "20"}  # fmt: skip
+        pipeline = Pipeline(settings, tmp_path, **stall)
+        services = [pipeline.ingest(), pipeline.scorer()]
+        rate = len(stream.records) / (scale.broker_kills * 8 + 10)
+        try:
+            async with flowing(pipeline, engine, stream, outcome, rate) as producing:
+                await wait_for(lambda: consumed(engine, settings), timeout=90)
+                for _ in range(scale.broker_kills):
+                    await asyncio.sleep(rng.uniform(1.0, 4.0))
+                    await asyncio.to_thread(broker.kill)
+                    outcome.faults["broker kill -9 + start"] += 1
+                    await asyncio.sleep(rng.uniform(0.2, 2.0))
+                    await asyncio.to_thread(broker.start)
+                    outcome.recovery_seconds.append(
+                        await supervised_recovery(services, settings, engine, producing, replaced)
+                    )
+        finally:
+            await engine.dispose()
+        if replaced:
+            outcome.faults["hung client replaced after /healthz 503"] = len(replaced)
+        # replacing a hung process is the supervisor's job, done only after liveness said so
+        assert all(s.starts == 1 + replaced.count(s.name) for s in services)
+
+
+@contextlib.asynccontextmanager
+async def durable_broker(infra: Infra, tmp_path: Path) -> AsyncIterator[tuple[Infra, Broker]]:
+    """A broker of its own whose data lives in S3 (moto), so that it survives kill -9; the
+    session's infrastructure with it in place of the session's broker."""
     store = ObjectStore(log_path=tmp_path / "s3.log").start()
     broker = Broker(log_path=tmp_path / "broker.log", store=store).start()
-    durable = Infra(broker.bootstrap_servers, infra.database, infra.postgres, broker)
-    rng = random.Random(scale.seed + 5)
     try:
-        async with fresh_settings(durable) as settings:
-            engine = create_engine(settings.database)
-            stream = raw_stream(settings, accounts=scale.accounts // 2, days=scale.days,
-                                hostile=0, seed=scale.seed + 5)  # fmt: skip
-            stall = {"HEALTHSCORE_INGEST__STALL_AFTER_SECONDS": "20",
-                     "HEALTHSCORE_SCORER__STALL_AFTER_SECONDS": "20"}  # fmt: skip
-            pipeline = Pipeline(settings, tmp_path, **stall)
-            services = [pipeline.ingest(), pipeline.scorer()]
-            rate = len(stream.records) / (scale.broker_kills * 8 + 10)
-            replaced: list[str] = []
-            try:
-                async with flowing(pipeline, engine, stream, outcome, rate) as producing:
-                    await wait_for(lambda: consumed(engine, settings), timeout=90)
-                    for _ in range(scale.broker_kills):
-                        await asyncio.sleep(rng.uniform(1.0, 4.0))
-                        await asyncio.to_thread(broker.kill)
-                        outcome.faults["broker kill -9 + start"] += 1
-                        await asyncio.sleep(rng.uniform(0.2, 2.0))
-                        await asyncio.to_thread(broker.start)
-                        outcome.recovery_seconds.append(
-                            await supervised_recovery(
-                                services, settings, engine, producing, replaced
-                            )
-                        )
-            finally:
-                await engine.dispose()
+        yield Infra(broker.bootstrap_servers, infra.database, infra.postgres, broker), broker
     finally:
         broker.stop()
         store.stop()
-    outcome.seconds = time.monotonic() - started
-    if replaced:
-        outcome.faults["hung client replaced after /healthz 503"] = len(replaced)
-    # replacing a hung process is the supervisor's job, done only after liveness said so
-    assert all(s.starts == 1 + replaced.count(s.name) for s in services)
-    assert_nothing_lost(outcome)
 
 
 async def supervised_recovery(
@@ -239,26 +251,23 @@ async def test_scorers_joining_and_leaving_under_load(
 ) -> None:
     stream = raw_stream(settings, accounts=scale.accounts // 2, days=scale.days, hostile=0,
                         seed=scale.seed + 3)  # fmt: skip
-    outcome = report(Outcome("scorer rebalances"))
-    started = time.monotonic()
-    pipeline = Pipeline(settings, tmp_path)
-    pipeline.ingest()
-    running = [pipeline.scorer()]
-    rate = len(stream.records) / (scale.rebalances * 5 + 10)
-    rng = random.Random(scale.seed)
-    async with flowing(pipeline, engine, stream, outcome, rate) as producing:
-        for _ in range(scale.rebalances):
-            running.append(pipeline.scorer())
-            outcome.faults["scorer joins"] += 1
-            await asyncio.sleep(rng.uniform(2, 5))
-            leaving = running.pop(rng.randrange(len(running)))
-            assert leaving.stop() == 0, "a scorer leaving the group exits cleanly"
-            outcome.faults["scorer leaves"] += 1
-            outcome.recovery_seconds.append(
-                await progressed(running[0], settings, engine, producing)
-            )
-    outcome.seconds = time.monotonic() - started
-    assert_nothing_lost(outcome)
+    async with scenario(report, "scorer rebalances") as outcome:
+        pipeline = Pipeline(settings, tmp_path)
+        pipeline.ingest()
+        running = [pipeline.scorer()]
+        rate = len(stream.records) / (scale.rebalances * 5 + 10)
+        rng = random.Random(scale.seed)
+        async with flowing(pipeline, engine, stream, outcome, rate) as producing:
+            for _ in range(scale.rebalances):
+                running.append(pipeline.scorer())
+                outcome.faults["scorer joins"] += 1
+                await asyncio.sleep(rng.uniform(2, 5))
+                leaving = running.pop(rng.randrange(len(running)))
+                assert leaving.stop() == 0, "a scorer leaving the group exits cleanly"
+                outcome.faults["scorer leaves"] += 1
+                outcome.recovery_seconds.append(
+                    await progressed(running[0], settings, engine, producing)
+                )
 
 
 async def test_a_rolling_upgrade_from_release_0014_under_load(
@@ -269,9 +278,10 @@ async def test_a_rolling_upgrade_from_release_0014_under_load(
     replaced by one of this release in turn (each takes its partitions over, fencing release
     0014's writers out and converting their accounts); then the database is migrated to the
     head. Nothing is lost or counted twice."""
-    outcome = report(Outcome("rolling upgrade from release 0014"))
-    started = time.monotonic()
-    async with fresh_settings(infra, revision="0014") as settings:
+    async with (
+        scenario(report, "rolling upgrade from release 0014") as outcome,
+        fresh_settings(infra, revision="0014") as settings,
+    ):
         engine = create_engine(settings.database)
         stream = raw_stream(settings, accounts=scale.accounts // 2, days=scale.days, hostile=0,
                             seed=scale.seed + 6)  # fmt: skip
@@ -296,8 +306,6 @@ async def test_a_rolling_upgrade_from_release_0014_under_load(
                 outcome.faults["migrated to the head under load"] += 1
         finally:
             await engine.dispose()
-    outcome.seconds = time.monotonic() - started
-    assert_nothing_lost(outcome)
 
 
 async def test_hostile_input_at_scale_is_dead_lettered_without_a_restart(
@@ -305,29 +313,26 @@ async def test_hostile_input_at_scale_is_dead_lettered_without_a_restart(
 ) -> None:
     stream = raw_stream(settings, accounts=scale.accounts // 4, days=scale.days,
                         hostile=scale.hostile, seed=scale.seed + 4)  # fmt: skip
-    outcome = report(Outcome(f"{scale.hostile} hostile records"))
-    started = time.monotonic()
-    pipeline = Pipeline(settings, tmp_path)
-    ingest, scorer = pipeline.ingest(), pipeline.scorer()
-    try:
-        await produce_stream(settings, stream, scale.rate)
-        await settle_and_check(settings, engine, stream, outcome)
-        counted = {
-            name: ingest.metric(f"healthscore_ingest_{name}_total")
-            for name in ("records_consumed", "signals_produced", "dlq_records")
-        }
-        outcome.unplanned_exits = len(pipeline.unplanned_exits())
-        assert ingest.starts == scorer.starts == 1 and ingest.alive and scorer.alive
-    finally:
-        pipeline.stop()
-    outcome.seconds = time.monotonic() - started
-    outcome.faults["hostile records"] = scale.hostile
-    # one process, no crash: its own counters balance exactly
-    assert counted["records_consumed"] == len(stream.records)
-    assert counted["signals_produced"] + counted["dlq_records"] == len(stream.records)
-    assert counted["dlq_records"] == outcome.dlq == sum(stream.reasons.values())
-    # hostile copies that reuse a real event id are duplicates for the scorer to drop, no more
-    ids = [s.signal_id for s in stream.signals]
-    assert outcome.duplicates_dropped == len(ids) - len(set(ids))
-    assert len(stream.reasons) >= 8, stream.reasons  # many distinct reasons exercised
-    assert_nothing_lost(outcome)
+    async with scenario(report, f"{scale.hostile} hostile records") as outcome:
+        pipeline = Pipeline(settings, tmp_path)
+        ingest, scorer = pipeline.ingest(), pipeline.scorer()
+        try:
+            await produce_stream(settings, stream, scale.rate)
+            await settle_and_check(settings, engine, stream, outcome)
+            counted = {
+                name: ingest.metric(f"healthscore_ingest_{name}_total")
+                for name in ("records_consumed", "signals_produced", "dlq_records")
+            }
+            outcome.unplanned_exits = len(pipeline.unplanned_exits())
+            assert ingest.starts == scorer.starts == 1 and ingest.alive and scorer.alive
+        finally:
+            pipeline.stop()
+        outcome.faults["hostile records"] = scale.hostile
+        # one process, no crash: its own counters balance exactly
+        assert counted["records_consumed"] == len(stream.records)
+        assert counted["signals_produced"] + counted["dlq_records"] == len(stream.records)
+        assert counted["dlq_records"] == outcome.dlq == sum(stream.reasons.values())
+        # hostile copies that reuse a real event id are duplicates for the scorer to drop
+        ids = [s.signal_id for s in stream.signals]
+        assert outcome.duplicates_dropped == len(ids) - len(set(ids))
+        assert len(stream.reasons) >= 8, stream.reasons  # many distinct reasons exercised

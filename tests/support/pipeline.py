@@ -22,7 +22,7 @@ import signal
 import subprocess
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -198,12 +198,31 @@ def raw_stream(
     by_source = {"usage": topics.usage, "support": topics.support, "billing": topics.billing}
     end = datetime.now(UTC) - timedelta(hours=1)
     world = World(seed, accounts, start=end - timedelta(days=days), days=days, intensity=intensity)
-    events = [e for d in range(days) for a in world.accounts for e in world.day_events(a, d)]
+    rng = random.Random(seed)
+    # a world this short churns no one: every 20th account cancels on a day of its own, so
+    # that the outcomes the stream shows are checked too (churn_mismatches)
+    cancels = {a.account_id: rng.randrange(days) for a in world.accounts[::20]}
+    events = []
+    for d in range(days):
+        for account in world.accounts:
+            today = world.day_events(account, d)
+            events += today
+            if today and cancels.get(account.account_id) == d:
+                at = datetime.fromisoformat(today[-1]["occurred_at"]) + timedelta(minutes=1)
+                events.append(
+                    {
+                        "event_id": f"{account.account_id}-cancelled",
+                        "account_id": account.account_id,
+                        "occurred_at": at.isoformat(),
+                        "type": "subscription_cancelled",
+                        "schema_version": 1,
+                        "reason": "chaos",
+                    }
+                )
     records: list[Record] = [
         (by_source[EVENT_TYPE_SOURCE[e["type"]]], e["account_id"].encode(), orjson.dumps(e))
         for e in events
     ]
-    rng = random.Random(seed)
     for _ in range(hostile):
         key, value = hostile_record(rng, rng.choice(events))
         records.insert(rng.randrange(len(records) + 1), (rng.choice(topics.raw), key, value))
@@ -356,12 +375,36 @@ async def settle_and_check(
             outcome.notes.append(f"gave up after {timeout:.0f} s: {outcome.incomplete}")
             return outcome
         bad += rolled
+        bad += await churn_mismatches(engine, stream.signals)
     outcome.accounts_checked = len({s.account_id for s in stream.signals})
     outcome.mismatches += len(bad)
     if bad:
         outcome.notes.append(f"mismatched: {bad[:5]}")
     outcome.notes += await _outbox_delivered(settings, engine)
     return outcome
+
+
+async def churn_mismatches(engine: AsyncEngine, signals: Sequence[Signal]) -> list[str]:
+    """The churns the stream showed (every cancellation the scorer applied: the first signal of
+    each id, as the reference folds them) against those the scorer recorded, exactly once each
+    (shared/outcomes.py), and no stream outcome from a signal that was not sent."""
+    first: dict[tuple[str, str], Signal] = {}  # by account and id, as the state de-duplicates
+    for sent in signals:
+        first.setdefault((sent.account_id, sent.signal_id), sent)
+    want = {i for (_, i), s in first.items() if s.kind == "subscription_cancelled"}
+    ids = {i for _, i in first}
+    async with engine.connect() as conn:
+        rows = list(
+            await conn.execute(
+                text("SELECT outcome_id, outcome FROM outcomes WHERE source = 'stream'")
+            )
+        )
+    got = {r.outcome_id for r in rows if r.outcome == "churn"}
+    bad = [f"churn of {i} not recorded" for i in sorted(want - got)]
+    bad += [f"churn of {i} recorded, not shown" for i in sorted(got - want)]
+    bad += [f"outcome of {r.outcome_id} from no signal" for r in rows if r.outcome_id not in ids]
+    print(f"churns checked: {len(want)}, stream outcomes: {len(rows)}")  # shown with -s
+    return bad
 
 
 async def rollup_mismatches(
