@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum |
 PEER := .venv-peer
 PEER_STAMP := $(PEER)/.installed-$(shell cksum < bench/peer-requirements.txt | cut -d' ' -f1)
 
-.PHONY: help install run test test-unit lint fmt migrate schemas bench-ingest bench-scorer bench-import bench-api bench-console bench-scale bench-peer bench-backtest backtest-demo chaos soak clean
+.PHONY: help install run test test-unit lint fmt migrate schemas bench-ingest bench-scorer bench-import bench-api bench-console bench-quality bench-scale bench-peer bench-backtest backtest-demo chaos soak clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ bench-ingest: $(STAMP) ## ingest throughput vs raw produce (bench/ingest.py)
 
 bench-scorer: $(STAMP) ## scorer durable throughput vs raw consume, freshness, RSS (bench/scorer.py)
 	$(BIN)/python bench/scorer.py
+
+bench-quality: $(STAMP) ## one live model quality measurement vs one read of the history (bench/quality.py)
+	$(BIN)/python bench/quality.py
 
 bench-import: $(STAMP) ## history import of 20,000 accounts and 500,000 events (bench/import_history.py)
 	$(BIN)/python bench/import_history.py
