@@ -26,6 +26,8 @@ not, so that `max by (objective, model_role)` reads one value.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
 import statistics
 from collections import defaultdict
@@ -163,19 +165,39 @@ class Quality:
         self.metrics = QualityMetrics(registry)
         self.clock = clock
         self.retention = timedelta(days=retention_days)
+        self.owner = False
+        self.measuring: asyncio.Task[None] | None = None
 
     async def refresh(self, owner: bool) -> None:
-        """Measure if the last measurement is older than the interval (owner only); then show
-        the latest figures, or none where another scorer shows them."""
+        """Show the latest figures (owner only: the others clear theirs), and start a
+        measurement if the last is older than the interval. It runs beside the relay's turns,
+        which publish change events and must not wait for a read of every account's history."""
+        self.owner = owner
         if not owner:
             self.metrics.clear()
             return
         now = self.clock()
         async with self.engine.connect() as conn:
             last = await conn.scalar(select(func.max(ModelQualityRow.measured_at)))
-        if last is None or now - last >= timedelta(minutes=self.cfg.every_minutes):
-            await self.measure(now)
+        due = last is None or now - last >= timedelta(minutes=self.cfg.every_minutes)
+        if due and (self.measuring is None or self.measuring.done()):
+            self.measuring = asyncio.create_task(self._measure(now))
         self.metrics.show(await latest(self.engine))
+
+    async def _measure(self, now: datetime) -> None:
+        try:
+            await self.measure(now)
+            if self.owner:  # partition 0 may have moved on meanwhile
+                self.metrics.show(await latest(self.engine))
+        except Exception as exc:  # measured again at the next refresh after the interval
+            log.warning("scorer.quality_failed", error=repr(exc)[:300])
+
+    async def close(self) -> None:
+        """Stop a measurement under way (the scorer is stopping)."""
+        if self.measuring is not None and not self.measuring.done():
+            self.measuring.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.measuring
 
     def judged(self) -> list[Judged]:
         return [

@@ -68,6 +68,12 @@ class Relay:
         self.dedup_horizon_seconds = cfg.dedup_horizon_hours * 3600
 
     async def run(self, producer: AIOKafkaProducer, stop: asyncio.Event) -> None:
+        try:
+            await self._turns(producer, stop)
+        finally:
+            await self.quality.close()
+
+    async def _turns(self, producer: AIOKafkaProducer, stop: asyncio.Event) -> None:
         last_stats = last_bands = last_history = last_quality = -math.inf  # on the first turn
         counted = False  # whether the last band refresh counted (this scorer owned partition 0)
         shown = False  # whether the last quality refresh showed the figures (the same)
@@ -81,11 +87,10 @@ class Relay:
                 if time.monotonic() - last_stats > STATS_EVERY_SECONDS:
                     last_stats = time.monotonic()
                     await self.refresh_outbox()
-                owner = self.counts_bands()
-                if time.monotonic() - last_quality > QUALITY_EVERY_SECONDS or owner != shown:
-                    last_quality, shown = time.monotonic(), owner
-                    await self.quality.refresh(owner)
                 counts = self.counts_bands()
+                if time.monotonic() - last_quality > QUALITY_EVERY_SECONDS or counts != shown:
+                    last_quality, shown = time.monotonic(), counts
+                    await self.quality.refresh(counts)
                 if time.monotonic() - last_bands > bands_every or counts != counted:
                     last_bands, counted = time.monotonic(), counts
                     await self.refresh_bands()

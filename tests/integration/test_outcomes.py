@@ -232,7 +232,10 @@ async def test_outcomes_from_the_stream_and_the_api_judge_the_live_model(
             ).status_code == 403
 
             clock.now = end
-            await scorer.relay.quality.refresh(owner=True)
+            quality = scorer.relay.quality
+            await quality.refresh(owner=True)  # as the relay does: the measurement is started
+            assert quality.measuring is not None
+            await quality.measuring
             served = await api.get("/v1/models/quality", headers=reader)
             assert served.status_code == 200, served.text
 
