@@ -3,7 +3,8 @@ the same score history once in the same run.
 
 1. Scores ACCOUNTS simulated accounts (BENCH_QUALITY_ACCOUNTS, default 20,000) at twelve times
    a week apart with the scorer's own code into a fresh PostgreSQL (every score a history
-   point), records a churn for one account in ten (at random: the figures are not the point), and VACUUM ANALYZEs.
+   point), records a churn for one account in ten (at random: the figures are not the
+   point), and VACUUM ANALYZEs.
 2. Alternating rounds: the reference, one pass over the history rows the measurement reads
    (`SELECT` of the same columns, in the same order, fetched by the client), then a whole
    measurement of every objective (its samples, figures, lead times and expected figures,

@@ -215,12 +215,16 @@ class Quality:
         ]
 
     async def measure(self, now: datetime) -> list[dict[str, Any]]:
-        """Measure every served objective and store the figures (one transaction)."""
-        rows = []
-        async with self.engine.begin() as conn:
+        """Measure every served objective and store the figures. Each objective is read in a
+        transaction of its own: a long-held snapshot would keep vacuum from the rows that the
+        batches update meanwhile."""
+        async with self.engine.connect() as conn:
             timelines = await _timelines(conn, now)
-            for judged in self.judged():
+        rows = []
+        for judged in self.judged():
+            async with self.engine.connect() as conn:
                 rows.append(await self._figures(conn, judged, timelines, now))
+        async with self.engine.begin() as conn:
             await conn.execute(insert(ModelQualityRow), rows)
             await conn.execute(
                 delete(ModelQualityRow).where(ModelQualityRow.measured_at < now - self.retention)
