@@ -8,7 +8,8 @@ judged on from a churn until a return (`lapsed`).
 The stream shows three of them as they happen (`shown_by`), read against the account's state
 before the signal: a cancellation is a churn; a new subscription after a cancellation is a
 return; a subscription change that raises the recurring revenue by at least a share of it is an
-expansion. A renewal, and anything the stream cannot see, comes from the API (a CRM, a person).
+expansion. A renewal, and anything the stream cannot see, comes from a CRM or a person: the
+API, the console, or an `outcome_recorded` event on any v1 topic.
 """
 
 from __future__ import annotations
@@ -23,10 +24,6 @@ FAVOURABLE: Final = frozenset({"renewal", "expansion", "return"})
 NAME: Final = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 STREAM: Final = "stream"  # the source of the outcomes the scorer records
 KINDS: Final = frozenset({"subscription_cancelled", "subscription_created", "subscription_changed"})
-
-
-def adverse(outcome: str) -> bool:
-    return outcome not in FAVOURABLE
 
 
 def shown_by(state: AccountState, fact: Fact, expansion_share: float) -> str | None:
