@@ -26,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 
+from shared.outcomes import NAME_PATTERN, SOURCE_PATTERN
+
 SCHEMA_VERSION = 1
 
 Source = Literal["usage", "support", "billing", "engagement", "market", "outcomes", "api"]
@@ -372,11 +374,11 @@ class OutcomeRecorded(RawEvent):
     the same `system` and `outcome_id`, it corrects the record."""
 
     type: Literal["outcome_recorded"]
-    outcome: Annotated[str, BeforeValidator(_lower), Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")] = (
-        Field(description="churn, return, renewal, expansion, or another name")
+    outcome: Annotated[str, BeforeValidator(_lower), Field(pattern=NAME_PATTERN)] = Field(
+        description="churn, return, renewal, expansion, or another name"
     )
-    system: Annotated[str, BeforeValidator(_lower), Field(pattern=r"^[a-z][a-z0-9_\-]{0,31}$")] = (
-        Field(description="the system that knows it, e.g. salesforce (not `stream`)")
+    system: Annotated[str, BeforeValidator(_lower), Field(pattern=SOURCE_PATTERN)] = Field(
+        description="the system that knows it, e.g. salesforce (not `stream`)"
     )
     outcome_id: Identifier | None = Field(
         default=None, description="the system's own id of it; the event_id when absent"

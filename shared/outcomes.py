@@ -5,11 +5,11 @@ uses) and timed. A favourable one (renewal, expansion, return) is what a higher 
 make likelier; any other is adverse. An account is out of the population that a score is
 judged on from a churn until a return (`lapsed`).
 
-The stream shows three of them as they happen (`shown_by`), read against the account's state
-before the signal: a cancellation is a churn; a new subscription after a cancellation is a
-return; a subscription change that raises the recurring revenue by at least a share of it is an
-expansion. A renewal, and anything the stream cannot see, comes from a CRM or a person: the
-API, the console, or an `outcome_recorded` event on any v1 topic.
+The stream shows three of them as they happen (services/scorer/outcomes.py): a cancellation
+is a churn; a new subscription after a cancellation is a return; a subscription change that
+raises the recurring revenue by at least a share of it is an expansion. A renewal, and
+anything the stream cannot see, comes from a CRM or a person: the API, the console, or an
+`outcome_recorded` event on any v1 topic.
 """
 
 from __future__ import annotations
@@ -18,31 +18,24 @@ import re
 from collections.abc import Sequence
 from typing import Final
 
-from shared.scoring.state import AccountState, Fact
+from prometheus_client import CollectorRegistry, Counter
 
 FAVOURABLE: Final = frozenset({"renewal", "expansion", "return"})
-NAME: Final = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+NAME_PATTERN: Final = r"^[a-z][a-z0-9_]{0,31}$"  # an outcome's name, wherever one is given
+SOURCE_PATTERN: Final = r"^[a-z][a-z0-9_\-]{0,31}$"  # the system that tells one
+NAME: Final = re.compile(NAME_PATTERN)
 STREAM: Final = "stream"  # the source of the outcomes the scorer records
-KINDS: Final = frozenset({"subscription_cancelled", "subscription_created", "subscription_changed"})
 
 
-def shown_by(state: AccountState, fact: Fact, expansion_share: float) -> str | None:
-    """The outcome `fact` shows, against `state` before it is applied; None if none. A signal
-    older than the account's newest subscription figure shows nothing: it is no news."""
-    if fact.kind == "subscription_cancelled":
-        return "churn"
-    if fact.kind not in ("subscription_created", "subscription_changed"):
-        return None
-    before = state.attributes.get("mrr_cents")
-    now = fact.data.get("mrr_cents")
-    if before is None or fact.t <= before[0] or not isinstance(now, int):
-        return None
-    previous = before[2]
-    if fact.kind == "subscription_created":
-        return "return" if previous == 0 else None
-    if isinstance(previous, int) and previous > 0 and now >= previous * (1 + expansion_share):
-        return "expansion"
-    return None
+def recorded_counter(registry: CollectorRegistry) -> Counter:
+    """The count of outcomes recorded, in each process that records them (the scorer, the
+    API)."""
+    return Counter(
+        "healthscore_model_outcomes_total",
+        "Outcomes recorded, by outcome and source (stream: shown by a signal; api)",
+        ["outcome", "source"],
+        registry=registry,
+    )
 
 
 Timeline = Sequence[tuple[float, str]]  # one account's outcomes: (epoch seconds, name), in order

@@ -32,6 +32,7 @@ from services.api.routes import accounts, children, ops, outcomes, overrides, po
 from shared.config import Settings
 from shared.db import create_engine, ensure_migrated
 from shared.ops import settle_heap
+from shared.outcomes import recorded_counter
 from shared.scoring.model import load_model
 
 DESCRIPTION = """Current health scores, their explanations and history, account lists, and
@@ -248,7 +249,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
     if settings.scorer.shadow_model_path is not None:
         models["shadow"] = load_model(settings.scorer.shadow_model_path)
     app.state.models = models
-    app.state.outcomes = outcomes.outcome_counter(app.state.registry)
+    app.state.outcomes = recorded_counter(app.state.registry)
     problems.install(app)
     for router in (
         accounts.router,

@@ -16,6 +16,7 @@ from pydantic import (
 )
 
 from shared.health import Action, Explanation, SourceFreshness
+from shared.outcomes import NAME_PATTERN, SOURCE_PATTERN
 
 _ISO = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]")
 # PostgreSQL text cannot hold NUL, and control characters have no business in these fields.
@@ -412,7 +413,7 @@ class ChildrenResponse(BaseModel):
     items: list[ChildAccount] = Field(description="each child's score, lowest first")
 
 
-OutcomeName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$", examples=["churn"])]
+OutcomeName = Annotated[str, Field(pattern=NAME_PATTERN, examples=["churn"])]
 
 
 class OutcomeRequest(BaseModel):
@@ -432,7 +433,7 @@ class OutcomeRequest(BaseModel):
     )
     source: str = Field(
         default="api",
-        pattern=r"^[a-z][a-z0-9_\-]{0,31}$",
+        pattern=SOURCE_PATTERN,
         description="the system that knows it (`stream` is the scorer's own)",
         examples=["salesforce"],
     )

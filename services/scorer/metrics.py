@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from shared.outcomes import recorded_counter
+
 # Why the scorer dead-letters a signal (the `reason` header and label).
 DEAD_LETTER_REASONS = ("invalid_signal", "refused_by_database", "scoring_failed")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -88,12 +90,7 @@ class ScorerMetrics:
             "Change events published to the changes topic",
             registry=registry,
         )
-        self.outcomes = Counter(
-            "healthscore_model_outcomes_total",
-            "Outcomes recorded, by outcome and source (stream: shown by a signal; api)",
-            ["outcome", "source"],
-            registry=registry,
-        )
+        self.outcomes = recorded_counter(registry)
         self.history = Counter(
             "healthscore_scorer_history_rows_total",
             "History rows written, by cause",

@@ -24,12 +24,13 @@ from services.scorer.context import ScorerContext
 from services.scorer.deadletters import DeadLetters
 from services.scorer.memory import first_kept
 from services.scorer.news import news_of
+from services.scorer.outcomes import KINDS as OUTCOME_KINDS
+from services.scorer.outcomes import shown_by
 from services.scorer.rows import Rescorer, scoring_errors_refuse
 from services.scorer.store import Batch
 from shared.db import OutcomeValues
 from shared.events import decode_signal
-from shared.outcomes import KINDS as OUTCOME_KINDS
-from shared.outcomes import STREAM, shown_by
+from shared.outcomes import STREAM
 from shared.scoring.kinds import KindIndex
 from shared.scoring.seen import DedupPolicy
 from shared.scoring.state import AccountState, Fact

@@ -250,7 +250,6 @@ class Quality:
         timelines: dict[str, Timeline],
         now: datetime,
     ) -> dict[str, Any]:
-        horizon = judged.horizon_days * DAY
         samples = await _samples(conn, judged, self.cuts(now, judged.horizon_days), timelines)
         adverse = [s for s in samples if s.adverse]
         auc = quality.roc_auc(samples)
@@ -267,7 +266,7 @@ class Quality:
             "model_version": judged.version,
             "outcome": judged.outcome,
             "window_days": self.cfg.window_days,
-            "horizon_days": horizon / DAY,
+            "horizon_days": judged.horizon_days,
             "samples": len(samples),
             "accounts": len({s.account_id for s in samples}),
             "adverse": len(adverse),

@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from shared.errors import ConfigurationError
+from shared.outcomes import NAME_PATTERN
 
 # a factor's group: any name (usage, support, billing, sentiment, engagement, ...); an
 # objective weighs the groups its factors are in
@@ -233,7 +234,7 @@ class Calibration(_Strict):
     horizon_days: float = Field(gt=0, description="the window the probability is about")
     outcome: str = Field(
         default="churn",
-        pattern=r"^[a-z][a-z0-9_]{0,31}$",
+        pattern=NAME_PATTERN,
         description="what the probability is of: churn, renewal, expansion, ...",
     )
     intercept: float = Field(allow_inf_nan=False)
@@ -286,7 +287,7 @@ class Objective(_Strict):
     calibration: Calibration | None = None
     outcome: str | None = Field(
         default=None,
-        pattern=r"^[a-z][a-z0-9_]{0,31}$",
+        pattern=NAME_PATTERN,
         description="what a score of this objective foresees (live quality, back-tests): its "
         "calibration's outcome if it has one, else this, else churn",
     )

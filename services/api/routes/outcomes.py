@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
-from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -35,20 +34,11 @@ from services.api.schemas import (
     QualityPoint,
 )
 from shared.db import AccountRow, ModelQualityRow, OutcomeRow
-from shared.outcomes import STREAM
+from shared.outcomes import NAME_PATTERN, SOURCE_PATTERN, STREAM
 
 router = APIRouter(tags=["outcomes"])
 FUTURE = timedelta(minutes=5)  # clocks differ: an outcome may be this far ahead of ours
 OutcomeKey = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_\-.:]+$")]
-
-
-def outcome_counter(registry: CollectorRegistry) -> Counter:
-    return Counter(
-        "healthscore_model_outcomes_total",
-        "Outcomes recorded, by outcome and source (stream: shown by a signal; api)",
-        ["outcome", "source"],
-        registry=registry,
-    )
 
 
 def _engine(request: Request) -> AsyncEngine:
@@ -157,8 +147,8 @@ async def list_outcomes(
     request: Request,
     caller: Reader,
     account_id: Annotated[str | None, Query(max_length=128, pattern=NO_CONTROL)] = None,
-    outcome: Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_]{0,31}$")] = None,
-    source: Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_\-]{0,31}$")] = None,
+    outcome: Annotated[str | None, Query(pattern=NAME_PATTERN)] = None,
+    source: Annotated[str | None, Query(pattern=SOURCE_PATTERN)] = None,
     voided: Annotated[bool, Query(description="include voided ones")] = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
@@ -207,7 +197,7 @@ async def read_outcomes(
 )
 async def void_outcome(
     request: Request,
-    source: Annotated[str, Path(pattern=r"^[a-z][a-z0-9_\-]{0,31}$")],
+    source: Annotated[str, Path(pattern=SOURCE_PATTERN)],
     outcome_id: OutcomeKey,
     caller: Writer,
     reason: Annotated[str, Query(min_length=3, max_length=500, pattern=NO_CONTROL)],
