@@ -80,9 +80,10 @@ from shared.db import create_engine
 from shared.events import Signal, encode_signal
 from shared.kafka import ensure_topics
 from shared.ops import STREAM_YOUNG_GC_THRESHOLD, settle_heap
+from shared.scoring.model import load_model
 from tests.support.infra import connect, settings_env
 from tests.support.kafka_io import produce
-from tests.support.signals import score_and_store, simulated_signals
+from tests.support.signals import score_and_store, simulated_signals, switch_model
 
 ACCOUNTS = int(os.environ.get("BENCH_SCALE_ACCOUNTS", "1000000"))
 TEMPLATES = 2_000
@@ -473,6 +474,7 @@ async def rescore_all(
             cwd=ROOT,
             stdin=feed,
         )
+    await switch_model(engine, load_model(model))  # the scorers follow it from the database
     postgres = await postmaster_pid(settings)
     cpu_before = (tree_cpu_seconds(postgres) if postgres else 0.0, machine_busy_seconds())
     started = time.perf_counter()
@@ -484,7 +486,6 @@ async def rescore_all(
             log_path=logs / f"scorer-{n}.log",
             env={
                 **env,
-                "HEALTHSCORE_SCORER__MODEL_PATH": str(model),
                 "HEALTHSCORE_SCORER__METRICS_PORT": str(port),
                 "HEALTHSCORE_LOG__LEVEL": "WARNING",
             },
@@ -573,8 +574,6 @@ async def postmaster_pid(settings: Settings) -> int | None:
 
 
 def model_version(path: Path) -> str:
-    from shared.scoring.model import load_model
-
     return load_model(path).version
 
 

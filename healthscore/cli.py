@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
+from healthscore.models import models_app
 from shared.config import Settings, get_settings
 from shared.logging import configure_logging
 
@@ -63,11 +64,11 @@ def migrate(
         ),
     ] = "head",
 ) -> None:
-    """Apply the database migrations (idempotent), and record the configured models."""
-    from services.scorer.models import configured
-    from services.scorer.store import register_models
+    """Apply the database migrations (idempotent); an empty database's model proposals are
+    seeded from the configured model files."""
     from shared.db import create_engine
     from shared.db import migrate as apply
+    from shared.proposals import configured, following
 
     settings = _settings("migrate")
     apply(settings.database, to=to)
@@ -75,9 +76,9 @@ def migrate(
     async def register() -> None:
         engine = create_engine(settings.database)
         try:
-            exists = await _scalar(engine, "SELECT to_regclass('model_versions') IS NOT NULL")
-            if exists:  # from revision 0015 on: the API derives explanations with them
-                await register_models(engine, configured(settings.scorer).values(), _now())
+            exists = await _scalar(engine, "SELECT to_regclass('model_proposals') IS NOT NULL")
+            if exists:  # from revision 0015 on
+                await following(engine, configured(settings.scorer), _now())
         finally:
             await engine.dispose()
 
@@ -146,7 +147,8 @@ def api() -> None:
 def token(
     name: Annotated[str, typer.Option(help="who holds it (shown as override author)")],
     scopes: Annotated[
-        str, typer.Option(help="comma-separated: read, write, admin (webhooks)")
+        str,
+        typer.Option(help="comma-separated: read, write, admin (webhooks), model (proposals)"),
     ] = "read",
 ) -> None:
     """Issue an API token: prints the token once and the entry to add to the settings."""
@@ -155,8 +157,8 @@ def token(
     from services.api.auth import issue_token
 
     wanted = sorted({s.strip() for s in scopes.split(",") if s.strip()})
-    if not wanted or set(wanted) - {"read", "write", "admin"}:
-        raise typer.BadParameter("scopes are read, write and admin")
+    if not wanted or set(wanted) - {"read", "write", "admin", "model"}:
+        raise typer.BadParameter("scopes are read, write, admin and model")
     secret, digest = issue_token()
     typer.echo(f"token (give it to {name}; it is not stored anywhere): {secret}")
     typer.echo(
@@ -242,6 +244,7 @@ def simulate(
 
 dlq_app = typer.Typer(help="Inspect and re-inject dead-lettered raw records.", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(models_app, name="models")
 
 
 def _positions(offsets: list[str]) -> set[tuple[int, int]] | None:
@@ -503,11 +506,11 @@ def import_(
     import orjson
 
     from services.scorer.imports import import_history
-    from services.scorer.models import configured
     from shared.db import create_engine, ensure_migrated
+    from shared.proposals import configured, following
 
     settings = _settings("import")
-    models = configured(settings.scorer)
+    files = configured(settings.scorer)
 
     async def main(stop: asyncio.Event) -> Any:
         engine = create_engine(settings.database)
@@ -517,7 +520,7 @@ def import_(
                 settings,
                 engine,
                 events,
-                models,
+                await following(engine, files, _now()),  # the models the scorers serve
                 chunk_accounts=chunk,
                 until=_instant(until) if until else None,
                 stop=stop,

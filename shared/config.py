@@ -124,8 +124,11 @@ class QualitySettings(BaseModel):
 
 class ScorerSettings(BaseModel):
     group_id: str = "healthscore-scorer"
+    # the model files an empty database's model proposals are seeded with (shared/proposals.py)
     model_path: Path = DEFAULT_MODEL_PATH
     shadow_model_path: Path | None = None
+    # how often the scorer and the API look for a new active or shadow model
+    model_follow_seconds: float = Field(default=5.0, gt=0)
     batch_max_records: int = Field(default=50_000, ge=1)
     batch_max_accounts: int = Field(default=1_000, ge=1)
     batch_timeout_ms: int = Field(default=100, ge=1)
@@ -177,8 +180,9 @@ class NotifySettings(BaseModel):
 class ApiToken(BaseModel):
     name: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hex SHA-256 of the token")
-    # admin: manage webhook subscriptions (they send account data to the URL they name)
-    scopes: list[Literal["read", "write", "admin"]] = ["read"]
+    # admin: manage webhook subscriptions (they send account data to the URL they name);
+    # model: propose, review, promote and restore models (shared/proposals.py)
+    scopes: list[Literal["read", "write", "admin", "model"]] = ["read"]
 
 
 class ApiSettings(BaseModel):
@@ -187,6 +191,8 @@ class ApiSettings(BaseModel):
     tokens: list[ApiToken] = []
     max_page_size: int = Field(default=500, ge=1)
     max_body_bytes: int = Field(default=16 * 1024, ge=256)
+    # a proposed model's whole document (POST /v1/models/proposals, the console's form)
+    max_model_bytes: int = Field(default=256 * 1024, ge=1024)
     max_override_days: int = Field(default=180, ge=1)
     # memory for GET .../health answers, kept until PostgreSQL notifies a change; 0: no cache
     health_cache_mb: int = Field(default=64, ge=0)
@@ -201,6 +207,7 @@ class ApiSettings(BaseModel):
     proxy_user_header: str | None = None
     proxy_addresses: list[str] = ["127.0.0.1", "::1"]
     proxy_writers: list[str] = []
+    proxy_modellers: list[str] = []  # who of them may propose and review models
 
 
 class LogSettings(BaseModel):

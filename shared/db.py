@@ -272,6 +272,54 @@ class ModelVersionRow(Base):
     registered_at: Mapped[datetime] = mapped_column(Timestamp)
 
 
+class ModelProposalRow(Base):
+    """A model version as people propose, review and serve it (shared/proposals.py): proposed,
+    then approved (served as shadow) or rejected, then active, then retired. At most one
+    proposal is active and one shadow; every scorer and API serves those."""
+
+    __tablename__ = "model_proposals"
+
+    proposal_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    version: Mapped[str] = mapped_column(String(128))  # its document: model_versions
+    name: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    based_on: Mapped[str | None] = mapped_column(String(128))  # the active version proposed to
+    author: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(String(2000))
+    proposed_at: Mapped[datetime] = mapped_column(Timestamp)
+    reviewer: Mapped[str | None] = mapped_column(String(200))
+    reviewed_at: Mapped[datetime | None] = mapped_column(Timestamp)
+    review_note: Mapped[str | None] = mapped_column(String(2000))
+    updated_at: Mapped[datetime] = mapped_column(Timestamp)
+
+    __table_args__ = tuple(
+        Index(
+            f"ux_model_proposals_{role}",
+            "status",
+            unique=True,
+            postgresql_where=text(f"status = '{role}'"),
+        )
+        for role in ("active", "shadow")
+    )
+
+
+class ModelProposalStepRow(Base):
+    """One step of a release's life, with who took it and why: the audit of model changes."""
+
+    __tablename__ = "model_proposal_steps"
+
+    step_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    proposal_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("model_proposals.proposal_id"))
+    step: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(200))
+    note: Mapped[str] = mapped_column(String(2000), server_default="")
+    status_before: Mapped[str | None] = mapped_column(String(16))
+    status_after: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime] = mapped_column(Timestamp)
+
+    __table_args__ = (Index("ix_model_proposal_steps_proposal", "proposal_id"),)
+
+
 class ScoreRow(Base):
     """The current score of one account for one objective and model role (active/shadow).
     Its explanation is not stored: it is `evaluate`'s, of the account's stored state at

@@ -10,13 +10,17 @@ and the API's own docs are served beside the API, with everything they load.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import structlog
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.responses import HTMLResponse
@@ -28,12 +32,23 @@ from services.api import problems
 from services.api.cache import HealthCache
 from services.api.console.mount import install_console
 from services.api.health import HealthReader
-from services.api.routes import accounts, children, ops, outcomes, overrides, portfolio, webhooks
+from services.api.routes import (
+    accounts,
+    children,
+    models,
+    ops,
+    outcomes,
+    overrides,
+    portfolio,
+    webhooks,
+)
 from shared.config import Settings
 from shared.db import create_engine, ensure_migrated
 from shared.ops import settle_heap
 from shared.outcomes import recorded_counter
-from shared.scoring.model import load_model
+from shared.proposals import configured, following
+
+log = structlog.get_logger(__name__)
 
 DESCRIPTION = """Current health scores, their explanations and history, account lists, and
 human overrides. Every error is `application/problem+json` (RFC 9457). Authenticate with
@@ -41,20 +56,26 @@ human overrides. Every error is `application/problem+json` (RFC 9457). Authentic
 
 
 class BodyLimit:
-    """Refuse request bodies over `limit` bytes with a 413 problem, streamed or not."""
+    """Refuse request bodies over `limit` bytes with a 413 problem, streamed or not; paths
+    that start with one of `models` (whole model documents) take up to `model_limit`."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(
+        self, app: ASGIApp, limit: int, model_limit: int, models: tuple[str, ...] = ()
+    ) -> None:
         self.app = app
         self.limit = limit
+        self.model_limit = model_limit
+        self.models = models
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.model_limit if scope["path"].startswith(self.models) else self.limit
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            await self._refuse(scope, receive, send)
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await self._refuse(scope, receive, send, limit)
             return
         if declared is not None or b"transfer-encoding" not in headers:
             await self.app(scope, receive, send)  # the declared length is all that can come
@@ -69,8 +90,8 @@ class BodyLimit:
                 break  # the client went away
             chunks.append(message.get("body", b""))
             seen += len(chunks[-1])
-            if seen > self.limit:
-                await self._refuse(scope, receive, send)
+            if seen > limit:
+                await self._refuse(scope, receive, send, limit)
                 return
             if not message.get("more_body", False):
                 break
@@ -85,11 +106,11 @@ class BodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
         from starlette.requests import Request
 
         response = problems.problem_response(
-            Request(scope), 413, f"request bodies are limited to {self.limit} bytes"
+            Request(scope), 413, f"request bodies are limited to {limit} bytes"
         )
         await response(scope, receive, send)
 
@@ -211,20 +232,46 @@ def _offline_docs(app: FastAPI) -> None:
         )
 
 
+async def _follow_models(app: FastAPI, engine: Any, settings: Settings) -> None:
+    """Serve the active and shadow models of the database as they change (shared/proposals.py):
+    what lists, previews and pages evaluate with."""
+    while True:
+        await asyncio.sleep(settings.scorer.model_follow_seconds)
+        try:
+            found = await following(engine, None, _now())
+        except Exception as exc:  # the database away: keep the models, look again later
+            log.warning("api.models_follow_failed", error=repr(exc)[:300])
+            continue
+        if found and {r: m.version for r, m in found.items()} != {
+            r: m.version for r, m in app.state.models.items()
+        }:
+            app.state.models = found
+            log.info("api.models_loaded", models={r: m.version for r, m in found.items()})
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
 def create_app(settings: Settings, *, registry: CollectorRegistry | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.database)
         try:
             await ensure_migrated(engine)
+            app.state.models = await following(engine, app.state.models, _now())
             app.state.engine = engine
             app.state.reads = await _read_pool(settings)
             app.state.health_reader = HealthReader(app.state.reads, app.state.registry)
             await app.state.health_cache.start()
             settle_heap()
+            follower = asyncio.create_task(_follow_models(app, engine, settings))
             try:
                 yield
             finally:
+                follower.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await follower
                 await app.state.health_cache.close()
                 await app.state.reads.close()
         finally:
@@ -245,15 +292,13 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         settings.api.health_cache_mb * 1024 * 1024,
         app.state.registry,
     )
-    models: dict[str, Any] = {"active": load_model(settings.scorer.model_path)}
-    if settings.scorer.shadow_model_path is not None:
-        models["shadow"] = load_model(settings.scorer.shadow_model_path)
-    app.state.models = models
+    app.state.models = configured(settings.scorer)  # until the database's are read
     app.state.outcomes = recorded_counter(app.state.registry)
     problems.install(app)
     for router in (
         accounts.router,
         children.router,
+        models.router,
         overrides.router,
         outcomes.router,
         portfolio.router,
@@ -263,6 +308,11 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         app.include_router(router)
     _offline_docs(app)
     install_console(app)
-    app.add_middleware(BodyLimit, limit=settings.api.max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        limit=settings.api.max_body_bytes,
+        model_limit=settings.api.max_model_bytes,
+        models=("/v1/models/proposals", "/console/models"),
+    )
     app.add_middleware(RequestMetrics, registry=app.state.registry)
     return app

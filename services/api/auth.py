@@ -1,4 +1,4 @@
-"""Bearer-token authentication with `read` / `write` / `admin` scopes.
+"""Bearer-token authentication with `read` / `write` / `admin` / `model` scopes.
 
 Operators configure tokens as SHA-256 hashes (HEALTHSCORE_API__TOKENS), never the tokens
 themselves; `healthscore token` issues one. A presented token is hashed and compared with every
@@ -73,3 +73,4 @@ class BearerScope(HTTPBearer):
 Reader = Annotated[Caller, Depends(BearerScope("read"))]
 Writer = Annotated[Caller, Depends(BearerScope("write"))]
 Admin = Annotated[Caller, Depends(BearerScope("admin"))]
+Modeller = Annotated[Caller, Depends(BearerScope("model"))]  # proposes and reviews models

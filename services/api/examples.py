@@ -332,3 +332,67 @@ QUALITY = {
         }
     ]
 }
+
+PROPOSAL = {
+    "proposal_id": 7,
+    "version": "default@3f9a1c2b7d4e",
+    "name": "default",
+    "status": "shadow",
+    "based_on": "default@9d1e0f2a3b4c",
+    "author": "maria",
+    "reason": "support tickets weigh more: three churns this quarter began with them",
+    "proposed_at": "2026-12-01T09:00:00Z",
+    "reviewer": "dana",
+    "reviewed_at": "2026-12-01T11:30:00Z",
+    "review_note": "agreed; watch the shadow's quality for a week",
+    "updated_at": "2026-12-01T11:30:00Z",
+    "steps": [
+        {
+            "step": "proposed",
+            "actor": "maria",
+            "note": "support tickets weigh more: three churns this quarter began with them",
+            "status_before": None,
+            "status_after": "proposed",
+            "at": "2026-12-01T09:00:00Z",
+        },
+        {
+            "step": "approved",
+            "actor": "dana",
+            "note": "agreed; watch the shadow's quality for a week",
+            "status_before": "proposed",
+            "status_after": "shadow",
+            "at": "2026-12-01T11:30:00Z",
+        },
+    ],
+}
+
+IMPACT = {
+    "proposal_id": 7,
+    "against": "default@9d1e0f2a3b4c",
+    "accounts": 2000,
+    "sampled": False,
+    "objectives": [
+        {
+            "objective": "churn_risk",
+            "moves": [
+                {"from_band": "healthy", "to_band": "healthy", "accounts": 1412},
+                {"from_band": "healthy", "to_band": "watch", "accounts": 37},
+            ],
+            "moved": [
+                {
+                    "account_id": "acc-000042",
+                    "from_band": "healthy",
+                    "to_band": "watch",
+                    "score_before": 71.2,
+                    "score_after": 63.9,
+                }
+            ],
+        }
+    ],
+    "added": [],
+    "removed": [],
+    "diff": (
+        "--- default@9d1e0f2a3b4c\n+++ default@3f9a1c2b7d4e\n@@ -40,3 +40,3 @@\n"
+        "-      support: 0.2\n+      support: 0.3\n"
+    ),
+}

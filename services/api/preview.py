@@ -67,15 +67,20 @@ async def account_for_preview(
         )
     )
     bands = {objective: band for objective, band in rows}
-    news: News = ()
-    if reads_news(model):
-        rows = await conn.execute(
-            select(MarketNewsRow).where(
-                MarketNewsRow.occurred_at >= at - timedelta(days=retention_days),
-                MarketNewsRow.occurred_at <= at,
-            )
+    news = await recent_news(conn, at, retention_days) if reads_news(model) else ()
+    return stored_state(found.state, document_text(found.legacy_state)), bands, news
+
+
+async def recent_news(conn: AsyncConnection, at: datetime, retention_days: float) -> News:
+    """The market news a model reading news would read at `at`, in order."""
+    rows = await conn.execute(
+        select(MarketNewsRow).where(
+            MarketNewsRow.occurred_at >= at - timedelta(days=retention_days),
+            MarketNewsRow.occurred_at <= at,
         )
-        news = tuple(
+    )
+    return ordered(
+        tuple(
             NewsItem.of(
                 r.event_id,
                 r.occurred_at.timestamp(),
@@ -83,9 +88,9 @@ async def account_for_preview(
             )
             for r in rows
         )
-    return stored_state(found.state, _text(found.legacy_state)), bands, ordered(news)
+    )
 
 
-def _text(document: Any) -> str | None:
+def document_text(document: Any) -> str | None:
     """A document SQLAlchemy decoded, as its JSON text again (None stays None)."""
     return None if document is None else orjson.dumps(document).decode()

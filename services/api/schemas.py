@@ -522,3 +522,112 @@ class ModelQuality(BaseModel):
 
 class ModelQualityResponse(BaseModel):
     items: list[ModelQuality]
+
+
+class ProposalRequest(BaseModel):
+    """A model change to propose: the whole model document, as JSON (`document`) or as the
+    YAML of a model file (`yaml`), one of them."""
+
+    model_config = {"extra": "forbid"}
+
+    document: dict[str, Any] | None = Field(default=None, description="the model, as JSON")
+    yaml: str | None = Field(
+        default=None,
+        max_length=200_000,
+        pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$",
+        description="the model, as a model file's YAML",
+    )
+    reason: str = Field(
+        min_length=1,
+        max_length=2000,
+        pattern=NO_CONTROL,
+        description="what the change is for, for its reviewer",
+        examples=["support tickets weigh more: three churns this quarter began with them"],
+    )
+
+    @model_validator(mode="after")
+    def _one_form(self) -> ProposalRequest:
+        if (self.document is None) == (self.yaml is None):
+            raise ValueError("give the model as `document` or as `yaml`, one of them")
+        return self
+
+
+class ProposalStepRequest(BaseModel):
+    model_config = {"extra": "forbid"}
+
+    note: str = Field(
+        default="",
+        max_length=2000,
+        pattern=NO_CONTROL,
+        description="why (required to reject and to restore)",
+    )
+
+
+class ProposalStep(BaseModel):
+    step: str = Field(examples=["approved"])
+    actor: str = Field(examples=["dana"])
+    note: str
+    status_before: str | None = Field(examples=["proposed"])
+    status_after: str = Field(examples=["shadow"])
+    at: datetime
+
+
+ProposalStatus = Literal["proposed", "approved", "shadow", "active", "retired", "rejected"]
+
+
+class ProposalResponse(BaseModel):
+    proposal_id: int = Field(examples=[7])
+    version: str = Field(examples=["default@3f9a1c2b7d4e"])
+    name: str = Field(examples=["default"])
+    status: ProposalStatus = Field(
+        description="proposed; approved (and served as shadow) or rejected; active; retired"
+    )
+    based_on: str | None = Field(description="the active version when it was proposed")
+    author: str
+    reason: str
+    proposed_at: datetime
+    reviewer: str | None
+    reviewed_at: datetime | None
+    review_note: str | None
+    updated_at: datetime
+    steps: list[ProposalStep] = Field(description="every step taken on it, oldest first")
+
+
+class ProposalsPage(BaseModel):
+    items: list[ProposalResponse] = Field(description="newest first, without their steps")
+
+
+class BandMove(BaseModel):
+    from_band: str = Field(examples=["healthy"])
+    to_band: str = Field(examples=["watch"])
+    accounts: int
+
+
+class MovedAccount(BaseModel):
+    account_id: str
+    from_band: str
+    to_band: str
+    score_before: float | None
+    score_after: float | None
+
+
+class ObjectiveImpact(BaseModel):
+    objective: str = Field(examples=["churn_risk"])
+    moves: list[BandMove] = Field(description="accounts by (band now, band proposed)")
+    moved: list[MovedAccount] = Field(
+        description="accounts whose band would move, largest score change first (at most 200)"
+    )
+
+
+class ProposalImpact(BaseModel):
+    """What the proposal would do if it were active now, against the active model: both
+    evaluated at the same instant from the same stored states. Nothing is written."""
+
+    proposal_id: int
+    against: str = Field(description="the active version compared with")
+    accounts: int = Field(description="accounts evaluated")
+    sampled: bool = Field(description="true when the accounts are a sample of all")
+    objectives: list[ObjectiveImpact]
+    added: list[str] = Field(description="objectives only the proposal has")
+    removed: list[str] = Field(description="objectives only the active model has")
+    diff: str = Field(description="unified diff of the active model's document to the proposal's")

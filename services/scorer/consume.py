@@ -134,12 +134,17 @@ class Scorer:
     # --- models ----------------------------------------------------------------------------
 
     def request_reload(self) -> None:
-        """SIGHUP: re-read the model files before the next batch."""
+        """SIGHUP: look at the model proposals before the next batch."""
         self._reload_requested = True
 
-    async def reload_models(self) -> bool:
+    async def follow_models(self) -> bool:
+        """Serve the database's active and shadow models if they changed; True if switched."""
         self._reload_requested = False
-        if not self.models.reload():
+        found = await self.models.look(self.engine)
+        if found is None:
+            return False
+        await self._settle()  # the batch in flight was scored with the models before
+        if not self.models.switch(found):
             return False
         self.cache.clear()
         self.sweeper.rescheduling.restart(tp.partition for tp in self.partitions.owned())
@@ -165,6 +170,7 @@ class Scorer:
                 started = await unless_stopped(reachable(self.consumer.start, "consumer"), stop)
             if started:
                 await self.news.refresh(self.engine, self.clock())
+                await self.follow_models()
                 await self.models.register(self.engine)
                 self.health.ready = True
                 log.info("scorer.started", models=self.models.served())
@@ -197,14 +203,14 @@ class Scorer:
                     self.cache.trim(keep=len(prepared.batch.states))
                     self._inflight = asyncio.create_task(self._commit(prepared))
                 sweep_due = self.sweeper.due()
-                between = self._reload_requested or self.sweeper.rescheduling.pending
+                between = self.sweeper.rescheduling.pending
                 if not records or between or sweep_due:
                     await self._settle()
                 if beyond := self.assignment.beyond_end():
                     await self._settle()
                     await self.assignment.reset(beyond)
-                if self._reload_requested:
-                    await self.reload_models()
+                if self._reload_requested or self.models.due():
+                    await self.follow_models()
                 if await self.sweeper.turn(sweep_due):
                     self._backoff.reset()  # it committed
                 self.assignment.observe_progress()

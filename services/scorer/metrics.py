@@ -143,7 +143,7 @@ class ScorerMetrics:
         )
         self.model_reloads = Counter(
             "healthscore_scorer_model_reloads_total",
-            "Model reloads (SIGHUP), by result",
+            "Switches to the model releases in the database, by result",
             ["result"],
             registry=registry,
         )

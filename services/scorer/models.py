@@ -1,15 +1,19 @@
-"""The models the scorer serves (active, and shadow when configured), and switching them.
+"""The models the scorer serves (the active model, and the shadow when there is one), and
+following them as they change.
 
-A switch (SIGHUP) re-reads the model files without stopping consumption: an invalid file
-changes nothing; a valid one takes effect for the next batch, and every account whose scores
-came from another version is then re-scored from stored state, a window at a time
-(sweep.Rescheduling). Every version served is recorded in `model_versions`, and the versions of
-stored scores are read back from there: explanations are derived from them.
+The scorer looks at the model proposals in the database (shared/proposals.py) every
+`model_follow_seconds`, and at once on SIGHUP, without stopping consumption. A new active or
+shadow model takes effect for the next batch, and every account whose scores came from another
+version is then re-scored from stored state, a window at a time (sweep.Rescheduling). An empty
+database is seeded from the configured model files. Every version served is recorded in
+`model_versions`, and the versions of stored scores are read back from there: explanations are
+derived from them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
@@ -20,20 +24,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.scorer import store
 from services.scorer.metrics import ScorerMetrics
 from services.scorer.rescore import AccountEntry
+from shared import proposals
 from shared.config import ScorerSettings
 from shared.errors import ConfigurationError
+from shared.proposals import configured
 from shared.scoring.kinds import KindIndex, kind_index
-from shared.scoring.model import Model, load_model
+from shared.scoring.model import Model
 
 log = structlog.get_logger(__name__)
-
-
-def configured(cfg: ScorerSettings) -> dict[str, Model]:
-    """The models the settings name, by role: active, and shadow when configured."""
-    models = {"active": load_model(cfg.model_path)}
-    if cfg.shadow_model_path is not None:
-        models["shadow"] = load_model(cfg.shadow_model_path)
-    return models
 
 
 class ModelSet:
@@ -48,7 +46,10 @@ class ModelSet:
         self.versions: dict[str, Model] = {}
         self._unknown: set[str] = set()  # versions the database does not have either
         self._registered = False
-        self._use(models or configured(cfg))
+        files = models or configured(cfg)
+        self._seed: dict[str, Model] | None = files  # what an empty database is seeded with
+        self._look_at = 0.0  # monotonic time of the next look at the proposals
+        self._use(files)
 
     async def register(self, engine: AsyncEngine) -> None:
         """Record the served versions in the database (once per switch): the API derives
@@ -105,13 +106,26 @@ class ModelSet:
             for objective in model.objectives
         ]
 
-    def reload(self) -> bool:
-        """Switch to the configured files; False (and nothing changed) if one is invalid."""
+    def due(self) -> bool:
+        return time.monotonic() >= self._look_at
+
+    async def look(self, engine: AsyncEngine) -> dict[str, Model] | None:
+        """The active and shadow models when they differ from the served models, else None."""
+        self._look_at = time.monotonic() + self.cfg.model_follow_seconds
+        found = await proposals.following(engine, self._seed, datetime.now(UTC))
+        self._seed = None  # seeded, or the database had proposals
+        if {role: m.version for role, m in found.items()} == self.served():
+            return None
+        return found
+
+    def switch(self, models: dict[str, Model]) -> bool:
+        """Serve these models from the next batch; False (and nothing changed) if they cannot
+        be served together."""
         try:
-            self._use(configured(self.cfg))
+            self._use(models)
         except ConfigurationError as exc:
             self.metrics.model_reloads.labels("invalid").inc()
-            log.error("scorer.model_reload_failed", error=str(exc))
+            log.error("scorer.model_switch_failed", error=str(exc))
             return False
         self.metrics.model_reloads.labels("ok").inc()
         log.info("scorer.models_loaded", models=self.served())

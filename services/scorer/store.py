@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.scorer.partitions import Fences
 from services.scorer.rescore import Held, Profile, Rows, StoredScore
+from shared import proposals
 from shared.db import (
     NOTIFY_CHANGED,
     AccountRow,
@@ -128,17 +129,8 @@ async def store_first_offsets(
 
 async def register_models(engine: AsyncEngine, models: Iterable[Model], now: datetime) -> None:
     """Record these models' versions (each once): the API derives explanations with them."""
-    rows = [
-        {
-            "version": m.version,
-            "name": m.name,
-            "document": m.model_dump(mode="json"),
-            "registered_at": now,
-        }
-        for m in models
-    ]
     async with engine.begin() as conn:
-        await conn.execute(postgresql.insert(ModelVersionRow).values(rows).on_conflict_do_nothing())
+        await proposals.register(conn, list(models), now)
 
 
 async def model_versions(engine: AsyncEngine, versions: Iterable[str]) -> dict[str, Model]:

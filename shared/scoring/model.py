@@ -422,9 +422,19 @@ class Model(_Strict):
 def load_model(path: Path) -> Model:
     """Parse and validate a model file; errors name the file, the path in it and the problem."""
     try:
-        document = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
+        text = path.read_text()
+    except OSError as exc:
         raise ConfigurationError(f"{path}: cannot read model: {exc}") from exc
+    return parse_model(text, str(path))
+
+
+def parse_model(text: str, source: str = "model") -> Model:
+    """Parse and validate a model document (YAML or JSON); errors name `source`, the path in
+    the document and the problem."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"{source}: cannot read model: {exc}") from exc
     try:
         return Model.model_validate(document)
     except ValidationError as exc:
@@ -432,4 +442,4 @@ def load_model(path: Path) -> Model:
             f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
             for err in exc.errors(include_url=False)[:10]
         )
-        raise ConfigurationError(f"{path}: invalid model: {problems}") from exc
+        raise ConfigurationError(f"{source}: invalid model: {problems}") from exc

@@ -40,6 +40,7 @@ from tests.support.signals import (
     score_and_store,
     signal_of,
     simulated_signals,
+    switch_model,
     wait_consumed,
 )
 
@@ -354,30 +355,24 @@ async def test_a_scorer_joining_and_leaving_matches_the_reference(
 
 @pytest.mark.slow
 async def test_a_model_switch_under_load_rescores_every_account_and_loses_nothing(
-    settings: Settings, engine: AsyncEngine, tmp_path: Path
+    settings: Settings, engine: AsyncEngine
 ) -> None:
-    """SIGHUP after the model file changed: consumption goes on, every account ends up scored
-    by the new version with a `model_change` history row, and state matches the reference."""
-    model_file = tmp_path / "model.yaml"
-    model_file.write_text(DEFAULT_MODEL_PATH.read_text())
+    """A new model promoted while events flow (SIGHUP makes the scorer look at once):
+    consumption goes on, every account ends up scored by the new version with a
+    `model_change` history row, and state matches the reference."""
     document = yaml.safe_load(DEFAULT_MODEL_PATH.read_text())
     document["name"] = "candidate"
     document["objectives"]["churn_risk"]["groups"] = {"usage": 0.9, "billing": 0.1}
     candidate = Model.model_validate(document)
     signals = sorted(simulated_signals(400, 20, seed=13), key=lambda s: s.occurred_at)
     before, after = signals[: len(signals) * 3 // 5], signals[len(signals) * 3 // 5 :]
-    settings = settings.model_copy(
-        update={"scorer": settings.scorer.model_copy(update={"model_path": model_file})}
-    )
     proc = _start_scorer(settings)
     try:
         await wait_consumed(engine, settings, await produce_signals(settings, before), watch=[proc])
         scored_before = await _accounts_with_scores(engine, MODEL.version)
-        staged = tmp_path / "model.yaml.new"
-        staged.write_text(yaml.safe_dump(document, sort_keys=False))
-        staged.replace(model_file)  # atomic, as a config-map update or a deploy would do it
         producing = asyncio.create_task(produce_signals(settings, after))
         await asyncio.sleep(0.2)
+        await switch_model(engine, candidate)
         proc.send_signal(signal.SIGHUP)
         await wait_consumed(engine, settings, len(before) + await producing, watch=[proc])
         deadline = asyncio.get_running_loop().time() + 60
@@ -476,16 +471,11 @@ async def _count(engine: AsyncEngine, query: Any) -> int:
 
 
 async def test_a_model_switch_rescores_its_accounts_a_window_at_a_time(
-    settings: Settings, engine: AsyncEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Reloading a changed model re-scores every account, a window of accounts at a time
+    """Switching to another model re-scores every account, a window of accounts at a time
     (seven here, so that 60 accounts take nine), each written once: as a model change."""
     monkeypatch.setattr(Rescheduling, "WINDOW", 7)
-    model_file = tmp_path / "model.yaml"
-    model_file.write_text(DEFAULT_MODEL_PATH.read_text())
-    settings = settings.model_copy(
-        update={"scorer": settings.scorer.model_copy(update={"model_path": model_file})}
-    )
     document = yaml.safe_load(DEFAULT_MODEL_PATH.read_text())
     document["name"] = "windowed"
     candidate = Model.model_validate(document)
@@ -502,7 +492,7 @@ async def test_a_model_switch_rescores_its_accounts_a_window_at_a_time(
     async with running_scorer(settings, engine) as scorer:
         await wait_consumed(engine, settings, total)
         windows.clear()  # the scan on assignment found nothing to do
-        model_file.write_text(yaml.safe_dump(document))
+        await switch_model(engine, candidate)
         scorer.request_reload()
         deadline = asyncio.get_running_loop().time() + 60
         while await _accounts_with_scores(engine, MODEL.version):

@@ -21,6 +21,7 @@ from services.scorer import store
 from services.scorer.consume import Scorer
 from services.scorer.rescore import AccountEntry, profile_row, rescore, seen_rows, state_row
 from services.simulator.world import World
+from shared import proposals
 from shared.config import DEFAULT_MODEL_PATH, DatabaseSettings, Settings
 from shared.db import ConsumerOffsetRow
 from shared.events import Signal, encode_signal
@@ -226,6 +227,16 @@ async def running_scorer(
     kwargs = {"clock": clock} if clock else {}
     async with running(Scorer(settings, engine, registry=CollectorRegistry(), **kwargs)) as scorer:
         yield scorer
+
+
+async def switch_model(engine: AsyncEngine, model: Model) -> None:
+    """Make `model` the active one as a team would (proposed, approved by another person,
+    promoted), in one transaction: every scorer follows (shared/proposals.py)."""
+    at = datetime.now(UTC)
+    async with engine.begin() as conn:
+        made = await proposals.propose(conn, model, "tests", "a model switch", at)
+        await proposals.approve(conn, made.proposal_id, "reviewer", "", at)
+        await proposals.promote(conn, made.proposal_id, "reviewer", "", at)
 
 
 async def seed(settings: Settings, engine: AsyncEngine, accounts: int = 40) -> list[str]:

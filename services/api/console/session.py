@@ -36,6 +36,10 @@ class Viewer:
     def can_write(self) -> bool:
         return "write" in self.scopes
 
+    @property
+    def can_model(self) -> bool:
+        return "model" in self.scopes
+
 
 @dataclass
 class Session:
@@ -84,7 +88,11 @@ class Sessions:
         if header and request.client and request.client.host in settings.proxy_addresses:
             name = request.headers.get(header, "").strip()
             if name:
-                scopes = {"read", "write"} if name in settings.proxy_writers else {"read"}
+                scopes = {"read"}
+                if name in settings.proxy_writers:
+                    scopes.add("write")
+                if name in settings.proxy_modellers:
+                    scopes.add("model")
                 return Viewer(name, frozenset(scopes), "proxy")
         if session.token_sha256 is None:
             return None
