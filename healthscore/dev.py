@@ -169,7 +169,13 @@ def run_dev(*, accounts: int, data_dir: Path, with_simulator: bool, formats: str
         if "HEALTHSCORE_API__TOKENS" not in env:
             token, digest = dev_token(data_dir)
             env["HEALTHSCORE_API__TOKENS"] = json.dumps(
-                [{"name": OWNERS[0], "sha256": digest, "scopes": ["read", "write", "admin"]}]
+                [
+                    {
+                        "name": OWNERS[0],
+                        "sha256": digest,
+                        "scopes": ["read", "write", "admin", "model"],
+                    }
+                ]
             )
         env.setdefault("HEALTHSCORE_API__SESSION_SECRET", dev_session_secret(data_dir))
         command = [sys.executable, "-m", "healthscore"]

@@ -25,9 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from healthscore.devstack import free_port
 from services.api.app import create_app
+from services.api.auth import hash_token
 from services.scorer.quality import Quality
 from services.simulator.world import OWNERS
-from shared.config import QualitySettings, Settings
+from shared.config import ApiToken, QualitySettings, Settings
 from tests.integration.test_api import BOTH, CSM, READ
 from tests.integration.test_console import console_settings
 from tests.support.facts import MODEL
@@ -302,3 +303,110 @@ async def test_a_person_records_an_outcome_and_reads_the_models_quality_in_a_rea
         await expect(section).to_contain_text("Few adverse accounts")
         await expect(section.locator("svg.quality polyline[data-series=realised]")).to_be_attached()
         await photograph(page, "quality")
+
+
+async def test_a_team_proposes_reviews_promotes_and_restores_a_model_in_a_real_browser(
+    settings: Settings, engine: AsyncEngine, tmp_path: Path
+) -> None:
+    """Maria proposes a change in the form (a weight and a band edge), sees which accounts
+    would move and the diff, and cannot approve her own; Dana approves it (the scorer scores
+    it as shadow), promotes it (the scorer re-scores every account with it), then restores
+    the model before it, saying why. Every step is in the audit."""
+    await seed(settings, engine, accounts=30)
+    base_settings = console_settings(settings, tmp_path)
+    people = {"maria": "maria-console-token", "dana": "dana-console-token"}
+    tokens = [
+        *base_settings.api.tokens,
+        *(
+            ApiToken(name=name, sha256=hash_token(token), scopes=["read", "model"])
+            for name, token in people.items()
+        ),
+    ]
+    configured = base_settings.model_copy(
+        update={
+            "api": base_settings.api.model_copy(update={"tokens": tokens}),
+            "scorer": base_settings.scorer.model_copy(update={"model_follow_seconds": 0.2}),
+        }
+    )
+    async with (
+        running_scorer(configured, engine),
+        serving(configured) as base,
+        chromium() as browser,
+    ):
+        expect.set_options(timeout=15_000)
+
+        async def signed_in(name: str) -> Page:
+            page = await (await browser.new_context(viewport=WIDTHS["laptop"])).new_page()
+            await page.goto(f"{base}/console/sign-in#token={people[name]}")
+            await expect(page.locator("header.top")).to_contain_text(name)
+            await page.get_by_role("link", name="Changes").click()
+            await expect(page.get_by_role("heading", name="Model changes")).to_be_visible()
+            return page
+
+        maria = await signed_in("maria")
+        seeded = maria.locator("table.proposals tbody tr[data-status=active]")
+        await expect(seeded).to_contain_text(MODEL.version)
+        form = maria.locator("form.proposal")
+        await form.get_by_label("Weight of usage").first.fill("0.9")
+        await form.get_by_label("healthy from").fill("95")  # hardly anyone is healthy
+        await form.get_by_label("Why").fill("usage says more than billing")
+        await form.get_by_role("button", name="Propose").click()
+        await expect(maria.get_by_role("heading", name=re.compile("^Proposal"))).to_be_visible()
+        await expect(maria.locator("#status")).to_have_text("proposed")
+        number = re.search(r"/console/models/(\d+)", maria.url).group(1)  # type: ignore[union-attr]
+        # its impact before anything changes: who would leave healthy, and the diff
+        moves = maria.locator("table.moves[data-objective=churn_risk]")
+        await expect(moves.locator("tr.moved").first).to_contain_text("healthy")
+        await expect(maria.locator("#diff")).to_contain_text("usage: 0.9")
+        await expect(maria.locator("#diff")).to_contain_text("min: 95")
+        # her own proposal: she may withdraw it, not approve it
+        await expect(maria.get_by_role("button", name=re.compile("^Approve"))).to_have_count(0)
+        await expect(maria.get_by_role("button", name="Withdraw")).to_be_visible()
+        await photograph(maria, "proposal")
+
+        dana = await signed_in("dana")
+        await dana.goto(f"{base}/console/models/{number}")
+        review = dana.locator("form[aria-label=approve]")
+        await review.get_by_label("Note").fill("try it as shadow for a week")
+        await review.get_by_role("button", name=re.compile("^Approve")).click()
+        await expect(dana.locator("#status")).to_have_text("shadow")
+        candidate = (await dana.locator("dl.facts code").first.text_content() or "").strip()
+        await _scored_with(engine, "shadow", candidate)
+        await dana.get_by_role("button", name="Promote to active").click()
+        await expect(dana.locator("#status")).to_have_text("active")
+        await _scored_with(engine, "active", candidate)
+
+        # the model before it, restored: a rollback says why
+        await dana.goto(f"{base}/console/models")
+        await dana.locator("table.proposals tbody tr[data-status=retired] a").first.click()
+        restore = dana.locator("form[aria-label=restore]")
+        await restore.get_by_label(re.compile("^Note")).fill("the lists lost their healthy band")
+        await restore.get_by_role("button", name="Restore as active").click()
+        await expect(dana.locator("#status")).to_have_text("active")
+        await _scored_with(engine, "active", MODEL.version)
+        audit = dana.locator("#audit li")
+        await expect(audit).to_have_count(3)  # seeded, retired, restored
+        await expect(audit.last).to_contain_text("the lists lost their healthy band")
+        await maria.goto(f"{base}/console/models/{number}")
+        await expect(maria.locator("#audit li")).to_have_count(4)
+        await expect(maria.locator("#audit")).to_contain_text("approved by dana")
+        await photograph(maria, "proposal-audit")
+
+
+async def _scored_with(engine: AsyncEngine, role: str, version: str) -> None:
+    """Wait until every score of `role` is `version`'s; fail saying how far it got."""
+    for _ in range(300):
+        async with engine.connect() as conn:
+            on, rows = (
+                await conn.execute(
+                    text(
+                        "SELECT count(*) FILTER (WHERE model_version = :v), count(*) FROM scores"
+                        " WHERE model_role = :role"
+                    ),
+                    {"v": version, "role": role},
+                )
+            ).one()
+        if rows and on == rows:
+            return
+        await asyncio.sleep(0.2)
+    pytest.fail(f"{on} of {rows} {role} scores on {version} after 60 s")

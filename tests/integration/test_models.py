@@ -149,9 +149,7 @@ async def test_a_model_change_is_proposed_reviewed_promoted_and_restored(
             before = await _bands(engine)
 
             # never approved by its author; approved by someone else, it is served as shadow
-            own = await api.post(
-                f"/v1/models/proposals/{number}/approve", json={}, headers=_as("maria")
-            )
+            own = await api.post(f"/v1/models/proposals/{number}/approve", headers=_as("maria"))
             assert own.status_code == 403 and "someone else" in own.json()["detail"]
             approved = await api.post(
                 f"/v1/models/proposals/{number}/approve",

@@ -9,7 +9,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.api.console import pages, quality
+from services.api.console import models, pages, quality
 from services.api.console.session import Sessions
 from services.api.problems import Problem
 
@@ -23,6 +23,7 @@ def install_console(app: FastAPI) -> None:
     app.mount("/console/static", StaticFiles(directory=STATIC), name="console-static")
     app.include_router(pages.router)
     app.include_router(quality.router)
+    app.include_router(models.router)
     app.add_exception_handler(pages.SignInRequired, pages.to_sign_in)  # type: ignore[arg-type]
     for kind in (Problem, StarletteHTTPException):
         app.add_exception_handler(kind, _as_page(app.exception_handlers[kind]))

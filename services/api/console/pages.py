@@ -517,16 +517,19 @@ def _override_request(
         return [str(e["msg"]).removeprefix("Value error, ") for e in exc.errors()]
 
 
-async def writers_form(page: Page) -> tuple[dict[str, str], Viewer] | Response:
-    """The posted form and who sent it, when the form is genuine and they may write."""
+async def writers_form(
+    page: Page,
+    scope: str = "write",
+    not_allowed: str = "may read scores, not set or revoke overrides",
+) -> tuple[dict[str, str], Viewer] | Response:
+    """The posted form and who sent it, when the form is genuine and they hold `scope`."""
     form = await page.form()
     if form is None:
         return forged(page)
     viewer = page.viewer
     assert viewer is not None
-    if not viewer.can_write:
-        detail = f"{viewer.name} may read scores, not set or revoke overrides."
-        return page.error(403, "Read only", detail)
+    if scope not in viewer.scopes:
+        return page.error(403, "Read only", f"{viewer.name} {not_allowed}.")
     return form, viewer
 
 

@@ -160,13 +160,14 @@ async def take_step(
     request: Request,
     proposal_id: ProposalId,
     step: Annotated[str, Path(pattern="^(approve|reject|promote|restore)$")],
-    body: ProposalStepRequest,
     caller: Modeller,
+    body: ProposalStepRequest | None = None,
 ) -> ProposalResponse:
     """`approve` (never the author's own: it starts as the shadow model), `reject`,
     `promote` (to active; the active one is retired) or `restore` (a retired one to active).
     Rejecting and restoring need a `note`."""
-    return await take(request, step_of(step, proposal_id, caller.name, body.note))
+    note = body.note if body is not None else ""
+    return await take(request, step_of(step, proposal_id, caller.name, note))
 
 
 # --- impact ----------------------------------------------------------------------------------
