@@ -1,11 +1,12 @@
-"""The health document: one definition of what the scorer stores and the API serves.
+"""The health document: one definition of what the engine explains, the API serves and the
+console renders.
 
-The scoring core writes each objective's explanation (`ObjectiveScore.explanation`) and the
-scorer each account's per-source freshness in exactly these shapes; `GET .../health` splices
-the stored documents into its answer as they are, and its response models
-(services/api/schemas.py) are built from these classes. Tests validate what the engine and
-the scorer write against them, so the three cannot drift apart. Times are RFC 3339.
-"""
+The scoring core builds each objective's explanation (`ObjectiveScore.explanation`) in exactly
+these shapes. Nothing stores it: the API derives it on read from the stored state and model
+version (services/api/health.py, docs/adr/0018) and serves it with response models built from
+these classes (services/api/schemas.py); the console renders that same document. Tests
+validate what the engine builds against them, so the three cannot drift apart. Times are
+RFC 3339."""
 
 from __future__ import annotations
 

@@ -23,12 +23,23 @@ from services.api.auth import hash_token, identify
 from services.api.console import charts
 from services.api.console.session import Session, Viewer, csrf_valid
 from services.api.problems import Problem
-from services.api.routes.accounts import AccountQuery, account_page, band_counts, override_response
+from services.api.routes.accounts import (
+    AccountQuery,
+    account_page,
+    band_counts,
+    read_history,
+    score_trends,
+)
 from services.api.routes.children import read_children
-from services.api.routes.overrides import preview_override, record_override, revoke
+from services.api.routes.overrides import (
+    preview_override,
+    read_overrides,
+    record_override,
+    revoke,
+)
 from services.api.routes.portfolio import BY, read_portfolio
-from services.api.schemas import OverrideRequest
-from shared.db import AccountRow, OverrideRow, ScoreHistoryRow
+from services.api.schemas import OverrideRequest, OverrideResponse
+from shared.db import AccountRow
 from shared.events import Region, Tier
 from shared.scoring.engine import UNKNOWN_BAND, factor_weights
 from shared.scoring.model import Model
@@ -287,20 +298,7 @@ async def accounts(request: Request) -> Response:
         found = await account_page(conn, model, query, PAGE_SIZE, cursor)
         ids = [item.account_id for item in found.items]
         start = _now() - timedelta(days=90)
-        rows = await conn.execute(
-            select(ScoreHistoryRow.account_id, ScoreHistoryRow.at, ScoreHistoryRow.new_score)
-            .where(
-                ScoreHistoryRow.account_id.in_(ids),
-                ScoreHistoryRow.objective == objective,
-                ScoreHistoryRow.model_role == "active",
-                ScoreHistoryRow.at >= start,
-            )
-            .order_by(ScoreHistoryRow.account_id, ScoreHistoryRow.at)
-        )
-        trends: dict[str, list[tuple[float, float]]] = {}
-        for account_id, at, score in rows:
-            if score is not None:
-                trends.setdefault(account_id, []).append((at.timestamp(), score))
+        trends = await score_trends(conn, ids, objective, start)
     end = _now().timestamp()
     sparks = {
         item.account_id: charts.sparkline(
@@ -348,7 +346,9 @@ def _top_movers(movers: list[dict[str, Any]]) -> str:
     return ", ".join(f"{m['factor']} {m['delta']:+.1f}" for m in movers) or "—"
 
 
-def _pending(rows: list[Any], state_overrides: dict[str, Any], now: datetime) -> list[str]:
+def _pending(
+    rows: list[OverrideResponse], state_overrides: dict[str, Any], now: datetime
+) -> list[str]:
     """Overrides saved or revoked in the last minutes that the scorer has not applied yet."""
     recent = now - timedelta(minutes=10)
     waiting = []
@@ -389,26 +389,8 @@ async def _account_page(
         )
     account = health.document
     scores = [o for o in account["objectives"] if o["model_role"] == "active"]
-    async with engine.connect() as conn:
-        history = list(
-            await conn.execute(
-                select(ScoreHistoryRow)
-                .where(
-                    ScoreHistoryRow.account_id == account_id,
-                    ScoreHistoryRow.model_role == "active",
-                    ScoreHistoryRow.at >= start,
-                )
-                .order_by(ScoreHistoryRow.at.desc(), ScoreHistoryRow.id.desc())
-                .limit(1000)
-            )
-        )
-        overrides = list(
-            await conn.execute(
-                select(OverrideRow)
-                .where(OverrideRow.account_id == account_id)
-                .order_by(OverrideRow.created_at.desc())
-            )
-        )
+    history = (await read_history(engine, account_id, from_=start, limit=1000)).items
+    overrides = await read_overrides(engine, account_id, now)
     by_objective = {s["objective"]: {"probability": None, **s} for s in scores}
     objectives = []
     for name, spec in model.objectives.items():
@@ -448,7 +430,7 @@ async def _account_page(
             }
         )
     state_overrides = health.state.overrides
-    items = [override_response(row, now) for row in overrides]
+    items = overrides
     return page.render(
         "account.html",
         status,

@@ -126,6 +126,23 @@ async def get_history(
 ) -> HistoryPageResponse:
     """Change history of one account, newest first, in pages."""
     limit = min(limit, request.app.state.settings.api.max_page_size)
+    return await read_history(
+        _engine(request), account_id, model_role, from_, to, objective, limit, cursor
+    )
+
+
+async def read_history(
+    engine: AsyncEngine,
+    account_id: str,
+    model_role: str = "active",
+    from_: datetime | None = None,
+    to: datetime | None = None,
+    objective: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> HistoryPageResponse:
+    """A page of the account's history, newest first (the console reads through this too);
+    problem 404 for an unknown account."""
     conditions: list[ColumnElement[bool]] = [
         ScoreHistoryRow.account_id == account_id,
         ScoreHistoryRow.model_role == model_role,
@@ -138,7 +155,7 @@ async def get_history(
         conditions.append(ScoreHistoryRow.objective == objective)
     if cursor is not None:
         conditions.append(before_cursor(cursor, ScoreHistoryRow.at, ScoreHistoryRow.id, int))
-    async with _engine(request).connect() as conn:
+    async with engine.connect() as conn:
         exists = await conn.scalar(
             select(AccountRow.account_id).where(AccountRow.account_id == account_id)
         )
@@ -158,6 +175,28 @@ async def get_history(
         last = items[-1]
         next_cursor = encode_cursor(last.at.isoformat(), last.id)
     return HistoryPageResponse(account_id=account_id, items=items, next_cursor=next_cursor)
+
+
+async def score_trends(
+    conn: AsyncConnection, account_ids: list[str], objective: str, since: datetime
+) -> dict[str, list[tuple[float, float]]]:
+    """Each account's active scores of `objective` since `since`, oldest first, as (epoch
+    seconds, score): the console's sparklines of a page of accounts, in one read."""
+    rows = await conn.execute(
+        select(ScoreHistoryRow.account_id, ScoreHistoryRow.at, ScoreHistoryRow.new_score)
+        .where(
+            ScoreHistoryRow.account_id.in_(account_ids),
+            ScoreHistoryRow.objective == objective,
+            ScoreHistoryRow.model_role == "active",
+            ScoreHistoryRow.at >= since,
+        )
+        .order_by(ScoreHistoryRow.account_id, ScoreHistoryRow.at)
+    )
+    trends: dict[str, list[tuple[float, float]]] = {}
+    for account_id, at, score in rows:
+        if score is not None:
+            trends.setdefault(account_id, []).append((at.timestamp(), score))
+    return trends
 
 
 SortKey = Literal["score", "-score", "change", "-change", "updated", "-updated"]

@@ -211,8 +211,14 @@ async def list_overrides(
     request: Request, account_id: AccountId, caller: Reader
 ) -> list[OverrideResponse]:
     """Every override of an account, newest first, with its status."""
-    engine: AsyncEngine = request.app.state.engine
-    now = datetime.now(UTC)
+    return await read_overrides(request.app.state.engine, account_id, datetime.now(UTC))
+
+
+async def read_overrides(
+    engine: AsyncEngine, account_id: str, now: datetime
+) -> list[OverrideResponse]:
+    """The account's overrides, newest first, with their status at `now` (the console reads
+    through this too); problem 404 for an unknown account."""
     async with engine.connect() as conn:
         await _account_exists(conn, account_id)
         rows = await conn.execute(
