@@ -42,7 +42,7 @@ from services.modelling.parts import default_parts
 from services.modelling.replay import load_outcomes
 from services.modelling.report import write_report
 from shared.config import DEFAULT_MODEL_PATH
-from shared.history import load_events
+from shared.event_files import load_events
 from shared.scoring.model import load_model
 
 ACCOUNTS = int(os.environ.get("BENCH_ACCOUNTS", "25000"))

@@ -26,7 +26,7 @@ from services.scorer.imports import import_history
 from services.simulator.world import World
 from shared.config import DEFAULT_MODEL_PATH
 from shared.db import create_engine
-from shared.history import load_events
+from shared.event_files import load_events
 from shared.scoring.kinds import kind_index
 from shared.scoring.model import load_model
 from shared.scoring.state import AccountState

@@ -150,7 +150,7 @@ async def scanned(settings: Settings) -> None:
     a million accounts would otherwise begin by reading every score; a running one does that
     only after a model switch.)"""
     from services.scorer.metrics import ScorerMetrics
-    from services.scorer.models import ModelSet, configured
+    from services.scorer.serving import ModelSet, configured
 
     models = ModelSet(
         settings.scorer, ScorerMetrics(CollectorRegistry()), configured(settings.scorer)

@@ -375,7 +375,7 @@ def _instant(text: str) -> float:
 
 def _replay_inputs(events: Path, outcomes: Path) -> tuple[Any, Any]:
     from services.modelling.replay import load_outcomes
-    from shared.history import load_events
+    from shared.event_files import load_events
 
     return load_events(events), load_outcomes(outcomes)
 
@@ -460,7 +460,7 @@ def validate_files(
     import orjson
 
     from shared.errors import ConfigurationError
-    from shared.history import REPLAY_LIMITS
+    from shared.event_files import REPLAY_LIMITS
     from shared.sources.dryrun import dry_run
     from shared.validate import Limits
 

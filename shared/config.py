@@ -139,7 +139,7 @@ class ScorerSettings(BaseModel):
     sweep_batch_size: int = Field(default=2_000, ge=1)
     sweep_interval_seconds: float = Field(default=60.0, gt=0)
     news_retention_days: float = Field(default=365.0, gt=0)
-    # score history older than this is dropped, a month at a time (services/scorer/history.py)
+    # score history older than this is dropped, a month at a time (scorer/history_months.py)
     history_retention_days: int = Field(default=730, ge=1)
     relay_interval_seconds: float = Field(default=0.2, gt=0)
     # a change whose newest signal is older than this is a replay: band changes and drops

@@ -389,7 +389,7 @@ class ScoreValues(TypedDict):
 
 class ScoreHistoryRow(Base):
     """A meaningful change of one account's score: band change, big move, override, model.
-    Partitioned by month of `at` (migration 0012, services/scorer/history.py)."""
+    Partitioned by month of `at` (migration 0012, services/scorer/history_months.py)."""
 
     __tablename__ = "score_history"
 
@@ -450,7 +450,7 @@ class ConsumerOffsetRow(Base):
     # it as it was is one of release 0014's, and is refused from 2 on (its fence fails)
     store_format: Mapped[int] = mapped_column(SmallInteger, server_default="3")
     fence_epoch: Mapped[int] = mapped_column(BigInteger, server_default="0")
-    # the models (services/scorer/models.py fingerprint) every account of this partition was
+    # the models (services/scorer/serving.py fingerprint) every account of this partition was
     # last scanned and scored to; forgotten by a write with other models. A scorer taking the
     # partition scans it for scores of other models only when its own differ
     models_scanned: Mapped[str | None] = mapped_column(String(16))

@@ -38,7 +38,7 @@ from services.modelling.metrics import (
     score_metrics,
 )
 from services.modelling.replay import Outcomes, replay
-from shared.history import History
+from shared.event_files import EventLog
 from shared.outcomes import FAVOURABLE
 from shared.scoring.engine import evaluate
 from shared.scoring.kinds import kinds_of
@@ -66,7 +66,7 @@ class Sample:
 
 
 def collect(
-    history: History,
+    events: EventLog,
     outcomes: Outcomes,
     model: Model,
     as_of: list[float],
@@ -82,16 +82,16 @@ def collect(
     if parts > 1:
         jobs = [
             partial(collect, part, outcomes, model, as_of, horizon, outcome, factors=factors)
-            for part in processes.split(history, parts)
+            for part in processes.split(events, parts)
         ]
         return sorted(chain.from_iterable(processes.run(jobs)), key=_sample_order)
     samples = []
     favourable = outcome in FAVOURABLE
-    for cut, states in replay(history, kinds_of(model), as_of):
+    for cut, states in replay(events, kinds_of(model), as_of):
         for account_id, state in states.items():
             if outcomes.lapsed(account_id, cut):
                 continue
-            evaluation = evaluate(model, state, cut, news=history.news)
+            evaluation = evaluate(model, state, cut, news=events.news)
             happened = outcomes.within(account_id, outcome, cut, cut + horizon)
             samples.append(
                 Sample(
@@ -125,7 +125,7 @@ def _sample_order(sample: Sample) -> tuple[float, str]:
 
 
 def lead_times(
-    history: History,
+    events: EventLog,
     outcomes: Outcomes,
     model: Model,
     lookback_days: int = 90,
@@ -142,7 +142,7 @@ def lead_times(
         chosen = random.Random(0).sample(sorted(churn_at), most)
         churn_at = {account_id: churn_at[account_id] for account_id in chosen}
     watched = dataclasses.replace(
-        history, facts=[f for f in history.facts if f.account_id in churn_at]
+        events, facts=[f for f in events.facts if f.account_id in churn_at]
     )
     jobs = [
         partial(_leads, part, churn_at, model, lookback_days)
@@ -158,12 +158,12 @@ def lead_times(
 
 
 def _leads(
-    history: History, churn_at: dict[str, float], model: Model, lookback_days: int
+    events: EventLog, churn_at: dict[str, float], model: Model, lookback_days: int
 ) -> dict[str, list[float]]:
-    """objective -> the lead time of each churned account of `history` (only theirs)."""
-    if not history.facts:
+    """objective -> the lead time of each churned account of `events` (only theirs)."""
+    if not events.facts:
         return {}
-    first_day = int(history.first // DAY) * DAY
+    first_day = int(events.first // DAY) * DAY
     last = max(churn_at.values(), default=first_day)
     ticks = [first_day + k * DAY for k in range(int((last - first_day) // DAY) + 1)]
     lowest = {name: objective.bands[0].name for name, objective in model.objectives.items()}
@@ -171,7 +171,7 @@ def _leads(
     since: dict[tuple[str, str], float | None] = {}
     watching = sorted(churn_at.items(), key=lambda item: item[1])
     churn_times = [churn for _, churn in watching]
-    for tick, states in replay(history, kinds_of(model), ticks):
+    for tick, states in replay(events, kinds_of(model), ticks):
         # only the accounts that churn within the look-back after this tick: a window of the
         # sorted churn times, not every churner at every tick
         first = bisect.bisect_right(churn_times, tick)
@@ -180,7 +180,7 @@ def _leads(
             if account_id not in states:
                 continue
             bands = previous[account_id]
-            evaluation = evaluate(model, states[account_id], tick, bands, history.news)
+            evaluation = evaluate(model, states[account_id], tick, bands, events.news)
             for objective, score in evaluation.scores.items():
                 key = (account_id, objective)
                 bands[objective] = score.band
@@ -347,16 +347,16 @@ def _stated(
     }
 
 
-def default_as_of(history: History, horizon: float, every_days: int = 30) -> list[float]:
+def default_as_of(events: EventLog, horizon: float, every_days: int = 30) -> list[float]:
     """Every `every_days` from two months after the first event while a full horizon of
     outcomes follows."""
-    first = int(history.first // DAY) * DAY + 60 * DAY
+    first = int(events.first // DAY) * DAY + 60 * DAY
     cuts = []
     t = first
-    while t + horizon <= history.last:
+    while t + horizon <= events.last:
         cuts.append(t)
         t += every_days * DAY
-    return cuts or [history.last - horizon]
+    return cuts or [events.last - horizon]
 
 
 def default_test_from(as_of: list[float]) -> float | None:
@@ -366,7 +366,7 @@ def default_test_from(as_of: list[float]) -> float | None:
 
 
 def backtest(
-    history: History,
+    events: EventLog,
     outcomes: Outcomes,
     models: dict[str, Model],
     as_of: list[float],
@@ -376,16 +376,16 @@ def backtest(
     outcome: str = "churn",
     parts: int = 1,
 ) -> tuple[dict[str, Any], dict[str, dict[str, dict[str, ScoreMetrics]]]]:
-    """Every model over the same history: the JSON summary and the metrics behind the plots."""
+    """Every model over the same events: the JSON summary and the metrics behind the plots."""
     horizon = horizon_days * DAY
     summary: dict[str, Any] = {
         "events": {
-            "lines": history.lines,
-            "signals": len(history.facts),
-            "rejected": dict(history.rejected),
+            "lines": events.lines,
+            "signals": len(events.facts),
+            "rejected": dict(events.rejected),
         },
-        "accounts": len({f.account_id for f in history.facts}),
-        "churned_accounts": sum(history.first <= t for t in outcomes.first("churn").values()),
+        "accounts": len({f.account_id for f in events.facts}),
+        "churned_accounts": sum(events.first <= t for t in outcomes.first("churn").values()),
         "outcome": outcome,
         "outcomes": outcomes.counts(),
         "as_of": [iso(t) for t in sorted(as_of)],
@@ -395,7 +395,7 @@ def backtest(
     }
     full = {}
     for label, model in models.items():
-        samples = collect(history, outcomes, model, as_of, horizon, outcome, parts)
-        leads = lead_times(history, outcomes, model, lookback_days, parts=parts)
+        samples = collect(events, outcomes, model, as_of, horizon, outcome, parts)
+        leads = lead_times(events, outcomes, model, lookback_days, parts=parts)
         summary["models"][label], full[label] = summarise(model, samples, leads, test_from, outcome)
     return summary, full

@@ -48,7 +48,7 @@ from sklearn.linear_model import LogisticRegression
 from services.modelling.backtest import DAY, Sample, collect, iso, measure, recency_baseline
 from services.modelling.metrics import ScoreMetrics, auc_difference, platt, reliability
 from services.modelling.replay import Outcomes
-from shared.history import History
+from shared.event_files import EventLog
 from shared.outcomes import FAVOURABLE
 from shared.scoring.model import Model, Piecewise
 
@@ -321,7 +321,7 @@ def fit_model(
 
 def calibrate(
     fitted: FittedModel,
-    history: History,
+    events: EventLog,
     outcomes: Outcomes,
     train: list[Sample],
     *,
@@ -337,7 +337,7 @@ def calibrate(
     scored = [
         (score, s.happened(outcome))
         for s in collect(
-            history,
+            events,
             outcomes,
             Model.model_validate(fitted.document),
             sorted({s.as_of for s in train}),
@@ -391,7 +391,7 @@ def _figures(metrics: ScoreMetrics | None) -> dict[str, Any] | None:
 
 
 def compare(
-    history: History,
+    events: EventLog,
     outcomes: Outcomes,
     model: Model,
     document: dict[str, Any],
@@ -413,7 +413,7 @@ def compare(
     from `test_from` on. Refuses (ValueError) to return a model that drops every factor or
     scores no one."""
     horizon = horizon_days * DAY
-    samples = collect(history, outcomes, model, as_of, horizon, outcome, parts, factors=True)
+    samples = collect(events, outcomes, model, as_of, horizon, outcome, parts, factors=True)
     train, test = split_samples(samples, test_from, horizon, test_share)
     if not train or not test:
         raise ValueError(
@@ -432,7 +432,7 @@ def compare(
     )
     candidate = calibrate(
         fitted,
-        history,
+        events,
         outcomes,
         train,
         objective=objective,
@@ -444,7 +444,7 @@ def compare(
     tested = {s.account_id for s in test}
     candidate_test = [
         s
-        for s in collect(history, outcomes, candidate, test_cuts, horizon, outcome, parts)
+        for s in collect(events, outcomes, candidate, test_cuts, horizon, outcome, parts)
         if s.account_id in tested
     ]
     if not any(s.scores.get(objective) is not None for s in candidate_test):

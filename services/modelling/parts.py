@@ -2,7 +2,7 @@
 
 An account's samples and lead time depend on its facts alone, so the accounts can be cut into
 parts (by a digest of their id) and scored in parallel. The parts run in forked processes,
-which see this process's memory as it is (the loaded history is not copied or pickled on the
+which see this process's memory as it is (the loaded events are not copied or pickled on the
 way in); only their results come back. Where fork is not available, or with one part, the work
 runs here.
 """
@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
 
-from shared.history import History
+from shared.event_files import EventLog
 
 T = TypeVar("T")
 
@@ -30,18 +30,18 @@ def default_parts() -> int:
     return max(1, min(cores or 1, 8))
 
 
-def split(history: History, parts: int) -> list[History]:
-    """The history cut into `parts` by account (a stable digest of the id)."""
+def split(events: EventLog, parts: int) -> list[EventLog]:
+    """The events cut into `parts` by account (a stable digest of the id)."""
     if parts <= 1:
-        return [history]
+        return [events]
     facts: list[list[Any]] = [[] for _ in range(parts)]
     part_of: dict[str, int] = {}
-    for fact in history.facts:
+    for fact in events.facts:
         i = part_of.get(fact.account_id)
         if i is None:
             i = part_of[fact.account_id] = zlib.crc32(fact.account_id.encode()) % parts
         facts[i].append(fact)
-    return [dataclasses.replace(history, facts=chosen) for chosen in facts]
+    return [dataclasses.replace(events, facts=chosen) for chosen in facts]
 
 
 def _run(i: int) -> Any:

@@ -2,7 +2,7 @@
 
 Reads the simulator's files (or any export in the same shape): `events.jsonl`, one raw v1 event
 per line, and `outcomes.csv` (what happened to accounts and when: `load_outcomes`). Every line goes
-through `shared.validate` exactly as a raw record on its source topic would (shared.history),
+through `shared.validate` exactly as a raw record on its source topic would (shared.event_files),
 and every signal is folded into per-account `AccountState`s with the same `apply` the scorer
 uses, in event time. `replay` then yields the states at each requested cut, so a score computed
 here is the score the live service would have shown at that moment (it has seen every event up
@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from shared.errors import ConfigurationError
-from shared.history import History
+from shared.event_files import EventLog
 from shared.outcomes import NAME, lapsed, within
 from shared.scoring.kinds import KindIndex
 from shared.scoring.seen import DedupPolicy
@@ -102,12 +102,12 @@ def load_outcomes(path: Path) -> Outcomes:
 
 
 def replay(
-    history: History, kinds: KindIndex, cuts: list[float]
+    events: EventLog, kinds: KindIndex, cuts: list[float]
 ) -> Iterator[tuple[float, dict[str, AccountState]]]:
     """The states of every account seen so far, after all facts up to each cut (ascending).
     The same dict is updated in place between cuts: copy what must outlive the next step."""
     states: dict[str, AccountState] = {}
-    facts = history.facts
+    facts = events.facts
     times = [f.t for f in facts]
     done = 0
     for cut in sorted(cuts):

@@ -38,7 +38,6 @@ from services.scorer.context import ScorerContext
 from services.scorer.deadletters import DeadLetters
 from services.scorer.isolation import Isolator
 from services.scorer.metrics import ScorerMetrics
-from services.scorer.models import ModelSet
 from services.scorer.news import NewsBook
 from services.scorer.partitions import Partitions
 from services.scorer.poll import Poller
@@ -47,6 +46,7 @@ from services.scorer.quality import Quality
 from services.scorer.relay import Relay
 from services.scorer.rollups import Rollups
 from services.scorer.rows import Rescorer
+from services.scorer.serving import ModelSet
 from services.scorer.sweep import Sweeper
 from shared.config import Settings
 from shared.errors import FencedOut

@@ -12,9 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.scorer.cache import StateCache
 from services.scorer.metrics import ScorerMetrics
-from services.scorer.models import ModelSet
 from services.scorer.news import NewsBook
 from services.scorer.partitions import Partitions
+from services.scorer.serving import ModelSet
 from shared.config import ScorerSettings, Settings
 
 

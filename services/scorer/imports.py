@@ -1,6 +1,6 @@
 """Importing history: months or years of raw events scored in event time before go-live.
 
-`import_history` validates every line as ingest would (shared.history), folds each
+`import_history` validates every line as ingest would (shared.event_files), folds each
 account's signals in event time with the scorer's own `apply`, and scores it at the end of
 every day that had signals (and weekly through a silence), writing history rows as of those
 times with the live recording rule at a threshold of 0: a point for every such day on which
@@ -53,7 +53,7 @@ from services.scorer.rescore import (
 from shared.config import Settings
 from shared.db import SEEN_PERIOD, HistoryValues
 from shared.errors import ConfigurationError
-from shared.history import load_events
+from shared.event_files import load_events
 from shared.scoring.kinds import KindIndex, kind_index
 from shared.scoring.model import Model
 from shared.scoring.news import News, NewsItem

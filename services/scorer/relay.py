@@ -6,8 +6,8 @@ the row is published again with the same CloudEvent id (consumers de-duplicate b
 each turn rolls up the parents due (rollups.py), whose band changes the next one sends. Every
 few seconds it also refreshes the outbox and rollup gauges and prunes rows sent long ago, as
 often as its cost allows the band gauge, every minute the live model quality's (quality.py),
-and every hour it keeps the score history's months (`history.maintain`) and the de-duplication
-memory's periods (`memory.maintain`).
+and every hour it keeps the score history's months (`history_months.maintain`) and the
+de-duplication memory's periods (`memory.maintain`).
 
 The band gauge counts every score (half a second at a million accounts), so one scorer counts:
 the one that owns partition 0 of the signals topic. The others clear the gauge, so that
@@ -26,7 +26,7 @@ import structlog
 from aiokafka import AIOKafkaProducer
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.scorer import history, memory, portfolio, store
+from services.scorer import history_months, memory, portfolio, store
 from services.scorer.metrics import ScorerMetrics
 from services.scorer.quality import Quality
 from services.scorer.rollups import Rollups
@@ -158,6 +158,6 @@ class Relay:
 
     async def maintain_history(self) -> None:
         await portfolio.prune(self.engine, self.clock(), self.history_retention_days)
-        done = await history.maintain(self.engine, self.clock(), self.history_retention_days)
+        done = await history_months.maintain(self.engine, self.clock(), self.history_retention_days)
         self.metrics.history_pruned.labels("months").inc(len(done.dropped))
         self.metrics.history_pruned.labels("rows").inc(done.deleted)

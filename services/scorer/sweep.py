@@ -26,9 +26,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from services.scorer import store
 from services.scorer.commit import Committer, record_history
 from services.scorer.context import ScorerContext
-from services.scorer.models import ModelSet
 from services.scorer.partitions import Fences
 from services.scorer.rows import Rescorer, scoring_errors_refuse
+from services.scorer.serving import ModelSet
 from services.scorer.store import Batch, Find
 from shared.errors import RecordRefused
 from shared.failures import classify

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from services.scorer.history import DEFAULT, add_months, maintain, month_name, month_start
+from services.scorer.history_months import DEFAULT, add_months, maintain, month_name, month_start
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from shared.config import Settings
-from shared.history import REPLAY_LIMITS
+from shared.event_files import REPLAY_LIMITS
 from shared.sources import format_named
 from shared.sources.decode import Decoder, Outcome
 from shared.sources.links import MemoryLinks

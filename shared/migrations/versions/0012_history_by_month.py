@@ -6,7 +6,7 @@ one from a table the API reads. The table becomes a partitioned one (by `at`): t
 holds now stay where they are, as its partition `score_history_before` (everything before the
 first month of its own); months from then on, and a default partition for anything that finds
 no month (rows older than that are imported, a month the scorer did not create in time), are
-created by the scorer (`services/scorer/history.py`), which also drops months past retention.
+created by the scorer (`services/scorer/history_months.py`), which also drops months past retention.
 The primary key becomes (id, at), as a partitioned table's must hold its partition key.
 
 Revision ID: 0012

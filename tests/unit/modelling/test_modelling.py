@@ -24,7 +24,7 @@ from services.simulator.produce import write_files
 from services.simulator.world import World
 from shared.config import DEFAULT_MODEL_PATH
 from shared.errors import ConfigurationError
-from shared.history import load_events
+from shared.event_files import load_events
 from shared.scoring.engine import evaluate
 from shared.scoring.model import Model, load_model
 from shared.scoring.state import AccountState

@@ -124,7 +124,7 @@ def test_a_factor_has_one_value_market_included(tmp_path: Path) -> None:
 
 
 def test_a_history_file_keeps_market_events_as_news_not_accounts(tmp_path: Path) -> None:
-    from shared.history import load_events
+    from shared.event_files import load_events
 
     account = {
         "event_id": "s-1",

@@ -18,12 +18,12 @@ from shared.scoring.news import News, NewsItem
 from shared.scoring.state import Fact
 from shared.validate import Limits, Rejection, Sentiment, validate
 
-# History is old on purpose: event times are judged against each other, not the wall clock.
+# The events are old on purpose: event times are judged against each other, not the wall clock.
 REPLAY_LIMITS = Limits(max_future_skew=timedelta(days=36_500), max_age=timedelta(days=36_500))
 
 
 @dataclass(frozen=True)
-class History:
+class EventLog:
     """Validated signals in event-time order, and what validation refused. Market events,
     about segments rather than accounts, are `news`."""
 
@@ -41,7 +41,7 @@ class History:
         return self.facts[-1].t
 
 
-def load_events(path: Path) -> History:
+def load_events(path: Path) -> EventLog:
     """Validate every line of a raw-event JSONL file as ingest would."""
     sentiment = Sentiment()
     now = datetime.now(UTC)
@@ -75,4 +75,4 @@ def load_events(path: Path) -> History:
     if not facts:
         raise ConfigurationError(f"{path}: no valid events in {lines} lines")
     facts.sort(key=lambda f: (f.t, f.signal_id))
-    return History(facts, lines, rejected, tuple(sorted(news, key=lambda item: item.t)))
+    return EventLog(facts, lines, rejected, tuple(sorted(news, key=lambda item: item.t)))
