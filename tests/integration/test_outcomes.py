@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import statistics
 from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.api.app import create_app
 from services.api.auth import hash_token
+from services.scorer.consume import Scorer
 from shared.config import DEFAULT_MODEL_PATH, ApiToken, QualitySettings, Settings
+from shared.events import Signal
 from tests.support.pipeline import churn_mismatches
 from tests.support.signals import (
     produce_signals,
@@ -113,6 +116,29 @@ def pairwise_auc(samples: list[tuple[str, float, float, bool]]) -> float:
     return right / len(pairs)
 
 
+@dataclass
+class Story:
+    """What the steps share: the world streamed, its churns, and who the CRM speaks of."""
+
+    settings: Settings
+    engine: AsyncEngine
+    scorer: Scorer
+    clock: Clock
+    signals: list[Signal]
+    end: datetime
+    produced: int = 0
+    survivors: list[str] = field(default_factory=list)
+    mistaken: str = ""  # the cancellation voided through the API
+
+    @property
+    def cancellations(self) -> dict[str, Signal]:
+        return {s.signal_id: s for s in self.signals if s.kind == "subscription_cancelled"}
+
+    async def produce(self, signals: list[Signal]) -> None:
+        self.produced += await produce_signals(self.settings, signals)
+        await wait_consumed(self.engine, self.settings, self.produced)
+
+
 async def test_outcomes_from_the_stream_and_the_api_judge_the_live_model(
     settings: Settings, engine: AsyncEngine, tmp_path: Path
 ) -> None:
@@ -121,131 +147,158 @@ async def test_outcomes_from_the_stream_and_the_api_judge_the_live_model(
     start = end - timedelta(days=DAYS)
     # a world of 90 days (its accounts churn from their second month), its last 24 streamed
     signals = [s for s in simulated_signals(60, 90, seed=2, end=end) if s.occurred_at >= start]
-    cancellations = {s.signal_id: s for s in signals if s.kind == "subscription_cancelled"}
     clock = Clock(start)
-    produced = 0
     async with running_scorer(settings, engine, clock=clock) as scorer:
-        # live, two days at a time: the scorer's clock moves with the stream
-        for day in range(0, DAYS, 2):
-            until = start + timedelta(days=day + 2)
-            chunk = [s for s in signals if until - timedelta(days=2) <= s.occurred_at < until]
-            clock.now = until
-            produced += await produce_signals(settings, chunk)
-            await wait_consumed(engine, settings, produced)
-        # a CRM's churn through the stream (an outcomes topic), then its correction
-        churned_ids = {s.account_id for s in cancellations.values()}
-        survivors = sorted({s.account_id for s in signals} - churned_ids)
-        told = [
-            signal_of(
-                {
-                    "event_id": f"hubspot-{k}",
-                    "account_id": survivors[1],
-                    "occurred_at": (end - timedelta(days=day)).isoformat(),
-                    "type": "outcome_recorded",
-                    "schema_version": 1,
-                    "outcome": "churn",
-                    "system": "HubSpot",
-                    "outcome_id": "deal-7",
-                },
-                end,
-            )
-            for k, day in ((1, 12), (2, 11))  # told at 12 days ago, corrected to 11
-        ]
-        produced += await produce_signals(settings, told)
-        await wait_consumed(engine, settings, produced)
-        async with engine.connect() as conn:
-            stream = {
-                r.outcome_id: r
-                for r in await conn.execute(text("SELECT * FROM outcomes WHERE source = 'stream'"))
-            }
-            crm = (
-                await conn.execute(text("SELECT * FROM outcomes WHERE source = 'hubspot'"))
-            ).one()
-        assert (crm.outcome_id, crm.account_id, crm.outcome, crm.at) == (
-            "deal-7",
-            survivors[1],
-            "churn",
-            end - timedelta(days=11),
-        )
-        # every cancellation, once, at its time; nothing else the simulator does is an outcome
-        assert {i: (r.account_id, r.outcome, r.at) for i, r in stream.items()} == {
-            i: (s.account_id, "churn", s.occurred_at) for i, s in cancellations.items()
-        }
-        counted = scorer.metrics.outcomes.labels("churn", "stream")._value.get()
-        assert counted == len(cancellations)
-        assert len(cancellations) >= 4, "the simulated base needs churns to judge a model by"
-
+        story = Story(settings, engine, scorer, clock, signals, end)
+        await streamed_live_two_days_at_a_time(story, start)
+        await a_crm_tells_a_churn_through_the_stream_then_corrects_it(story)
+        await every_cancellation_is_recorded_once_at_its_time(story)
         app = create_app(settings)
-        writer = {"Authorization": f"Bearer {WRITER}"}
         async with (
             app.router.lifespan_context(app),
             httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as api,
         ):
-            survivor = survivors[0]
-            crm_churn = {
-                "account_id": survivor,
+            await the_api_records_once_voids_for_audit_and_refuses_what_is_wrong(story, api)
+            served = await the_scorer_measures_and_the_api_serves_it(story, api)
+    await the_figures_match_a_hand_computation(story, served)
+    await the_chaos_suites_check_sees_a_missing_churn(story)
+
+
+async def streamed_live_two_days_at_a_time(story: Story, start: datetime) -> None:
+    """The scorer's clock moves with the stream."""
+    for day in range(0, DAYS, 2):
+        until = start + timedelta(days=day + 2)
+        story.clock.now = until
+        await story.produce(
+            [s for s in story.signals if until - timedelta(days=2) <= s.occurred_at < until]
+        )
+    churned = {s.account_id for s in story.cancellations.values()}
+    story.survivors = sorted({s.account_id for s in story.signals} - churned)
+
+
+async def a_crm_tells_a_churn_through_the_stream_then_corrects_it(story: Story) -> None:
+    """An outcomes topic: HubSpot says deal-7 churned 12 days ago, then 11."""
+    end = story.end
+    told = [
+        signal_of(
+            {
+                "event_id": f"hubspot-{k}",
+                "account_id": story.survivors[1],
+                "occurred_at": (end - timedelta(days=day)).isoformat(),
+                "type": "outcome_recorded",
+                "schema_version": 1,
                 "outcome": "churn",
-                "at": (end - timedelta(days=10)).isoformat(),
-                "source": "crm",
-                "outcome_id": "opp-1",
-                "note": "told us on the renewal call",
-            }
-            first = await api.post("/v1/outcomes", json=crm_churn, headers=writer)
-            assert first.status_code == 201, first.text
-            assert first.json()["recorded_by"] == "crm-sync"
-            again = await api.post("/v1/outcomes", json=crm_churn, headers=writer)
-            assert again.status_code == 200 and again.json() == first.json()  # once
-            renewal = {"account_id": survivor, "outcome": "renewal", "at": end.isoformat()}
-            made = await api.post("/v1/outcomes", json=renewal, headers=writer)
-            assert made.status_code == 201 and made.json()["source"] == "api"
-            repeat = await api.post("/v1/outcomes", json=renewal, headers=writer)
-            assert repeat.status_code == 200  # no id given: one is made of what it says
-            assert repeat.json()["outcome_id"] == made.json()["outcome_id"]
-            # a cancellation made by mistake: voided, kept for audit, no longer counted
-            mistaken = sorted(cancellations)[0]
-            voided = await api.delete(
-                f"/v1/outcomes/stream/{mistaken}",
-                params={"reason": "cancelled by mistake, reinstated"},
-                headers=writer,
-            )
-            assert voided.status_code == 204
-            listed = await api.get("/v1/outcomes", params={"source": "stream"}, headers=writer)
-            assert mistaken not in {o["outcome_id"] for o in listed.json()["items"]}
-            audit = await api.get(
-                "/v1/outcomes", params={"source": "stream", "voided": "true"}, headers=writer
-            )
-            row = next(o for o in audit.json()["items"] if o["outcome_id"] == mistaken)
-            assert row["voided_by"] == "crm-sync" and row["void_reason"].startswith("cancelled")
-            # bad requests get problem+json
-            for body, code in (
-                ({**crm_churn, "source": "stream"}, 422),
-                ({**crm_churn, "account_id": "nobody"}, 404),
-                ({**crm_churn, "at": (end + timedelta(days=9)).isoformat()}, 422),
-                ({**crm_churn, "outcome": "Churn!"}, 422),
-            ):
-                refused = await api.post("/v1/outcomes", json=body, headers=writer)
-                assert refused.status_code == code, (body, refused.text)
-                assert refused.headers["content-type"] == "application/problem+json"
-            reader = {"Authorization": f"Bearer {READER}"}
-            assert (
-                await api.post("/v1/outcomes", json=crm_churn, headers=reader)
-            ).status_code == 403
+                "system": "HubSpot",
+                "outcome_id": "deal-7",
+            },
+            end,
+        )
+        for k, day in ((1, 12), (2, 11))
+    ]
+    await story.produce(told)
+    async with story.engine.connect() as conn:
+        crm = (await conn.execute(text("SELECT * FROM outcomes WHERE source = 'hubspot'"))).one()
+    assert (crm.outcome_id, crm.account_id, crm.outcome, crm.at) == (
+        "deal-7",
+        story.survivors[1],
+        "churn",
+        end - timedelta(days=11),
+    )
 
-            clock.now = end
-            quality = scorer.relay.quality
-            await quality.refresh(owner=True)  # as the relay does: the measurement is started
-            assert quality.measuring is not None
-            await quality.measuring
-            served = await api.get("/v1/models/quality", headers=reader)
-            assert served.status_code == 200, served.text
 
+async def every_cancellation_is_recorded_once_at_its_time(story: Story) -> None:
+    """And nothing else the simulator does is an outcome; the counter agrees."""
+    cancellations = story.cancellations
+    async with story.engine.connect() as conn:
+        stream = {
+            r.outcome_id: r
+            for r in await conn.execute(text("SELECT * FROM outcomes WHERE source = 'stream'"))
+        }
+    assert {i: (r.account_id, r.outcome, r.at) for i, r in stream.items()} == {
+        i: (s.account_id, "churn", s.occurred_at) for i, s in cancellations.items()
+    }
+    counted = story.scorer.metrics.outcomes.labels("churn", "stream")._value.get()
+    assert counted == len(cancellations)
+    assert len(cancellations) >= 4, "the simulated base needs churns to judge a model by"
+
+
+async def the_api_records_once_voids_for_audit_and_refuses_what_is_wrong(
+    story: Story, api: httpx.AsyncClient
+) -> None:
+    writer = {"Authorization": f"Bearer {WRITER}"}
+    crm_churn = {
+        "account_id": story.survivors[0],
+        "outcome": "churn",
+        "at": (story.end - timedelta(days=10)).isoformat(),
+        "source": "crm",
+        "outcome_id": "opp-1",
+        "note": "told us on the renewal call",
+    }
+    first = await api.post("/v1/outcomes", json=crm_churn, headers=writer)
+    assert first.status_code == 201, first.text
+    assert first.json()["recorded_by"] == "crm-sync"
+    again = await api.post("/v1/outcomes", json=crm_churn, headers=writer)
+    assert again.status_code == 200 and again.json() == first.json()  # once
+    renewal = {"account_id": story.survivors[0], "outcome": "renewal", "at": story.end.isoformat()}
+    made = await api.post("/v1/outcomes", json=renewal, headers=writer)
+    assert made.status_code == 201 and made.json()["source"] == "api"
+    repeat = await api.post("/v1/outcomes", json=renewal, headers=writer)
+    assert repeat.status_code == 200  # no id given: one is made of what it says
+    assert repeat.json()["outcome_id"] == made.json()["outcome_id"]
+    # a cancellation made by mistake: voided, kept for audit, no longer counted
+    story.mistaken = mistaken = sorted(story.cancellations)[0]
+    voided = await api.delete(
+        f"/v1/outcomes/stream/{mistaken}",
+        params={"reason": "cancelled by mistake, reinstated"},
+        headers=writer,
+    )
+    assert voided.status_code == 204
+    listed = await api.get("/v1/outcomes", params={"source": "stream"}, headers=writer)
+    assert mistaken not in {o["outcome_id"] for o in listed.json()["items"]}
+    audit = await api.get(
+        "/v1/outcomes", params={"source": "stream", "voided": "true"}, headers=writer
+    )
+    row = next(o for o in audit.json()["items"] if o["outcome_id"] == mistaken)
+    assert row["voided_by"] == "crm-sync" and row["void_reason"].startswith("cancelled")
+    # bad requests get problem+json
+    for body, code in (
+        ({**crm_churn, "source": "stream"}, 422),
+        ({**crm_churn, "account_id": "nobody"}, 404),
+        ({**crm_churn, "at": (story.end + timedelta(days=9)).isoformat()}, 422),
+        ({**crm_churn, "outcome": "Churn!"}, 422),
+    ):
+        refused = await api.post("/v1/outcomes", json=body, headers=writer)
+        assert refused.status_code == code, (body, refused.text)
+        assert refused.headers["content-type"] == "application/problem+json"
+    reader = {"Authorization": f"Bearer {READER}"}
+    assert (await api.post("/v1/outcomes", json=crm_churn, headers=reader)).status_code == 403
+
+
+async def the_scorer_measures_and_the_api_serves_it(
+    story: Story, api: httpx.AsyncClient
+) -> dict[str, Any]:
+    story.clock.now = story.end
+    quality = story.scorer.relay.quality
+    await quality.refresh(owner=True)  # as the relay does: the measurement is started
+    assert quality.measuring is not None
+    await quality.measuring
+    served = await api.get("/v1/models/quality", headers={"Authorization": f"Bearer {READER}"})
+    assert served.status_code == 200, served.text
+    body: dict[str, Any] = served.json()
+    return body
+
+
+async def the_figures_match_a_hand_computation(story: Story, served: dict[str, Any]) -> None:
+    """Every figure against the definition, computed here from the history the scorer wrote;
+    and the gauges the alerts read."""
+    end = story.end
     churns: dict[str, list[float]] = defaultdict(list)
-    for signal_id, s in cancellations.items():
-        if signal_id != mistaken:
+    for signal_id, s in story.cancellations.items():
+        if signal_id != story.mistaken:
             churns[s.account_id].append(s.occurred_at.timestamp())
-    churns[survivor].append((end - timedelta(days=10)).timestamp())
-    churns[survivors[1]].append((end - timedelta(days=11)).timestamp())
-    async with engine.connect() as conn:
+    churns[story.survivors[0]].append((end - timedelta(days=10)).timestamp())
+    churns[story.survivors[1]].append((end - timedelta(days=11)).timestamp())
+    async with story.engine.connect() as conn:
         history = list(
             await conn.execute(
                 text(
@@ -268,9 +321,7 @@ async def test_outcomes_from_the_stream_and_the_api_judge_the_live_model(
     assert len(adverse_accounts) >= 3, "too few churns inside the window to judge by"
 
     item = next(
-        i
-        for i in served.json()["items"]
-        if (i["objective"], i["model_role"]) == ("churn_risk", "active")
+        i for i in served["items"] if (i["objective"], i["model_role"]) == ("churn_risk", "active")
     )
     latest = item["latest"]
     assert (item["outcome"], item["horizon_days"], item["window_days"]) == ("churn", 7, 14)
@@ -298,21 +349,25 @@ async def test_outcomes_from_the_stream_and_the_api_judge_the_live_model(
     )
     assert sum(b["samples"] for b in item["reliability"]) == len(samples)
     # the expansion objective foresees expansion and states no probability
-    expansion = next(i for i in served.json()["items"] if i["objective"] == "expansion")
+    expansion = next(i for i in served["items"] if i["objective"] == "expansion")
     assert expansion["outcome"] == "expansion" and expansion["latest"]["brier"] is None
-    # the gauges the alerts read
     labels = {"objective": "churn_risk", "model_role": "active"}
-    gauges = scorer.relay.quality.metrics
+    gauges = story.scorer.relay.quality.metrics
     assert gauges.figures["roc_auc"].labels(**labels)._value.get() == pytest.approx(
         latest["roc_auc"]
     )
     assert gauges.adverse.labels(**labels)._value.get() == len(adverse_accounts)
-    # the chaos suite's check of the stream's churns (tests/support/pipeline.py) holds here, and
-    # sees a churn that is missing
-    assert await churn_mismatches(engine, signals) == []
-    async with engine.begin() as conn:
+
+
+async def the_chaos_suites_check_sees_a_missing_churn(story: Story) -> None:
+    """tests/support/pipeline.py's check of the stream's churns holds here, and fails when a
+    churn is missing."""
+    assert await churn_mismatches(story.engine, story.signals) == []
+    async with story.engine.begin() as conn:
         await conn.execute(
             text("DELETE FROM outcomes WHERE source = 'stream' AND outcome_id = :i"),
-            {"i": mistaken},
+            {"i": story.mistaken},
         )
-    assert await churn_mismatches(engine, signals) == [f"churn of {mistaken} not recorded"]
+    assert await churn_mismatches(story.engine, story.signals) == [
+        f"churn of {story.mistaken} not recorded"
+    ]
