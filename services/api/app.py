@@ -242,7 +242,7 @@ async def _follow_models(app: FastAPI, engine: Any, settings: Settings) -> None:
         except Exception as exc:  # the database away: keep the models, look again later
             log.warning("api.models_follow_failed", error=repr(exc)[:300])
             continue
-        if found and {r: m.version for r, m in found.items()} != {
+        if "active" in found and {r: m.version for r, m in found.items()} != {
             r: m.version for r, m in app.state.models.items()
         }:
             app.state.models = found

@@ -114,6 +114,9 @@ class ModelSet:
         self._look_at = time.monotonic() + self.cfg.model_follow_seconds
         found = await proposals.following(engine, self._seed, datetime.now(UTC))
         self._seed = None  # seeded, or the database had proposals
+        if "active" not in found:  # cannot happen through shared/proposals.py: keep serving
+            log.error("scorer.no_active_model", found=sorted(found))
+            return None
         if {role: m.version for role, m in found.items()} == self.served():
             return None
         return found

@@ -9,6 +9,7 @@ import asyncio
 import subprocess
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.api.app import create_app
 from services.api.auth import hash_token
+from shared import proposals
 from shared.config import DEFAULT_MODEL_PATH, ApiToken, Settings
+from shared.proposals import ProposalRefused
 from shared.scoring.model import Model
 from tests.support.infra import healthscore_argv, run_cli, settings_env
 from tests.support.signals import (
@@ -236,3 +239,39 @@ async def test_the_cli_takes_the_same_steps_under_the_same_rules(
         ["2", "active", candidate.version],
         ["1", "retired", MODEL.version],
     ]
+
+
+async def test_the_rules_hold_whoever_takes_the_steps(engine: AsyncEngine) -> None:
+    """One shadow at a time (a newer approval sends the older back to `approved`, from which it
+    can still be promoted); a withdrawn proposal takes no further step; a model that cannot be
+    served beside the active one is refused at approval, with why."""
+    at = datetime.now(UTC)
+    document = yaml.safe_load(DEFAULT_MODEL_PATH.read_text())
+
+    def variant(name: str, **aggregates: Any) -> Model:
+        changed = {**document, "name": name}
+        changed["aggregates"] = {**document["aggregates"], **aggregates}
+        return Model.model_validate(changed)
+
+    first, second, third = variant("first"), variant("second"), variant("third")
+    async with engine.begin() as conn:
+        assert await proposals.seed(conn, {"active": MODEL}, at)
+        assert not await proposals.seed(conn, {"active": first}, at)  # seeded once
+        a = (await proposals.propose(conn, first, "maria", "a", at)).proposal_id
+        b = (await proposals.propose(conn, second, "maria", "b", at)).proposal_id
+        assert (await proposals.approve(conn, a, "dana", "", at)).status == "shadow"
+        assert (await proposals.approve(conn, b, "dana", "", at)).status == "shadow"
+        assert (await proposals.read(conn, a)).status == "approved"
+        assert (await proposals.promote(conn, a, "dana", "", at)).status == "active"
+        assert (await proposals.serving(conn)).keys() == {"active", "shadow"}
+        c = (await proposals.propose(conn, third, "maria", "c", at)).proposal_id
+        assert (await proposals.reject(conn, c, "maria", "withdrawn", at)).status == "rejected"
+        with pytest.raises(ProposalRefused) as refused:
+            await proposals.approve(conn, c, "dana", "", at)
+        assert refused.value.why == "status"
+        sessions = {**document["aggregates"]["sessions_7d"], "half_life_days": 10}
+        clashing = variant("clashing", sessions_7d=sessions)
+        d = (await proposals.propose(conn, clashing, "maria", "d", at)).proposal_id
+        with pytest.raises(ProposalRefused) as refused:
+            await proposals.approve(conn, d, "dana", "", at)
+        assert refused.value.why == "clash" and "sessions_7d" in refused.value.detail
