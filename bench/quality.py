@@ -9,7 +9,11 @@ the same score history once in the same run.
    (`SELECT` of the same columns, in the same order, fetched by the client), then a whole
    measurement of every objective (its samples, figures, lead times and expected figures,
    stored). The median round of each counts.
-Last line: {"bench": "quality", "accounts": ..., "measure_s": ..., "ratio": ...}
+3. A proposed model's impact (services/api/routes/models.py: every account, or a sample of
+   5,000, evaluated now by the active model and the proposal), against reading the states it
+   evaluates once, in alternating rounds the same way.
+Last line: {"bench": "quality", "accounts": ..., "measure_s": ..., "ratio": ..., "impact_s": ...,
+"impact_ratio": ...}
 """
 
 from __future__ import annotations
@@ -19,14 +23,19 @@ import random
 import statistics
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import yaml
 from common import infrastructure, report, run
 from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 
+from services.api.routes.models import impact, sample
 from services.scorer.quality import Quality
-from shared.config import QualitySettings
+from shared import proposals
+from shared.config import DEFAULT_MODEL_PATH, QualitySettings
 from shared.db import create_engine
+from shared.scoring.model import Model
 from tests.support.signals import MODEL, score_and_store, simulated_signals
 
 ACCOUNTS = int(os.environ.get("BENCH_QUALITY_ACCOUNTS", "20000"))
@@ -79,6 +88,7 @@ async def main() -> None:
             started = time.perf_counter()
             measured = await judge.measure(now + timedelta(seconds=k))  # a row each
             measures.append(time.perf_counter() - started)
+        proposed, samples, impacts = await _impact(engine, now)
         await engine.dispose()
     churn = next(m for m in measured if m["objective"] == "churn_risk")
     read, measure = statistics.median(reads), statistics.median(measures)
@@ -86,6 +96,12 @@ async def main() -> None:
         f"{ACCOUNTS:,} accounts, {points:,} history points (built in {built:.0f} s): one pass"
         f" over the churn objective's history {read:.2f} s; a measurement of both objectives"
         f" {measure:.2f} s ({churn['samples']:,} samples, ROC AUC {churn['roc_auc']})",
+        flush=True,
+    )
+    sampled, evaluated = statistics.median(samples), statistics.median(impacts)
+    print(
+        f"a proposal's impact on {proposed:,} accounts {evaluated:.2f} s; reading their states"
+        f" {sampled:.2f} s",
         flush=True,
     )
     report(
@@ -97,8 +113,31 @@ async def main() -> None:
             "measure_s": round(measure, 3),
             "ratio": round(measure / read, 2),
             "samples": churn["samples"],
+            "impact_accounts": proposed,
+            "impact_s": round(evaluated, 3),
+            "impact_ratio": round(evaluated / sampled, 2),
         }
     )
+
+
+async def _impact(engine: Any, now: datetime) -> tuple[int, list[float], list[float]]:
+    """Rounds of reading the states the impact evaluates, then the impact itself."""
+    document = yaml.safe_load(DEFAULT_MODEL_PATH.read_text())
+    document["objectives"]["churn_risk"]["groups"]["usage"] = 0.9
+    async with engine.begin() as conn:
+        await proposals.seed(conn, {"active": MODEL}, now)
+        made = await proposals.propose(conn, Model.model_validate(document), "bench", "", now)
+    samples, impacts, accounts = [], [], 0
+    for _ in range(ROUNDS):
+        async with engine.connect() as conn:
+            started = time.perf_counter()
+            await sample(conn)
+            samples.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            found = await impact(conn, MODEL, made.proposal_id, 365.0)
+            impacts.append(time.perf_counter() - started)
+            accounts = found.accounts
+    return accounts, samples, impacts
 
 
 if __name__ == "__main__":

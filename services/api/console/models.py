@@ -134,8 +134,15 @@ async def _proposal(
         found = await take(request, lambda conn, _: proposals.read(conn, proposal_id))
     except Problem:
         return page.error(404, "No such proposal", f"There is no proposal {proposal_id}.")
-    async with request.app.state.engine.connect() as conn:
-        effect = await impact(conn, request, proposal_id) if found.status != "active" else None
+    effect = None
+    if found.status != "active":  # against itself it would change nothing
+        async with request.app.state.engine.connect() as conn:
+            effect = await impact(
+                conn,
+                page.models["active"],
+                proposal_id,
+                request.app.state.settings.scorer.news_retention_days,
+            )
     viewer = page.viewer
     assert viewer is not None
     return page.render(

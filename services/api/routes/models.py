@@ -148,8 +148,10 @@ async def proposal_impact(
 ) -> ProposalImpact:
     """What the proposal would do if it were active now: the accounts whose band would move,
     and the diff of its document against the active model's."""
+    active = request.app.state.models["active"]
+    retention = request.app.state.settings.scorer.news_retention_days
     async with _engine(request).connect() as conn:
-        return await impact(conn, request, proposal_id)
+        return await impact(conn, active, proposal_id, retention)
 
 
 @router.post(
@@ -173,20 +175,21 @@ async def take_step(
 # --- impact ----------------------------------------------------------------------------------
 
 
-async def impact(conn: AsyncConnection, request: Request, proposal_id: int) -> ProposalImpact:
+async def impact(
+    conn: AsyncConnection, active: Model, proposal_id: int, news_retention_days: float
+) -> ProposalImpact:
+    """The proposal against `active`, evaluated now over the stored states."""
     try:
         found = await proposals.read(conn, proposal_id, steps=False)
     except ProposalRefused as exc:
         raise Problem(404, exc.detail) from exc
     proposed = await proposals.document(conn, found.version)
-    active = request.app.state.models["active"]
     assert proposed is not None  # registered with the proposal
     at = datetime.now(UTC)
     news: News = ()
     if reads_news(active) or reads_news(proposed):
-        retention = request.app.state.settings.scorer.news_retention_days
-        news = await recent_news(conn, at, retention)
-    accounts, sampled = await _sample(conn)
+        news = await recent_news(conn, at, news_retention_days)
+    accounts, sampled = await sample(conn)
     shared = [name for name in proposed.objectives if name in active.objectives]
     moves: dict[str, Counter[tuple[str, str]]] = {name: Counter() for name in shared}
     moved: dict[str, list[MovedAccount]] = {name: [] for name in shared}
@@ -247,7 +250,7 @@ def diff(before: Model, after: Model) -> str:
     )
 
 
-async def _sample(conn: AsyncConnection) -> tuple[list[tuple[str, Any, dict[str, str]]], bool]:
+async def sample(conn: AsyncConnection) -> tuple[list[tuple[str, Any, dict[str, str]]], bool]:
     """Up to IMPACT_ACCOUNTS accounts' states and active bands: all of them, or a sample
     spread over the account ids by their hash."""
     views = account_views.c
