@@ -18,6 +18,8 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from healthscore.devstack import (
@@ -32,6 +34,14 @@ from healthscore.devstack import (
 from services.simulator.world import OWNERS
 
 SERVICES = ("ingest", "scorer", "notify", "api")
+PORT_SETTINGS = {
+    "ingest": "HEALTHSCORE_INGEST__METRICS_PORT",
+    "scorer": "HEALTHSCORE_SCORER__METRICS_PORT",
+    "notify": "HEALTHSCORE_NOTIFY__METRICS_PORT",
+    "api": "HEALTHSCORE_API__PORT",
+}
+COMMAND = [sys.executable, "-m", "healthscore"]
+DEV_SCOPES = ("read", "write", "admin", "model")  # the run's own token: every scope
 
 
 # What `make run` listens on the first time, when free; later runs come back on the same ports.
@@ -110,6 +120,113 @@ def dev_session_secret(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
+@dataclass
+class _Stack:
+    """What one `make run` started, stopped newest first however the run ends."""
+
+    data_dir: Path
+    env: dict[str, str]
+    logs: Path
+    processes: list[ManagedProcess] = field(default_factory=list)
+    broker: Broker | None = None
+    store: ObjectStore | None = None
+    postgres: Postgres | None = None
+    ports: dict[str, int] = field(default_factory=dict)
+
+    def start_broker(self) -> None:
+        """Unless the environment names one: tansu, its data in an S3 endpoint copied to
+        data_dir/broker on stop and back on start (topics, records and offsets survive Ctrl-C
+        and `make run` again)."""
+        if "HEALTHSCORE_KAFKA__BOOTSTRAP_SERVERS" in self.env:
+            return
+        self.store = ObjectStore(port=self.ports["s3"], log_path=self.logs / "s3.log").start()
+        restored = self.store.load(self.data_dir / "broker")
+        self.broker = Broker(
+            port=self.ports["broker"], log_path=self.logs / "broker.log", store=self.store
+        )
+        self.broker.start()
+        self.env["HEALTHSCORE_KAFKA__BOOTSTRAP_SERVERS"] = self.broker.bootstrap_servers
+        print(
+            f"broker     tansu on {self.broker.bootstrap_servers}, data in S3 at"
+            f" {self.store.endpoint} ({restored} objects restored from {self.data_dir / 'broker'})"
+        )
+
+    def start_database(self) -> None:
+        if "HEALTHSCORE_DATABASE__HOST" in self.env:
+            return
+        self.postgres = Postgres(
+            self.data_dir / "pg", port=self.ports["postgres"], log_path=self.logs / "postgres.log"
+        ).start()
+        self.postgres.create_database("healthscore")
+        self.env["HEALTHSCORE_DATABASE__HOST"] = "127.0.0.1"
+        self.env["HEALTHSCORE_DATABASE__PORT"] = str(self.postgres.port)
+        print(
+            f"database   postgresql://healthscore@127.0.0.1:{self.postgres.port}/healthscore"
+            f" (data in {self.postgres.datadir})"
+        )
+
+    def issue_token(self) -> str | None:
+        """The run's own token, every scope, unless the environment configures tokens."""
+        self.env.setdefault("HEALTHSCORE_API__SESSION_SECRET", dev_session_secret(self.data_dir))
+        if "HEALTHSCORE_API__TOKENS" in self.env:
+            return None
+        token, digest = dev_token(self.data_dir)
+        entry = {"name": OWNERS[0], "sha256": digest, "scopes": list(DEV_SCOPES)}
+        self.env["HEALTHSCORE_API__TOKENS"] = json.dumps([entry])
+        return token
+
+    def migrate(self) -> None:
+        migrate = spawn(
+            "migrate", [*COMMAND, "migrate"], log_path=self.logs / "migrate.log", env=self.env
+        )
+        if migrate.process.wait(120) != 0:
+            raise SystemExit(f"migration failed: see {self.logs / 'migrate.log'}")
+        migrate.stopped()
+
+    def start_services(self, accounts: int, formats: str, with_simulator: bool) -> None:
+        for name in SERVICES:
+            self.env[PORT_SETTINGS[name]] = str(self.ports[name])
+            self.processes.append(
+                spawn(name, [*COMMAND, name], log_path=self.logs / f"{name}.log", env=self.env)
+            )
+        if with_simulator:
+            simulate = [*COMMAND, "simulate", "--accounts", str(accounts), "--format", formats]
+            self.processes.append(
+                spawn("simulate", simulate, log_path=self.logs / "simulate.log", env=self.env)
+            )
+
+    def watch(self, stopping: Callable[[], bool]) -> None:
+        """Until Ctrl-C: say once of each process that exits, and where its log is."""
+        reported: set[str] = set()
+        while not stopping():
+            time.sleep(0.5)
+            for proc in self.processes:
+                if not proc.alive() and proc.name not in reported:
+                    reported.add(proc.name)
+                    print(
+                        f"{proc.name} exited with code {proc.process.returncode}: "
+                        f"see {proc.log_path}",
+                        flush=True,
+                    )
+
+    def stop(self) -> None:
+        print("stopping...", flush=True)
+        for proc in reversed(self.processes):
+            proc.stop()
+        if self.postgres is not None:
+            self.postgres.stop()
+        if self.broker is not None:
+            self.broker.stop()
+        if self.store is not None:
+            try:
+                saved = self.store.save(self.data_dir / "broker")
+                print(f"broker data: {saved} objects saved", flush=True)
+            except OSError as exc:  # the copy of the last run stays as it was
+                print(f"broker data not saved: {exc}", flush=True)
+            self.store.stop()
+        print("stopped.", flush=True)
+
+
 def run_dev(*, accounts: int, data_dir: Path, with_simulator: bool, formats: str = "v1") -> None:
     env = dict(os.environ)
     env.setdefault("HEALTHSCORE_LOG__FORMAT", "console")
@@ -118,12 +235,8 @@ def run_dev(*, accounts: int, data_dir: Path, with_simulator: bool, formats: str
         env.setdefault(
             "HEALTHSCORE_KAFKA__TOPICS__SOURCES", json.dumps({f"{f}.events": f for f in vendors})
         )
-    logs = data_dir / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    started: list[ManagedProcess] = []
-    broker: Broker | None = None
-    store: ObjectStore | None = None
-    postgres: Postgres | None = None
+    stack = _Stack(data_dir, env, data_dir / "logs")
+    stack.logs.mkdir(parents=True, exist_ok=True)
     stopping = False
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -141,121 +254,47 @@ def run_dev(*, accounts: int, data_dir: Path, with_simulator: bool, formats: str
             *(["postgres"] if "HEALTHSCORE_DATABASE__HOST" not in env else []),
             *SERVICES,
         ]
-        fixed = stable_ports(data_dir, ours)
-        if "HEALTHSCORE_KAFKA__BOOTSTRAP_SERVERS" not in env:
-            # the broker keeps its data in an S3 endpoint, copied to data_dir/broker on stop and
-            # back on start: topics, records and offsets survive Ctrl-C and `make run` again
-            store = ObjectStore(port=fixed["s3"], log_path=logs / "s3.log").start()
-            restored = store.load(data_dir / "broker")
-            broker = Broker(port=fixed["broker"], log_path=logs / "broker.log", store=store)
-            broker.start()
-            env["HEALTHSCORE_KAFKA__BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
-            print(
-                f"broker     tansu on {broker.bootstrap_servers}, data in S3 at {store.endpoint}"
-                f" ({restored} objects restored from {data_dir / 'broker'})"
-            )
-        if "HEALTHSCORE_DATABASE__HOST" not in env:
-            postgres = Postgres(
-                data_dir / "pg", port=fixed["postgres"], log_path=logs / "postgres.log"
-            ).start()
-            postgres.create_database("healthscore")
-            env["HEALTHSCORE_DATABASE__HOST"] = "127.0.0.1"
-            env["HEALTHSCORE_DATABASE__PORT"] = str(postgres.port)
-            print(
-                f"database   postgresql://healthscore@127.0.0.1:{postgres.port}/healthscore"
-                f" (data in {postgres.datadir})"
-            )
-        token = None
-        if "HEALTHSCORE_API__TOKENS" not in env:
-            token, digest = dev_token(data_dir)
-            env["HEALTHSCORE_API__TOKENS"] = json.dumps(
-                [
-                    {
-                        "name": OWNERS[0],
-                        "sha256": digest,
-                        "scopes": ["read", "write", "admin", "model"],
-                    }
-                ]
-            )
-        env.setdefault("HEALTHSCORE_API__SESSION_SECRET", dev_session_secret(data_dir))
-        command = [sys.executable, "-m", "healthscore"]
-        migrate = spawn("migrate", [*command, "migrate"], log_path=logs / "migrate.log", env=env)
-        if migrate.process.wait(120) != 0:
-            raise SystemExit(f"migration failed: see {logs / 'migrate.log'}")
-        migrate.stopped()
-
-        ports = {
-            "ingest": ("HEALTHSCORE_INGEST__METRICS_PORT", fixed["ingest"]),
-            "scorer": ("HEALTHSCORE_SCORER__METRICS_PORT", fixed["scorer"]),
-            "notify": ("HEALTHSCORE_NOTIFY__METRICS_PORT", fixed["notify"]),
-            "api": ("HEALTHSCORE_API__PORT", fixed["api"]),
-        }
-        for name in SERVICES:
-            var, port = ports[name]
-            env[var] = str(port)
-            started.append(spawn(name, [*command, name], log_path=logs / f"{name}.log", env=env))
-        if with_simulator:
-            started.append(
-                spawn(
-                    "simulate",
-                    [*command, "simulate", "--accounts", str(accounts), "--format", formats],
-                    log_path=logs / "simulate.log",
-                    env=env,
-                )
-            )
+        stack.ports = stable_ports(data_dir, ours)
+        stack.start_broker()
+        stack.start_database()
+        token = stack.issue_token()
+        stack.migrate()
+        stack.start_services(accounts, formats, with_simulator)
         print(f"started in {time.monotonic() - began:.1f}s:")
-        for proc in started:
-            print(f"  {proc.name:<9} pid {proc.pid:<7} log {proc.log_path}")
-        for name in SERVICES:
-            var, port = ports[name]
-            if name == "api":
-                print(
-                    f"API        http://127.0.0.1:{port}/v1/accounts   "
-                    f"docs http://127.0.0.1:{port}/docs   metrics http://127.0.0.1:{port}/metrics"
-                )
-            else:
-                print(
-                    f"{name:<10} metrics http://127.0.0.1:{port}/metrics   "
-                    f"health http://127.0.0.1:{port}/healthz"
-                )
-        console = f"http://127.0.0.1:{ports['api'][1]}/console"
-        if token:
-            # the token rides in the fragment, which the browser keeps to itself: the sign-in
-            # page's script signs it in, and it never reaches a server log
-            print(f"console    {console}/sign-in#token={token}  (signs you in on first visit)")
-        else:
-            print(f"console    {console}  (sign in with a token of HEALTHSCORE_API__TOKENS)")
-        if token:
-            print(
-                f"API token  {token}  (read, write, admin; in {data_dir / 'dev-token'}; e.g. curl "
-                f"-H 'Authorization: Bearer {token}' http://127.0.0.1:{ports['api'][1]}/v1/accounts)"
-            )
-        if vendors:
-            print(f"sources    {env['HEALTHSCORE_KAFKA__TOPICS__SOURCES']} beside the v1 topics")
-        print("Ctrl-C stops everything.", flush=True)
-        reported: set[str] = set()
-        while not stopping:
-            time.sleep(0.5)
-            for proc in started:
-                if not proc.alive() and proc.name not in reported:
-                    reported.add(proc.name)
-                    print(
-                        f"{proc.name} exited with code {proc.process.returncode}: "
-                        f"see {proc.log_path}",
-                        flush=True,
-                    )
+        _addresses(stack, token, vendors)
+        stack.watch(lambda: stopping)
     finally:
-        print("stopping...", flush=True)
-        for proc in reversed(started):
-            proc.stop()
-        if postgres is not None:
-            postgres.stop()
-        if broker is not None:
-            broker.stop()
-        if store is not None:
-            try:
-                print(f"broker data: {store.save(data_dir / 'broker')} objects saved", flush=True)
-            except OSError as exc:  # the copy of the last run stays as it was
-                print(f"broker data not saved: {exc}", flush=True)
-            store.stop()
-        print("stopped.", flush=True)
+        stack.stop()
+
+
+def _addresses(stack: _Stack, token: str | None, vendors: list[str]) -> None:
+    """Where everything is, and the link that signs the console in."""
+    for proc in stack.processes:
+        print(f"  {proc.name:<9} pid {proc.pid:<7} log {proc.log_path}")
+    api = stack.ports["api"]
+    for name in SERVICES:
+        port = stack.ports[name]
+        if name == "api":
+            print(
+                f"API        http://127.0.0.1:{port}/v1/accounts   "
+                f"docs http://127.0.0.1:{port}/docs   metrics http://127.0.0.1:{port}/metrics"
+            )
+        else:
+            print(
+                f"{name:<10} metrics http://127.0.0.1:{port}/metrics   "
+                f"health http://127.0.0.1:{port}/healthz"
+            )
+    console = f"http://127.0.0.1:{api}/console"
+    if token:
+        # the token rides in the fragment, which the browser keeps to itself: the sign-in
+        # page's script signs it in, and it never reaches a server log
+        print(f"console    {console}/sign-in#token={token}  (signs you in on first visit)")
+        print(
+            f"API token  {token}  ({', '.join(DEV_SCOPES)}; in {stack.data_dir / 'dev-token'};"
+            f" e.g. curl -H 'Authorization: Bearer {token}' http://127.0.0.1:{api}/v1/accounts)"
+        )
+    else:
+        print(f"console    {console}  (sign in with a token of HEALTHSCORE_API__TOKENS)")
+    if vendors:
+        print(f"sources    {stack.env['HEALTHSCORE_KAFKA__TOPICS__SOURCES']} beside the v1 topics")
+    print("Ctrl-C stops everything.", flush=True)

@@ -763,7 +763,7 @@ async def _current_revision(settings: DatabaseSettings, name: str | None) -> str
 # the lean store, where this release's scorers take partitions over from release 0014's
 # (migration 0015's docstring); `healthscore migrate` then takes the database to the head.
 # 0017 adds only the webhook tables, which no process but `healthscore notify` reads (it
-# needs the head).
+# needs the head); before 0018 processes serve their model files, as release 0014 did.
 ALSO_RUNS_ON = ("0015", "0016")
 
 

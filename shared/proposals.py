@@ -34,6 +34,7 @@ from shared.scoring.model import Model, load_model
 Status = Literal["proposed", "approved", "shadow", "active", "retired", "rejected"]
 ROLES = ("active", "shadow")
 SEEDER = "configuration"
+_MIGRATED = text("SELECT to_regclass('model_proposals') IS NOT NULL")
 _LOCK = text("SELECT pg_advisory_xact_lock(hashtext('healthscore.model_proposals'))")
 
 
@@ -374,12 +375,12 @@ def configured(cfg: ScorerSettings) -> dict[str, Model]:
     return models
 
 
-async def following(
-    engine: AsyncEngine, files: dict[str, Model] | None, at: datetime
-) -> dict[str, Model]:
+async def following(engine: AsyncEngine, files: dict[str, Model], at: datetime) -> dict[str, Model]:
     """The models to serve now: the proposals', after seeding an empty database with `files`
-    (when given)."""
+    (a count of a few rows once it is seeded). A database before migration 0018 has no
+    proposals: `files` are served, as release 0014 served them."""
     async with engine.begin() as conn:
-        if files is not None:
-            await seed(conn, files, at)
+        if not await conn.scalar(_MIGRATED):  # a rolling upgrade, at 0015 or 0016
+            return files
+        await seed(conn, files, at)
         return await serving(conn)

@@ -238,7 +238,7 @@ async def _follow_models(app: FastAPI, engine: Any, settings: Settings) -> None:
     while True:
         await asyncio.sleep(settings.scorer.model_follow_seconds)
         try:
-            found = await following(engine, None, _now())
+            found = await following(engine, app.state.model_files, _now())
         except Exception as exc:  # the database away: keep the models, look again later
             log.warning("api.models_follow_failed", error=repr(exc)[:300])
             continue
@@ -259,7 +259,7 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         engine = create_engine(settings.database)
         try:
             await ensure_migrated(engine)
-            app.state.models = await following(engine, app.state.models, _now())
+            app.state.models = await following(engine, app.state.model_files, _now())
             app.state.engine = engine
             app.state.reads = await _read_pool(settings)
             app.state.health_reader = HealthReader(app.state.reads, app.state.registry)
@@ -292,7 +292,9 @@ def create_app(settings: Settings, *, registry: CollectorRegistry | None = None)
         settings.api.health_cache_mb * 1024 * 1024,
         app.state.registry,
     )
-    app.state.models = configured(settings.scorer)  # until the database's are read
+    # what an empty database is seeded with (and served before migration 0018)
+    app.state.model_files = configured(settings.scorer)
+    app.state.models = app.state.model_files  # until the database's are read
     app.state.outcomes = recorded_counter(app.state.registry)
     problems.install(app)
     for router in (

@@ -380,6 +380,26 @@ def points(score: float | None) -> str:
     return "none" if score is None else f"{score:.1f}"
 
 
+@dataclass(frozen=True, slots=True)
+class _Turn:
+    """One account's re-score: what every objective of every role is written with."""
+
+    account_id: str
+    entry: AccountEntry
+    at: float
+    when: datetime  # `at`, as the rows store it
+    cause: str
+    signal_ids: list[str]
+    history_min_delta: float
+    changes_topic: str
+    written: datetime
+    reflects: float | None
+    replay: bool
+    prior: Prior
+    listed: tuple[Any, ...]  # industry, region, tier: the score rows' list columns
+    rows: Rows
+
+
 def rescore(
     *,
     models: dict[str, Model],
@@ -404,160 +424,195 @@ def rescore(
     time of the newest signal behind the change (default: `at`) and `replay` whether that is
     the past being caught up on; `news` the market news known; `prior` derives the
     contributions of scores read from the store, when a change is to be told against them."""
-    rows = Rows()
-    prior = prior or Prior({})
+    listed = tuple(entry.state.attribute(a) for a in ("industry", "region", "tier"))
+    turn = _Turn(
+        account_id,
+        entry,
+        at,
+        _ts(at),
+        cause,
+        signal_ids,
+        history_min_delta,
+        changes_topic,
+        recorded_at,
+        reflects,
+        replay,
+        prior or Prior({}),
+        listed,
+        Rows(),
+    )
     replaced: dict[tuple[str, str], StoredScore] = {}
-    when = _ts(at)
-    written = recorded_at
     active: Evaluation | None = None
-    industry, region, tier = (entry.state.attribute(a) for a in ("industry", "region", "tier"))
     for role, model in models.items():
         evaluation = evaluate(model, entry.state, at, entry.previous_bands(role), news)
         if role == "active":
             active = evaluation
         for objective, new in evaluation.scores.items():
-            old = entry.scores.get((objective, role))
-            why = cause
-            if old is not None and old.model_version != model.version:
-                why = "model_change"
-            band_changed = old is None or old.band != new.band
-            baseline = old.recorded_score if old else None
-            moved = (
-                new.score is not None
-                and baseline is not None
-                and abs(new.score - baseline) >= history_min_delta
-            ) or ((new.score is None) != (baseline is None))
-            change = _change(model, objective, old, new, why)
-            record = band_changed or moved or change is not None or why == "model_change"
-            changed_at = old.changed_at if old else when
-            recorded = old.recorded_score if old else None
-            previous_score = old.previous_score if old else None
-            baseline_alert = _peak(old.alert_baseline if old else None, new.score)
-            held = old.held if old else None
-            key = (objective, role)
-            movers = top_movers(prior.factors(entry, key), new) if record else []
-            causes = signal_ids + (
-                _news_causes(model, prior.factors(entry, key), new) if new.news else []
-            )
-            if record:
-                stamped = _described(when, reflects, replay, old)
-                rows.history.append(
-                    {
-                        "account_id": account_id,
-                        "objective": objective,
-                        "model_role": role,
-                        "model_version": model.version,
-                        "at": stamped,
-                        "old_score": old.score if old else None,
-                        "new_score": new.score,
-                        "old_band": old.band if old else None,
-                        "new_band": new.band,
-                        "probability": new.probability,
-                        "cause": why,
-                        "top_movers": movers,
-                        "signal_ids": causes[:50],
-                        "recorded_at": written,
-                    }
-                )
-                changed_at, previous_score, recorded = (
-                    stamped,
-                    (old.score if old else None),
-                    new.score,
-                )
-            heard, ids, news_of, past = old, causes, reflects, replay  # for the event
-            if role != "active":
-                change = None  # shadow models never emit change events
-            elif old is not None and replay and change in _HELD_CHANGES:
-                factors = prior.factors(entry, key)
-                held = _hold(
-                    held, old, factors, reflects if reflects is not None else at, signal_ids
-                )
-                change, baseline_alert = None, new.score  # as if sent; `held` has the one heard
-            elif held is not None and not replay:  # the catch-up is over: the net change
-                heard = _heard(held, old)
-                if change in _HELD_CHANGES or change is None:
-                    change = _change(model, objective, heard, new, why)
-                movers, ids = top_movers(heard.factors, new), signal_ids or held.signal_ids
-                if reflects is None:  # the sweep: the net of past events, sent now
-                    news_of, past = held.reflects, True
-                    rows.replay = True  # and so is what it moves the parent by
-                held = None
-            if change is not None:
-                baseline_alert = new.score
-                event_id, payload = change_event(
-                    account_id=account_id,
-                    objective=objective,
-                    model_version=model.version,
-                    at=when,
-                    change=change,
-                    old=heard,
-                    new=new,
-                    cause=why,
-                    movers=movers,
-                    signal_ids=ids[:50],
-                    confidence=new.confidence,
-                    reflects=when if news_of is None else _ts(news_of),
-                    replay=past,
-                    action=next(iter(actions(model, evaluation, objective)), None),
-                    name=entry.state.attribute("name"),
-                    segment=evaluation.segment,
-                    owner=entry.state.attribute("owner"),
-                )
-                rows.outbox.append(
-                    {
-                        "event_id": event_id,
-                        "topic": changes_topic,
-                        "key": account_id,
-                        "payload": payload,
-                        "content_type": "application/cloudevents+json",
-                        "created_at": written,
-                        "sent_at": None,
-                    }
-                )
-            read = tuple(item["event_id"] for item in new.news)
-            stored = StoredScore(
-                new.score,
-                new.band,
-                contributions(new.factors),
-                recorded,
-                previous_score,
-                baseline_alert,
-                model.version,
-                changed_at,
-                held,
-                when,
-                read,
-            )
-            replaced[key] = stored
-            rows.scores.append(
-                {
-                    "account_id": account_id,
-                    "objective": objective,
-                    "model_role": role,
-                    "model_version": model.version,
-                    "score": new.score,
-                    "band": new.band,
-                    "confidence": new.confidence,
-                    "probability": new.probability,
-                    "industry": industry,
-                    "region": region,
-                    "tier": tier,
-                    "segment": evaluation.segment,
-                    "news": list(read) or None,
-                    "recorded_score": recorded,
-                    "previous_score": previous_score,
-                    "alert_baseline": baseline_alert,
-                    "held": held.to_json() if held else None,
-                    "evaluated_at": when,
-                    "changed_at": changed_at,
-                }
-            )
+            replaced[(objective, role)] = _objective(turn, model, role, evaluation, objective, new)
+    rows = turn.rows
     rows.parents, rows.replay = parents(entry), rows.replay or replay
     # what is kept from here on: the scores just made, the state they were evaluated from
     entry.scores.update(replaced)
     entry.stored = None
     assert active is not None
     return rows, active
+
+
+def _objective(
+    turn: _Turn,
+    model: Model,
+    role: str,
+    evaluation: Evaluation,
+    objective: str,
+    new: ObjectiveScore,
+) -> StoredScore:
+    """One objective of one role: its history point, change event and score row, when due;
+    the score as it is kept from now on."""
+    entry, key = turn.entry, (objective, role)
+    old = entry.scores.get(key)
+    why = turn.cause
+    if old is not None and old.model_version != model.version:
+        why = "model_change"
+    baseline = old.recorded_score if old else None
+    moved = (
+        new.score is not None
+        and baseline is not None
+        and abs(new.score - baseline) >= turn.history_min_delta
+    ) or ((new.score is None) != (baseline is None))
+    change = _change(model, objective, old, new, why)
+    band_changed = old is None or old.band != new.band
+    record = band_changed or moved or change is not None or why == "model_change"
+    changed_at = old.changed_at if old else turn.when
+    recorded = old.recorded_score if old else None
+    previous_score = old.previous_score if old else None
+    baseline_alert = _peak(old.alert_baseline if old else None, new.score)
+    held = old.held if old else None
+    movers = top_movers(turn.prior.factors(entry, key), new) if record else []
+    causes = turn.signal_ids + (
+        _news_causes(model, turn.prior.factors(entry, key), new) if new.news else []
+    )
+    if record:
+        stamped = _described(turn.when, turn.reflects, turn.replay, old)
+        turn.rows.history.append(
+            _history_row(turn, model, role, objective, old, new, stamped, why, movers, causes)
+        )
+        changed_at, previous_score, recorded = stamped, (old.score if old else None), new.score
+    heard, ids, news_of, past = old, causes, turn.reflects, turn.replay  # for the event
+    if role != "active":
+        change = None  # shadow models never emit change events
+    elif old is not None and turn.replay and change in _HELD_CHANGES:
+        reflects = turn.reflects if turn.reflects is not None else turn.at
+        held = _hold(held, old, turn.prior.factors(entry, key), reflects, turn.signal_ids)
+        change, baseline_alert = None, new.score  # as if sent; `held` has the one heard
+    elif held is not None and not turn.replay:  # the catch-up is over: the net change
+        heard = _heard(held, old)
+        if change in _HELD_CHANGES or change is None:
+            change = _change(model, objective, heard, new, why)
+        movers, ids = top_movers(heard.factors, new), turn.signal_ids or held.signal_ids
+        if turn.reflects is None:  # the sweep: the net of past events, sent now
+            news_of, past = held.reflects, True
+            turn.rows.replay = True  # and so is what it moves the parent by
+        held = None
+    if change is not None:
+        baseline_alert = new.score
+        event_id, payload = change_event(
+            account_id=turn.account_id,
+            objective=objective,
+            model_version=model.version,
+            at=turn.when,
+            change=change,
+            old=heard,
+            new=new,
+            cause=why,
+            movers=movers,
+            signal_ids=ids[:50],
+            confidence=new.confidence,
+            reflects=turn.when if news_of is None else _ts(news_of),
+            replay=past,
+            action=next(iter(actions(model, evaluation, objective)), None),
+            name=entry.state.attribute("name"),
+            segment=evaluation.segment,
+            owner=entry.state.attribute("owner"),
+        )
+        turn.rows.outbox.append(
+            {
+                "event_id": event_id,
+                "topic": turn.changes_topic,
+                "key": turn.account_id,
+                "payload": payload,
+                "content_type": "application/cloudevents+json",
+                "created_at": turn.written,
+                "sent_at": None,
+            }
+        )
+    read = tuple(item["event_id"] for item in new.news)
+    industry, region, tier = turn.listed
+    turn.rows.scores.append(
+        {
+            "account_id": turn.account_id,
+            "objective": objective,
+            "model_role": role,
+            "model_version": model.version,
+            "score": new.score,
+            "band": new.band,
+            "confidence": new.confidence,
+            "probability": new.probability,
+            "industry": industry,
+            "region": region,
+            "tier": tier,
+            "segment": evaluation.segment,
+            "news": list(read) or None,
+            "recorded_score": recorded,
+            "previous_score": previous_score,
+            "alert_baseline": baseline_alert,
+            "held": held.to_json() if held else None,
+            "evaluated_at": turn.when,
+            "changed_at": changed_at,
+        }
+    )
+    return StoredScore(
+        new.score,
+        new.band,
+        contributions(new.factors),
+        recorded,
+        previous_score,
+        baseline_alert,
+        model.version,
+        changed_at,
+        held,
+        turn.when,
+        read,
+    )
+
+
+def _history_row(
+    turn: _Turn,
+    model: Model,
+    role: str,
+    objective: str,
+    old: StoredScore | None,
+    new: ObjectiveScore,
+    at: datetime,
+    why: str,
+    movers: list[dict[str, Any]],
+    causes: list[str],
+) -> HistoryValues:
+    return {
+        "account_id": turn.account_id,
+        "objective": objective,
+        "model_role": role,
+        "model_version": model.version,
+        "at": at,
+        "old_score": old.score if old else None,
+        "new_score": new.score,
+        "old_band": old.band if old else None,
+        "new_band": new.band,
+        "probability": new.probability,
+        "cause": why,
+        "top_movers": movers,
+        "signal_ids": causes[:50],
+        "recorded_at": turn.written,
+    }
 
 
 def _described(

@@ -47,7 +47,7 @@ class ModelSet:
         self._unknown: set[str] = set()  # versions the database does not have either
         self._registered = False
         files = models or configured(cfg)
-        self._seed: dict[str, Model] | None = files  # what an empty database is seeded with
+        self._files = files  # what an empty database is seeded with, and served before 0018
         self._look_at = 0.0  # monotonic time of the next look at the proposals
         self._use(files)
 
@@ -112,8 +112,7 @@ class ModelSet:
     async def look(self, engine: AsyncEngine) -> dict[str, Model] | None:
         """The active and shadow models when they differ from the served models, else None."""
         self._look_at = time.monotonic() + self.cfg.model_follow_seconds
-        found = await proposals.following(engine, self._seed, datetime.now(UTC))
-        self._seed = None  # seeded, or the database had proposals
+        found = await proposals.following(engine, self._files, datetime.now(UTC))
         if "active" not in found:  # cannot happen through shared/proposals.py: keep serving
             log.error("scorer.no_active_model", found=sorted(found))
             return None

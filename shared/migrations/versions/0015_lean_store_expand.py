@@ -129,31 +129,6 @@ def upgrade() -> None:
         " expected_roc_auc FLOAT, expected_brier FLOAT, expected_accounts INTEGER NOT NULL,"
         " CONSTRAINT pk_model_quality PRIMARY KEY (objective, model_role, measured_at))"
     )
-    # model proposals: the versions people propose, review and serve (shared/proposals.py);
-    # at most one active and one shadow, each step audited
-    op.execute(
-        "CREATE TABLE model_proposals (proposal_id BIGSERIAL PRIMARY KEY,"
-        " version VARCHAR(128) NOT NULL, name VARCHAR(64) NOT NULL, status VARCHAR(16) NOT NULL"
-        " CHECK (status IN ('proposed', 'approved', 'shadow', 'active', 'retired', 'rejected')),"
-        " based_on VARCHAR(128), author VARCHAR(200) NOT NULL, reason VARCHAR(2000) NOT NULL,"
-        " proposed_at TIMESTAMPTZ NOT NULL, reviewer VARCHAR(200), reviewed_at TIMESTAMPTZ,"
-        " review_note VARCHAR(2000), updated_at TIMESTAMPTZ NOT NULL)"
-    )
-    for role in ("active", "shadow"):
-        op.execute(
-            f"CREATE UNIQUE INDEX ux_model_proposals_{role} ON model_proposals (status)"
-            f" WHERE status = '{role}'"
-        )
-    op.execute(
-        "CREATE TABLE model_proposal_steps (step_id BIGSERIAL PRIMARY KEY,"
-        " proposal_id BIGINT NOT NULL REFERENCES model_proposals (proposal_id),"
-        " step VARCHAR(16) NOT NULL, actor VARCHAR(200) NOT NULL,"
-        " note VARCHAR(2000) DEFAULT '' NOT NULL, status_before VARCHAR(16),"
-        " status_after VARCHAR(16) NOT NULL, at TIMESTAMPTZ NOT NULL)"
-    )
-    op.execute(
-        "CREATE INDEX ix_model_proposal_steps_proposal ON model_proposal_steps (proposal_id)"
-    )
     op.execute(
         "ALTER TABLE consumer_offsets ADD COLUMN store_format SMALLINT NOT NULL DEFAULT 1,"
         " ADD COLUMN fence_epoch BIGINT NOT NULL DEFAULT 0, ADD COLUMN models_scanned VARCHAR(16)"
@@ -190,5 +165,5 @@ def downgrade() -> None:
     )
     op.execute(
         "DROP TABLE seen_signals, account_states, model_versions, portfolio_days, parents_due,"
-        " parent_rollups, outcomes, model_quality, model_proposal_steps, model_proposals"
+        " parent_rollups, outcomes, model_quality"
     )
