@@ -11,7 +11,8 @@ the same score history once in the same run.
    stored). The median round of each counts.
 3. A proposed model's impact (services/api/routes/models.py: every account, or a sample of
    5,000, evaluated now by the active model and the proposal), against reading the states it
-   evaluates once, in alternating rounds the same way.
+   evaluates once, in alternating rounds the same way; and what one look at the proposals
+   costs (every scorer and API makes one every `MODEL_FOLLOW_SECONDS`).
 Last line: {"bench": "quality", "accounts": ..., "measure_s": ..., "ratio": ..., "impact_s": ...,
 "impact_ratio": ...}
 """
@@ -89,6 +90,11 @@ async def main() -> None:
             measured = await judge.measure(now + timedelta(seconds=k))  # a row each
             measures.append(time.perf_counter() - started)
         proposed, samples, impacts = await _impact(engine, now)
+        looks = []
+        for _ in range(50):
+            started = time.perf_counter()
+            await proposals.following(engine, {"active": MODEL}, now)
+            looks.append(time.perf_counter() - started)
         await engine.dispose()
     churn = next(m for m in measured if m["objective"] == "churn_risk")
     read, measure = statistics.median(reads), statistics.median(measures)
@@ -101,7 +107,7 @@ async def main() -> None:
     sampled, evaluated = statistics.median(samples), statistics.median(impacts)
     print(
         f"a proposal's impact on {proposed:,} accounts {evaluated:.2f} s; reading their states"
-        f" {sampled:.2f} s",
+        f" {sampled:.2f} s; a look at the proposals {statistics.median(looks) * 1000:.1f} ms",
         flush=True,
     )
     report(
@@ -116,6 +122,7 @@ async def main() -> None:
             "impact_accounts": proposed,
             "impact_s": round(evaluated, 3),
             "impact_ratio": round(evaluated / sampled, 2),
+            "look_ms": round(statistics.median(looks) * 1000, 2),
         }
     )
 
