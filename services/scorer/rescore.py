@@ -515,62 +515,24 @@ def _objective(
         held = None
     if change is not None:
         baseline_alert = new.score
-        event_id, payload = change_event(
-            account_id=turn.account_id,
-            objective=objective,
-            model_version=model.version,
-            at=turn.when,
-            change=change,
-            old=heard,
-            new=new,
-            cause=why,
-            movers=movers,
-            signal_ids=ids[:50],
-            confidence=new.confidence,
-            reflects=turn.when if news_of is None else _ts(news_of),
-            replay=past,
-            action=next(iter(actions(model, evaluation, objective)), None),
-            name=entry.state.attribute("name"),
-            segment=evaluation.segment,
-            owner=entry.state.attribute("owner"),
-        )
         turn.rows.outbox.append(
-            {
-                "event_id": event_id,
-                "topic": turn.changes_topic,
-                "key": turn.account_id,
-                "payload": payload,
-                "content_type": "application/cloudevents+json",
-                "created_at": turn.written,
-                "sent_at": None,
-            }
+            _outbox_row(
+                turn,
+                model,
+                evaluation,
+                objective,
+                change,
+                heard,
+                new,
+                why,
+                movers,
+                ids,
+                news_of,
+                past,
+            )
         )
     read = tuple(item["event_id"] for item in new.news)
-    industry, region, tier = turn.listed
-    turn.rows.scores.append(
-        {
-            "account_id": turn.account_id,
-            "objective": objective,
-            "model_role": role,
-            "model_version": model.version,
-            "score": new.score,
-            "band": new.band,
-            "confidence": new.confidence,
-            "probability": new.probability,
-            "industry": industry,
-            "region": region,
-            "tier": tier,
-            "segment": evaluation.segment,
-            "news": list(read) or None,
-            "recorded_score": recorded,
-            "previous_score": previous_score,
-            "alert_baseline": baseline_alert,
-            "held": held.to_json() if held else None,
-            "evaluated_at": turn.when,
-            "changed_at": changed_at,
-        }
-    )
-    return StoredScore(
+    stored = StoredScore(
         new.score,
         new.band,
         contributions(new.factors),
@@ -583,6 +545,86 @@ def _objective(
         turn.when,
         read,
     )
+    turn.rows.scores.append(_score_row(turn, model, role, evaluation, objective, new, stored))
+    return stored
+
+
+def _score_row(
+    turn: _Turn,
+    model: Model,
+    role: str,
+    evaluation: Evaluation,
+    objective: str,
+    new: ObjectiveScore,
+    stored: StoredScore,
+) -> ScoreValues:
+    industry, region, tier = turn.listed
+    return {
+        "account_id": turn.account_id,
+        "objective": objective,
+        "model_role": role,
+        "model_version": model.version,
+        "score": new.score,
+        "band": new.band,
+        "confidence": new.confidence,
+        "probability": new.probability,
+        "industry": industry,
+        "region": region,
+        "tier": tier,
+        "segment": evaluation.segment,
+        "news": list(stored.news) or None,
+        "recorded_score": stored.recorded_score,
+        "previous_score": stored.previous_score,
+        "alert_baseline": stored.alert_baseline,
+        "held": stored.held.to_json() if stored.held else None,
+        "evaluated_at": turn.when,
+        "changed_at": stored.changed_at,
+    }
+
+
+def _outbox_row(
+    turn: _Turn,
+    model: Model,
+    evaluation: Evaluation,
+    objective: str,
+    change: str,
+    heard: StoredScore | None,
+    new: ObjectiveScore,
+    why: str,
+    movers: list[dict[str, Any]],
+    ids: list[str],
+    news_of: float | None,
+    past: bool,
+) -> OutboxValues:
+    """The change event of one objective, told against `heard` (what subscribers last heard)."""
+    event_id, payload = change_event(
+        account_id=turn.account_id,
+        objective=objective,
+        model_version=model.version,
+        at=turn.when,
+        change=change,
+        old=heard,
+        new=new,
+        cause=why,
+        movers=movers,
+        signal_ids=ids[:50],
+        confidence=new.confidence,
+        reflects=turn.when if news_of is None else _ts(news_of),
+        replay=past,
+        action=next(iter(actions(model, evaluation, objective)), None),
+        name=turn.entry.state.attribute("name"),
+        segment=evaluation.segment,
+        owner=turn.entry.state.attribute("owner"),
+    )
+    return {
+        "event_id": event_id,
+        "topic": turn.changes_topic,
+        "key": turn.account_id,
+        "payload": payload,
+        "content_type": "application/cloudevents+json",
+        "created_at": turn.written,
+        "sent_at": None,
+    }
 
 
 def _history_row(
