@@ -110,45 +110,25 @@ class Scorer:
         self.committer = Committer(ctx)
         self.isolator = Isolator(ctx, self.preparer, self.committer, dead_letters)
         self.sweeper = Sweeper(ctx, rescorer, self.committer)
-        rollups = Rollups(
-            engine, lambda: self.models.models["active"], settings.kafka.topics.changes, clock
-        )
-        quality = Quality(
-            engine,
-            lambda: self.models.models,
-            self.cfg.quality,
-            registry,
-            clock,
-            self.cfg.history_retention_days,
-        )
-        self.relay = Relay(
-            engine, self.metrics, clock, self.cfg, self.partitions.owns_first, rollups, quality
-        )
+        self.relay = _relay(ctx, registry)
         self.poller = Poller(self.cfg, self.partitions)
         self.assignment = Assignment(ctx, self.poller, self.sweeper, self.health)
         self.consumer: AIOKafkaConsumer | None = None
         self._inflight: asyncio.Task[None] | None = None  # the commit of the last batch
         self._backoff = Backoff()  # retriable failures since the last commit
-        self._reload_requested = False
 
     # --- models ----------------------------------------------------------------------------
 
-    def request_reload(self) -> None:
-        """SIGHUP: look at the model proposals before the next batch."""
-        self._reload_requested = True
-
-    async def follow_models(self) -> bool:
-        """Serve the database's active and shadow models if they changed; True if switched."""
-        self._reload_requested = False
+    async def follow_models(self) -> None:
+        """Serve the database's active and shadow models if they changed (shared/proposals.py);
+        accounts scored by other versions are then re-scored a window at a time."""
         found = await self.models.look(self.engine)
         if found is None:
-            return False
+            return
         await self._settle()  # the batch in flight was scored with the models before
-        if not self.models.switch(found):
-            return False
-        self.cache.clear()
-        self.sweeper.rescheduling.restart(tp.partition for tp in self.partitions.owned())
-        return True
+        if self.models.switch(found):
+            self.cache.clear()
+            self.sweeper.rescheduling.restart(tp.partition for tp in self.partitions.owned())
 
     async def sweep(self) -> int:
         """Re-score accounts whose scores are due to move with time alone, or with news."""
@@ -209,7 +189,7 @@ class Scorer:
                 if beyond := self.assignment.beyond_end():
                     await self._settle()
                     await self.assignment.reset(beyond)
-                if self._reload_requested or self.models.due():
+                if self.models.due():
                     await self.follow_models()
                 if await self.sweeper.turn(sweep_due):
                     self._backoff.reset()  # it committed
@@ -270,6 +250,26 @@ class Scorer:
             await self.assignment.rewind()
 
 
+def _relay(ctx: ScorerContext, registry: CollectorRegistry) -> Relay:
+    """The relay and the turns it takes besides the outbox: parents' rollups and the live
+    models' quality, both of the models served now."""
+    cfg, models = ctx.settings.scorer, ctx.models
+    rollups = Rollups(
+        ctx.engine, lambda: models.models["active"], ctx.settings.kafka.topics.changes, ctx.clock
+    )
+    quality = Quality(
+        ctx.engine,
+        lambda: models.models,
+        cfg.quality,
+        registry,
+        ctx.clock,
+        cfg.history_retention_days,
+    )
+    return Relay(
+        ctx.engine, ctx.metrics, ctx.clock, cfg, ctx.partitions.owns_first, rollups, quality
+    )
+
+
 async def serve(settings: Settings, stop: asyncio.Event, **kwargs: Any) -> None:
     """Entry point body: check the database, serve /metrics, run the scorer."""
     from shared.db import create_engine, ensure_migrated
@@ -287,7 +287,7 @@ async def serve(settings: Settings, stop: asyncio.Event, **kwargs: Any) -> None:
         async with health.starting("database"):
             await ensure_migrated(engine)
         scorer = Scorer(settings, engine, health=health, **kwargs)
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, scorer.request_reload)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, scorer.models.hurry)
         async with health.starting("topics"):
             topics = settings.kafka.topics
             await reachable(

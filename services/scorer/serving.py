@@ -109,6 +109,10 @@ class ModelSet:
     def due(self) -> bool:
         return time.monotonic() >= self._look_at
 
+    def hurry(self) -> None:
+        """SIGHUP: look at the proposals before the next batch."""
+        self._look_at = 0.0
+
     async def look(self, engine: AsyncEngine) -> dict[str, Model] | None:
         """The active and shadow models when they differ from the served models, else None."""
         self._look_at = time.monotonic() + self.cfg.model_follow_seconds

@@ -46,16 +46,20 @@ def _promtool(*args: str, stdin: bytes | None = None) -> subprocess.CompletedPro
     )
 
 
-async def _scrape(port: int, deadline: float, ready: str) -> bytes:
+async def _scrape(port: int, deadline: float, *ready: str) -> bytes:
+    """The service's metrics once every one of `ready` has a sample (each appears when the
+    service has done what sets it: consumed, looked at its lag, ...)."""
     async with httpx.AsyncClient() as client:
+        missing = list(ready)
         while True:
             try:
                 body = (await client.get(f"http://127.0.0.1:{port}/metrics")).content
-                if ready.encode() in body:
+                missing = [r for r in ready if r.encode() not in body]
+                if not missing:
                     return body
             except httpx.TransportError:
                 pass
-            assert time.monotonic() < deadline, f"no {ready} on :{port}"
+            assert time.monotonic() < deadline, f"no {', '.join(missing)} on :{port} in 60 s"
             await __import__("asyncio").sleep(0.3)
 
 
@@ -87,7 +91,12 @@ async def test_every_service_exposes_lint_clean_metrics_that_rules_and_dashboard
     try:
         deadline = time.monotonic() + 60
         exposed = {
-            "ingest": await _scrape(ports["ingest"], deadline, "ingest_dlq_records_total{"),
+            "ingest": await _scrape(
+                ports["ingest"],
+                deadline,
+                "ingest_dlq_records_total{",
+                "healthscore_ingest_consumer_lag_records{",
+            ),
             "scorer": await _scrape(ports["scorer"], deadline, "healthscore_scorer_accounts{"),
             "notify": await _scrape(ports["notify"], deadline, "healthscore_notify_events_total"),
             "api": await _scrape(ports["api"], deadline, "healthscore_api_requests_total{"),

@@ -493,7 +493,7 @@ async def test_a_model_switch_rescores_its_accounts_a_window_at_a_time(
         await wait_consumed(engine, settings, total)
         windows.clear()  # the scan on assignment found nothing to do
         await switch_model(engine, candidate)
-        scorer.request_reload()
+        scorer.models.hurry()
         deadline = asyncio.get_running_loop().time() + 60
         while await _accounts_with_scores(engine, MODEL.version):
             assert asyncio.get_running_loop().time() < deadline, "accounts left on the old model"

@@ -38,11 +38,11 @@ from services.api.routes.overrides import (
     revoke,
 )
 from services.api.routes.portfolio import BY, read_portfolio
-from services.api.schemas import OverrideRequest, OverrideResponse
+from services.api.schemas import HistoryItemResponse, OverrideRequest, OverrideResponse
 from shared.db import AccountRow
 from shared.events import Region, Tier
 from shared.scoring.engine import UNKNOWN_BAND, factor_weights
-from shared.scoring.model import Model
+from shared.scoring.model import Model, Objective
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -392,45 +392,10 @@ async def _account_page(
     history = (await read_history(engine, account_id, from_=start, limit=1000)).items
     overrides = await read_overrides(engine, account_id, now)
     by_objective = {s["objective"]: {"probability": None, **s} for s in scores}
-    objectives = []
-    for name, spec in model.objectives.items():
-        score = by_objective.get(name)
-        rows = [h for h in history if h.objective == name]
-        points = [
-            charts.Point(
-                at=h.at,
-                score=h.new_score,
-                old_band=h.old_band,
-                band=h.new_band,
-                cause=h.cause,
-                summary=f"{h.at:%Y-%m-%d %H:%M} UTC: {_fmt(h.old_score)} → {_fmt(h.new_score)}"
-                f"{f', {h.old_band} → {h.new_band}' if h.old_band != h.new_band else ''}; "
-                f"{charts.CAUSES.get(h.cause, (h.cause,))[0]}; {_top_movers(h.top_movers)}",
-            )
-            for h in reversed(rows)
-        ]
-        initial = rows[-1].old_score if rows else (score["score"] if score else None)
-        explanation = score or {}
-        objectives.append(
-            {
-                "name": name,
-                "spec": spec,
-                "score": score,
-                "effects": charts.effects(explanation, score["confidence"] if score else 0.0),
-                "explanation": explanation,
-                "chart": charts.history_chart(
-                    points,
-                    spec.bands,
-                    start,
-                    now,
-                    f"{name} score over the last {days} days",
-                    initial=initial,
-                ),
-                "changes": rows[:15],
-            }
-        )
-    state_overrides = health.state.overrides
-    items = overrides
+    objectives = [
+        _panel(name, spec, by_objective.get(name), history, start, now, days)
+        for name, spec in model.objectives.items()
+    ]
     return page.render(
         "account.html",
         status,
@@ -440,10 +405,10 @@ async def _account_page(
         objectives=objectives,
         days=days,
         periods=PERIODS,
-        overrides=items,
-        active=[o for o in items if o.status == "active"],
-        past=[o for o in items if o.status != "active"],
-        pending=_pending(overrides, state_overrides, now),
+        overrides=overrides,
+        active=[o for o in overrides if o.status == "active"],
+        past=[o for o in overrides if o.status != "active"],
+        pending=_pending(overrides, health.state.overrides, now),
         saved=params.get("saved"),
         revoked=params.get("revoked"),
         form=form or {"action": "pin", "objective": "", "days": "14"},
@@ -453,6 +418,51 @@ async def _account_page(
         top_movers=_top_movers,
         causes=charts.CAUSES,
     )
+
+
+def _panel(
+    name: str,
+    spec: Objective,
+    score: dict[str, Any] | None,
+    history: list[HistoryItemResponse],
+    start: datetime,
+    now: datetime,
+    days: int,
+) -> dict[str, Any]:
+    """One objective on the account page: its score and explanation, and its history chart
+    with every change marked by cause."""
+    rows = [h for h in history if h.objective == name]
+    points = [
+        charts.Point(
+            at=h.at,
+            score=h.new_score,
+            old_band=h.old_band,
+            band=h.new_band,
+            cause=h.cause,
+            summary=f"{h.at:%Y-%m-%d %H:%M} UTC: {_fmt(h.old_score)} → {_fmt(h.new_score)}"
+            f"{f', {h.old_band} → {h.new_band}' if h.old_band != h.new_band else ''}; "
+            f"{charts.CAUSES.get(h.cause, (h.cause,))[0]}; {_top_movers(h.top_movers)}",
+        )
+        for h in reversed(rows)
+    ]
+    initial = rows[-1].old_score if rows else (score["score"] if score else None)
+    explanation = score or {}
+    return {
+        "name": name,
+        "spec": spec,
+        "score": score,
+        "effects": charts.effects(explanation, score["confidence"] if score else 0.0),
+        "explanation": explanation,
+        "chart": charts.history_chart(
+            points,
+            spec.bands,
+            start,
+            now,
+            f"{name} score over the last {days} days",
+            initial=initial,
+        ),
+        "changes": rows[:15],
+    }
 
 
 def _fmt(value: float | None) -> str:
