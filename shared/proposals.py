@@ -31,7 +31,7 @@ from shared.errors import ConfigurationError, HealthScoreError
 from shared.scoring.kinds import kind_index
 from shared.scoring.model import Model, load_model
 
-Status = Literal["proposed", "approved", "shadow", "active", "retired", "rejected"]
+Status = Literal["proposed", "approved", "shadow", "active", "retired", "rejected"]  # in order
 ROLES = ("active", "shadow")
 SEEDER = "configuration"
 _MIGRATED = text("SELECT to_regclass('model_proposals') IS NOT NULL")
@@ -67,7 +67,7 @@ class Proposal:
     proposal_id: int
     version: str
     name: str
-    status: str
+    status: Status
     based_on: str | None
     author: str
     reason: str

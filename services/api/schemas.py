@@ -17,6 +17,7 @@ from pydantic import (
 
 from shared.health import Action, Explanation, SourceFreshness
 from shared.outcomes import NAME_PATTERN, SOURCE_PATTERN
+from shared.proposals import Status as ProposalStatus
 
 _ISO = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]")
 # PostgreSQL text cannot hold NUL, and control characters have no business in these fields.
@@ -570,9 +571,6 @@ class ProposalStep(BaseModel):
     status_before: str | None = Field(examples=["proposed"])
     status_after: str = Field(examples=["shadow"])
     at: datetime
-
-
-ProposalStatus = Literal["proposed", "approved", "shadow", "active", "retired", "rejected"]
 
 
 class ProposalResponse(BaseModel):

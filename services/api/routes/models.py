@@ -34,13 +34,12 @@ from services.api.schemas import (
     ProposalRequest,
     ProposalResponse,
     ProposalsPage,
-    ProposalStatus,
     ProposalStepRequest,
 )
 from shared import proposals
 from shared.db import ScoreRow, account_views
 from shared.errors import ConfigurationError
-from shared.proposals import Proposal, ProposalRefused
+from shared.proposals import Proposal, ProposalRefused, Status
 from shared.scoring.engine import evaluate, reads_news
 from shared.scoring.model import Model, parse_model
 from shared.scoring.news import News
@@ -119,7 +118,7 @@ async def create_proposal(
 async def list_proposals(
     request: Request,
     caller: Reader,
-    status_: Annotated[list[ProposalStatus] | None, Query(alias="status")] = None,
+    status_: Annotated[list[Status] | None, Query(alias="status")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> ProposalsPage:
     """Proposals, newest first: the active and shadow models among them."""
