@@ -90,10 +90,10 @@ async def main() -> None:
             measured = await judge.measure(now + timedelta(seconds=k))  # a row each
             measures.append(time.perf_counter() - started)
         proposed, samples, impacts = await _impact(engine, now)
-        looks = []
+        looks = []  # as every process looks while nothing changes
         for _ in range(50):
             started = time.perf_counter()
-            await proposals.following(engine, {"active": MODEL}, now)
+            await proposals.changed(engine, {"active": MODEL}, {"active": MODEL.version}, now)
             looks.append(time.perf_counter() - started)
         await engine.dispose()
     churn = next(m for m in measured if m["objective"] == "churn_risk")

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+import structlog
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -31,9 +32,18 @@ from shared.errors import ConfigurationError, HealthScoreError
 from shared.scoring.kinds import kind_index
 from shared.scoring.model import Model, load_model
 
+log = structlog.get_logger(__name__)
 Status = Literal["proposed", "approved", "shadow", "active", "retired", "rejected"]  # in order
 ROLES = ("active", "shadow")
 SEEDER = "configuration"
+# the statuses each step is taken from; the steps a note must say why for (read later)
+STEPS: dict[str, tuple[str, ...]] = {
+    "approve": ("proposed",),
+    "reject": ("proposed",),
+    "promote": ("shadow", "approved"),
+    "restore": ("retired",),
+}
+NOTE_NEEDED = frozenset({"reject", "restore"})
 _MIGRATED = text("SELECT to_regclass('model_proposals') IS NOT NULL")
 _LOCK = text("SELECT pg_advisory_xact_lock(hashtext('healthscore.model_proposals'))")
 
@@ -41,11 +51,13 @@ _LOCK = text("SELECT pg_advisory_xact_lock(hashtext('healthscore.model_proposals
 class ProposalRefused(HealthScoreError):
     """A step that cannot be taken: `why` is `unknown` (no such proposal), `status` (not from
     its status), `reviewer` (an author approving their own), `unchanged` (the version is
-    already served or proposed) or `clash` (it cannot be served beside the other role's
-    model: an aggregate named by both, differently)."""
+    already served or proposed), `clash` (it cannot be served beside the other role's
+    model: an aggregate named by both, differently) or `note` (a step that must say why)."""
 
     def __init__(
-        self, why: Literal["unknown", "status", "reviewer", "unchanged", "clash"], detail: str
+        self,
+        why: Literal["unknown", "status", "reviewer", "unchanged", "clash", "note"],
+        detail: str,
     ) -> None:
         super().__init__(detail)
         self.why = why
@@ -159,7 +171,7 @@ async def approve(
 ) -> Proposal:
     """Approve a proposal and start it as the shadow model (the shadow before it goes back to
     `approved`). Never by its author."""
-    proposal = await _locked(conn, proposal_id, ("proposed",), "approved")
+    proposal = await _locked(conn, proposal_id, "approve", note)
     if reviewer == proposal.author:
         raise ProposalRefused(
             "reviewer", f"proposal {proposal_id} is {reviewer}'s own: someone else approves it"
@@ -183,7 +195,7 @@ async def reject(
     conn: AsyncConnection, proposal_id: int, reviewer: str, note: str, at: datetime
 ) -> Proposal:
     """Turn a proposal down (its author withdrawing it, or a reviewer declining)."""
-    proposal = await _locked(conn, proposal_id, ("proposed",), "rejected")
+    proposal = await _locked(conn, proposal_id, "reject", note)
     await _move(conn, proposal, "rejected", "rejected", reviewer, note, at, review=True)
     return await read(conn, proposal_id)
 
@@ -192,7 +204,7 @@ async def promote(
     conn: AsyncConnection, proposal_id: int, actor: str, note: str, at: datetime
 ) -> Proposal:
     """Make an approved (or shadow) proposal the active one; the active one is retired."""
-    proposal = await _locked(conn, proposal_id, ("shadow", "approved"), "promoted")
+    proposal = await _locked(conn, proposal_id, "promote", note)
     await _beside(conn, proposal, "shadow")
     return await _activate(conn, proposal, "promoted", actor, note, at)
 
@@ -201,9 +213,23 @@ async def restore(
     conn: AsyncConnection, proposal_id: int, actor: str, note: str, at: datetime
 ) -> Proposal:
     """Make a retired proposal active again (a rollback); the active one is retired."""
-    proposal = await _locked(conn, proposal_id, ("retired",), "restored")
+    proposal = await _locked(conn, proposal_id, "restore", note)
     await _beside(conn, proposal, "shadow")
     return await _activate(conn, proposal, "restored", actor, note, at)
+
+
+async def take(
+    conn: AsyncConnection, step: str, proposal_id: int, actor: str, note: str, at: datetime
+) -> Proposal:
+    """`step` (one of STEPS) by `actor`: what the API, the console and the CLI call."""
+    return await {"approve": approve, "reject": reject, "promote": promote, "restore": restore}[
+        step
+    ](conn, proposal_id, actor, note, at)
+
+
+def steps_from(status: str) -> list[str]:
+    """The steps a proposal of this status can take."""
+    return [step for step, statuses in STEPS.items() if status in statuses]
 
 
 async def read(conn: AsyncConnection, proposal_id: int, steps: bool = True) -> Proposal:
@@ -276,16 +302,17 @@ async def _holding(conn: AsyncConnection, status: str) -> Proposal | None:
     return None if row is None else _proposal(row)
 
 
-async def _locked(
-    conn: AsyncConnection, proposal_id: int, allowed: tuple[str, ...], step: str
-) -> Proposal:
+async def _locked(conn: AsyncConnection, proposal_id: int, step: str, note: str) -> Proposal:
+    """The proposal, when `step` can be taken on it now (under the steps' lock)."""
+    if step in NOTE_NEEDED and not note.strip():
+        raise ProposalRefused("note", f"say why in the note: a {step} is read later")
     await conn.execute(_LOCK)
     proposal = await read(conn, proposal_id, steps=False)
-    if proposal.status not in allowed:
+    if proposal.status not in STEPS[step]:
         raise ProposalRefused(
             "status",
-            f"proposal {proposal_id} is {proposal.status}: only a proposal that is "
-            f"{' or '.join(allowed)} can be {step}",
+            f"proposal {proposal_id} is {proposal.status}: `{step}` takes a proposal that is "
+            f"{' or '.join(STEPS[step])}",
         )
     return proposal
 
@@ -375,12 +402,39 @@ def configured(cfg: ScorerSettings) -> dict[str, Model]:
     return models
 
 
-async def following(engine: AsyncEngine, files: dict[str, Model], at: datetime) -> dict[str, Model]:
-    """The models to serve now: the proposals', after seeding an empty database with `files`
-    (a count of a few rows once it is seeded). A database before migration 0018 has no
-    proposals: `files` are served, as release 0014 served them."""
+async def changed(
+    engine: AsyncEngine, files: dict[str, Model], served: dict[str, str], at: datetime
+) -> dict[str, Model] | None:
+    """The active and shadow models when their versions differ from `served` (role ->
+    version), else None. A look reads the two versions, and the documents only when they
+    changed. An empty database is seeded with `files` first; before migration 0018 (a rolling
+    upgrade, at 0015 or 0016) there are no proposals and `files` are served, as release 0014
+    served them."""
     async with engine.begin() as conn:
-        if not await conn.scalar(_MIGRATED):  # a rolling upgrade, at 0015 or 0016
-            return files
-        await seed(conn, files, at)
-        return await serving(conn)
+        if not await conn.scalar(_MIGRATED):
+            found = files
+        else:
+            versions = await _versions(conn)
+            if "active" not in versions and await seed(conn, files, at):
+                versions = await _versions(conn)
+            if "active" not in versions:  # not through this module: keep serving
+                log.error("proposals.no_active_model", found=sorted(versions))
+                return None
+            if versions == served:
+                return None
+            found = await serving(conn)
+    return None if {role: m.version for role, m in found.items()} == served else found
+
+
+async def following(engine: AsyncEngine, files: dict[str, Model], at: datetime) -> dict[str, Model]:
+    """The models to serve now (a process starting, an import)."""
+    return await changed(engine, files, {}, at) or files
+
+
+async def _versions(conn: AsyncConnection) -> dict[str, str]:
+    rows = await conn.execute(
+        select(ModelProposalRow.status, ModelProposalRow.version).where(
+            ModelProposalRow.status.in_(ROLES)
+        )
+    )
+    return {status: version for status, version in rows}

@@ -46,7 +46,7 @@ from shared.config import Settings
 from shared.db import create_engine, ensure_migrated
 from shared.ops import settle_heap
 from shared.outcomes import recorded_counter
-from shared.proposals import configured, following
+from shared.proposals import changed, configured, following
 
 log = structlog.get_logger(__name__)
 
@@ -237,14 +237,13 @@ async def _follow_models(app: FastAPI, engine: Any, settings: Settings) -> None:
     what lists, previews and pages evaluate with."""
     while True:
         await asyncio.sleep(settings.scorer.model_follow_seconds)
+        served = {role: model.version for role, model in app.state.models.items()}
         try:
-            found = await following(engine, app.state.model_files, _now())
+            found = await changed(engine, app.state.model_files, served, _now())
         except Exception as exc:  # the database away: keep the models, look again later
             log.warning("api.models_follow_failed", error=repr(exc)[:300])
             continue
-        if "active" in found and {r: m.version for r, m in found.items()} != {
-            r: m.version for r, m in app.state.models.items()
-        }:
+        if found is not None:
             app.state.models = found
             log.info("api.models_loaded", models={r: m.version for r, m in found.items()})
 

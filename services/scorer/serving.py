@@ -116,13 +116,7 @@ class ModelSet:
     async def look(self, engine: AsyncEngine) -> dict[str, Model] | None:
         """The active and shadow models when they differ from the served models, else None."""
         self._look_at = time.monotonic() + self.cfg.model_follow_seconds
-        found = await proposals.following(engine, self._files, datetime.now(UTC))
-        if "active" not in found:  # cannot happen through shared/proposals.py: keep serving
-            log.error("scorer.no_active_model", found=sorted(found))
-            return None
-        if {role: m.version for role, m in found.items()} == self.served():
-            return None
-        return found
+        return await proposals.changed(engine, self._files, self.served(), datetime.now(UTC))
 
     def switch(self, models: dict[str, Model]) -> bool:
         """Serve these models from the next batch; False (and nothing changed) if they cannot

@@ -491,7 +491,11 @@ async def test_a_model_switch_rescores_its_accounts_a_window_at_a_time(
     monkeypatch.setattr(Rescheduling, "step", counted)
     async with running_scorer(settings, engine) as scorer:
         await wait_consumed(engine, settings, total)
-        windows.clear()  # the scan on assignment found nothing to do
+        deadline = asyncio.get_running_loop().time() + 60
+        while scorer.sweeper.rescheduling.pending:  # the scan on assignment, 7 at a time
+            assert asyncio.get_running_loop().time() < deadline, "scan on assignment not over"
+            await asyncio.sleep(0.05)
+        windows.clear()  # it found nothing to do
         await switch_model(engine, candidate)
         scorer.models.hurry()
         deadline = asyncio.get_running_loop().time() + 60

@@ -21,12 +21,6 @@ from shared import proposals
 from shared.scoring.model import Model
 
 router = APIRouter(prefix="/console", include_in_schema=False)
-STEPS = {  # the steps each status allows, as the page offers them
-    "proposed": ("approve", "reject"),
-    "shadow": ("promote",),
-    "approved": ("promote",),
-    "retired": ("restore",),
-}
 
 
 async def _modeller(page: Page) -> tuple[dict[str, str], str] | Response:
@@ -150,7 +144,8 @@ async def _proposal(
         status,
         proposal=found,
         impact=effect,
-        steps=STEPS.get(found.status, ()) if viewer.can_model else (),
+        steps=proposals.steps_from(found.status) if viewer.can_model else (),
+        needs_note=proposals.NOTE_NEEDED,
         own=found.author == viewer.name,
         errors=errors or [],
         done=request.query_params.get("done"),
@@ -169,7 +164,7 @@ async def take_step(request: Request, proposal_id: int, step: str) -> Response:
     if isinstance(checked, Response):
         return checked
     form, actor = checked
-    if step not in ("approve", "reject", "promote", "restore"):
+    if step not in proposals.STEPS:
         return page.error(404, "No such step", f"{step!r} is not a step of a proposal.")
     try:
         await take(request, step_of(step, proposal_id, actor, form.get("note", "").strip()))

@@ -48,12 +48,13 @@ router = APIRouter(tags=["models"])
 ProposalId = Annotated[int, Path(ge=1, le=2**62)]
 IMPACT_ACCOUNTS = 5_000  # evaluated twice each: ~1 s of the API's CPU
 MOVED_LISTED = 200
-_REFUSED = {"unknown": 404, "status": 409, "reviewer": 403, "unchanged": 409, "clash": 409}
-_STEPS = {
-    "approve": proposals.approve,
-    "reject": proposals.reject,
-    "promote": proposals.promote,
-    "restore": proposals.restore,
+_REFUSED = {
+    "unknown": 404,
+    "status": 409,
+    "reviewer": 403,
+    "unchanged": 409,
+    "clash": 409,
+    "note": 422,
 }
 
 
@@ -91,9 +92,7 @@ async def take(request: Request, step: Any) -> ProposalResponse:
 
 
 def step_of(name: str, proposal_id: int, actor: str, note: str) -> Any:
-    if name in ("reject", "restore") and not note.strip():
-        raise Problem(422, f"say why in `note`: a {name} is read later", slug="validation")
-    return lambda conn, at: _STEPS[name](conn, proposal_id, actor, note, at)
+    return lambda conn, at: proposals.take(conn, name, proposal_id, actor, note, at)
 
 
 @router.post(
