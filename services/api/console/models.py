@@ -15,7 +15,7 @@ from starlette.datastructures import UploadFile
 
 from services.api.console.pages import Page, writers_form
 from services.api.problems import Problem
-from services.api.routes.models import impact, propose, step_of, take
+from services.api.routes.models import impact, propose, step_of, transacted
 from services.api.schemas import ProposalRequest
 from shared import proposals
 from shared.scoring.model import Model
@@ -125,7 +125,7 @@ async def _proposal(
 ) -> Response:
     request = page.request
     try:
-        found = await take(request, lambda conn, _: proposals.read(conn, proposal_id))
+        found = await transacted(request, lambda conn, _: proposals.read(conn, proposal_id))
     except Problem:
         return page.error(404, "No such proposal", f"There is no proposal {proposal_id}.")
     effect = None
@@ -167,7 +167,7 @@ async def take_step(request: Request, proposal_id: int, step: str) -> Response:
     if step not in proposals.STEPS:
         return page.error(404, "No such step", f"{step!r} is not a step of a proposal.")
     try:
-        await take(request, step_of(step, proposal_id, actor, form.get("note", "").strip()))
+        await transacted(request, step_of(step, proposal_id, actor, form.get("note", "").strip()))
     except Problem as exc:
         return await _proposal(page, proposal_id, [exc.detail], exc.status)
     return RedirectResponse(f"/console/models/{proposal_id}?done={step}", status_code=303)

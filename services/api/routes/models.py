@@ -77,12 +77,12 @@ async def propose(request: Request, body: ProposalRequest, author: str) -> Propo
         )
     except (ConfigurationError, ValueError) as exc:
         raise Problem(422, str(exc)[:2000], slug="validation") from exc
-    return await take(
+    return await transacted(
         request, lambda conn, at: proposals.propose(conn, model, author, body.reason, at)
     )
 
 
-async def take(request: Request, step: Any) -> ProposalResponse:
+async def transacted(request: Request, step: Any) -> ProposalResponse:
     """One step in a transaction of its own; a refused step is a problem."""
     try:
         async with _engine(request).begin() as conn:
@@ -134,7 +134,7 @@ async def read_proposal(
     request: Request, proposal_id: ProposalId, caller: Reader
 ) -> ProposalResponse:
     """One proposal with every step taken on it."""
-    return await take(request, lambda conn, _: proposals.read(conn, proposal_id))
+    return await transacted(request, lambda conn, _: proposals.read(conn, proposal_id))
 
 
 @router.get(
@@ -167,7 +167,7 @@ async def take_step(
     `promote` (to active; the active one is retired) or `restore` (a retired one to active).
     Rejecting and restoring need a `note`."""
     note = body.note if body is not None else ""
-    return await take(request, step_of(step, proposal_id, caller.name, note))
+    return await transacted(request, step_of(step, proposal_id, caller.name, note))
 
 
 # --- impact ----------------------------------------------------------------------------------
